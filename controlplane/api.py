@@ -1,0 +1,135 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane import services
+from controlplane.api_base import TenantAPIView
+from controlplane.health import health_report
+from controlplane.models import ApiKey, AuditEvent, Scope
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Is the platform up?",
+        responses={
+            200: inline_serializer(
+                "Health",
+                {"status": serializers.CharField(), "checks": serializers.DictField()},
+            ),
+            503: None,
+        },
+        auth=[],
+    )
+    def get(self, request):
+        ok, checks = health_report()
+        return Response(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+        )
+
+
+class TenantSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="tenant.id")
+    slug = serializers.CharField(source="tenant.slug")
+    name = serializers.CharField(source="tenant.name")
+    created_at = serializers.DateTimeField(source="tenant.created_at")
+    scopes = serializers.ListField(child=serializers.CharField())
+
+
+class TenantView(TenantAPIView):
+    required_scope = None  # any key of the tenant may ask who it belongs to
+
+    @extend_schema(summary="The caller's tenant", responses=TenantSerializer)
+    def get(self, request):
+        data = {"tenant": request.tenant, "scopes": sorted(request.scopes)}
+        return Response(TenantSerializer(data).data)
+
+
+class ApiKeySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiKey
+        fields = ["id", "name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
+
+
+class ApiKeyCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Scope.choices), allow_empty=False
+    )
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    key = serializers.CharField(help_text="The key itself. Shown once, never again.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+
+
+class ApiKeyListView(TenantAPIView):
+    required_scope = Scope.ADMIN
+
+    @extend_schema(summary="The tenant's API keys", responses=ApiKeySerializer(many=True))
+    def get(self, request):
+        keys = ApiKey.objects.order_by("-created_at")
+        return Response(ApiKeySerializer(keys, many=True).data)
+
+    @extend_schema(
+        summary="Create an API key (the key is in this response only)",
+        request=ApiKeyCreateSerializer,
+        responses={201: ApiKeyCreatedSerializer},
+    )
+    def post(self, request):
+        body = ApiKeyCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key, raw = services.api_key_create(
+            tenant=request.tenant,
+            name=body.validated_data["name"],
+            scopes=body.validated_data["scopes"],
+            actor=self.actor,
+        )
+        key.key = raw
+        return Response(ApiKeyCreatedSerializer(key).data, status=201)
+
+
+class ApiKeyRevokeView(TenantAPIView):
+    required_scope = Scope.ADMIN
+
+    @extend_schema(summary="Revoke an API key", request=None, responses=ApiKeySerializer)
+    def post(self, request, key_id: int):
+        key = get_object_or_404(ApiKey.objects, pk=key_id)
+        services.api_key_revoke(key=key, actor=self.actor)
+        return Response(ApiKeySerializer(key).data)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditEvent
+        fields = ["id", "created_at", "action", "target_type", "target_id", "data", "actor"]
+
+    def get_actor(self, event) -> str:
+        if event.actor_api_key_id:
+            return f"api-key:{event.actor_api_key.prefix}"
+        if event.actor_user_id:
+            return event.actor_user.get_username()
+        return "system"
+
+
+class AuditEventListView(TenantAPIView):
+    required_scope = Scope.ADMIN
+
+    @extend_schema(
+        summary="The tenant's audit log, newest first (last 200)",
+        responses=AuditEventSerializer(many=True),
+    )
+    def get(self, request):
+        events = AuditEvent.objects.select_related("actor_user", "actor_api_key").order_by(
+            "-created_at", "-id"
+        )[:200]
+        return Response(AuditEventSerializer(events, many=True).data)

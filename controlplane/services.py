@@ -1,0 +1,153 @@
+"""Tenancy operations: the only code that writes tenants, members, keys and audit rows."""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from controlplane.models import ApiKey, AuditEvent, Membership, Role, Scope, Tenant
+
+KEY_PREFIX = "fd_"
+
+
+class ServiceError(ValueError):
+    """A request the caller can fix; the message says what was wrong."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is doing something, for the audit log."""
+
+    user: object | None = None
+    api_key: ApiKey | None = None
+
+    @classmethod
+    def system(cls) -> "Actor":
+        return cls()
+
+
+def audit_record(
+    *, tenant: Tenant, actor: Actor, action: str, target, data: dict | None = None
+) -> AuditEvent:
+    return AuditEvent.all_tenants.create(
+        tenant=tenant,
+        actor_user=actor.user,
+        actor_api_key=actor.api_key,
+        action=action,
+        target_type=type(target).__name__.lower(),
+        target_id=str(target.pk),
+        data=data or {},
+    )
+
+
+@transaction.atomic
+def tenant_create(*, slug: str, name: str = "", actor: Actor | None = None) -> Tenant:
+    if Tenant.objects.filter(slug=slug).exists():
+        raise ServiceError(f"a tenant with slug {slug!r} already exists")
+    tenant = Tenant.objects.create(slug=slug, name=name or slug)
+    audit_record(
+        tenant=tenant, actor=actor or Actor.system(), action="tenant.create", target=tenant
+    )
+    return tenant
+
+
+@transaction.atomic
+def membership_add(*, tenant: Tenant, user, role: str, actor: Actor | None = None) -> Membership:
+    if role not in Role.values:
+        raise ServiceError(f"unknown role {role!r} (use one of {', '.join(Role.values)})")
+    membership, _ = Membership.all_tenants.update_or_create(
+        tenant=tenant, user=user, defaults={"role": role}
+    )
+    audit_record(
+        tenant=tenant,
+        actor=actor or Actor.system(),
+        action="membership.set",
+        target=membership,
+        data={"user": user.get_username(), "role": role},
+    )
+    return membership
+
+
+def user_get_or_create(*, email: str) -> tuple[object, str | None]:
+    """The user with this e-mail; a new one gets a generated password, returned once."""
+    User = get_user_model()
+    user = User.objects.filter(username=email).first()
+    if user:
+        return user, None
+    password = secrets.token_urlsafe(12)
+    user = User.objects.create_user(username=email, email=email, password=password)
+    return user, password
+
+
+def api_key_hash(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_create(
+    *, tenant: Tenant, name: str, scopes: list[str], actor: Actor | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key; the raw key is returned here once and never stored."""
+    unknown = sorted(set(scopes) - set(Scope.values))
+    if unknown:
+        raise ServiceError(f"unknown scopes {unknown} (use {', '.join(Scope.values)})")
+    if not scopes:
+        raise ServiceError("an API key needs at least one scope")
+    raw = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.all_tenants.create(
+        tenant=tenant,
+        name=name,
+        prefix=raw[:10],
+        key_hash=api_key_hash(raw),
+        scopes=sorted(set(scopes)),
+        created_by=(actor.user if actor else None),
+    )
+    audit_record(
+        tenant=tenant,
+        actor=actor or Actor.system(),
+        action="api_key.create",
+        target=key,
+        data={"name": name, "scopes": key.scopes, "prefix": key.prefix},
+    )
+    return key, raw
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: Actor | None = None) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+        audit_record(
+            tenant=key.tenant, actor=actor or Actor.system(), action="api_key.revoke", target=key
+        )
+    return key
+
+
+def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
+    """The active key for this raw key, or None. Records use at most once a minute."""
+    if not raw_key.startswith(KEY_PREFIX):
+        return None
+    # Authentication happens before any tenant is known: this read spans tenants.
+    key = (
+        ApiKey.objects.unscoped()
+        .select_related("tenant")
+        .filter(key_hash=api_key_hash(raw_key), revoked_at__isnull=True, tenant__is_active=True)
+        .first()
+    )
+    if key is None:
+        return None
+    now = timezone.now()
+    stale = now - timedelta(seconds=settings.API_KEY_TOUCH_SECONDS)
+    if key.last_used_at is None or key.last_used_at < stale:
+        # Conditional so that concurrent requests write once, and ingest's hot path
+        # does not write on every request.
+        ApiKey.objects.unscoped().filter(pk=key.pk).exclude(last_used_at__gte=stale).update(
+            last_used_at=now
+        )
+        key.last_used_at = now
+    return key

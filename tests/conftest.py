@@ -1,0 +1,68 @@
+from types import SimpleNamespace
+
+import pytest
+
+from controlplane import services
+from controlplane.models import Role
+from tests.factories import MembershipFactory, TenantFactory, UserFactory
+
+PASSWORD = "correct horse battery staple"
+
+
+def _tenant(slug: str, owner_email: str):
+    tenant = TenantFactory(slug=slug, name=slug.title())
+    owner = UserFactory(username=owner_email)
+    MembershipFactory(tenant=tenant, user=owner, role=Role.OWNER)
+    tenant.owner = owner
+    return tenant
+
+
+@pytest.fixture
+def acme(db):
+    """Tenant acme, owned by alice."""
+    return _tenant("acme", "alice@acme.test")
+
+
+@pytest.fixture
+def acme_viewer(acme):
+    """bob, who may only read acme."""
+    bob = UserFactory(username="bob@acme.test")
+    MembershipFactory(tenant=acme, user=bob, role=Role.VIEWER)
+    return bob
+
+
+@pytest.fixture
+def globex(db):
+    """Tenant globex, owned by charlie, a stranger to acme."""
+    return _tenant("globex", "charlie@globex.test")
+
+
+@pytest.fixture
+def make_key():
+    """make_key(tenant, *scopes) -> raw key string."""
+
+    def make(tenant, *scopes):
+        _, raw = services.api_key_create(tenant=tenant, name="test", scopes=list(scopes))
+        return raw
+
+    return make
+
+
+@pytest.fixture
+def api(live_server):
+    """A real HTTP client against a live server: api.get(path, key=...)."""
+    import httpx
+
+    def call(method, path, key=None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.request(method, live_server.url + path, headers=headers, timeout=30, **kwargs)
+
+    return SimpleNamespace(
+        url=live_server.url,
+        get=lambda path, **kw: call("GET", path, **kw),
+        post=lambda path, **kw: call("POST", path, **kw),
+        delete=lambda path, **kw: call("DELETE", path, **kw),
+        request=call,
+    )
