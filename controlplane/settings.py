@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "controlplane",
+    "execution",
 ]
 
 MIDDLEWARE = [
@@ -190,3 +191,85 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the cookie
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Execution ------------------------------------------------------------------------
+
+# auto: gVisor's runsc when installed, else bubblewrap. "unsandboxed" (rlimits only, no
+# isolation) is for development machines without either, and refused with DEBUG off.
+EXECUTION_SANDBOX = env_str("EXECUTION_SANDBOX", "auto")
+if EXECUTION_SANDBOX == "unsandboxed" and not DEBUG:
+    raise ImproperlyConfigured("EXECUTION_SANDBOX=unsandboxed is refused with DEBUG off")
+if EXECUTION_SANDBOX not in ("auto", "bwrap", "runsc", "unsandboxed"):
+    raise ImproperlyConfigured(
+        f"EXECUTION_SANDBOX={EXECUTION_SANDBOX!r} is not one of auto, bwrap, runsc, unsandboxed"
+    )
+# Run folders live outside VAR_DIR: sandbox uids must be able to pass through the path.
+EXECUTION_WORK_DIR = env_str("EXECUTION_WORK_DIR", "/tmp/flightdeck-runs")
+EXECUTION_SANDBOX_UID_BASE = env_int("EXECUTION_SANDBOX_UID_BASE", 200000, minimum=1000)
+EXECUTION_SANDBOX_UID_COUNT = env_int("EXECUTION_SANDBOX_UID_COUNT", 1000, minimum=1)
+EXECUTION_QUEUE = env_str("EXECUTION_QUEUE", "celery")
+EXECUTION_TOOL_QUEUE = env_str("EXECUTION_TOOL_QUEUE", "execution-tools")
+EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 30, minimum=3)
+EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3, minimum=1)
+EXECUTION_REQUEUE_QUEUED_AFTER_SECONDS = env_int("EXECUTION_REQUEUE_QUEUED_AFTER_SECONDS", 120)
+EXECUTION_BUNDLE_MAX_BYTES = env_int("EXECUTION_BUNDLE_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+EXECUTION_BUNDLE_MAX_UNPACKED_BYTES = env_int(
+    "EXECUTION_BUNDLE_MAX_UNPACKED_BYTES", 50 * 1024 * 1024, minimum=1024
+)
+EXECUTION_BUNDLE_MAX_FILES = env_int("EXECUTION_BUNDLE_MAX_FILES", 2000, minimum=1)
+EXECUTION_DEFAULT_LIMITS = {
+    "wall_seconds": 120,
+    "cpu_seconds": 60,
+    "memory_mb": 256,
+    "max_processes": 32,
+    "max_file_mb": 16,
+    "max_steps": 200,
+    "max_tool_calls": 100,
+    "max_parallel_tools": 4,
+    "budget_tokens": 200_000,
+    "loop_repeats": 5,
+}
+EXECUTION_MAX_LIMITS = {
+    "wall_seconds": 3600,
+    "cpu_seconds": 1800,
+    "memory_mb": 4096,
+    "max_processes": 256,
+    "max_file_mb": 1024,
+    "max_steps": 10_000,
+    "max_tool_calls": 5_000,
+    "max_parallel_tools": 32,
+    "budget_tokens": 10_000_000,
+    "loop_repeats": 100,
+}
+EXECUTION_PYTHON_TOOL_LIMITS = {
+    "cpu_seconds": 10,
+    "memory_mb": 256,
+    "max_processes": 16,
+    "max_file_mb": 16,
+}
+EXECUTION_DEFAULT_MODEL = env_str("EXECUTION_DEFAULT_MODEL", "claude-sonnet-4-5")
+# The LLM upstream. With ANTHROPIC_API_KEY set, the real API; otherwise the local
+# Messages API server (`manage.py messages_api_server`, started by `make run`).
+EXECUTION_LLM_API_KEY = env_str("ANTHROPIC_API_KEY") or "local-messages-api"
+EXECUTION_LLM_BASE_URL = env_str("ANTHROPIC_BASE_URL") or (
+    None
+    if env_str("ANTHROPIC_API_KEY")
+    else env_str("EXECUTION_LOCAL_LLM_URL", "http://127.0.0.1:8765")
+)
+EXECUTION_LLM_TIMEOUT = env_int("EXECUTION_LLM_TIMEOUT", 120, minimum=1)
+EXECUTION_RETRY_ATTEMPTS = env_int("EXECUTION_RETRY_ATTEMPTS", 4, minimum=1)
+EXECUTION_RETRY_BASE_MS = env_int("EXECUTION_RETRY_BASE_MS", 250, minimum=0)
+EXECUTION_RETRY_CAP_MS = env_int("EXECUTION_RETRY_CAP_MS", 10_000, minimum=0)
+# How long a call waits for a rate limit token before the agent gets a rate_limited error.
+EXECUTION_RATE_LIMIT_MAX_WAIT_MS = env_int("EXECUTION_RATE_LIMIT_MAX_WAIT_MS", 10_000, minimum=0)
+EXECUTION_TOOL_MAX_RESPONSE_BYTES = 256 * 1024
+EXECUTION_REDIS_PREFIX = env_str("FLIGHTDECK_REDIS_PREFIX", "fd:")
+# Fernet keys for the credential vault, comma-separated, newest first (rotation). Unset:
+# derived from SECRET_KEY.
+EXECUTION_VAULT_KEYS = env_str("EXECUTION_VAULT_KEYS", "")
+# Billing's reserve/settle seam: a dotted path to a class with reserve() and settle().
+EXECUTION_BUDGET_HOOK = env_str("EXECUTION_BUDGET_HOOK")
+CELERY_BEAT_SCHEDULE["execution.requeue_lost_runs"] = {
+    "task": "execution.requeue_lost_runs",
+    "schedule": 15.0,
+}

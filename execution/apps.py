@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ExecutionConfig(AppConfig):
+    name = "execution"
+    verbose_name = "Managed execution"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,217 @@
+"""Agent bundles: a .tar.gz or .zip of Python code with a `flightdeck.toml` at its root.
+
+A bundle is checked once on upload (every member, the manifest, the entrypoint) and
+again, member by member, whenever it is unpacked for a run: the archive in the blob
+store is trusted no more than the one uploaded.
+"""
+
+import ast
+import hashlib
+import io
+import re
+import stat
+import tarfile
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+
+from controlplane.blobstore import get_blob_store, tenant_key
+
+MANIFEST = "flightdeck.toml"
+_ENTRY = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*):([A-Za-z_][A-Za-z0-9_]*)$"
+)
+LIMIT_KEYS = {
+    "wall_seconds",
+    "cpu_seconds",
+    "memory_mb",
+    "max_processes",
+    "max_file_mb",
+    "max_steps",
+    "max_tool_calls",
+    "max_parallel_tools",
+    "budget_tokens",
+    "loop_repeats",
+}
+RATE_KEYS = {"llm_per_minute", "tools_per_minute"}
+
+
+class BundleError(ValueError):
+    """The bundle is refused; the message says why."""
+
+
+@dataclass
+class Member:
+    path: str  # normalised, relative
+    data: bytes
+
+
+def bundle_format(filename: str, data: bytes) -> str:
+    if data[:2] == b"\x1f\x8b":
+        return "tar.gz"
+    if data[:4] == b"PK\x03\x04":
+        return "zip"
+    raise BundleError(f"{filename or 'the upload'} is neither a .tar.gz nor a .zip archive")
+
+
+def _safe_path(name: str) -> str:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise BundleError(f"archive member {name!r} leaves the bundle (path traversal)")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    if not parts:
+        raise BundleError(f"archive member {name!r} has no name")
+    return "/".join(parts)
+
+
+def read_members(data: bytes, fmt: str) -> list[Member]:
+    """Every file of the archive, refusing traversal, links, devices and oversize."""
+    max_total = settings.EXECUTION_BUNDLE_MAX_UNPACKED_BYTES
+    max_files = settings.EXECUTION_BUNDLE_MAX_FILES
+    members: list[Member] = []
+    total = 0
+
+    def add(name: str, size: int, read) -> None:
+        nonlocal total
+        path = _safe_path(name)
+        total += size
+        if total > max_total:
+            raise BundleError(f"the bundle unpacks to more than {max_total} bytes")
+        if len(members) >= max_files:
+            raise BundleError(f"the bundle has more than {max_files} files")
+        members.append(Member(path, read()))
+
+    try:
+        if fmt == "tar.gz":
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+                for info in tar:
+                    if info.isdir():
+                        _safe_path(info.name)
+                        continue
+                    if not info.isfile():
+                        raise BundleError(
+                            f"archive member {info.name!r} is a link or device; only files are allowed"
+                        )
+                    add(info.name, info.size, lambda info=info: tar.extractfile(info).read())
+        else:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for info in zf.infolist():
+                    mode = info.external_attr >> 16
+                    if stat.S_ISLNK(mode):
+                        raise BundleError(f"archive member {info.filename!r} is a symlink")
+                    if info.is_dir():
+                        _safe_path(info.filename)
+                        continue
+                    add(info.filename, info.file_size, lambda info=info: zf.read(info))
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise BundleError(f"the archive cannot be read: {exc}") from None
+    seen = set()
+    for member in members:
+        if member.path in seen:
+            raise BundleError(f"archive member {member.path!r} appears twice")
+        seen.add(member.path)
+    return members
+
+
+def parse_manifest(members: list[Member]) -> dict:
+    by_path = {m.path: m for m in members}
+    if MANIFEST not in by_path:
+        raise BundleError(f"the bundle has no {MANIFEST} at its root")
+    try:
+        raw = tomllib.loads(by_path[MANIFEST].data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{MANIFEST} is not valid TOML: {exc}") from None
+
+    entrypoint = raw.get("entrypoint")
+    if not isinstance(entrypoint, str) or not (match := _ENTRY.match(entrypoint)):
+        raise BundleError(f"{MANIFEST}: entrypoint must be 'module:function', got {entrypoint!r}")
+    module, function = match.groups()
+    module_path = module.replace(".", "/")
+    source = by_path.get(f"{module_path}.py") or by_path.get(f"{module_path}/__init__.py")
+    if source is None:
+        raise BundleError(f"{MANIFEST}: entrypoint module {module!r} is not in the bundle")
+    try:
+        tree = ast.parse(source.data, filename=source.path)
+    except SyntaxError as exc:
+        raise BundleError(f"entrypoint module {source.path} does not parse: {exc}") from None
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    if function not in functions:
+        raise BundleError(f"entrypoint function {function!r} is not defined in {source.path}")
+    if len(functions[function].args.args) != 2:
+        raise BundleError(f"entrypoint {entrypoint} must take two arguments: (ctx, input)")
+
+    tools = raw.get("tools", [])
+    if not isinstance(tools, list) or not all(isinstance(t, str) for t in tools):
+        raise BundleError(f"{MANIFEST}: tools must be a list of tool names")
+    model = raw.get("model", settings.EXECUTION_DEFAULT_MODEL)
+    if not isinstance(model, str) or not model:
+        raise BundleError(f"{MANIFEST}: model must be a model name")
+    limits = raw.get("limits", {})
+    if not isinstance(limits, dict):
+        raise BundleError(f"{MANIFEST}: [limits] must be a table")
+    check_limits(limits, where=f"{MANIFEST} [limits]")
+    rates = raw.get("rate_limits", {})
+    unknown = set(rates) - RATE_KEYS if isinstance(rates, dict) else {"(not a table)"}
+    if unknown:
+        raise BundleError(f"{MANIFEST} [rate_limits]: unknown keys {sorted(unknown)}")
+    return {
+        "entrypoint": entrypoint,
+        "model": model,
+        "tools": tools,
+        "limits": limits,
+        "rate_limits": rates,
+        "description": str(raw.get("description", ""))[:500],
+    }
+
+
+def check_limits(limits: dict, *, where: str) -> None:
+    unknown = set(limits) - LIMIT_KEYS
+    if unknown:
+        raise BundleError(
+            f"{where}: unknown limits {sorted(unknown)} (known: {sorted(LIMIT_KEYS)})"
+        )
+    maxima = settings.EXECUTION_MAX_LIMITS
+    for key, value in limits.items():
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise BundleError(f"{where}: {key} must be a positive number")
+        if value > maxima[key]:
+            raise BundleError(f"{where}: {key}={value} is above the platform maximum {maxima[key]}")
+
+
+def bundle_check(*, filename: str, data: bytes) -> tuple[str, dict]:
+    """(format, manifest) of a valid bundle; BundleError says what is wrong."""
+    if len(data) > settings.EXECUTION_BUNDLE_MAX_BYTES:
+        raise BundleError(
+            f"the bundle is {len(data)} bytes, over the limit of "
+            f"{settings.EXECUTION_BUNDLE_MAX_BYTES}"
+        )
+    fmt = bundle_format(filename, data)
+    return fmt, parse_manifest(read_members(data, fmt))
+
+
+def bundle_key(tenant_id: int, sha256: str, fmt: str) -> str:
+    return tenant_key(tenant_id, "bundles", sha256[:2], f"{sha256}.{fmt}")
+
+
+def bundle_store(*, tenant_id: int, data: bytes, fmt: str) -> str:
+    """Store once per tenant under its SHA-256; returns the hash."""
+    sha = hashlib.sha256(data).hexdigest()
+    store = get_blob_store()
+    key = bundle_key(tenant_id, sha, fmt)
+    if not store.exists(key):
+        store.put(key, data)
+    return sha
+
+
+def bundle_unpack(*, tenant_id: int, sha256: str, fmt: str, dest: Path) -> None:
+    data = get_blob_store().get(bundle_key(tenant_id, sha256, fmt))
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise BundleError("the stored bundle does not match its hash")
+    for member in read_members(data, fmt):
+        target = dest / member.path
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        target.write_bytes(member.data)
+        target.chmod(0o644)

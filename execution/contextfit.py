@@ -1,0 +1,72 @@
+"""ctx.context.fit(messages, budget_tokens): make a long conversation fit the model.
+
+The newest messages are kept whole, back to the oldest point that fits the budget and
+where the conversation may start again (never between a tool_use and its
+tool_result). What is dropped is summarised by the model (one more LLM call, which is
+counted like any other) or, with summarise=False, replaced by a note.
+Tokens are estimated at four characters each: cheap, and close enough for a budget.
+"""
+
+import json
+
+SUMMARY_MAX_TOKENS = 400
+
+
+def estimate_tokens(value) -> int:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return len(text) // 4 + 4
+
+
+def _has_tool_result(message: dict) -> bool:
+    content = message.get("content")
+    return isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+
+
+def _can_start(message: dict) -> bool:
+    return message.get("role") == "user" and not _has_tool_result(message)
+
+
+def _with_prefix(messages: list, text: str) -> list:
+    """`text` as the first user turn (merged into the first message when it is a user's)."""
+    first = messages[0] if messages else None
+    if first and first.get("role") == "user":
+        content = first["content"]
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+        return [{**first, "content": [{"type": "text", "text": text}, *blocks]}, *messages[1:]]
+    return [{"role": "user", "content": text}, *messages]
+
+
+def fit(messages: list, budget_tokens: int, *, summarise: bool, summarise_call) -> dict:
+    """`summarise_call(dropped_messages) -> str` asks the model for a summary."""
+    total = sum(estimate_tokens(m) for m in messages)
+    if total <= budget_tokens:
+        return {"messages": messages, "dropped": 0, "summarised": False, "estimated_tokens": total}
+    reserve = SUMMARY_MAX_TOKENS + 20 if summarise else 20
+    kept_from = len(messages) - 1
+    used = 0
+    start = None
+    for index in range(len(messages) - 1, -1, -1):
+        used += estimate_tokens(messages[index])
+        if used + reserve > budget_tokens:
+            break
+        if _can_start(messages[index]):
+            start = index
+        kept_from = index
+    if start is None:
+        # Nothing fits whole from a clean start: keep the last clean start anyway.
+        starts = [i for i, m in enumerate(messages) if _can_start(m)]
+        start = starts[-1] if starts else kept_from
+    dropped, kept = messages[:start], messages[start:]
+    if summarise and dropped:
+        note = "Summary of the earlier conversation: " + summarise_call(dropped)
+    else:
+        note = f"[{len(dropped)} earlier messages were left out to fit the context window]"
+    fitted = _with_prefix(kept, note) if dropped else kept
+    return {
+        "messages": fitted,
+        "dropped": len(dropped),
+        "summarised": bool(summarise and dropped),
+        "estimated_tokens": sum(estimate_tokens(m) for m in fitted),
+    }

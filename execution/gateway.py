@@ -1,0 +1,405 @@
+"""The host-side gateway of one run: the only way out of the sandbox.
+
+The runtime (runtime/fdrt.py) sends one JSON line per ctx call over a Unix socket; a
+thread per connection answers. For each call:
+
+    journal has it? -> recorded result (resume)
+    else: run limits -> rate limit -> [billing reserve] -> LLM / tool / state / memory
+          -> journal.append (committed) -> span -> [billing settle] -> answer
+
+A stop (a limit, a cancel) is answered with {"type": "stopped"}, which the runtime
+raises as RunStopped; the supervisor (runner.py) kills the sandbox.
+"""
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.utils.module_loading import import_string
+
+from controlplane.tenancy import tenant_scope
+from execution import contextfit, llm, ratelimit
+from execution.journal import Journal, request_hash
+from execution.models import Run, StopReason
+from execution.ops import OpError, state_and_memory_ops
+from execution.retry import UpstreamError
+from execution.spans import RunTracer, as_json, semconv_messages, system_instructions
+from execution.tools import ToolCallError, tool_execute, tool_resolve, tool_validate
+
+log = logging.getLogger(__name__)
+MAX_LINE = 8 * 1024 * 1024
+TOKEN_OPS = ("llm.messages", "context.fit")  # results that carry usage
+
+
+class Gateway:
+    def __init__(
+        self, *, run: Run, manifest: dict, limits: dict, tracer: RunTracer, socket_path: Path
+    ):
+        self.run_id, self.tenant_id, self.agent_id = run.pk, run.tenant_id, run.agent_id
+        self.manifest, self.limits, self.tracer = manifest, limits, tracer
+        self.socket_path = socket_path
+        self.journal = Journal(run=run)
+        self.lock = threading.Lock()
+        self.tool_calls = 0
+        self.tokens = 0
+        self.recent = deque(maxlen=int(limits["loop_repeats"]))
+        self.tool_slots = threading.BoundedSemaphore(int(limits["max_parallel_tools"]))
+        self.stop_reason = ""
+        self.finished: dict | None = None
+        self.hello = {
+            "run_id": run.pk,
+            "agent": run.agent.name,
+            "model": manifest["model"],
+            "entrypoint": manifest["entrypoint"],
+            "input": run.input,
+        }
+        hook = settings.EXECUTION_BUDGET_HOOK
+        # Billing's reserve/settle seam: an object with reserve(...) and settle(...).
+        self.budget = import_string(hook)() if hook else None
+        self.ops = {
+            "llm.messages": self._llm,
+            "tool": self._tool,
+            "now": lambda args: (time.time(), {}),
+            "random": lambda args: (random.random(), {}),
+            "context.fit": self._context_fit,
+            **state_and_memory_ops(run_id=run.pk, agent_id=run.agent_id),
+        }
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+
+    # --- serving ---------------------------------------------------------------------
+
+    def start(self) -> "Gateway":
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.socket_path))
+        # The sandbox's own uid connects; the folder around it is private to this run.
+        os.chmod(self.socket_path, 0o666)
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, daemon=True, name=f"gw-{self.run_id}").start()
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        close_old_connections()
+        try:
+            with tenant_scope(self.tenant_id), conn, conn.makefile("rb") as reader:
+                while True:
+                    line = reader.readline(MAX_LINE + 1)
+                    if not line:
+                        return
+                    if len(line) > MAX_LINE:
+                        conn.sendall(self._encode(_error("invalid", "request too large")))
+                        return
+                    try:
+                        request = json.loads(line)
+                        op, args = request["op"], request.get("args") or {}
+                        if not isinstance(args, dict):
+                            raise ValueError
+                    except (ValueError, KeyError, TypeError):
+                        reply = _error("invalid", "a request is one JSON object with op and args")
+                    else:
+                        reply = self.handle(op, args)
+                    conn.sendall(self._encode(reply))
+        except OSError:
+            pass
+        finally:
+            connection.close()  # this thread's database connection
+
+    @staticmethod
+    def _encode(reply: dict) -> bytes:
+        return json.dumps(reply, default=str).encode() + b"\n"
+
+    # --- one call --------------------------------------------------------------------
+
+    def stop(self, reason: str) -> None:
+        with self.lock:
+            if not self.stop_reason:
+                self.stop_reason = reason
+
+    def _stopped(self, reason: str) -> dict:
+        self.stop(reason)
+        return _error("stopped", f"the run was stopped: {self.stop_reason}")
+
+    def handle(self, op: str, args: dict) -> dict:
+        if op == "hello":
+            return {"ok": True, "result": self.hello}
+        if op == "finish":
+            self.finished = args
+            return {"ok": True, "result": None}
+        if self.stop_reason:
+            return self._stopped(self.stop_reason)
+        handler = self.ops.get(op)
+        if handler is None:
+            return _error("invalid", f"unknown operation {op!r}")
+        digest = request_hash(op, args)
+        stop = self._admit(op, digest)
+        if stop:
+            return self._stopped(stop)
+        step = self.journal.take_step()
+        if step > self.limits["max_steps"]:
+            return self._stopped(StopReason.STEPS)
+        recorded = self.journal.replay(step, digest)
+        if recorded is not None:
+            self._count(op, recorded.result if not recorded.is_error else None)
+            if recorded.is_error:
+                return {"ok": False, "error": recorded.result}
+            return {"ok": True, "result": recorded.result}
+        limited = self._rate_limit(op, args)
+        if limited:
+            # Journaled like any answer, so the step numbers of a resumed run line up.
+            result = {"type": "rate_limited", "message": limited}
+            self.journal.append(
+                step=step,
+                kind=op,
+                digest=digest,
+                request=_journal_request(op, args),
+                result=result,
+                is_error=True,
+                duration_ms=0,
+            )
+            return {"ok": False, "error": result}
+        started_ns, started = time.time_ns(), time.perf_counter()
+        span = {}
+        try:
+            result, span = handler(args)
+            is_error, reply = False, {"ok": True, "result": result}
+        except OpError as exc:
+            result = {"type": exc.type, "message": exc.message}
+            span = exc.span
+            is_error, reply = True, {"ok": False, "error": result}
+        if self.stop_reason:  # stopped while the call ran: the agent gets no answer
+            return self._stopped(self.stop_reason)
+        tokens = self._count(op, None if is_error else result)
+        self.journal.append(
+            step=step,
+            kind=op,
+            digest=digest,
+            request=_journal_request(op, args),
+            result=result,
+            is_error=is_error,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            tool_call=op == "tool",
+            tokens=tokens,
+        )
+        if span:
+            self.tracer.record(
+                span.pop("name"),
+                start_ns=started_ns,
+                end_ns=time.time_ns(),
+                attributes=span,
+                error=result["message"] if is_error else "",
+            )
+        return reply
+
+    def _admit(self, op: str, digest: str) -> str:
+        """The stop reason if this call may not run."""
+        with self.lock:
+            if op == "tool":
+                if self.tool_calls >= self.limits["max_tool_calls"]:
+                    return StopReason.TOOL_CALLS
+                self.tool_calls += 1
+            if (
+                op in ("llm.messages", "context.fit")
+                and self.tokens >= self.limits["budget_tokens"]
+            ):
+                return StopReason.BUDGET
+            if op in ("llm.messages", "tool"):
+                self.recent.append(digest)
+                if len(self.recent) == self.recent.maxlen and len(set(self.recent)) == 1:
+                    return StopReason.LOOP
+        return ""
+
+    def _count(self, op: str, result) -> tuple[int, int]:
+        usage = result.get("usage") if isinstance(result, dict) and op in TOKEN_OPS else None
+        if not usage:
+            return (0, 0)
+        tokens = (int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
+        with self.lock:
+            self.tokens += sum(tokens)
+        return tokens
+
+    def _rate_limit(self, op: str, args: dict) -> str:
+        """'' once a token is taken, or why not (after waiting up to the maximum)."""
+        rates = self.manifest.get("rate_limits", {})
+        buckets = []
+        if op == "llm.messages" and rates.get("llm_per_minute"):
+            buckets.append((f"{self.tenant_id}:agent:{self.agent_id}:llm", rates["llm_per_minute"]))
+        if op == "tool":
+            if rates.get("tools_per_minute"):
+                buckets.append(
+                    (f"{self.tenant_id}:agent:{self.agent_id}:tools", rates["tools_per_minute"])
+                )
+            spec = _safe_lookup(args.get("name"), self.manifest["tools"])
+            if spec is not None and spec.rate_per_minute:
+                buckets.append((f"{self.tenant_id}:tool:{spec.name}", spec.rate_per_minute))
+        deadline = time.monotonic() + settings.EXECUTION_RATE_LIMIT_MAX_WAIT_MS / 1000
+        for key, per_minute in buckets:
+            while (wait := ratelimit.acquire(key, per_minute)) > 0:
+                if time.monotonic() + wait > deadline:
+                    return f"rate limit of {per_minute}/minute reached for {key.split(':', 1)[1]}"
+                time.sleep(wait)
+        return ""
+
+    # --- operations ------------------------------------------------------------------
+
+    def _llm(self, args: dict) -> tuple[dict, dict]:
+        params = {"model": self.manifest["model"], **args}
+        span = {
+            "name": f"chat {params['model']}",
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": params["model"],
+            "gen_ai.request.max_tokens": params.get("max_tokens"),
+            "gen_ai.input.messages": as_json(semconv_messages(params.get("messages"))),
+            "gen_ai.system_instructions": as_json(system_instructions(params.get("system"))),
+        }
+        problem = llm.check_params(params)
+        if problem:
+            raise OpError("llm_error", problem, span)
+        reservation = (
+            self.budget.reserve(run_id=self.run_id, request=params) if self.budget else None
+        )
+        try:
+            message, attempts = llm.messages_create(params)
+        except UpstreamError as exc:
+            if self.budget:
+                self.budget.settle(reservation=reservation, usage=None)
+            raise OpError("llm_error", str(exc), span) from None
+        if self.budget:
+            self.budget.settle(reservation=reservation, usage=message.get("usage"))
+        usage = message.get("usage", {})
+        span.update(
+            {
+                "gen_ai.response.model": message.get("model"),
+                "gen_ai.response.id": message.get("id"),
+                "gen_ai.response.finish_reasons": [message.get("stop_reason") or ""],
+                "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+                "gen_ai.usage.output_tokens": usage.get("output_tokens"),
+                "gen_ai.output.messages": as_json(
+                    [
+                        {
+                            **semconv_messages(
+                                [{"role": "assistant", "content": message.get("content")}]
+                            )[0],
+                            "finish_reason": message.get("stop_reason"),
+                        }
+                    ]
+                ),
+                "flightdeck.attempts": attempts,
+            }
+        )
+        return message, span
+
+    def _tool(self, args: dict) -> tuple[object, dict]:
+        name, arguments = args.get("name"), args.get("arguments", {})
+        span = {
+            "name": f"execute_tool {name}",
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": str(name),
+            "gen_ai.tool.call.id": f"{self.run_id}-{time.monotonic_ns()}",
+            "gen_ai.tool.call.arguments": as_json(arguments),
+        }
+        try:
+            spec = tool_resolve(name=name, allowed=self.manifest["tools"])
+            problem = tool_validate(spec, arguments)
+            if problem:
+                raise ToolCallError(problem, type_="invalid_arguments")
+            with self.tool_slots:  # the bound on parallel tool calls within this run
+                if spec.slow:
+                    from execution.slowtools import slow_tool_call
+
+                    result, attempts, used = slow_tool_call(
+                        gateway=self, spec=spec, arguments=arguments
+                    )
+                else:
+                    result, attempts, used = tool_execute(spec=spec, arguments=arguments)
+        except ToolCallError as exc:
+            span["flightdeck.tool.error"] = exc.type
+            raise OpError("tool_error", str(exc), span) from None
+        span.update(
+            {
+                "gen_ai.tool.call.result": as_json(result),
+                "flightdeck.attempts": attempts,
+                "flightdeck.tool.answered_by": used,
+            }
+        )
+        return result, span
+
+    def _context_fit(self, args: dict) -> tuple[dict, dict]:
+        messages, budget = args.get("messages"), args.get("budget_tokens")
+        if not isinstance(messages, list) or not isinstance(budget, int) or budget <= 0:
+            raise OpError(
+                "invalid", "fit needs messages (a list) and budget_tokens (a positive int)"
+            )
+
+        def summarise(dropped: list) -> str:
+            prompt = (
+                "Summarise this conversation in a few sentences, keeping facts, decisions "
+                "and tool results:\n" + json.dumps(dropped, default=str)[:200_000]
+            )
+            params = {
+                "model": self.manifest["model"],
+                "max_tokens": contextfit.SUMMARY_MAX_TOKENS,
+                "messages": [{"role": "user", "content": prompt}],
+            }
+            try:
+                message, _ = llm.messages_create(params)
+            except UpstreamError as exc:
+                raise OpError("llm_error", f"summarising failed: {exc}") from None
+            for key in ("input_tokens", "output_tokens"):
+                spent[key] += message.get("usage", {}).get(key, 0)
+            return " ".join(
+                b.get("text", "") for b in message["content"] if b.get("type") == "text"
+            )
+
+        spent = {"input_tokens": 0, "output_tokens": 0}
+        result = contextfit.fit(
+            messages, budget, summarise=bool(args.get("summarise", True)), summarise_call=summarise
+        )
+        result["usage"] = spent  # the summary's tokens count against the budget
+        return result, {}
+
+
+def _error(type_: str, message: str) -> dict:
+    return {"ok": False, "error": {"type": type_, "message": message}}
+
+
+def _safe_lookup(name, allowed):
+    try:
+        return tool_resolve(name=name, allowed=allowed)
+    except ToolCallError:
+        return None
+
+
+def _journal_request(op: str, args: dict):
+    # The conversation is in the span path already (redacted, deduplicated); the journal
+    # keeps its hash and the small requests whole.
+    if op == "llm.messages":
+        return {k: v for k, v in args.items() if k not in ("messages", "system", "tools")}
+    return args

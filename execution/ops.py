@@ -1,0 +1,81 @@
+"""The gateway's small operations: ctx.state and ctx.memory, backed by the database."""
+
+from django.utils import timezone
+
+from execution.models import MemoryItem, RunState
+
+
+class OpError(Exception):
+    """An answer the agent can handle: {"type", "message"}; `span` keeps what was known."""
+
+    def __init__(self, type_: str, message: str, span: dict | None = None):
+        super().__init__(message)
+        self.type, self.message, self.span = type_, message, span or {}
+
+
+def _key(args: dict) -> str:
+    key = args.get("key")
+    if not isinstance(key, str) or not key or len(key) > 200:
+        raise OpError("invalid", "key must be a non-empty string of at most 200 characters")
+    return key
+
+
+def state_and_memory_ops(*, run_id: int, agent_id: int) -> dict:
+    def state_get(args):
+        row = RunState.objects.filter(run_id=run_id, key=_key(args)).first()
+        return {"found": row is not None, "value": row.value if row else None}, {}
+
+    def state_set(args):
+        from controlplane.tenancy import current_tenant_id
+
+        RunState.objects.update_or_create(
+            run_id=run_id,
+            key=_key(args),
+            defaults={"value": args.get("value"), "tenant_id": current_tenant_id()},
+        )
+        return None, {}
+
+    def memory_put(args):
+        from controlplane.tenancy import current_tenant_id
+
+        value = args.get("value")
+        text = args.get("text") or (value if isinstance(value, str) else "")
+        MemoryItem.objects.update_or_create(
+            agent_id=agent_id,
+            key=_key(args),
+            defaults={
+                "value": value,
+                "text": f"{args['key']} {text}".lower()[:20000],
+                "tenant_id": current_tenant_id(),
+                "updated_at": timezone.now(),
+            },
+        )
+        return None, {}
+
+    def memory_get(args):
+        row = MemoryItem.objects.filter(agent_id=agent_id, key=_key(args)).first()
+        return {"found": row is not None, "value": row.value if row else None}, {}
+
+    def memory_search(args):
+        query = args.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise OpError("invalid", "query must be a non-empty string")
+        limit = min(max(int(args.get("limit") or 5), 1), 50)
+        words = {w for w in query.lower().split() if len(w) > 1}
+        # Word overlap: enough for an agent's notes; the matching stays in the database's
+        # index-free scan of one agent's items, which are few.
+        scored = []
+        for item in MemoryItem.objects.filter(agent_id=agent_id).only("key", "value", "text"):
+            score = sum(1 for w in words if w in item.text)
+            if score:
+                scored.append((score, item.key, item.value))
+        scored.sort(key=lambda s: (-s[0], s[1]))
+        return [{"key": k, "value": v, "score": s} for s, k, v in scored[:limit]], {}
+
+    return {
+        "state.get": state_get,
+        "state.set": state_set,
+        "memory.put": memory_put,
+        "memory.get": memory_get,
+        "memory.search": memory_search,
+    }

@@ -1,0 +1,184 @@
+"""Runs one claimed run on this worker: unpack the bundle, start the gateway and the
+sandbox, supervise (limits, cancel, lease), and record how it ended.
+
+Ownership is the lease on the run's row, not the broker's message: the supervisor
+renews it while the sandbox runs and writes the outcome only while it still holds it.
+A worker that dies stops renewing; `requeue_lost_runs` (beat) re-enqueues the run and
+the next claim takes it over (services.run_claim).
+"""
+
+import logging
+import secrets
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from execution.bundles import BundleError, bundle_unpack
+from execution.gateway import Gateway
+from execution.models import Run, RunStatus, StopReason
+from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend
+from execution.sandbox.resources import Limits, remove_tree
+from execution.spans import RunTracer
+
+log = logging.getLogger(__name__)
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+LOG_TAIL = 8192
+MAX_OUTPUT_BYTES = 1024 * 1024
+FINISH_GRACE_SECONDS = 2.0
+
+
+def run_dirs(run_id: int) -> Path:
+    root = Path(settings.EXECUTION_WORK_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o711)  # sandbox uids pass through; nobody lists the runs
+    folder = root / f"run-{run_id}-{secrets.token_hex(8)}"
+    for sub in ("bundle", "scratch", "sock"):
+        (folder / sub).mkdir(parents=True)
+    folder.chmod(0o711)
+    (folder / "bundle").chmod(0o755)
+    (folder / "sock").chmod(0o755)
+    (folder / "scratch").chmod(0o700)
+    return folder
+
+
+class Supervisor:
+    def __init__(self, *, run: Run, worker_id: str):
+        self.run, self.worker_id = run, worker_id
+        self.lease = timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
+
+    def execute(self) -> None:
+        run = self.run
+        manifest = run.version.manifest
+        folder = run_dirs(run.pk)
+        tracer = RunTracer(
+            tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name, trace_id=run.trace_id
+        )
+        if not run.trace_id:
+            Run.objects.filter(pk=run.pk).update(trace_id=tracer.trace_id)
+        gateway = box = None
+        status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
+        try:
+            bundle_unpack(
+                tenant_id=run.tenant_id,
+                sha256=run.version.bundle_sha256,
+                fmt=run.version.bundle_format,
+                dest=folder / "bundle",
+            )
+            gateway = Gateway(
+                run=run,
+                manifest=manifest,
+                limits=run.limits,
+                tracer=tracer,
+                socket_path=folder / "sock" / "gw.sock",
+            ).start()
+            with open(folder / "agent.log", "w+b") as agent_log:
+                box = get_backend().start(
+                    SandboxSpec(
+                        argv=[SANDBOX_PYTHON, "-S", "-I", "/fd/runtime/fdrt.py"],
+                        scratch=folder / "scratch",
+                        limits=Limits.from_dict(run.limits),
+                        ro_binds=[(RUNTIME_DIR, "/fd/runtime"), (folder / "bundle", "/fd/bundle")],
+                        rw_binds=[(folder / "sock", "/fd/sock")],
+                        env={"FD_SOCKET": "/fd/sock/gw.sock", "PYTHONUNBUFFERED": "1"},
+                        stdout=agent_log,
+                        name=f"run{run.pk}",
+                    )
+                )
+                if not self._supervise(box, gateway, tracer):
+                    return  # the lease was lost: another worker owns the run now
+                outcome = box.outcome()
+                agent_log.seek(max(0, agent_log.seek(0, 2) - LOG_TAIL))
+                logs = agent_log.read().decode(errors="replace")
+            status, reason, error, output = self._verdict(gateway, outcome, logs)
+        except BundleError as exc:
+            error = f"the bundle cannot be used: {exc}"
+        except Exception as exc:
+            log.exception("run %s failed on the host side", run.pk)
+            error = f"the platform failed to run the agent: {type(exc).__name__}: {exc}"
+        finally:
+            if gateway is not None:
+                gateway.close()
+            if box is not None:
+                box.close()
+            remove_tree(folder)
+        tracer.finish(status=status, error=error)
+        self._finish(status=status, reason=reason, error=error, output=output, logs=logs)
+
+    def _supervise(self, box, gateway: Gateway, tracer: RunTracer) -> bool:
+        """Wait for the sandbox; False when this worker lost the run's lease."""
+        renew_every = settings.EXECUTION_LEASE_SECONDS / 3
+        last_renew = time.monotonic()
+        finished_at = None
+        while box.poll() is None:
+            if gateway.stop_reason:
+                box.kill(gateway.stop_reason)
+                break
+            if gateway.finished is not None:
+                finished_at = finished_at or time.monotonic()
+                if time.monotonic() - finished_at > FINISH_GRACE_SECONDS:
+                    box.kill()  # finished, but left threads or children behind
+                    break
+            if time.monotonic() - last_renew >= min(renew_every, 1.0):
+                last_renew = time.monotonic()
+                tracer.flush()
+                state = self._renew()
+                if state == "lost":
+                    box.kill()
+                    gateway.stop("lease lost")
+                    return False
+                if state == "cancel":
+                    gateway.stop(StopReason.CANCELLED)
+            time.sleep(0.01)
+        return True
+
+    def _renew(self) -> str:
+        now = timezone.now()
+        renewed = Run.objects.filter(
+            pk=self.run.pk, status=RunStatus.RUNNING, lease_owner=self.worker_id
+        ).update(lease_expires_at=now + self.lease)
+        if renewed != 1:
+            return "lost"
+        cancel = Run.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True)
+        return "cancel" if cancel.first() else "ok"
+
+    def _verdict(self, gateway: Gateway, outcome, logs: str):
+        if gateway.stop_reason:
+            return RunStatus.STOPPED, gateway.stop_reason, "", None
+        if outcome.killed_for in ("time", "cpu", "memory"):
+            return RunStatus.STOPPED, outcome.killed_for, "", None
+        finished = gateway.finished
+        if finished is None:
+            return (
+                RunStatus.FAILED,
+                "",
+                f"the agent exited with code {outcome.returncode} before finishing",
+                None,
+            )
+        if finished.get("error"):
+            if finished.get("error_type") == "MemoryError":
+                return RunStatus.STOPPED, StopReason.MEMORY, finished["error"][-2000:], None
+            return RunStatus.FAILED, "", str(finished["error"])[-4000:], None
+        output = finished.get("output")
+        import json
+
+        if len(json.dumps(output, default=str)) > MAX_OUTPUT_BYTES:
+            return RunStatus.FAILED, "", f"the output is over {MAX_OUTPUT_BYTES} bytes", None
+        return RunStatus.SUCCEEDED, "", "", output
+
+    def _finish(self, *, status, reason, error, output, logs) -> None:
+        updated = Run.objects.filter(
+            pk=self.run.pk, status=RunStatus.RUNNING, lease_owner=self.worker_id
+        ).update(
+            status=status,
+            stop_reason=reason,
+            error=error,
+            output=output,
+            logs=logs,
+            finished_at=timezone.now(),
+            lease_expires_at=None,
+        )
+        if updated != 1:
+            log.warning("run %s: outcome %s dropped, the lease is gone", self.run.pk, status)

@@ -1,0 +1,275 @@
+"""Sandbox backends: where agent code (and the `python` tool's code) runs.
+
+Every backend gives the process no network, a read-only system, one writable scratch
+folder, the read-only folders it is handed, and nothing else of the host; and bounds its
+CPU time, wall time, memory, processes and file size (resources.py).
+
+    backend = get_backend()                  # settings.EXECUTION_SANDBOX: auto|bwrap|unsandboxed
+    box = backend.start(SandboxSpec(...))    # -> Sandbox: poll(), kill(), outcome()
+"""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from execution.sandbox.resources import CgroupSet, Limits, UidSlot, rlimit_args
+
+SANDBOX_PYTHON = "/usr/bin/python3"
+
+
+@dataclass
+class SandboxSpec:
+    argv: list[str]  # the command, as seen inside the sandbox
+    scratch: Path  # host folder, writable, mounted at /fd/scratch (also the cwd)
+    limits: Limits
+    ro_binds: list[tuple[Path, str]] = field(default_factory=list)  # host -> sandbox path
+    rw_binds: list[tuple[Path, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: int | None = subprocess.DEVNULL
+    stdout: object = subprocess.DEVNULL  # a file object or subprocess constant
+    name: str = "sandbox"
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    killed_for: str = ""  # "", "time", "cpu", "memory": why the host stopped it
+
+
+class Sandbox:
+    """A started sandbox. The host kills it for wall time and (with cgroups) CPU time."""
+
+    def __init__(self, proc, spec: SandboxSpec, cgroups: CgroupSet, uid_slot: UidSlot):
+        self.proc, self.spec, self.cgroups, self.uid_slot = proc, spec, cgroups, uid_slot
+        self.started = time.monotonic()
+        self.killed_for = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        """None while running. Enforces wall time and the cgroup's CPU time."""
+        rc = self.proc.poll()
+        if rc is not None:
+            return rc
+        if time.monotonic() - self.started > self.spec.limits.wall_seconds:
+            self.kill("time")
+        cpu = self.cgroups.cpu_seconds()
+        if cpu is not None and cpu > self.spec.limits.cpu_seconds + 0.5:
+            self.kill("cpu")
+        return None
+
+    def wait(self, timeout: float | None = None) -> Outcome:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.spec.argv, timeout)
+            time.sleep(0.01)
+        return self.outcome()
+
+    def kill(self, reason: str = "") -> None:
+        if not self.killed_for:
+            self.killed_for = reason
+        try:
+            # The launcher is a session leader: its group holds the sandbox's outer
+            # process; everything inside dies with it (--die-with-parent, pid namespace).
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def outcome(self) -> Outcome:
+        rc = self.proc.wait()
+        reason = self.killed_for
+        if not reason and self.cgroups.oom_killed():
+            reason = "memory"
+        # SIGXCPU: the CPU rlimit; the sandbox reports a signal death as 128 + signal.
+        if not reason and rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            reason = "cpu"
+        return Outcome(returncode=rc, killed_for=reason)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+            self.proc.wait()
+        self.cgroups.remove()
+        self.uid_slot.release()
+
+
+class Backend:
+    name = "base"
+    sandboxed = True
+
+    @classmethod
+    def available(cls) -> bool:
+        raise NotImplementedError
+
+    def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
+        """The command that confines `spec.argv`."""
+        raise NotImplementedError
+
+    def start(self, spec: SandboxSpec) -> Sandbox:
+        slot = UidSlot(
+            settings.EXECUTION_SANDBOX_UID_BASE,
+            settings.EXECUTION_SANDBOX_UID_COUNT,
+            Path(settings.EXECUTION_WORK_DIR) / ".uid-slots",
+        )
+        uid = slot.acquire()
+        cgroups = CgroupSet()
+        try:
+            if uid is not None:
+                os.chown(spec.scratch, uid, uid)
+            cgroups = CgroupSet.create(
+                name=f"flightdeck-{spec.name}-{os.getpid()}-{time.monotonic_ns()}",
+                limits=spec.limits,
+                uid=uid,
+            )
+            inner = [
+                "prlimit",
+                *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=4),
+                "--",
+                *self.wrap(spec, uid),
+            ]
+            # A shell joins the cgroups as the sandbox's own uid and execs the rest:
+            # no preexec_fn, which is unsafe in this threaded worker.
+            joins = "".join(f"echo $$ > {shlex.quote(str(p))} && " for p in cgroups.join_paths)
+            argv = ["/bin/sh", "-c", f'{joins}exec "$@"', "sh", *inner]
+            kwargs = {}
+            if uid is not None:
+                kwargs = {"user": uid, "group": uid, "extra_groups": []}
+            proc = subprocess.Popen(
+                argv,
+                stdin=spec.stdin,
+                stdout=spec.stdout,
+                stderr=subprocess.STDOUT,
+                env={"PATH": "/usr/bin:/bin"},
+                start_new_session=True,
+                close_fds=True,
+                **kwargs,
+            )
+        except BaseException:
+            cgroups.remove()
+            slot.release()
+            raise
+        return Sandbox(proc, spec, cgroups, slot)
+
+
+def _system_binds() -> list[str]:
+    """The read-only system: /usr, and the merged-/usr links (or folders) beside it."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32"):
+        path = Path(top)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), top]
+        elif path.is_dir():
+            args += ["--ro-bind", top, top]
+    return args
+
+
+class BubblewrapBackend(Backend):
+    name = "bwrap"
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which("bwrap") is not None
+
+    def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
+        args = [
+            "bwrap",
+            "--unshare-all",  # network, pid, ipc, uts, user, cgroup
+            "--die-with-parent",
+            "--new-session",  # no TIOCSTI into the host's terminal
+            "--cap-drop",
+            "ALL",
+            *_system_binds(),
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--hostname",
+            "sandbox",
+            "--bind",
+            str(spec.scratch),
+            "/fd/scratch",
+        ]
+        for host, inside in spec.ro_binds:
+            args += ["--ro-bind", str(host), inside]
+        for host, inside in spec.rw_binds:
+            args += ["--bind", str(host), inside]
+        args += ["--chdir", "/fd/scratch", "--clearenv"]
+        for key, value in {"PATH": "/usr/bin:/bin", "HOME": "/fd/scratch", **spec.env}.items():
+            args += ["--setenv", key, value]
+        return [*args, "--", *spec.argv]
+
+
+class UnsandboxedBackend(Backend):
+    """Development only (no bubblewrap): rlimits and a clean environment, no isolation.
+    Settings refuse it with DEBUG off."""
+
+    name = "unsandboxed"
+    sandboxed = False
+
+    @classmethod
+    def available(cls) -> bool:
+        return True
+
+    def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
+        # Paths inside the sandbox (/fd/...) do not exist here: map them back.
+        mapping = {"/fd/scratch": str(spec.scratch)}
+        mapping.update({inside: str(host) for host, inside in spec.ro_binds + spec.rw_binds})
+
+        def local(value: str) -> str:
+            for inside, host in sorted(mapping.items(), key=lambda kv: -len(kv[0])):
+                if value.startswith(inside):
+                    return host + value[len(inside) :]
+            return value
+
+        env = [f"{k}={local(v)}" for k, v in {"HOME": str(spec.scratch), **spec.env}.items()]
+        argv = [local(a) for a in spec.argv]
+        return [
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin",
+            *env,
+            "sh",
+            "-c",
+            'cd "$0" && exec "$@"',
+            str(spec.scratch),
+            *argv,
+        ]
+
+
+BACKENDS = {"bwrap": lambda: BubblewrapBackend, "unsandboxed": lambda: UnsandboxedBackend}
+
+
+def backend_class(name: str):
+    if name == "auto":
+        if BubblewrapBackend.available():
+            return BubblewrapBackend
+        raise ImproperlyConfigured(
+            "no sandbox is installed: install bubblewrap (apt-get install bubblewrap) or gVisor"
+        )
+    if name not in BACKENDS:
+        raise ImproperlyConfigured(
+            f"EXECUTION_SANDBOX={name!r} is not one of auto, {', '.join(BACKENDS)}"
+        )
+    cls = BACKENDS[name]()
+    if not cls.sandboxed and not settings.DEBUG:
+        raise ImproperlyConfigured("EXECUTION_SANDBOX=unsandboxed is refused with DEBUG off")
+    if not cls.available():
+        raise ImproperlyConfigured(f"sandbox backend {name!r} is not installed on this machine")
+    return cls
+
+
+def get_backend(name: str | None = None) -> Backend:
+    return backend_class(name or settings.EXECUTION_SANDBOX)()

@@ -1,0 +1,37 @@
+"""Celery entry points of managed execution (thin: the work is in services)."""
+
+from celery import shared_task
+
+from controlplane.tasks import TenantTask
+from execution import services, slowtools
+
+
+@shared_task(
+    base=TenantTask,
+    name="execution.run_agent",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    # No Celery time limit: the supervisor enforces the run's own wall time and a
+    # hard kill here would leave the sandbox's lease to expire instead.
+)
+def run_agent(*, tenant_id: int, run_id: int) -> None:
+    services.run_execute(run_id=run_id)
+
+
+@shared_task(
+    base=TenantTask,
+    name="execution.tool_call",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=300,
+    time_limit=330,
+)
+def tool_call(*, tenant_id: int, tool_call_id: int) -> None:
+    slowtools.tool_call_execute(tool_call_id=tool_call_id)
+
+
+@shared_task(name="execution.requeue_lost_runs", ignore_result=True)
+def requeue_lost_runs() -> None:
+    services.runs_requeue_lost()

@@ -1,0 +1,148 @@
+"""Host-side HTTP tools: `http_request` and tenant webhooks.
+
+Only hosts on the tenant's allowlist are reached, redirects are not followed (a
+redirect could leave the allowlist), and a credential is injected by name from the
+vault; its value is scrubbed from whatever comes back, so an echoing server cannot
+hand it to the agent.
+"""
+
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+
+from execution.models import AllowedHost
+from execution.retry import UpstreamError, parse_retry_after
+from execution.vault import VaultError, credential_value
+
+HTTP_REQUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "url": {"type": "string", "pattern": "^https?://"},
+        "method": {"enum": ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]},
+        "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "json": {},
+        "body": {"type": "string"},
+        "credential": {"type": "string", "description": "name of a vault credential"},
+        "credential_header": {"type": "string"},
+        "credential_format": {"type": "string"},
+    },
+    "required": ["url"],
+    "additionalProperties": False,
+}
+
+
+def host_allowed(url: str) -> bool:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return False
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for entry in AllowedHost.objects.values_list("host", flat=True):
+        entry = entry.lower()
+        name, _, entry_port = entry.partition(":") if not entry.startswith("[") else (entry, "", "")
+        if entry_port and int(entry_port) != port:
+            continue
+        if name == host or (name.startswith("*.") and host.endswith(name[1:])):
+            return True
+    return False
+
+
+def _send(*, method: str, url: str, headers: dict, timeout: float, secret: str | None, **body):
+    if not host_allowed(url):
+        raise UpstreamError(
+            f"host of {url!r} is not on the tenant's allowlist", retryable=False, kind="tool_error"
+        )
+    try:
+        response = httpx.request(
+            method, url, headers=headers, timeout=timeout, follow_redirects=False, **body
+        )
+    except httpx.TimeoutException:
+        raise UpstreamError(f"{method} {url} timed out") from None
+    except httpx.TransportError as exc:
+        raise UpstreamError(f"{method} {url} failed: {type(exc).__name__}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise UpstreamError(
+            f"{method} {url} answered {response.status_code}",
+            status=response.status_code,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    text = response.text[: settings.EXECUTION_TOOL_MAX_RESPONSE_BYTES]
+    if secret:
+        text = text.replace(secret, "[credential]")
+    result = {
+        "status": response.status_code,
+        "content_type": response.headers.get("content-type", ""),
+        "body": text,
+    }
+    if "json" in result["content_type"]:
+        try:
+            import json
+
+            result["json"] = json.loads(text)
+        except ValueError:
+            pass
+    return result
+
+
+def _inject(headers: dict, name: str, header: str, fmt: str) -> str:
+    try:
+        secret = credential_value(name=name)
+    except VaultError as exc:
+        raise UpstreamError(str(exc), retryable=False) from None
+    headers[header] = fmt.replace("{}", secret)
+    return secret
+
+
+def http_request(arguments: dict, spec) -> dict:
+    headers = dict(arguments.get("headers") or {})
+    secret = None
+    if arguments.get("credential"):
+        secret = _inject(
+            headers,
+            arguments["credential"],
+            arguments.get("credential_header", "Authorization"),
+            arguments.get("credential_format", "Bearer {}"),
+        )
+    body = {}
+    if "json" in arguments:
+        body["json"] = arguments["json"]
+    elif "body" in arguments:
+        body["content"] = arguments["body"].encode()
+    return _send(
+        method=arguments.get("method", "GET"),
+        url=arguments["url"],
+        headers=headers,
+        timeout=spec.timeout,
+        secret=secret,
+        **body,
+    )
+
+
+def webhook_call(arguments: dict, spec) -> object:
+    """POST the arguments as JSON; the answer's JSON (or text) is the result."""
+    options = spec.options
+    headers = {"content-type": "application/json", "user-agent": "flightdeck-tools"}
+    secret = None
+    if options.get("credential"):
+        secret = _inject(
+            headers,
+            options["credential"],
+            options["credential_header"],
+            options["credential_format"],
+        )
+    result = _send(
+        method="POST",
+        url=options["url"],
+        headers=headers,
+        timeout=spec.timeout,
+        secret=secret,
+        json=arguments,
+    )
+    if result["status"] >= 400:
+        raise UpstreamError(
+            f"webhook {spec.name} answered {result['status']}: {result['body'][:300]}",
+            status=result["status"],
+            retryable=False,
+        )
+    return result.get("json", result["body"])
