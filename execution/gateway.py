@@ -11,6 +11,7 @@ A stop (a limit, a cancel) is answered with {"type": "stopped"}, which the runti
 raises as RunStopped; the supervisor (runner.py) kills the sandbox.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -81,7 +82,7 @@ class Gateway:
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.socket_path))
         # The sandbox's own uid connects; the folder around it is private to this run.
-        os.chmod(self.socket_path, 0o666)
+        os.chmod(self.socket_path, 0o666)  # noqa: S103
         server.listen(64)
         self._server = server
         threading.Thread(target=self._accept, daemon=True, name=f"gw-{self.run_id}").start()
@@ -91,10 +92,8 @@ class Gateway:
         if self._server is not None:
             self._server.close()
         for conn in list(self._conns):
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def _accept(self) -> None:
         while True:
@@ -124,12 +123,19 @@ class Gateway:
                     except (ValueError, KeyError, TypeError):
                         reply = _error("invalid", "a request is one JSON object with op and args")
                     else:
-                        reply = self.handle(op, args)
+                        reply = self._handle_safely(op, args)
                     conn.sendall(self._encode(reply))
         except OSError:
             pass
         finally:
             connection.close()  # this thread's database connection
+
+    def _handle_safely(self, op: str, args: dict) -> dict:
+        try:
+            return self.handle(op, args)
+        except Exception:  # noqa: BLE001 - the agent gets an answer, the log the details
+            log.exception("run %s: the gateway failed on %s", self.run_id, op)
+            return _error("internal", f"the platform failed on {op}; the error is logged")
 
     @staticmethod
     def _encode(reply: dict) -> bytes:

@@ -8,7 +8,6 @@ ANTHROPIC_API_KEY the base URL defaults to the local Messages API server
 from functools import lru_cache
 
 import anthropic
-import httpx
 from django.conf import settings
 
 from execution.retry import UpstreamError, parse_retry_after, with_retries
@@ -32,9 +31,7 @@ ALLOWED_PARAMS = {
 @lru_cache(maxsize=4)
 def _client(base_url: str | None, api_key: str, timeout: float) -> anthropic.Anthropic:
     # Our own retry policy (shared with tools) decides retries, so the SDK's is off.
-    return anthropic.Anthropic(
-        api_key=api_key, base_url=base_url, max_retries=0, timeout=httpx.Timeout(timeout)
-    )
+    return anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
 
 
 def client() -> anthropic.Anthropic:

@@ -202,3 +202,6 @@ class RateBucket(models.Model):
     key = models.CharField(max_length=300, unique=True)
     tokens = models.FloatField()
     updated = models.FloatField()  # unix time of the last refill
+
+    def __str__(self):
+        return self.key

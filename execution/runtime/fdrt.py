@@ -8,6 +8,7 @@ $FD_SOCKET: newline-delimited JSON, `{"op", "args"}` -> `{"ok": true, "result"}`
 an agent may call tools from several threads at once.
 """
 
+import contextlib
 import importlib
 import json
 import os
@@ -178,10 +179,8 @@ class Ctx:
 
 
 def _finish(gw, **outcome):
-    try:
+    with contextlib.suppress(OSError, RunStopped, GatewayError):
         gw.call("finish", **outcome)
-    except (OSError, RunStopped, GatewayError):
-        pass
 
 
 def main():

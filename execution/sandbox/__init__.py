@@ -8,6 +8,7 @@ CPU time, wall time, memory, processes and file size (resources.py).
     box = backend.start(SandboxSpec(...))    # -> Sandbox: poll(), kill(), outcome()
 """
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -79,12 +80,10 @@ class Sandbox:
     def kill(self, reason: str = "") -> None:
         if not self.killed_for:
             self.killed_for = reason
-        try:
-            # The launcher is a session leader: its group holds the sandbox's outer
-            # process; everything inside dies with it (--die-with-parent, pid namespace).
+        # The launcher is a session leader: its group holds the sandbox's outer
+        # process; everything inside dies with it (--die-with-parent, pid namespace).
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def outcome(self) -> Outcome:
         rc = self.proc.wait()
@@ -195,7 +194,7 @@ class BubblewrapBackend(Backend):
             "--dev",
             "/dev",
             "--tmpfs",
-            "/tmp",
+            "/tmp",  # noqa: S108 - the sandbox's own, empty /tmp
             "--hostname",
             "sandbox",
             "--bind",

@@ -6,6 +6,7 @@ for root, so a fork bomb is only bounded when each sandbox is its own ordinary u
 Slots are claimed with flock on a file, so they are free again when the holder dies.
 """
 
+import contextlib
 import fcntl
 import os
 import secrets
@@ -79,10 +80,8 @@ class CgroupSet:
                 (path / "memory.limit_in_bytes").write_text(limit)
                 swap = path / "memory.memsw.limit_in_bytes"
                 if swap.exists():  # no escape into swap
-                    try:
+                    with contextlib.suppress(OSError):
                         swap.write_text(limit)
-                    except OSError:
-                        pass
             elif controller == "pids":
                 (path / "pids.max").write_text(str(limits.max_processes))
             if uid is not None:

@@ -9,8 +9,8 @@ calls the tool's declared fallback, then raises ToolCallError, which the gateway
 to the agent as a tool error it can handle.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
