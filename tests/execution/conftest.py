@@ -1,0 +1,172 @@
+"""Fixtures of managed execution's tests: the local Messages API server, bundles, and a
+real Celery worker process on queues of this test run's own."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from controlplane.services import Actor
+from controlplane.tenancy import tenant_scope
+from execution import services
+from execution.devllm.server import serve
+from tests.execution.bundles import make_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+_TAG = (os.environ.get("FLIGHTDECK_REDIS_PREFIX") or f"fdtest-{os.getpid()}:").strip(":")
+QUEUES = {"run": f"{_TAG}-runs", "tools": f"{_TAG}-tools", "inprocess": f"{_TAG}-unconsumed"}
+LEASE_SECONDS = 3
+
+
+@pytest.fixture(scope="session")
+def messages_api():
+    """The local Messages API server (in this process, on a free loopback port)."""
+    server = serve(port=0)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _execution_settings(settings, messages_api, tmp_path_factory):
+    """Every test talks to the local Messages API and uses this run's own queues. Runs
+    go to a queue no worker reads unless the test asks for the `worker` fixture, so that
+    a test running a run in its own process never races the worker."""
+    settings.EXECUTION_QUEUE = QUEUES["inprocess"]
+    settings.EXECUTION_TOOL_QUEUE = QUEUES["tools"]
+    settings.EXECUTION_LLM_BASE_URL = messages_api.url
+    settings.EXECUTION_LLM_API_KEY = "local-test-key"
+    settings.EXECUTION_RETRY_BASE_MS = 20
+    settings.EXECUTION_RETRY_CAP_MS = 500
+    messages_api.latency_ms = 0
+    messages_api.failures = []
+    messages_api.requests = 0
+    from execution import llm
+
+    llm._client.cache_clear()
+    yield
+
+
+def agent_with_bundle(tenant, *, name="agent", code: str, manifest: str = "", **files):
+    """An agent of `tenant` whose version 1 runs `code` (agent.py, `def main(ctx, input)`)."""
+    toml = manifest or 'entrypoint = "agent:main"\n'
+    data = make_bundle({"flightdeck.toml": toml, "agent.py": code, **files})
+    with tenant_scope(tenant):
+        agent = services.agent_create(tenant=tenant, name=name, actor=Actor.system())
+        services.agent_version_create(agent=agent, filename="b.tar.gz", data=data, actor=Actor.system())
+    return agent
+
+
+def run_now(tenant, agent, *, input=None, limits=None):
+    """Create a run and execute it in this process (the task's body, as the worker would)."""
+    with tenant_scope(tenant):
+        run = services.run_create(
+            tenant=tenant, agent=agent, version=None, input=input, limits=limits, actor=Actor.system()
+        )
+        services.run_execute(run_id=run.pk, worker_id="test-worker")
+        run.refresh_from_db()
+    return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_unconsumed_queue():
+    yield
+    from django.conf import settings
+
+    if settings.CELERY_BROKER_URL.startswith("redis"):
+        import redis
+
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(QUEUES["inprocess"])
+
+
+@pytest.fixture
+def worker(celery_worker, settings):
+    """The real worker, and runs enqueued to it."""
+    settings.EXECUTION_QUEUE = QUEUES["run"]
+    return celery_worker
+
+
+def _database_url(settings_dict) -> str | None:
+    if "postgresql" not in settings_dict["ENGINE"]:
+        return None
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{settings_dict['USER']}@{host}:{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, messages_api, tmp_path_factory):
+    """A real `celery worker` process on this run's queues, against the test database."""
+    from django.conf import settings
+
+    url = _database_url(settings.DATABASES["default"])
+    if url is None or not settings.CELERY_BROKER_URL.startswith("redis"):
+        pytest.skip("the worker tests need PostgreSQL and Redis")
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    env.update(
+        {
+            "DATABASE_URL": url,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+            "EXECUTION_QUEUE": QUEUES["run"],
+            "EXECUTION_TOOL_QUEUE": QUEUES["tools"],
+            "EXECUTION_LOCAL_LLM_URL": messages_api.url,
+            "EXECUTION_LEASE_SECONDS": str(LEASE_SECONDS),
+            "EXECUTION_RETRY_BASE_MS": "20",
+        }
+    )
+    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "-Q",
+            f"{QUEUES['run']},{QUEUES['tools']}",
+            "-c",
+            "2",
+            "-n",
+            f"{_TAG}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while b" ready." not in log_path.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the Celery worker did not start:\n" + log_path.read_text()[-3000:])
+        time.sleep(0.2)
+    proc.log_path = log_path
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    log.close()
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s")

@@ -1,0 +1,172 @@
+"""The agents and runs API, through a real HTTP client against the live server."""
+
+import pytest
+
+from controlplane.tenancy import tenant_scope
+from execution.models import Run
+from tests.execution.bundles import make_bundle, tar_with_symlink
+from tests.execution.conftest import agent_with_bundle
+
+AGENT = "def main(ctx, input):\n    return {'echo': input}\n"
+MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-4-5"\n'
+
+
+def upload(api, key, agent_id, data, name="bundle.tar.gz"):
+    return api.post(f"/api/v1/agents/{agent_id}/versions", key=key, files={"bundle": (name, data)})
+
+
+@pytest.fixture
+def key(acme, make_key):
+    return make_key(acme, "read", "write")
+
+
+@pytest.fixture
+def agent_id(api, key):
+    response = api.post("/api/v1/agents", key=key, json={"name": "echo"})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_it_creates_agents_and_versions(api, key, agent_id):
+    for fmt, name in (("tar.gz", "b.tar.gz"), ("zip", "b.zip")):
+        data = make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT}, fmt=fmt)
+        response = upload(api, key, agent_id, data, name)
+        assert response.status_code == 201, response.text
+        assert response.json()["bundle_format"] == fmt
+        assert response.json()["manifest"]["entrypoint"] == "agent:main"
+    versions = api.get(f"/api/v1/agents/{agent_id}/versions", key=key).json()
+    assert [v["version"] for v in versions] == [2, 1]
+    agents = api.get("/api/v1/agents", key=key).json()
+    assert agents == [
+        {**agents[0], "id": agent_id, "name": "echo", "latest_version": 2},
+    ]
+
+
+def test_it_stores_bundles_content_addressed(api, key, agent_id, acme):
+    from controlplane.blobstore import get_blob_store
+
+    data = make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT})
+    first = upload(api, key, agent_id, data).json()
+    second = upload(api, key, agent_id, data).json()
+    assert first["bundle_sha256"] == second["bundle_sha256"]
+    keys = list(get_blob_store().list(f"t/{acme.id}/bundles/"))
+    assert keys == [f"t/{acme.id}/bundles/{first['bundle_sha256'][:2]}/{first['bundle_sha256']}.tar.gz"]
+
+
+@pytest.mark.parametrize(
+    ("files", "says"),
+    [
+        ({"agent.py": AGENT}, "no flightdeck.toml"),
+        ({"flightdeck.toml": 'entrypoint = "agent"\n', "agent.py": AGENT}, "module:function"),
+        ({"flightdeck.toml": 'entrypoint = "other:main"\n', "agent.py": AGENT}, "not in the bundle"),
+        ({"flightdeck.toml": 'entrypoint = "agent:run"\n', "agent.py": AGENT}, "'run' is not defined"),
+        ({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "../evil.py": "x"}, "path traversal"),
+        ({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "/etc/evil": "x"}, "path traversal"),
+        ({"flightdeck.toml": MANIFEST + 'tools = ["nope"]\n', "agent.py": AGENT}, "unknown tools"),
+        (
+            {"flightdeck.toml": MANIFEST + "[limits]\nmemory_mb = 999999\n", "agent.py": AGENT},
+            "above the platform maximum",
+        ),
+        ({"flightdeck.toml": "entrypoint = [", "agent.py": AGENT}, "not valid TOML"),
+    ],
+)
+def test_it_refuses_bad_bundles_saying_why(api, key, agent_id, files, says):
+    response = upload(api, key, agent_id, make_bundle(files))
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid"
+    assert says in response.json()["detail"]
+
+
+def test_it_refuses_links_garbage_and_oversize(api, key, agent_id, settings):
+    response = upload(api, key, agent_id, tar_with_symlink("agent.py", "/etc/passwd"))
+    assert response.status_code == 400 and "link" in response.json()["detail"]
+    response = upload(api, key, agent_id, b"not an archive at all")
+    assert response.status_code == 400 and "neither a .tar.gz nor a .zip" in response.json()["detail"]
+    settings.EXECUTION_BUNDLE_MAX_BYTES = 2048
+    big = make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "data.bin": __import__("os").urandom(4096)})
+    response = upload(api, key, agent_id, big)
+    assert response.status_code == 413
+    assert "over the limit of 2048" in response.json()["detail"]
+
+
+def test_it_queues_a_run_and_shows_it(api, key, acme):
+    agent = agent_with_bundle(acme, name="echo", code=AGENT)
+    response = api.post(
+        "/api/v1/runs", key=key, json={"agent": "echo", "input": {"q": 1}, "limits": {"max_steps": 5}}
+    )
+    assert response.status_code == 202, response.text
+    run_id = response.json()["id"]
+    detail = api.get(f"/api/v1/runs/{run_id}", key=key).json()
+    assert detail["status"] == "queued"
+    assert detail["agent"] == "echo" and detail["version"] == 1
+    assert detail["limits"]["max_steps"] == 5 and detail["limits"]["wall_seconds"] == 120
+    assert {"step_count", "trace_id", "error", "stop_reason"} <= set(detail)
+    listed = api.get("/api/v1/runs?status=queued", key=key).json()
+    assert [r["id"] for r in listed] == [run_id]
+    by_id = api.post("/api/v1/runs", key=key, json={"agent": str(agent.id), "version": 1})
+    assert by_id.status_code == 202
+
+
+def test_it_refuses_bad_runs_with_clear_errors(api, key, acme):
+    agent_with_bundle(acme, name="echo", code=AGENT)
+    cases = [
+        ({"agent": "ghost"}, "no agent 'ghost'"),
+        ({"agent": "echo", "version": 9}, "has no version 9"),
+        ({"agent": "echo", "limits": {"max_stepz": 3}}, "unknown limits ['max_stepz']"),
+        ({"agent": "echo", "limits": {"wall_seconds": -1}}, "must be a positive number"),
+    ]
+    for body, says in cases:
+        response = api.post("/api/v1/runs", key=key, json=body)
+        assert response.status_code == 400, (body, response.text)
+        assert says in str(response.json()["detail"]), (body, response.json())
+    assert api.post("/api/v1/runs", key=key, json={}).json()["error"] == "invalid"
+
+
+def test_it_cancels_a_queued_run_and_refuses_a_finished_one(api, key, acme):
+    agent_with_bundle(acme, name="echo", code=AGENT)
+    run_id = api.post("/api/v1/runs", key=key, json={"agent": "echo"}).json()["id"]
+    response = api.post(f"/api/v1/runs/{run_id}/cancel", key=key)
+    assert response.status_code == 202
+    assert response.json()["status"] == "stopped" and response.json()["stop_reason"] == "cancelled"
+    again = api.post(f"/api/v1/runs/{run_id}/cancel", key=key)
+    assert again.status_code == 409 and "already finished" in again.json()["detail"]
+
+
+def test_it_hides_other_tenants_agents_and_runs(api, acme, globex, make_key):
+    agent = agent_with_bundle(globex, name="secret", code=AGENT)
+    with tenant_scope(globex):
+        from controlplane.services import Actor
+        from execution import services
+
+        run = services.run_create(
+            tenant=globex, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
+        )
+    key = make_key(acme, "read", "write")
+    assert api.get(f"/api/v1/runs/{run.id}", key=key).status_code == 404
+    assert api.post(f"/api/v1/runs/{run.id}/cancel", key=key).status_code == 404
+    assert api.get(f"/api/v1/runs/{run.id}/steps", key=key).status_code == 404
+    assert api.get(f"/api/v1/agents/{agent.id}/versions", key=key).status_code == 404
+    assert upload(api, key, agent.id, b"x").status_code == 404
+    assert api.get("/api/v1/runs", key=key).json() == []
+    assert api.post("/api/v1/runs", key=key, json={"agent": str(agent.id)}).status_code == 400
+    assert Run.all_tenants.get(pk=run.id).status == "queued"
+
+
+def test_it_needs_write_scope_to_start_runs(api, acme, make_key):
+    agent_with_bundle(acme, name="echo", code=AGENT)
+    reader = make_key(acme, "read")
+    response = api.post("/api/v1/runs", key=reader, json={"agent": "echo"})
+    assert response.status_code == 403
+    assert api.get("/api/v1/runs", key=reader).status_code == 200
+
+
+def test_it_lists_execution_paths_in_the_openapi_schema(api):
+    schema = api.get("/api/schema/", headers={"Accept": "application/json"}).json()
+    for path in (
+        "/api/v1/agents",
+        "/api/v1/agents/{agent_id}/versions",
+        "/api/v1/runs",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/runs/{run_id}/cancel",
+    ):
+        assert path in schema["paths"], path
