@@ -20,6 +20,18 @@ from execution.models import JournalStep, Run
 log = logging.getLogger(__name__)
 
 
+def json_safe(value):
+    """`value` with NUL characters replaced: PostgreSQL's jsonb cannot hold them, and an
+    agent's output or a tool's answer may contain anything."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    return value
+
+
 def request_hash(op: str, args: dict) -> str:
     canonical = json.dumps(
         {"op": op, "args": args}, sort_keys=True, separators=(",", ":"), default=str
@@ -80,8 +92,8 @@ class Journal:
                 step=step,
                 kind=kind,
                 request_hash=digest,
-                request=request,
-                result=result,
+                request=json_safe(request),
+                result=json_safe(result),
                 is_error=is_error,
                 duration_ms=duration_ms,
             )

@@ -2,6 +2,7 @@
 
 from django.utils import timezone
 
+from execution.journal import json_safe
 from execution.models import MemoryItem, RunState
 
 
@@ -31,21 +32,21 @@ def state_and_memory_ops(*, run_id: int, agent_id: int) -> dict:
         RunState.objects.update_or_create(
             run_id=run_id,
             key=_key(args),
-            defaults={"value": args.get("value"), "tenant_id": current_tenant_id()},
+            defaults={"value": json_safe(args.get("value")), "tenant_id": current_tenant_id()},
         )
         return None, {}
 
     def memory_put(args):
         from controlplane.tenancy import current_tenant_id
 
-        value = args.get("value")
+        value = json_safe(args.get("value"))
         text = args.get("text") or (value if isinstance(value, str) else "")
         MemoryItem.objects.update_or_create(
             agent_id=agent_id,
             key=_key(args),
             defaults={
                 "value": value,
-                "text": f"{args['key']} {text}".lower()[:20000],
+                "text": json_safe(f"{args['key']} {text}".lower()[:20000]),
                 "tenant_id": current_tenant_id(),
                 "updated_at": timezone.now(),
             },

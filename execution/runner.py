@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from execution.bundles import BundleError, bundle_unpack
 from execution.gateway import Gateway
+from execution.journal import json_safe
 from execution.models import Run, RunStatus, StopReason
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend
 from execution.sandbox.resources import Limits, remove_tree
@@ -166,7 +167,7 @@ class Supervisor:
 
         if len(json.dumps(output, default=str)) > MAX_OUTPUT_BYTES:
             return RunStatus.FAILED, "", f"the output is over {MAX_OUTPUT_BYTES} bytes", None
-        return RunStatus.SUCCEEDED, "", "", output
+        return RunStatus.SUCCEEDED, "", "", json_safe(output)
 
     def _finish(self, *, status, reason, error, output, logs) -> None:
         updated = Run.objects.filter(
@@ -174,9 +175,9 @@ class Supervisor:
         ).update(
             status=status,
             stop_reason=reason,
-            error=error,
+            error=error.replace("\x00", ""),
             output=output,
-            logs=logs,
+            logs=logs.replace("\x00", ""),
             finished_at=timezone.now(),
             lease_expires_at=None,
         )

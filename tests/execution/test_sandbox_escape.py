@@ -1,0 +1,201 @@
+"""The sandbox escape suite: an agent tries each way out; each one is contained.
+
+The agent runs in the real sandbox (bubblewrap here) through the real runtime and
+gateway, in this process, as the worker would run it.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+from tests.execution.conftest import agent_with_bundle, run_now
+
+ESCAPES = '''
+import os, socket, time
+
+def attempt(fn):
+    try:
+        return {"ok": True, "value": fn()}
+    except BaseException as exc:
+        return {"ok": False, "error": type(exc).__name__ + ": " + str(exc)}
+
+def network():
+    out = {}
+    for host, port in (("127.0.0.1", PG_PORT), ("1.1.1.1", 53), ("::1", PG_PORT)):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        def connect(host=host, port=port, family=family):
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect((host, port))
+        out[f"{host}:{port}"] = attempt(connect)
+    out["dns"] = attempt(lambda: socket.getaddrinfo("pypi.org", 443))
+    return out
+
+def read_host():
+    return {p: attempt(lambda p=p: open(p, "rb").read(100).decode(errors="replace"))
+            for p in ("/etc/passwd", "/etc/shadow", HOST_FILE, "/root/.bashrc", "/proc/1/environ")}
+
+def write_host():
+    return {p: attempt(lambda p=p: open(p, "w").write("pwned"))
+            for p in ("/usr/pwned", "/fd/bundle/pwned", "/fd/runtime/pwned", HOST_TARGET)}
+
+def other_runs():
+    return {"read": attempt(lambda: open(OTHER_RUN_FILE).read()),
+            "listdir_fd": sorted(os.listdir("/fd")),
+            "listdir_root": sorted(os.listdir("/"))}
+
+def environment():
+    status = open("/proc/self/status").read()
+    caps = [l.split()[1] for l in status.splitlines() if l.startswith("CapEff")]
+    return {"env": dict(os.environ), "cap_eff": caps[0], "uid": os.getuid()}
+
+def fork_bomb():
+    children, error = [], None
+    for _ in range(10000):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            error = str(exc)
+            break
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.kill(pid, 9)
+    return {"forked": len(children), "error": error}
+
+def memory_bomb():
+    hog = []
+    while True:
+        hog.append(bytearray(16 * 1024 * 1024))
+
+def busy_loop():
+    while True:
+        pass
+
+def sleeper():
+    time.sleep(60)
+
+def big_file():
+    with open("/fd/scratch/big", "wb") as fh:
+        return attempt(lambda: [fh.write(b"x" * (1 << 20)) for _ in range(64)] and None)
+
+def main(ctx, input):
+    return globals()[input["check"]]()
+'''
+
+
+@pytest.fixture
+def other_run_file(settings):
+    """A file in another run's folder, where that run would keep its scratch."""
+    folder = Path(settings.EXECUTION_WORK_DIR) / f"run-999999-{secrets.token_hex(4)}" / "scratch"
+    folder.mkdir(parents=True)
+    secret = folder / "secret.txt"
+    secret.write_text("other run's secret")
+    yield secret
+    import shutil
+
+    shutil.rmtree(folder.parent)
+
+
+@pytest.fixture
+def escaper(acme, transactional_db, other_run_file, tmp_path):
+    host_file = Path(__file__).resolve().parents[2] / "controlplane" / "settings.py"
+    host_target = tmp_path / "written-from-the-sandbox"
+    code = (
+        ESCAPES.replace("PG_PORT", "5432")
+        .replace("HOST_FILE", repr(str(host_file)))
+        .replace("HOST_TARGET", repr(str(host_target)))
+        .replace("OTHER_RUN_FILE", repr(str(other_run_file)))
+    )
+    agent = agent_with_bundle(acme, name="escaper", code=code)
+
+    def attempt(check, **limits):
+        run = run_now(acme, agent, input={"check": check}, limits=limits or None)
+        return run
+
+    attempt.host_target = host_target
+    return attempt
+
+
+def test_it_gives_the_agent_no_network(escaper):
+    run = escaper("network")
+    assert run.status == "succeeded", run.error
+    for target, result in run.output.items():
+        assert result["ok"] is False, (target, result)
+
+
+def test_it_hides_host_files(escaper):
+    run = escaper("read_host")
+    assert run.status == "succeeded", run.error
+    for path, result in run.output.items():
+        if path == "/proc/1/environ":
+            # The sandbox's own pid 1, with a clean environment: nothing of the host's.
+            assert "SECRET" not in result.get("value", "") and "DATABASE" not in result.get("value", "")
+        else:
+            assert result["ok"] is False and "FileNotFoundError" in result["error"], (path, result)
+
+
+def test_it_keeps_the_system_and_bundle_read_only(escaper):
+    run = escaper("write_host")
+    assert run.status == "succeeded", run.error
+    for path, result in run.output.items():
+        assert result["ok"] is False, (path, result)
+    assert not escaper.host_target.exists()
+
+
+def test_it_hides_other_runs_folders(escaper):
+    run = escaper("other_runs")
+    assert run.status == "succeeded", run.error
+    assert run.output["read"]["ok"] is False
+    assert run.output["listdir_fd"] == ["bundle", "runtime", "scratch", "sock"]
+    assert "work" not in run.output["listdir_root"] and "root" not in run.output["listdir_root"]
+
+
+def test_it_keeps_secrets_out_of_the_environment(escaper, monkeypatch, settings):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-must-not-leak")
+    run = escaper("environment")
+    assert run.status == "succeeded", run.error
+    # PWD comes from the sandbox's chdir, LC_CTYPE from Python's locale coercion.
+    assert set(run.output["env"]) <= {"PATH", "HOME", "FD_SOCKET", "PYTHONUNBUFFERED", "PWD", "LC_CTYPE"}
+    assert "sk-ant-must-not-leak" not in str(run.output) and settings.SECRET_KEY not in str(run.output)
+    assert int(run.output["cap_eff"], 16) == 0  # no capabilities
+
+
+def test_it_contains_a_fork_bomb(escaper):
+    run = escaper("fork_bomb", max_processes=16)
+    assert run.status == "succeeded", run.error
+    assert run.output["forked"] < 16
+    assert "Resource temporarily unavailable" in run.output["error"]
+
+
+def test_it_stops_a_memory_bomb(escaper):
+    run = escaper("memory_bomb", memory_mb=128)
+    assert (run.status, run.stop_reason) == ("stopped", "memory"), (run.error, run.logs)
+
+
+def test_it_stops_a_busy_loop_for_cpu(escaper):
+    run = escaper("busy_loop", cpu_seconds=1, wall_seconds=30)
+    assert (run.status, run.stop_reason) == ("stopped", "cpu"), (run.error, run.logs)
+
+
+def test_it_stops_a_run_past_its_wall_time(escaper):
+    run = escaper("sleeper", wall_seconds=1)
+    assert (run.status, run.stop_reason) == ("stopped", "time")
+
+
+def test_it_bounds_file_size(escaper):
+    run = escaper("big_file", max_file_mb=1)
+    assert run.status == "succeeded", run.error
+    assert run.output["ok"] is False and "File too large" in run.output["error"]
+
+
+def test_it_runs_each_sandbox_as_its_own_unprivileged_user(escaper, settings):
+    if os.geteuid() != 0:
+        pytest.skip("per-sandbox uids need the worker to run as root")
+    run = escaper("environment")
+    base = settings.EXECUTION_SANDBOX_UID_BASE
+    assert base <= run.output["uid"] < base + settings.EXECUTION_SANDBOX_UID_COUNT
