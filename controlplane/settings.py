@@ -204,7 +204,7 @@ if EXECUTION_SANDBOX not in ("auto", "bwrap", "runsc", "unsandboxed"):
         f"EXECUTION_SANDBOX={EXECUTION_SANDBOX!r} is not one of auto, bwrap, runsc, unsandboxed"
     )
 # Run folders live outside VAR_DIR: sandbox uids must be able to pass through the path.
-EXECUTION_WORK_DIR = env_str("EXECUTION_WORK_DIR", "/tmp/flightdeck-runs")
+EXECUTION_WORK_DIR = env_str("EXECUTION_WORK_DIR", "/tmp/flightdeck-runs")  # noqa: S108 - 0o711, random names
 EXECUTION_SANDBOX_UID_BASE = env_int("EXECUTION_SANDBOX_UID_BASE", 200000, minimum=1000)
 EXECUTION_SANDBOX_UID_COUNT = env_int("EXECUTION_SANDBOX_UID_COUNT", 1000, minimum=1)
 EXECUTION_QUEUE = env_str("EXECUTION_QUEUE", "celery")
@@ -247,7 +247,7 @@ EXECUTION_PYTHON_TOOL_LIMITS = {
     "max_processes": 16,
     "max_file_mb": 16,
 }
-EXECUTION_DEFAULT_MODEL = env_str("EXECUTION_DEFAULT_MODEL", "claude-sonnet-4-5")
+EXECUTION_DEFAULT_MODEL = env_str("EXECUTION_DEFAULT_MODEL", "claude-sonnet-5")
 # The LLM upstream. With ANTHROPIC_API_KEY set, the real API; otherwise the local
 # Messages API server (`manage.py messages_api_server`, started by `make run`).
 EXECUTION_LLM_API_KEY = env_str("ANTHROPIC_API_KEY") or "local-messages-api"

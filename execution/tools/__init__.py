@@ -125,20 +125,19 @@ def tool_validate(spec: ToolSpec, arguments) -> str | None:
     return f"invalid arguments for {spec.name}: {where}: {first.message}"
 
 
-def tool_execute(*, spec: ToolSpec, arguments: dict, _seen: tuple = ()) -> tuple[object, int, str]:
-    """(result, attempts, name of the tool that answered)."""
+def tool_execute(*, spec: ToolSpec, arguments: dict, fallback: bool = True) -> tuple[object, int, str]:
+    """(result, attempts, name of the tool that answered). A fallback is one level deep:
+    its own fallback is not followed, so fallbacks cannot chain into a loop."""
     try:
         result, attempts = with_retries(lambda: spec.handler(arguments, spec))
         return result, attempts, spec.name
     except UpstreamError as exc:
         failure = ToolCallError(str(exc), attempts=getattr(exc, "attempts", 1))
-    if spec.fallback and spec.fallback not in _seen:
-        fallback = tool_lookup(name=spec.fallback)
-        if fallback is not None and tool_validate(fallback, arguments) is None:
+    if fallback and spec.fallback:
+        backup = tool_lookup(name=spec.fallback)
+        if backup is not None and tool_validate(backup, arguments) is None:
             try:
-                result, attempts, used = tool_execute(
-                    spec=fallback, arguments=arguments, _seen=(*_seen, spec.name)
-                )
+                result, attempts, used = tool_execute(spec=backup, arguments=arguments, fallback=False)
                 return result, failure.attempts + attempts, used
             except ToolCallError as exc:
                 failure = ToolCallError(

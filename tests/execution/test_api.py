@@ -8,7 +8,7 @@ from tests.execution.bundles import make_bundle, tar_with_symlink
 from tests.execution.conftest import agent_with_bundle
 
 AGENT = "def main(ctx, input):\n    return {'echo': input}\n"
-MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-4-5"\n'
+MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-5"\n'
 
 
 def upload(api, key, agent_id, data, name="bundle.tar.gz"):
