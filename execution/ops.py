@@ -1,5 +1,7 @@
 """The gateway's small operations: ctx.state and ctx.memory, backed by the database."""
 
+import re
+
 from django.utils import timezone
 
 from execution.journal import json_safe
@@ -12,6 +14,42 @@ class OpError(Exception):
     def __init__(self, type_: str, message: str, span: dict | None = None):
         super().__init__(message)
         self.type, self.message, self.span = type_, message, span or {}
+
+
+STOPWORDS = frozenset(
+    (
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "how",
+        "in",
+        "is",
+        "it",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "who",
+        "why",
+        "with",
+    )
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.lower()) if w not in STOPWORDS}
 
 
 def _key(args: dict) -> str:
@@ -62,12 +100,12 @@ def state_and_memory_ops(*, run_id: int, agent_id: int) -> dict:
         if not isinstance(query, str) or not query.strip():
             raise OpError("invalid", "query must be a non-empty string")
         limit = min(max(int(args.get("limit") or 5), 1), 50)
-        words = {w for w in query.lower().split() if len(w) > 1}
-        # Word overlap: enough for an agent's notes; the matching stays in the database's
-        # index-free scan of one agent's items, which are few.
+        words = _words(query)
+        # Word overlap: enough for an agent's notes, which are few per agent. A real
+        # index (full-text, embeddings) can replace this behind the same operation.
         scored = []
         for item in MemoryItem.objects.filter(agent_id=agent_id).only("key", "value", "text"):
-            score = sum(1 for w in words if w in item.text)
+            score = len(words & _words(item.text))
             if score:
                 scored.append((score, item.key, item.value))
         scored.sort(key=lambda s: (-s[0], s[1]))

@@ -125,7 +125,9 @@ def tool_validate(spec: ToolSpec, arguments) -> str | None:
     return f"invalid arguments for {spec.name}: {where}: {first.message}"
 
 
-def tool_execute(*, spec: ToolSpec, arguments: dict, fallback: bool = True) -> tuple[object, int, str]:
+def tool_execute(
+    *, spec: ToolSpec, arguments: dict, fallback: bool = True
+) -> tuple[object, int, str]:
     """(result, attempts, name of the tool that answered). A fallback is one level deep:
     its own fallback is not followed, so fallbacks cannot chain into a loop."""
     try:
@@ -137,7 +139,9 @@ def tool_execute(*, spec: ToolSpec, arguments: dict, fallback: bool = True) -> t
         backup = tool_lookup(name=spec.fallback)
         if backup is not None and tool_validate(backup, arguments) is None:
             try:
-                result, attempts, used = tool_execute(spec=backup, arguments=arguments, fallback=False)
+                result, attempts, used = tool_execute(
+                    spec=backup, arguments=arguments, fallback=False
+                )
                 return result, failure.attempts + attempts, used
             except ToolCallError as exc:
                 failure = ToolCallError(

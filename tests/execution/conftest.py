@@ -56,7 +56,9 @@ def agent_with_bundle(tenant, *, name="agent", code: str, manifest: str = "", **
     data = make_bundle({"flightdeck.toml": toml, "agent.py": code, **files})
     with tenant_scope(tenant):
         agent = services.agent_create(tenant=tenant, name=name, actor=Actor.system())
-        services.agent_version_create(agent=agent, filename="b.tar.gz", data=data, actor=Actor.system())
+        services.agent_version_create(
+            agent=agent, filename="b.tar.gz", data=data, actor=Actor.system()
+        )
     return agent
 
 
@@ -64,7 +66,12 @@ def run_now(tenant, agent, *, input=None, limits=None):
     """Create a run and execute it in this process (the task's body, as the worker would)."""
     with tenant_scope(tenant):
         run = services.run_create(
-            tenant=tenant, agent=agent, version=None, input=input, limits=limits, actor=Actor.system()
+            tenant=tenant,
+            agent=agent,
+            version=None,
+            input=input,
+            limits=limits,
+            actor=Actor.system(),
         )
         services.run_execute(run_id=run.pk, worker_id="test-worker")
         run.refresh_from_db()

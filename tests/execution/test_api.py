@@ -50,7 +50,9 @@ def test_it_stores_bundles_content_addressed(api, key, agent_id, acme):
     second = upload(api, key, agent_id, data).json()
     assert first["bundle_sha256"] == second["bundle_sha256"]
     keys = list(get_blob_store().list(f"t/{acme.id}/bundles/"))
-    assert keys == [f"t/{acme.id}/bundles/{first['bundle_sha256'][:2]}/{first['bundle_sha256']}.tar.gz"]
+    assert keys == [
+        f"t/{acme.id}/bundles/{first['bundle_sha256'][:2]}/{first['bundle_sha256']}.tar.gz"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -58,8 +60,14 @@ def test_it_stores_bundles_content_addressed(api, key, agent_id, acme):
     [
         ({"agent.py": AGENT}, "no flightdeck.toml"),
         ({"flightdeck.toml": 'entrypoint = "agent"\n', "agent.py": AGENT}, "module:function"),
-        ({"flightdeck.toml": 'entrypoint = "other:main"\n', "agent.py": AGENT}, "not in the bundle"),
-        ({"flightdeck.toml": 'entrypoint = "agent:run"\n', "agent.py": AGENT}, "'run' is not defined"),
+        (
+            {"flightdeck.toml": 'entrypoint = "other:main"\n', "agent.py": AGENT},
+            "not in the bundle",
+        ),
+        (
+            {"flightdeck.toml": 'entrypoint = "agent:run"\n', "agent.py": AGENT},
+            "'run' is not defined",
+        ),
         ({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "../evil.py": "x"}, "path traversal"),
         ({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "/etc/evil": "x"}, "path traversal"),
         ({"flightdeck.toml": MANIFEST + 'tools = ["nope"]\n', "agent.py": AGENT}, "unknown tools"),
@@ -81,9 +89,13 @@ def test_it_refuses_links_garbage_and_oversize(api, key, agent_id, settings):
     response = upload(api, key, agent_id, tar_with_symlink("agent.py", "/etc/passwd"))
     assert response.status_code == 400 and "link" in response.json()["detail"]
     response = upload(api, key, agent_id, b"not an archive at all")
-    assert response.status_code == 400 and "neither a .tar.gz nor a .zip" in response.json()["detail"]
+    assert (
+        response.status_code == 400 and "neither a .tar.gz nor a .zip" in response.json()["detail"]
+    )
     settings.EXECUTION_BUNDLE_MAX_BYTES = 2048
-    big = make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "data.bin": __import__("os").urandom(4096)})
+    big = make_bundle(
+        {"flightdeck.toml": MANIFEST, "agent.py": AGENT, "data.bin": __import__("os").urandom(4096)}
+    )
     response = upload(api, key, agent_id, big)
     assert response.status_code == 413
     assert "over the limit of 2048" in response.json()["detail"]
@@ -92,7 +104,9 @@ def test_it_refuses_links_garbage_and_oversize(api, key, agent_id, settings):
 def test_it_queues_a_run_and_shows_it(api, key, acme):
     agent = agent_with_bundle(acme, name="echo", code=AGENT)
     response = api.post(
-        "/api/v1/runs", key=key, json={"agent": "echo", "input": {"q": 1}, "limits": {"max_steps": 5}}
+        "/api/v1/runs",
+        key=key,
+        json={"agent": "echo", "input": {"q": 1}, "limits": {"max_steps": 5}},
     )
     assert response.status_code == 202, response.text
     run_id = response.json()["id"]

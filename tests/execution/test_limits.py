@@ -37,12 +37,16 @@ def test_it_stops_a_run_past_its_steps(acme, looper):
 
 
 def test_it_stops_a_run_past_its_tool_calls(acme, looper):
-    run = run_now(acme, looper, input={"kind": "tool", "n": 20, "vary": True}, limits={"max_tool_calls": 3})
+    run = run_now(
+        acme, looper, input={"kind": "tool", "n": 20, "vary": True}, limits={"max_tool_calls": 3}
+    )
     assert (run.status, run.stop_reason, run.tool_call_count) == ("stopped", "tool_calls", 3)
 
 
 def test_it_stops_a_run_past_its_token_budget(acme, looper):
-    run = run_now(acme, looper, input={"kind": "llm", "n": 50, "vary": True}, limits={"budget_tokens": 100})
+    run = run_now(
+        acme, looper, input={"kind": "llm", "n": 50, "vary": True}, limits={"budget_tokens": 100}
+    )
     assert (run.status, run.stop_reason) == ("stopped", "budget")
     assert run.input_tokens + run.output_tokens >= 100
     assert run.step_count < 50

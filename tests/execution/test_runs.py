@@ -58,7 +58,9 @@ def test_it_runs_the_example_agent_end_to_end_through_the_api(
     assert run["tool_call_count"] == 1 and run["input_tokens"] > 0
     assert len(run["trace_id"]) == 32
     steps = api.get(f"/api/v1/runs/{run['id']}/steps", key=key).json()
-    assert run["step_count"] == len(steps) and [s["step"] for s in steps] == list(range(1, len(steps) + 1))
+    assert run["step_count"] == len(steps) and [s["step"] for s in steps] == list(
+        range(1, len(steps) + 1)
+    )
     kinds = [s["kind"] for s in steps]
     assert kinds.count("llm.messages") == 2 and kinds.count("tool") == 1
     tool_step = steps[kinds.index("tool")]
@@ -90,7 +92,12 @@ def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
         from controlplane.services import Actor
 
         run = services.run_create(
-            tenant=acme, agent=agent, version=None, input={"sleep": 4}, limits=None, actor=Actor.system()
+            tenant=acme,
+            agent=agent,
+            version=None,
+            input={"sleep": 4},
+            limits=None,
+            actor=Actor.system(),
         )
     wait_for(lambda: Run.all_tenants.get(pk=run.pk).step_count >= 3, timeout=30)
     owner = Run.all_tenants.get(pk=run.pk).lease_owner
@@ -103,7 +110,8 @@ def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
     time.sleep(LEASE_SECONDS + 0.5)
     assert services.runs_requeue_lost() >= 1
     done = wait_for(
-        lambda: (r := Run.all_tenants.get(pk=run.pk)).status in ("succeeded", "failed") and r, timeout=40
+        lambda: (r := Run.all_tenants.get(pk=run.pk)).status in ("succeeded", "failed") and r,
+        timeout=40,
     )
     assert done.status == "succeeded", (done.error, done.logs)
     assert done.attempts == 2 and done.lease_owner != owner
@@ -117,8 +125,12 @@ def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
 def test_it_cancels_a_running_run(api, acme, make_key, worker):
     key = make_key(acme, "read", "write")
     agent_with_bundle(acme, name="sleeper", code=SLEEPER)
-    run_id = api.post("/api/v1/runs", key=key, json={"agent": "sleeper", "input": {"sleep": 30}}).json()["id"]
-    wait_for(lambda: api.get(f"/api/v1/runs/{run_id}", key=key).json()["step_count"] >= 3, timeout=30)
+    run_id = api.post(
+        "/api/v1/runs", key=key, json={"agent": "sleeper", "input": {"sleep": 30}}
+    ).json()["id"]
+    wait_for(
+        lambda: api.get(f"/api/v1/runs/{run_id}", key=key).json()["step_count"] >= 3, timeout=30
+    )
     response = api.post(f"/api/v1/runs/{run_id}/cancel", key=key)
     assert response.status_code == 202
     run = wait_for(finished(api, key, run_id), timeout=10)
@@ -144,7 +156,9 @@ def test_it_fails_a_run_that_keeps_losing_its_worker(transactional_db, acme, set
     with tenant_scope(acme):
         from controlplane.services import Actor
 
-        run = services.run_create(tenant=acme, agent=agent, version=None, input=None, limits=None, actor=Actor.system())
+        run = services.run_create(
+            tenant=acme, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
+        )
     Run.all_tenants.filter(pk=run.pk).update(
         status="running", attempts=settings.EXECUTION_MAX_ATTEMPTS, lease_expires_at=timezone.now()
     )

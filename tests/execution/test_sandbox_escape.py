@@ -12,7 +12,7 @@ import pytest
 
 from tests.execution.conftest import agent_with_bundle, run_now
 
-ESCAPES = '''
+ESCAPES = """
 import os, socket, time
 
 def attempt(fn):
@@ -85,7 +85,7 @@ def big_file():
 
 def main(ctx, input):
     return globals()[input["check"]]()
-'''
+"""
 
 
 @pytest.fixture
@@ -134,7 +134,9 @@ def test_it_hides_host_files(escaper):
     for path, result in run.output.items():
         if path == "/proc/1/environ":
             # The sandbox's own pid 1, with a clean environment: nothing of the host's.
-            assert "SECRET" not in result.get("value", "") and "DATABASE" not in result.get("value", "")
+            assert "SECRET" not in result.get("value", "") and "DATABASE" not in result.get(
+                "value", ""
+            )
         else:
             assert result["ok"] is False and "FileNotFoundError" in result["error"], (path, result)
 
@@ -160,8 +162,17 @@ def test_it_keeps_secrets_out_of_the_environment(escaper, monkeypatch, settings)
     run = escaper("environment")
     assert run.status == "succeeded", run.error
     # PWD comes from the sandbox's chdir, LC_CTYPE from Python's locale coercion.
-    assert set(run.output["env"]) <= {"PATH", "HOME", "FD_SOCKET", "PYTHONUNBUFFERED", "PWD", "LC_CTYPE"}
-    assert "sk-ant-must-not-leak" not in str(run.output) and settings.SECRET_KEY not in str(run.output)
+    assert set(run.output["env"]) <= {
+        "PATH",
+        "HOME",
+        "FD_SOCKET",
+        "PYTHONUNBUFFERED",
+        "PWD",
+        "LC_CTYPE",
+    }
+    assert "sk-ant-must-not-leak" not in str(run.output) and settings.SECRET_KEY not in str(
+        run.output
+    )
     assert int(run.output["cap_eff"], 16) == 0  # no capabilities
 
 

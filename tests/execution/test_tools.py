@@ -83,7 +83,9 @@ def upstream():
 @pytest.fixture
 def tenant(acme, transactional_db, upstream):
     with tenant_scope(acme):
-        services.allowed_host_add(tenant=acme, host=f"127.0.0.1:{upstream.server_address[1]}", actor=Actor.system())
+        services.allowed_host_add(
+            tenant=acme, host=f"127.0.0.1:{upstream.server_address[1]}", actor=Actor.system()
+        )
         services.credential_set(tenant=acme, name="upstream", value=SECRET, actor=Actor.system())
     return acme
 
@@ -91,7 +93,9 @@ def tenant(acme, transactional_db, upstream):
 def caller(tenant, tools, **manifest):
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in manifest.items())
     toml = f'entrypoint = "agent:main"\ntools = {json.dumps(tools)}\n{extra}'
-    return agent_with_bundle(tenant, name=f"caller-{time.monotonic_ns()}", code=CALLER, manifest=toml)
+    return agent_with_bundle(
+        tenant, name=f"caller-{time.monotonic_ns()}", code=CALLER, manifest=toml
+    )
 
 
 def test_it_injects_vault_credentials_host_side_and_scrubs_them(tenant, upstream):
@@ -116,11 +120,18 @@ def test_it_refuses_hosts_off_the_allowlist(tenant, upstream):
     run = run_now(
         tenant,
         agent,
-        input={"calls": [["http_request", {"url": "http://localhost:1/"}], ["http_request", {"url": "http://example.com/"}]]},
+        input={
+            "calls": [
+                ["http_request", {"url": "http://localhost:1/"}],
+                ["http_request", {"url": "http://example.com/"}],
+            ]
+        },
     )
     assert run.status == "succeeded", run.error
     for result in run.output:
-        assert result["error"] == "ToolError" and "not on the tenant's allowlist" in result["message"]
+        assert (
+            result["error"] == "ToolError" and "not on the tenant's allowlist" in result["message"]
+        )
     assert upstream.hits == {}
 
 
@@ -161,14 +172,20 @@ def test_it_calls_webhook_tools_with_their_schema(tenant, upstream):
     agent = caller(tenant, ["lookup"])
     run = run_now(tenant, agent, input={"calls": [["lookup", {"q": "flights"}], ["lookup", {}]]})
     assert run.status == "succeeded", run.error
-    assert run.output[0]["ok"] == {"path": "/lookup", "auth": "Bearer [credential]", "got": '{"q":"flights"}'}
+    assert run.output[0]["ok"] == {
+        "path": "/lookup",
+        "auth": "Bearer [credential]",
+        "got": '{"q":"flights"}',
+    }
     assert "'q' is a required property" in run.output[1]["message"]
 
 
 def test_it_retries_5xx_and_honours_retry_after_then_succeeds(tenant, upstream):
     upstream.plan["/flaky"] = [(503, {}), (429, {"retry-after": "0.4"}), (200, {})]
     agent = caller(tenant, ["http_request"])
-    run = run_now(tenant, agent, input={"calls": [["http_request", {"url": upstream.base + "/flaky"}]]})
+    run = run_now(
+        tenant, agent, input={"calls": [["http_request", {"url": upstream.base + "/flaky"}]]}
+    )
     assert run.status == "succeeded", run.error
     assert run.output[0]["ok"]["status"] == 200
     hits = upstream.hits["/flaky"]
@@ -189,7 +206,11 @@ def test_it_falls_back_then_gives_the_agent_an_error_it_can_handle(tenant, upstr
             ("broken", "/broken", "primary"),
         ):
             services.tool_definition_create(
-                tenant=tenant, actor=Actor.system(), name=name, url=upstream.base + path, fallback=fallback
+                tenant=tenant,
+                actor=Actor.system(),
+                name=name,
+                url=upstream.base + path,
+                fallback=fallback,
             )
     agent = caller(tenant, ["primary", "broken"])
     run = run_now(tenant, agent, input={"calls": [["primary", {}], ["broken", {}]]})
@@ -199,7 +220,10 @@ def test_it_falls_back_then_gives_the_agent_an_error_it_can_handle(tenant, upstr
     # followed), and the agent gets an error it can handle.
     assert len(upstream.hits["/primary"]) == 4 and len(upstream.hits["/backup"]) == 1
     assert run.output[1]["error"] == "ToolError"
-    assert "answered 500" in run.output[1]["message"] and "fallback primary" in run.output[1]["message"]
+    assert (
+        "answered 500" in run.output[1]["message"]
+        and "fallback primary" in run.output[1]["message"]
+    )
 
 
 def test_it_bounds_parallel_tool_calls_within_a_run(tenant, upstream):

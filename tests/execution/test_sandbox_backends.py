@@ -1,0 +1,85 @@
+"""Choosing a sandbox backend, and production refusing to run agents unsandboxed."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from execution.sandbox import (
+    SANDBOX_PYTHON,
+    BubblewrapBackend,
+    SandboxSpec,
+    backend_class,
+    get_backend,
+)
+from execution.sandbox.resources import Limits, cgroup_controllers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def manage_check(tmp_path, **env):
+    import os
+
+    full = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    full.update({"FLIGHTDECK_VAR_DIR": str(tmp_path), "SECRET_KEY": "x" * 50}, **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_it_refuses_an_unsandboxed_backend_with_debug_off(tmp_path, settings):
+    result = manage_check(tmp_path, DEBUG="0", EXECUTION_SANDBOX="unsandboxed")
+    assert result.returncode == 2
+    assert "EXECUTION_SANDBOX=unsandboxed is refused with DEBUG off" in result.stderr
+    assert manage_check(tmp_path, DEBUG="1", EXECUTION_SANDBOX="unsandboxed").returncode == 0
+    settings.DEBUG = False
+    with pytest.raises(ImproperlyConfigured, match="refused with DEBUG off"):
+        backend_class("unsandboxed")
+    with pytest.raises(ImproperlyConfigured, match="is not one of"):
+        backend_class("docker")
+
+
+def test_it_picks_bubblewrap_when_gvisor_is_not_installed(settings):
+    import shutil
+
+    if shutil.which("runsc"):
+        pytest.skip("gVisor is installed here: auto picks it")
+    assert backend_class("auto") is BubblewrapBackend
+
+
+def test_it_bounds_a_sandbox_with_cgroups_where_the_machine_offers_them(tmp_path):
+    from execution.runner import run_dirs
+
+    folder = run_dirs(0)
+    scratch = folder / "scratch"
+    out = tmp_path / "out.txt"
+    with open(out, "wb") as fh:
+        started = time.monotonic()
+        box = get_backend("bwrap").start(
+            SandboxSpec(
+                argv=[SANDBOX_PYTHON, "-S", "-I", "-c", "print(open('/proc/self/cgroup').read())"],
+                scratch=scratch,
+                limits=Limits(wall_seconds=10, memory_mb=64, max_processes=8),
+                stdout=fh,
+            )
+        )
+        try:
+            outcome = box.wait()
+            paths = dict(box.cgroups.paths)
+        finally:
+            box.close()
+    assert outcome.returncode == 0 and time.monotonic() - started < 5, out.read_text()
+    assert set(paths) == set(cgroup_controllers())
+    for path in paths.values():
+        assert not path.exists()  # removed with the sandbox
+    import shutil
+
+    shutil.rmtree(folder)
