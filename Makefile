@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The local Messages API server (examples and the demo talk to it unless ANTHROPIC_API_KEY is set).
+LLM_PORT ?= $(shell echo $$(( $(PORT) + 1 )))
 
-.PHONY: setup run test lint bench browser-deps clean
+.PHONY: setup run test lint bench browser-deps sandbox-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,12 +22,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-run: setup
+run: setup sandbox-deps
 	mkdir -p var
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput -v0
 	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v0
 	DEBUG=$${DEBUG:-1} HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_setup
+	DEBUG=$${DEBUG:-1} HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_agents
 	DEBUG=$${DEBUG:-1} FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) PATH=$(abspath $(VENV))/bin:$$PATH \
+	  EXECUTION_LOCAL_LLM_PORT=$(LLM_PORT) EXECUTION_LOCAL_LLM_URL=http://127.0.0.1:$(LLM_PORT) \
 	  $(VENV)/bin/honcho -f Procfile start
 
 # Debian's Chromium drives the browser tests; Playwright never downloads a browser.
@@ -33,11 +37,16 @@ browser-deps:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium could not be installed: browser tests will say so"
 
+# Agents run in bubblewrap's sandbox (Debian package bubblewrap).
+sandbox-deps:
+	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
+	  || echo "bubblewrap could not be installed: agent runs will fail to start"
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup browser-deps lint
+test: setup browser-deps sandbox-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

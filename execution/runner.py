@@ -9,6 +9,7 @@ the next claim takes it over (services.run_claim).
 
 import logging
 import secrets
+import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -36,10 +37,14 @@ def run_dirs(run_id: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o711)  # sandbox uids pass through; nobody lists the runs
     folder = root / f"run-{run_id}-{secrets.token_hex(8)}"
-    for sub in ("bundle", "scratch", "sock"):
+    for sub in ("bundle", "runtime", "scratch", "sock"):
         (folder / sub).mkdir(parents=True)
     folder.chmod(0o711)
-    (folder / "bundle").chmod(0o755)
+    # A copy, not a bind of the checkout: the sandbox's uid may not reach the project.
+    shutil.copyfile(RUNTIME_DIR / "fdrt.py", folder / "runtime" / "fdrt.py")
+    (folder / "runtime" / "fdrt.py").chmod(0o644)
+    for sub in ("bundle", "runtime"):
+        (folder / sub).chmod(0o755)
     (folder / "sock").chmod(0o755)
     (folder / "scratch").chmod(0o700)
     return folder
@@ -81,7 +86,10 @@ class Supervisor:
                         argv=[SANDBOX_PYTHON, "-S", "-I", "/fd/runtime/fdrt.py"],
                         scratch=folder / "scratch",
                         limits=Limits.from_dict(run.limits),
-                        ro_binds=[(RUNTIME_DIR, "/fd/runtime"), (folder / "bundle", "/fd/bundle")],
+                        ro_binds=[
+                            (folder / "runtime", "/fd/runtime"),
+                            (folder / "bundle", "/fd/bundle"),
+                        ],
                         rw_binds=[(folder / "sock", "/fd/sock")],
                         env={"FD_SOCKET": "/fd/sock/gw.sock", "PYTHONUNBUFFERED": "1"},
                         stdout=agent_log,
@@ -155,7 +163,7 @@ class Supervisor:
             return (
                 RunStatus.FAILED,
                 "",
-                f"the agent exited with code {outcome.returncode} before finishing",
+                f"the agent exited with code {outcome.returncode} before finishing: {logs[-1000:]}",
                 None,
             )
         if finished.get("error"):

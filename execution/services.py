@@ -98,11 +98,16 @@ def run_limits(*, manifest: dict, requested: dict | None) -> dict:
 def _enqueue_run(run: Run) -> None:
     from execution import tasks
 
-    transaction.on_commit(
-        lambda: tasks.run_agent.apply_async(
-            kwargs={"tenant_id": run.tenant_id, "run_id": run.pk}, queue=settings.EXECUTION_QUEUE
-        )
-    )
+    def send():
+        try:
+            tasks.run_agent.apply_async(
+                kwargs={"tenant_id": run.tenant_id, "run_id": run.pk},
+                queue=settings.EXECUTION_QUEUE,
+            )
+        except Exception:  # noqa: BLE001 - the row is committed; beat re-enqueues it later
+            log.exception("run %s could not be enqueued; requeue_lost_runs will retry", run.pk)
+
+    transaction.on_commit(send)
 
 
 @transaction.atomic

@@ -84,6 +84,7 @@ def main(ctx, input):
 """
 
 
+@pytest.mark.slow
 def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
     transactional_db, acme, worker, messages_api
 ):
