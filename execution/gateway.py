@@ -49,8 +49,11 @@ class Gateway:
         self.socket_path = socket_path
         self.journal = Journal(run=run)
         self.lock = threading.Lock()
+        # The run's counters, kept here and written by the supervisor once a second.
+        self.steps = 0
         self.tool_calls = 0
-        self.tokens = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
         self.recent = deque(maxlen=int(limits["loop_repeats"]))
         self.tool_slots = threading.BoundedSemaphore(int(limits["max_parallel_tools"]))
         self.stop_reason = ""
@@ -73,6 +76,7 @@ class Gateway:
             "context.fit": self._context_fit,
             **state_and_memory_ops(run_id=run.pk, agent_id=run.agent_id),
         }
+        self._tool_specs: dict = {}
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
 
@@ -173,6 +177,8 @@ class Gateway:
         recorded = self.journal.replay(step, digest)
         if recorded is not None:
             self._count(op, recorded.result if not recorded.is_error else None)
+            with self.lock:
+                self.steps += 1
             if recorded.is_error:
                 return {"ok": False, "error": recorded.result}
             return {"ok": True, "result": recorded.result}
@@ -189,6 +195,8 @@ class Gateway:
                 is_error=True,
                 duration_ms=0,
             )
+            with self.lock:
+                self.steps += 1
             return {"ok": False, "error": result}
         started_ns, started = time.time_ns(), time.perf_counter()
         span = {}
@@ -201,7 +209,7 @@ class Gateway:
             is_error, reply = True, {"ok": False, "error": result}
         if self.stop_reason:  # stopped while the call ran: the agent gets no answer
             return self._stopped(self.stop_reason)
-        tokens = self._count(op, None if is_error else result)
+        self._count(op, None if is_error else result)
         self.journal.append(
             step=step,
             kind=op,
@@ -210,9 +218,9 @@ class Gateway:
             result=result,
             is_error=is_error,
             duration_ms=(time.perf_counter() - started) * 1000,
-            tool_call=op == "tool",
-            tokens=tokens,
         )
+        with self.lock:
+            self.steps += 1
         if span:
             self.tracer.record(
                 span.pop("name"),
@@ -232,7 +240,7 @@ class Gateway:
                 self.tool_calls += 1
             if (
                 op in ("llm.messages", "context.fit")
-                and self.tokens >= self.limits["budget_tokens"]
+                and self.input_tokens + self.output_tokens >= self.limits["budget_tokens"]
             ):
                 return StopReason.BUDGET
             if op in ("llm.messages", "tool"):
@@ -241,14 +249,21 @@ class Gateway:
                     return StopReason.LOOP
         return ""
 
-    def _count(self, op: str, result) -> tuple[int, int]:
+    def _count(self, op: str, result) -> None:
         usage = result.get("usage") if isinstance(result, dict) and op in TOKEN_OPS else None
-        if not usage:
-            return (0, 0)
-        tokens = (int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0)))
+        if usage:
+            with self.lock:
+                self.input_tokens += int(usage.get("input_tokens", 0))
+                self.output_tokens += int(usage.get("output_tokens", 0))
+
+    def counters(self) -> dict:
         with self.lock:
-            self.tokens += sum(tokens)
-        return tokens
+            return {
+                "step_count": self.steps,
+                "tool_call_count": self.tool_calls,
+                "input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens,
+            }
 
     def _rate_limit(self, op: str, args: dict) -> str:
         """'' once a token is taken, or why not (after waiting up to the maximum)."""
@@ -261,7 +276,7 @@ class Gateway:
                 buckets.append(
                     (f"{self.tenant_id}:agent:{self.agent_id}:tools", rates["tools_per_minute"])
                 )
-            spec = _safe_lookup(args.get("name"), self.manifest["tools"])
+            spec = self._spec_or_none(args.get("name"))
             if spec is not None and spec.rate_per_minute:
                 buckets.append((f"{self.tenant_id}:tool:{spec.name}", spec.rate_per_minute))
         deadline = time.monotonic() + settings.EXECUTION_RATE_LIMIT_MAX_WAIT_MS / 1000
@@ -273,6 +288,21 @@ class Gateway:
         return ""
 
     # --- operations ------------------------------------------------------------------
+
+    def _spec(self, name):
+        """The tool, resolved once per run: a definition edited mid-run applies to the
+        next run, so one run sees one version of each tool."""
+        if not isinstance(name, str):
+            raise ToolCallError(f"a tool name is a string, not {name!r}", type_="unknown_tool")
+        if name not in self._tool_specs:
+            self._tool_specs[name] = tool_resolve(name=name, allowed=self.manifest["tools"])
+        return self._tool_specs[name]
+
+    def _spec_or_none(self, name):
+        try:
+            return self._spec(name)
+        except (ToolCallError, TypeError):
+            return None
 
     def _llm(self, args: dict) -> tuple[dict, dict]:
         params = {"model": self.manifest["model"], **args}
@@ -332,7 +362,7 @@ class Gateway:
             "gen_ai.tool.call.arguments": as_json(arguments),
         }
         try:
-            spec = tool_resolve(name=name, allowed=self.manifest["tools"])
+            spec = self._spec(name)
             problem = tool_validate(spec, arguments)
             if problem:
                 raise ToolCallError(problem, type_="invalid_arguments")
@@ -394,13 +424,6 @@ class Gateway:
 
 def _error(type_: str, message: str) -> dict:
     return {"ok": False, "error": {"type": type_, "message": message}}
-
-
-def _safe_lookup(name, allowed):
-    try:
-        return tool_resolve(name=name, allowed=allowed)
-    except ToolCallError:
-        return None
 
 
 def _journal_request(op: str, args: dict):

@@ -114,7 +114,10 @@ class Supervisor:
                 box.close()
             remove_tree(folder)
         tracer.finish(status=status, error=error)
-        self._finish(status=status, reason=reason, error=error, output=output, logs=logs)
+        counters = gateway.counters() if gateway is not None else {}
+        self._finish(
+            status=status, reason=reason, error=error, output=output, logs=logs, counters=counters
+        )
 
     def _supervise(self, box, gateway: Gateway, tracer: RunTracer) -> bool:
         """Wait for the sandbox; False when this worker lost the run's lease."""
@@ -133,7 +136,7 @@ class Supervisor:
             if time.monotonic() - last_renew >= min(renew_every, 1.0):
                 last_renew = time.monotonic()
                 tracer.flush()
-                state = self._renew()
+                state = self._renew(gateway.counters())
                 if state == "lost":
                     box.kill()
                     gateway.stop("lease lost")
@@ -143,11 +146,11 @@ class Supervisor:
             time.sleep(0.01)
         return True
 
-    def _renew(self) -> str:
+    def _renew(self, counters: dict) -> str:
         now = timezone.now()
         renewed = Run.objects.filter(
             pk=self.run.pk, status=RunStatus.RUNNING, lease_owner=self.worker_id
-        ).update(lease_expires_at=now + self.lease)
+        ).update(lease_expires_at=now + self.lease, **counters)
         if renewed != 1:
             return "lost"
         cancel = Run.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True)
@@ -177,7 +180,7 @@ class Supervisor:
             return RunStatus.FAILED, "", f"the output is over {MAX_OUTPUT_BYTES} bytes", None
         return RunStatus.SUCCEEDED, "", "", json_safe(output)
 
-    def _finish(self, *, status, reason, error, output, logs) -> None:
+    def _finish(self, *, status, reason, error, output, logs, counters) -> None:
         updated = Run.objects.filter(
             pk=self.run.pk, status=RunStatus.RUNNING, lease_owner=self.worker_id
         ).update(
@@ -188,6 +191,7 @@ class Supervisor:
             logs=logs.replace("\x00", ""),
             finished_at=timezone.now(),
             lease_expires_at=None,
+            **counters,
         )
         if updated != 1:
             log.warning("run %s: outcome %s dropped, the lease is gone", self.run.pk, status)

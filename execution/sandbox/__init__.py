@@ -129,21 +129,23 @@ class Backend:
             cgroups = CgroupSet.create(
                 name=f"flightdeck-{spec.name}-{os.getpid()}-{time.monotonic_ns()}",
                 limits=spec.limits,
-                uid=uid,
             )
+            # The uid switch is done by setpriv(1), not by Popen(user=...): with a uid
+            # change Popen must fork() this large process instead of vfork()ing it.
+            drop = []
+            if uid is not None:
+                drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
             inner = [
+                *drop,
                 "prlimit",
                 *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=4),
                 "--",
                 *self.wrap(spec, uid),
             ]
-            # A shell joins the cgroups as the sandbox's own uid and execs the rest:
-            # no preexec_fn, which is unsafe in this threaded worker.
+            # A shell joins the cgroups and execs the rest: no preexec_fn, which is
+            # unsafe in this threaded worker.
             joins = "".join(f"echo $$ > {shlex.quote(str(p))} && " for p in cgroups.join_paths)
             argv = ["/bin/sh", "-c", f'{joins}exec "$@"', "sh", *inner]
-            kwargs = {}
-            if uid is not None:
-                kwargs = {"user": uid, "group": uid, "extra_groups": []}
             proc = subprocess.Popen(
                 argv,
                 stdin=spec.stdin,
@@ -152,7 +154,6 @@ class Backend:
                 env={"PATH": "/usr/bin:/bin"},
                 start_new_session=True,
                 close_fds=True,
-                **kwargs,
             )
         except BaseException:
             cgroups.remove()

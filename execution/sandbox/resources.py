@@ -70,7 +70,7 @@ class CgroupSet:
     paths: dict[str, Path] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, *, name: str, limits: Limits, uid: int | None) -> "CgroupSet":
+    def create(cls, *, name: str, limits: Limits) -> "CgroupSet":
         groups = cls()
         for controller, parent in cgroup_controllers().items():
             path = parent / name
@@ -84,9 +84,6 @@ class CgroupSet:
                         swap.write_text(limit)
             elif controller == "pids":
                 (path / "pids.max").write_text(str(limits.max_processes))
-            if uid is not None:
-                # The launcher moves itself in after dropping to the sandbox's uid.
-                os.chown(path / "cgroup.procs", uid, -1)
             groups.paths[controller] = path
         return groups
 

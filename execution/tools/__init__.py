@@ -11,6 +11,7 @@ to the agent as a tool error it can handle.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -38,7 +39,12 @@ class ToolSpec:
     rate_per_minute: float | None = None
     options: dict = field(default_factory=dict)  # webhook: url, credential, ...
 
+    @cached_property
+    def validator(self) -> Draft202012Validator:
+        return Draft202012Validator(self.schema)
 
+
+@lru_cache(maxsize=1)
 def _builtins() -> dict[str, ToolSpec]:
     from execution.tools.http import HTTP_REQUEST_SCHEMA, http_request
     from execution.tools.python import PYTHON_SCHEMA, python_run
@@ -59,10 +65,16 @@ def _builtins() -> dict[str, ToolSpec]:
             slow=True,  # a sandbox and an interpreter: runs on the tools queue
             timeout=30,
         ),
+        "echo": ToolSpec(
+            name="echo",
+            description="Returns its arguments: for testing an agent's tool loop.",
+            schema={"type": "object"},
+            handler=lambda arguments, spec: arguments,
+        ),
     }
 
 
-BUILTIN_NAMES = ("http_request", "python")
+BUILTIN_NAMES = ("http_request", "python", "echo")
 
 
 def tool_spec_from_definition(definition: ToolDefinition) -> ToolSpec:
@@ -115,9 +127,7 @@ def schema_problem(schema: dict) -> str | None:
 
 
 def tool_validate(spec: ToolSpec, arguments) -> str | None:
-    errors = sorted(
-        Draft202012Validator(spec.schema).iter_errors(arguments), key=lambda e: list(e.path)
-    )
+    errors = sorted(spec.validator.iter_errors(arguments), key=lambda e: list(e.path))
     if not errors:
         return None
     first = errors[0]
