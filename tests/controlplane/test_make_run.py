@@ -47,7 +47,11 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
     }
     log = open(tmp_path / "make-run.log", "w+")  # noqa: SIM115
     proc = subprocess.Popen(
-        ["make", "run"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+        ["make", "run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
