@@ -3,9 +3,11 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane import api, views
+from tracing import views as tracing_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("v1/traces", tracing_views.otlp_traces, name="otlp-traces"),
     path("api/v1/health", api.HealthView.as_view(), name="health"),
     path("api/v1/tenant", api.TenantView.as_view(), name="tenant"),
     path("api/v1/api-keys", api.ApiKeyListView.as_view(), name="api-keys"),
