@@ -3,6 +3,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane import api, views
+from tracing import api as tracing_api
 from tracing import views as tracing_views
 
 urlpatterns = [
@@ -15,6 +16,11 @@ urlpatterns = [
         "api/v1/api-keys/<int:key_id>/revoke", api.ApiKeyRevokeView.as_view(), name="api-key-revoke"
     ),
     path("api/v1/audit", api.AuditEventListView.as_view(), name="audit"),
+    path(
+        "api/v1/redaction-policy",
+        tracing_api.RedactionPolicyView.as_view(),
+        name="redaction-policy",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

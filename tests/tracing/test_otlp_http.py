@@ -9,9 +9,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from controlplane.tenancy import tenant_scope
+from tests.tracing.otlp import agent_trace, provider_for
 from tracing import selectors
 from tracing.models import Span, StatusCode, Trace
-from tests.tracing.otlp import agent_trace, provider_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -193,8 +193,8 @@ def test_it_answers_in_the_requests_encoding(live_server, acme, make_key):
     ).encode()
     resp = post(live_server, make_key(acme, "ingest"), body, "application/json")
     assert resp.headers["Content-Type"] == "application/json" and resp.json() == {}
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     request = ExportTraceServiceRequest()
     json_format.ParseDict({"resourceSpans": []}, request)

@@ -27,7 +27,7 @@ BUILTIN_PATTERNS: list[tuple[str, str]] = [
     ("API_KEY", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
     ("API_KEY", r"\bgithub_pat_[A-Za-z0-9_]{40,}\b"),
     ("API_KEY", r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
-    ("API_KEY", r"\bAIza[0-9A-Za-z_-]{35}\b"),
+    ("API_KEY", r"\bAIza[0-9A-Za-z_-]{35,40}\b"),
     ("API_KEY", r"\bfd_[A-Za-z0-9_-]{40,}"),
     ("BEARER", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*"),
     ("URL_PASSWORD", r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+:(?P<urlpw>[^\s@/]+)@"),
@@ -36,11 +36,8 @@ BUILTIN_PATTERNS: list[tuple[str, str]] = [
     ("SSN", r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"),
     ("CARD", r"\b\d(?:[ -]?\d){12,18}\b"),
     ("IP", r"\b(?:\d{1,3}\.){3}\d{1,3}\b"),
-    (
-        "IP",
-        r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4})?(?![\w:])",
-    ),
-    ("PHONE", r"(?<![\w+])\+?\(?\d[\d ()./-]{6,18}\d\b"),
+    ("IP", r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{1,4}(?![\w:])"),
+    ("PHONE", r"(?<![\w+-])\+?\(?\d[\d ()./-]{6,18}\d\b"),
 ]
 
 # Nothing shorter can hold any of the built-in kinds.
