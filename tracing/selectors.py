@@ -3,12 +3,13 @@
 from django.db.models import Q
 
 from controlplane.blobstore import get_blob_store
+from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import (
     DIGEST_BYTES,
     LEAF_KEY,
     blob_key,
     from_canonical,
-    zstd_decompress,
+    unpack,
 )
 from tracing.models import Payload, PayloadKind, Span
 
@@ -43,7 +44,7 @@ class PayloadReader:
         kind, data = self._body(digest)
         if kind == PayloadKind.LIST:
             return self.message_list(digest)
-        value = from_canonical(zstd_decompress(data))
+        value = from_canonical(unpack(data))
         if kind == PayloadKind.MESSAGE:
             value = self._with_leaves(value)
         return value
@@ -108,6 +109,15 @@ def span_detail(*, span: Span) -> dict:
             out["tool_call_result"] = reader.value(digest)
         else:
             attributes[key] = reader.value(digest)
+    tool = detail.get("tool", {})
+    if "gen_ai.tool.call.arguments" in tool:
+        out["tool_call_arguments"] = tool["gen_ai.tool.call.arguments"]
+    if "gen_ai.tool.call.result" in tool:
+        out["tool_call_result"] = tool["gen_ai.tool.call.result"]
+    held = detail.get("m", 0)
+    for bit, (key, column, _) in enumerate(COLUMN_ATTRIBUTES):
+        if held & (1 << bit):
+            attributes[key] = getattr(span, column)
     resource = reader.value(detail["resource"]) if detail.get("resource") else {}
     return {
         **out,

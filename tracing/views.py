@@ -13,7 +13,6 @@ from tracing.ingest.decode import (
     PROTOBUF,
     BodyTooLarge,
     DecodeError,
-    UnsupportedContentType,
     decode_request,
     inflate,
     media_type,
@@ -55,20 +54,18 @@ def otlp_traces(request):
             raise IngestRefused(
                 415,
                 "unsupported_media_type",
-                str(
-                    UnsupportedContentType(
-                        f"Content-Type {request.content_type!r} is not supported (use {PROTOBUF} or {JSON})"
-                    )
-                ),
+                f"Content-Type {request.content_type!r} is not supported (use {PROTOBUF} or {JSON})",
             )
         limit = settings.INGEST_MAX_BODY_BYTES
         declared = request.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise IngestRefused(413, "too_large", f"body is over the {limit}-byte limit")
         try:
-            body = inflate(request.body, request.headers.get("Content-Encoding"), limit)
-            if len(body) > limit:
+            # Read the stream ourselves: the OTLP limit, not Django's form-upload limit.
+            raw = request.read(limit + 1)
+            if len(raw) > limit:
                 raise BodyTooLarge(f"body is over the {limit}-byte limit")
+            body = inflate(raw, request.headers.get("Content-Encoding"), limit)
             export = decode_request(body, kind)
         except BodyTooLarge as exc:
             raise IngestRefused(413, "too_large", str(exc)) from None

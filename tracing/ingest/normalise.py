@@ -36,6 +36,22 @@ TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name")
 TOOL_CALL_ID_KEYS = ("gen_ai.tool.call.id", "tool_call.id")
 RUN_ID_KEYS = ("flightdeck.run.id",)
 
+# Attributes under their current GenAI names whose value a column holds exactly: they
+# are not stored twice, and reading a span puts them back (see tracing.selectors).
+COLUMN_ATTRIBUTES = (
+    ("gen_ai.operation.name", "operation", 64),
+    ("gen_ai.provider.name", "provider", 64),
+    ("gen_ai.request.model", "request_model", 255),
+    ("gen_ai.response.model", "response_model", 255),
+    ("gen_ai.usage.input_tokens", "input_tokens", None),
+    ("gen_ai.usage.output_tokens", "output_tokens", None),
+    ("gen_ai.conversation.id", "session_id", 255),
+    ("gen_ai.agent.name", "agent_name", 255),
+    ("gen_ai.tool.name", "tool_name", 255),
+    ("gen_ai.tool.call.id", "tool_call_id", 255),
+    ("flightdeck.run.id", "run_id", 64),
+)
+
 # Values that are payloads: stored once each, outside the span row.
 TOOL_VALUE_KEYS = ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result")
 
@@ -119,6 +135,7 @@ class NormalSpan:
     output_messages: list | None = None
     system_instructions: list | None = None
     tool_values: dict = field(default_factory=dict)
+    columns_hold: int = 0  # bit i set: COLUMN_ATTRIBUTES[i] was sent and lives in its column
 
 
 def span_problem(span) -> str | None:
@@ -418,4 +435,13 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
     if not operation and (n.input_messages or n.output_messages):
         operation = "chat"
     n.operation = str(operation or "")[:64]
+    for bit, (key, column, limit) in enumerate(COLUMN_ATTRIBUTES):
+        if key not in attrs:
+            continue
+        sent, held = attrs[key], getattr(n, column)
+        exact = (isinstance(sent, int) and not isinstance(sent, bool)) if limit is None else (
+            isinstance(sent, str) and len(sent) <= limit)  # fmt: skip
+        if exact and sent == held:
+            del attrs[key]
+            n.columns_hold |= 1 << bit
     return n

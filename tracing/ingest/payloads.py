@@ -22,6 +22,7 @@ import orjson
 import zstandard
 
 from controlplane.blobstore import get_blob_store, tenant_key
+from tracing.ingest.rows import date_param, json_param
 from tracing.models import Payload, PayloadKind
 
 # Strings longer than this inside messages become payloads of their own, so the same
@@ -43,7 +44,19 @@ def zstd_compress(data: bytes) -> bytes:
     return c.compress(data)
 
 
-def zstd_decompress(data: bytes) -> bytes:
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def pack(body: bytes) -> bytes:
+    """zstd, unless that is no smaller (tiny bodies): then the body as it is."""
+    packed = zstd_compress(body)
+    return packed if len(packed) < len(body) else body
+
+
+def unpack(data: bytes) -> bytes:
+    # Canonical bodies start with b"s" or b"j", never with zstd's magic number.
+    if data[:4] != ZSTD_MAGIC:
+        return data
     d = getattr(_compressor, "d", None)
     if d is None:
         d = _compressor.d = zstandard.ZstdDecompressor()
@@ -210,7 +223,7 @@ class PayloadBatch:
             value = self.redactor.redact_value(value, counts)
         return canonical(value), counts
 
-    def prepare(self) -> list[Payload]:
+    def prepare(self) -> list[tuple]:
         """Redact, compress and upload what is new; return the rows to insert.
 
         Runs outside any database transaction: blob uploads can take seconds, and they
@@ -264,24 +277,16 @@ class PayloadBatch:
             )
             self.known[digest] = None
 
-        rows, store = [], None
+        rows, store, today = [], None, date_param(self.today)
         for digest, (kind, body, redactions) in bodies.items():
             # List bodies are digests: they do not compress.
-            packed = body if kind == PayloadKind.LIST else zstd_compress(body)
+            packed = body if kind == PayloadKind.LIST else pack(body)
             inline = packed if len(packed) <= INLINE_MAX else None
             if inline is None:
                 store = store or get_blob_store()
                 store.put(blob_key(self.tenant_id, digest), packed)
             rows.append(
-                Payload(
-                    tenant_id=self.tenant_id,
-                    digest=digest,
-                    kind=kind,
-                    size=len(body),
-                    data=inline,
-                    redactions=redactions,
-                    last_seen=self.today,
-                )
+                (self.tenant_id, digest, kind, len(body), inline, json_param(redactions), today)
             )
         return rows
 

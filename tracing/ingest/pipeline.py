@@ -13,10 +13,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.tenancy import tenant_scope
+from tracing.ingest import rows
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
 from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
-from tracing.models import Payload, PayloadKind, Span, StatusCode, Trace
+from tracing.models import PayloadKind, Span, StatusCode, Trace
 from tracing.signals import spans_ingested
 
 MAX_REPORTED_ERRORS = 5
@@ -69,9 +70,9 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         payload_rows = batch.prepare()  # uploads blobs, outside the transaction
         span_rows = [builder.finish(p) for p in pending]
         with transaction.atomic():
-            Payload.objects.bulk_create(payload_rows, ignore_conflicts=True, batch_size=500)
+            rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
-            Span.objects.bulk_create(span_rows, ignore_conflicts=True, batch_size=500)
+            rows.insert_ignoring_conflicts("tracing_span", rows.SPAN_COLUMNS, span_rows)
             _traces_upsert(tenant_id, normal)
             transaction.on_commit(batch.committed)
             transaction.on_commit(lambda: _publish(tenant_id, normal))
@@ -174,7 +175,13 @@ class _RowBuilder:
         for key, value in n.tool_values.items():
             if key in self.setup.drop_keys:
                 continue
-            refs[key] = self.batch.value(value, scan=key not in never)
+            scan = key not in never
+            if isinstance(value, str) and len(value) < LEAF_MIN:
+                # Small arguments and results stay in the row: a payload row costs more.
+                tool = detail.setdefault("tool", {})
+                tool[key] = self.redactor.redact_short(value, counts) if scan else value
+                continue
+            refs[key] = self.batch.value(value, scan=scan)
             digests.append(refs[key])
         if n.events:
             detail["events"] = [
@@ -191,39 +198,27 @@ class _RowBuilder:
             detail["resource"] = self.batch.value(n.resource, kind=PayloadKind.RESOURCE)
         if refs:
             detail["refs"] = refs
-        name = self.redactor.redact(n.name, counts)
+        if n.columns_hold:
+            detail["m"] = n.columns_hold
+        name = self.redactor.redact_short(n.name, counts)
         status_message = self.redactor.redact(n.status_message, counts)
         return n, detail, digests, counts, name, status_message
 
-    def finish(self, pending) -> Span:
+    def finish(self, pending) -> tuple:
         n, detail, digests, counts, name, status_message = pending
+        short = self.redactor.redact_short
+        # Column values are what search shows: redacted like everything else.
+        labels = [short(getattr(n, c), counts) if getattr(n, c) else ""
+                  for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
         counts.update(self.batch.redactions_of(digests))
-        return Span(
-            tenant_id=self.tenant_id,
-            trace_id=uuid.UUID(bytes=n.trace_id),
-            span_id=signed64(n.span_id),
-            parent_span_id=signed64(n.parent_span_id) if n.parent_span_id else None,
-            name=name[:255],
-            kind=n.kind,
-            start_ns=n.start_ns,
-            end_ns=n.end_ns,
-            status_code=n.status_code,
-            status_message=status_message,
-            service_name=n.service_name,
-            agent_name=n.agent_name,
-            operation=n.operation,
-            provider=n.provider,
-            request_model=n.request_model,
-            response_model=n.response_model,
-            input_tokens=n.input_tokens,
-            output_tokens=n.output_tokens,
-            session_id=n.session_id,
-            run_id=n.run_id,
-            tool_name=n.tool_name,
-            tool_call_id=n.tool_call_id,
-            detail=detail,
-            redactions=dict(counts) or None,
-        )
+        return (
+            self.tenant_id, rows.uuid_param(uuid.UUID(bytes=n.trace_id)), signed64(n.span_id),
+            signed64(n.parent_span_id) if n.parent_span_id else None, name[:255], n.kind,
+            n.start_ns, n.end_ns, n.status_code, status_message, labels[0][:255], labels[1][:255],
+            n.operation, n.provider, n.request_model, n.response_model, n.input_tokens,
+            n.output_tokens, labels[2][:255], labels[3][:64], n.tool_name, labels[4][:255],
+            rows.json_param(detail), rows.json_param(dict(counts) or None),
+        )  # fmt: skip
 
 
 def _ns_to_datetime(ns: int) -> datetime:
