@@ -10,6 +10,8 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
     is_active = models.BooleanField(default=True)
+    # Spans a second this tenant may send; null uses INGEST_SPANS_PER_SECOND.
+    ingest_spans_per_second = models.PositiveIntegerField(null=True, blank=True)
 
     def __str__(self):
         return self.slug

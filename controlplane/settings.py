@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "controlplane",
     "execution",
+    "tracing",
 ]
 
 MIDDLEWARE = [
@@ -124,6 +125,8 @@ WHITENOISE_USE_FINDERS = True
 # --- Services -------------------------------------------------------------------------
 
 REDIS_URL = env_str("REDIS_URL")
+# Every Redis key the platform writes starts with this (lets deployments share a Redis).
+REDIS_PREFIX = env_str("FLIGHTDECK_REDIS_PREFIX", "fd:")
 BLOB_STORE = blob_store_from_url(env_str("BLOB_STORE_URL", f"file://{VAR_DIR / 'blobs'}"))
 
 CELERY_BROKER_URL = broker_url_checked(env_str("CELERY_BROKER_URL", "filesystem://"))
@@ -191,6 +194,15 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the cookie
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Tracing --------------------------------------------------------------------------
+
+# OTLP bodies (after gzip inflation) above this are refused with 413.
+INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 16 * 1024 * 1024, minimum=1024)
+# Default per-tenant ingest rate in spans a second (a tenant's own setting overrides);
+# bursts of twice that pass.
+INGEST_SPANS_PER_SECOND = env_int("INGEST_SPANS_PER_SECOND", 50_000, minimum=0)
+OTLP_GRPC_ADDRESS = env_str("OTLP_GRPC_ADDRESS", "127.0.0.1:4317")
 
 # --- Execution ------------------------------------------------------------------------
 

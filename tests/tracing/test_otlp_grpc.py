@@ -1,0 +1,50 @@
+import uuid
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from controlplane.tenancy import tenant_scope
+from tests.tracing.otlp import agent_trace, provider_for
+from tracing.grpc_server import make_server
+from tracing.models import Span, Trace
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def grpc_address():
+    server, port = make_server("127.0.0.1:0", workers=2)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+def test_it_stores_what_the_sdk_grpc_exporter_sends(grpc_address, acme, make_key):
+    exporter = OTLPSpanExporter(
+        endpoint=grpc_address, insecure=True,
+        headers=(("authorization", f"Bearer {make_key(acme, 'ingest')}"),),
+    )  # fmt: skip
+    provider = provider_for(exporter, service="grpc-agent")
+    trace_id, _ = agent_trace(provider, steps=2)
+    provider.shutdown()
+    with tenant_scope(acme):
+        trace = Trace.objects.get(trace_id=uuid.UUID(int=trace_id))
+        assert trace.span_count == 5 and trace.service_name == "grpc-agent"
+        assert Span.objects.filter(operation="chat").count() == 2
+
+
+def test_it_refuses_a_missing_or_weak_key(grpc_address, acme, make_key):
+    stub = trace_service_pb2_grpc.TraceServiceStub(grpc.insecure_channel(grpc_address))
+    request = trace_service_pb2.ExportTraceServiceRequest()
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.Export(request)
+    assert missing.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as weak:
+        stub.Export(request, metadata=(("authorization", f"Bearer {make_key(acme, 'read')}"),))
+    assert weak.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    answer = stub.Export(
+        request, metadata=(("authorization", f"Bearer {make_key(acme, 'ingest')}"),)
+    )
+    assert answer.partial_success.rejected_spans == 0

@@ -1,0 +1,55 @@
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tracing.ingest.corpus import score
+from tracing.ingest.redact import Redactor
+
+CORPUS = Path(__file__).parent / "data" / "redaction_corpus.jsonl"
+
+
+def test_it_finds_what_the_corpus_labels_and_little_else():
+    result = score(Redactor(hash_key=b"k" * 32), CORPUS)
+    print(f"recall {result.recall:.3f}, false positives {result.false_positive_rate:.3f}")
+    for miss in result.misses:
+        print("miss:", miss)
+    assert result.recall >= 0.95
+    assert result.false_positive_rate <= 0.05
+
+
+def test_it_keeps_the_same_value_linkable_but_unreadable():
+    redactor = Redactor(hash_key=b"a" * 32)
+    counts = Counter()
+    first = redactor.redact("mail jane@example.com", counts)
+    again = redactor.redact("cc jane@example.com", counts)
+    other = redactor.redact("mail john@example.com", counts)
+    tag = first.split()[-1]
+    assert tag.startswith("[EMAIL:") and len(tag) == len("[EMAIL:abcd]")
+    assert again.endswith(tag) and not other.endswith(tag)
+    # Another tenant's key gives another tag for the same address.
+    assert not Redactor(hash_key=b"b" * 32).redact("jane@example.com", Counter()).endswith(tag)
+    assert counts == {"EMAIL": 3}
+
+
+def test_it_checks_numbers_before_calling_them_cards():
+    counts = Counter()
+    text = Redactor(hash_key=b"k" * 32).redact(
+        "4111 1111 1111 1112 and 4111 1111 1111 1111", counts
+    )
+    assert text.startswith("4111 1111 1111 1112 and [CARD:")
+    assert counts == {"CARD": 1}
+
+
+def test_it_applies_a_tenants_own_patterns():
+    redactor = Redactor(
+        hash_key=b"k" * 32, custom_patterns=[{"name": "employee", "pattern": r"EMP-\d{6}"}]
+    )
+    counts = Counter()
+    assert redactor.redact("badge EMP-004211", counts).startswith("badge [EMPLOYEE:")
+    assert counts == {"EMPLOYEE": 1}
+
+
+@pytest.mark.parametrize("secret", ["sk-ant-api03-" + "x" * 30, "postgres://u:pw12345@h/db"])
+def test_it_never_lets_a_secret_through(secret):
+    assert secret not in Redactor(hash_key=b"k" * 32).redact(f"value {secret} end", Counter())

@@ -1,0 +1,103 @@
+import json
+
+import httpx
+import pytest
+
+from controlplane.tenancy import tenant_scope
+from tests.tracing.test_otlp_http import one_span_request
+from tracing import selectors
+from tracing.models import Span
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def send(live_server, key, span_id, **attrs):
+    body = one_span_request("5b8efff798038103d269b633813fc60c", span_id, **attrs)
+    resp = httpx.post(
+        f"{live_server.url}/v1/traces", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
+    assert resp.status_code == 200, resp.text
+
+
+def test_it_applies_the_tenants_rules_to_later_spans(api, live_server, acme, globex, make_key):
+    admin, ingest = make_key(acme, "admin"), make_key(acme, "ingest")
+    long_note = "Employee EMP-004211 asked about jane@example.com. " + "context " * 60
+    send(
+        live_server,
+        ingest,
+        "0000000000000001",
+        note=long_note,
+        secret="s3cret",
+        raw="a@b.co and more",
+    )
+
+    policy = {"custom_patterns": [{"name": "employee", "pattern": r"EMP-\d{6}"}],
+              "drop_keys": ["secret"], "never_scan_keys": ["raw"]}  # fmt: skip
+    resp = api.request("PUT", "/api/v1/redaction-policy", key=admin, json=policy)
+    assert resp.status_code == 200 and resp.json()["version"] == 2
+    assert api.get("/api/v1/redaction-policy", key=admin).json()["custom_patterns"] == [
+        {"name": "EMPLOYEE", "pattern": r"EMP-\d{6}"}
+    ]
+    send(
+        live_server,
+        ingest,
+        "0000000000000002",
+        note=long_note,
+        secret="s3cret",
+        raw="a@b.co and more",
+    )
+
+    with tenant_scope(acme):
+        before = selectors.span_detail(span=Span.objects.get(span_id=1))
+        after = selectors.span_detail(span=Span.objects.get(span_id=2))
+    # The same long note seen before the change is scanned again under the new rules.
+    assert (
+        "EMP-004211" in before["attributes"]["note"] and "[EMAIL:" in before["attributes"]["note"]
+    )
+    assert "[EMPLOYEE:" in after["attributes"]["note"] and "[EMAIL:" in after["attributes"]["note"]
+    assert before["attributes"]["secret"] == "s3cret" and "secret" not in after["attributes"]
+    assert after["attributes"]["raw"] == "a@b.co and more"
+    assert after["redactions"] == {"EMPLOYEE": 1, "EMAIL": 1}
+
+    # Another tenant is untouched by acme's rules.
+    assert api.get("/api/v1/redaction-policy", key=make_key(globex, "admin")).json()["version"] == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"),
+    [
+        (
+            {
+                "custom_patterns": [{"name": "x", "pattern": "("}],
+                "drop_keys": [],
+                "never_scan_keys": [],
+            },
+            "does not compile",
+        ),
+        (
+            {
+                "custom_patterns": [{"name": "x", "pattern": "a*"}],
+                "drop_keys": [],
+                "never_scan_keys": [],
+            },
+            "empty string",
+        ),
+        (
+            {
+                "custom_patterns": [{"name": "1x", "pattern": "a"}],
+                "drop_keys": [],
+                "never_scan_keys": [],
+            },
+            "must be a word",
+        ),
+    ],
+)
+def test_it_refuses_a_bad_rule_and_keeps_the_old_ones(api, acme, make_key, policy, message):
+    resp = api.request("PUT", "/api/v1/redaction-policy", key=make_key(acme, "admin"), json=policy)
+    assert resp.status_code == 400
+    assert message in json.dumps(resp.json())
+    assert api.get("/api/v1/redaction-policy", key=make_key(acme, "admin")).json()["version"] == 0
+
+
+def test_it_needs_the_admin_scope(api, acme, make_key):
+    assert api.get("/api/v1/redaction-policy", key=make_key(acme, "read")).status_code == 403

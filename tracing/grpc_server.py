@@ -1,0 +1,46 @@
+"""OTLP/gRPC: TraceService/Export on the same span path as OTLP/HTTP."""
+
+import logging
+from concurrent import futures
+
+import grpc
+from django.db import close_old_connections
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from tracing.ingest.receive import IngestRefused, ingest_key, receive
+
+logger = logging.getLogger(__name__)
+
+
+class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def Export(self, request, context):  # noqa: N802 - the gRPC method's name
+        close_old_connections()
+        metadata = dict(context.invocation_metadata())
+        try:
+            key = ingest_key(metadata.get("authorization"))
+            result = receive(key=key, request=request)
+        except IngestRefused as refused:
+            if refused.retry_after:
+                # What OTLP exporters read to back off before they retry.
+                context.set_trailing_metadata((("retry-after", str(refused.retry_after)),))
+            context.abort(getattr(grpc.StatusCode, refused.grpc_code), refused.message)
+        finally:
+            close_old_connections()
+        answer = trace_service_pb2.ExportTraceServiceResponse()
+        if result.rejected:
+            answer.partial_success.rejected_spans = result.rejected
+            answer.partial_success.error_message = result.error_message
+        return answer
+
+
+def make_server(address: str, *, workers: int = 8) -> tuple[grpc.Server, int]:
+    """A gRPC server bound to `address` (port 0 picks a free one), not yet started."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return server, port

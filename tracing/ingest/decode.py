@@ -1,0 +1,111 @@
+"""OTLP/HTTP request bodies to ExportTraceServiceRequest: protobuf or JSON, maybe gzipped."""
+
+import base64
+import binascii
+import zlib
+
+import orjson
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+class DecodeError(ValueError):
+    """The body cannot be read; the message says why (answered with 400)."""
+
+
+class BodyTooLarge(ValueError):
+    """The body, or what it inflates to, is over the limit (answered with 413)."""
+
+
+class UnsupportedContentType(ValueError):
+    pass
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("identity", ""):
+        return body
+    if encoding != "gzip":
+        raise DecodeError(f"Content-Encoding {encoding!r} is not supported (use gzip or none)")
+    # Inflate in bounded steps so a small bomb cannot take the process's memory.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit:
+        raise BodyTooLarge(f"body inflates to more than {limit} bytes")
+    if not inflater.eof:
+        raise DecodeError("gzip body is truncated")
+    return out
+
+
+def _hex_to_b64(value, size: int) -> str:
+    """OTLP/JSON carries ids as hex; protobuf's JSON mapping wants base64.
+
+    A malformed id becomes an empty one, which validation then rejects for that span
+    alone, so one bad span does not lose the rest of the batch.
+    """
+    if not isinstance(value, str) or not value:
+        return ""
+    try:
+        raw = binascii.unhexlify(value)
+    except (binascii.Error, ValueError):
+        return ""
+    if len(raw) != size:
+        return ""
+    return base64.b64encode(raw).decode()
+
+
+def _fix_json_ids(doc: dict) -> None:
+    for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
+        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
+            for span in ss.get("spans") or []:
+                if not isinstance(span, dict):
+                    continue
+                for key, size in (("traceId", 16), ("spanId", 8), ("parentSpanId", 8)):
+                    if key in span:
+                        span[key] = _hex_to_b64(span[key], size)
+                for link in span.get("links") or []:
+                    if isinstance(link, dict):
+                        link["traceId"] = _hex_to_b64(link.get("traceId"), 16)
+                        link["spanId"] = _hex_to_b64(link.get("spanId"), 8)
+
+
+def decode_request(body: bytes, content_type: str | None) -> ExportTraceServiceRequest:
+    kind = media_type(content_type)
+    request = ExportTraceServiceRequest()
+    if kind == PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except ProtobufDecodeError as exc:
+            raise DecodeError(
+                f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {exc}"
+            ) from None
+        return request
+    if kind == JSON:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise DecodeError("body must be a JSON object with resourceSpans")
+        _fix_json_ids(doc)
+        try:
+            json_format.ParseDict(doc, request, ignore_unknown_fields=True)
+        except json_format.ParseError as exc:
+            raise DecodeError(
+                f"body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}"
+            ) from None
+        return request
+    raise UnsupportedContentType(
+        f"Content-Type {content_type!r} is not supported (use {PROTOBUF} or {JSON})"
+    )

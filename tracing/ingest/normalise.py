@@ -1,0 +1,447 @@
+"""One canonical span from every shape agents send today.
+
+Three conventions are read: the OpenTelemetry GenAI semantic conventions (current
+names), the older GenAI forms (`gen_ai.prompt.N.*`, `gen_ai.completion.N.*`,
+`gen_ai.system`, message events) and OpenInference (`llm.*`, `input.value`, ...).
+Messages come out in the current GenAI shape:
+    {"role": "user", "parts": [{"type": "text", "content": "..."}]}
+Attributes that are not mapped to a column or a message are kept as they came.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+import orjson
+
+from tracing.models import StatusCode
+
+# The attribute keys each canonical column is read from, first match wins.
+OPERATION_KEYS = ("gen_ai.operation.name",)
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.model_name")
+RESPONSE_MODEL_KEYS = ("gen_ai.response.model", "llm.model_name")
+INPUT_TOKEN_KEYS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.token_count.prompt",
+)
+OUTPUT_TOKEN_KEYS = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.token_count.completion",
+)
+SESSION_KEYS = ("gen_ai.conversation.id", "session.id", "gen_ai.session.id")
+AGENT_KEYS = ("gen_ai.agent.name", "agent.name")
+TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name")
+TOOL_CALL_ID_KEYS = ("gen_ai.tool.call.id", "tool_call.id")
+RUN_ID_KEYS = ("flightdeck.run.id",)
+
+# Attributes under their current GenAI names whose value a column holds exactly: they
+# are not stored twice, and reading a span puts them back (see tracing.selectors).
+COLUMN_ATTRIBUTES = (
+    ("gen_ai.operation.name", "operation", 64),
+    ("gen_ai.provider.name", "provider", 64),
+    ("gen_ai.request.model", "request_model", 255),
+    ("gen_ai.response.model", "response_model", 255),
+    ("gen_ai.usage.input_tokens", "input_tokens", None),
+    ("gen_ai.usage.output_tokens", "output_tokens", None),
+    ("gen_ai.conversation.id", "session_id", 255),
+    ("gen_ai.agent.name", "agent_name", 255),
+    ("gen_ai.tool.name", "tool_name", 255),
+    ("gen_ai.tool.call.id", "tool_call_id", 255),
+    ("flightdeck.run.id", "run_id", 64),
+)
+
+# Values that are payloads: stored once each, outside the span row.
+TOOL_VALUE_KEYS = ("gen_ai.tool.call.arguments", "gen_ai.tool.call.result")
+
+OPENINFERENCE_KINDS = {
+    "LLM": "chat",
+    "TOOL": "execute_tool",
+    "AGENT": "invoke_agent",
+    "EMBEDDING": "embeddings",
+    "RETRIEVER": "retrieval",
+    "CHAIN": "chain",
+    "RERANKER": "rerank",
+    "GUARDRAIL": "guardrail",
+    "EVALUATOR": "evaluate",
+}
+
+_LEGACY_MSG = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
+_OI_MSG = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
+_OI_TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
+
+MESSAGE_EVENTS = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+
+
+def any_value(v):
+    """An OTLP AnyValue as a plain Python value."""
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "int_value":
+        return v.int_value
+    if which == "double_value":
+        return v.double_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+    if which == "bytes_value":
+        return v.bytes_value.hex()
+    return None
+
+
+def attributes(kvs) -> dict:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+@dataclass(slots=True)
+class NormalSpan:
+    trace_id: bytes
+    span_id: bytes
+    parent_span_id: bytes
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    service_name: str
+    resource: dict
+    scope: dict
+    attributes: dict
+    events: list
+    links: list
+    operation: str = ""
+    provider: str = ""
+    request_model: str = ""
+    response_model: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    session_id: str = ""
+    agent_name: str = ""
+    run_id: str = ""
+    tool_name: str = ""
+    tool_call_id: str = ""
+    input_messages: list | None = None
+    output_messages: list | None = None
+    system_instructions: list | None = None
+    tool_values: dict = field(default_factory=dict)
+    columns_hold: int = 0  # bit i set: COLUMN_ATTRIBUTES[i] was sent and lives in its column
+
+
+def span_problem(span) -> str | None:
+    """Why a span cannot be stored, or None. Checked span by span so the rest are kept."""
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span.span_id) != 8 or not any(span.span_id):
+        return "span_id must be 8 bytes, not all zero"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return "parent_span_id must be 8 bytes"
+    if not span.name:
+        return "name is required"
+    if span.start_time_unix_nano == 0:
+        return "start_time_unix_nano is required"
+    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
+        return "end_time_unix_nano is before start_time_unix_nano"
+    return None
+
+
+def _first(attrs: dict, keys):
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _as_int(value) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json_or_text(value):
+    """Structured GenAI attributes may arrive as JSON strings or as structured values."""
+    if isinstance(value, str):
+        stripped = value.lstrip()
+        if stripped[:1] in ("[", "{"):
+            try:
+                return orjson.loads(value)
+            except orjson.JSONDecodeError:
+                return value
+    return value
+
+
+def _text_message(role: str, content) -> dict:
+    parts = []
+    if content not in (None, ""):
+        parts.append(
+            {
+                "type": "text",
+                "content": content if isinstance(content, str) else orjson.dumps(content).decode(),
+            }
+        )
+    return {"role": role or "user", "parts": parts}
+
+
+def _messages_attr(value) -> list | None:
+    parsed = _json_or_text(value)
+    if isinstance(parsed, list):
+        return parsed
+    if isinstance(parsed, dict):
+        return [parsed]
+    if isinstance(parsed, str):
+        return [_text_message("user", parsed)]
+    return None
+
+
+def _system_attr(value) -> list | None:
+    parsed = _json_or_text(value)
+    if isinstance(parsed, list):
+        return parsed
+    if isinstance(parsed, str):
+        return [{"type": "text", "content": parsed}]
+    if isinstance(parsed, dict):
+        return [parsed]
+    return None
+
+
+def _indexed_messages(attrs: dict, pattern, wanted: str, prefix_len: int) -> dict[int, dict]:
+    """Collect flattened `<prefix>.N.<field>` attributes into {N: {field: value}}."""
+    found: dict[int, dict] = {}
+    for key in [
+        k
+        for k in attrs
+        if k.startswith(
+            ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.", "llm.output_messages.")
+        )
+    ]:
+        match = pattern.match(key)
+        if not match or match.group(1) != wanted:
+            continue
+        found.setdefault(int(match.group(2)), {})[match.group(3)] = attrs.pop(key)
+    return found
+
+
+def _legacy_messages(attrs: dict, which: str) -> list | None:
+    found = _indexed_messages(attrs, _LEGACY_MSG, which, 0)
+    if not found:
+        return None
+    messages = []
+    for _, fields in sorted(found.items()):
+        message = _text_message(
+            fields.pop("role", "assistant" if which == "completion" else "user"),
+            fields.pop("content", None),
+        )
+        finish = fields.pop("finish_reason", None)
+        if finish:
+            message["finish_reason"] = finish
+        calls = fields.pop("tool_calls", None)
+        for call in (_json_or_text(calls) or []) if calls else []:
+            if isinstance(call, dict):
+                fn = call.get("function") or {}
+                message["parts"].append(
+                    {
+                        "type": "tool_call",
+                        "id": call.get("id"),
+                        "name": fn.get("name", call.get("name")),
+                        "arguments": _json_or_text(fn.get("arguments", call.get("arguments"))),
+                    }
+                )
+        tool_call_id = fields.pop("tool_call_id", None)
+        if tool_call_id and message["role"] == "tool":
+            text = message["parts"][0]["content"] if message["parts"] else None
+            message["parts"] = [
+                {"type": "tool_call_response", "id": tool_call_id, "response": text}
+            ]
+        # Anything else (e.g. "tool_calls.0.name" flattened) stays with the message.
+        flattened: dict[int, dict] = {}
+        for name, value in list(fields.items()):
+            m = re.match(r"^tool_calls\.(\d+)\.(.+)$", name)
+            if m:
+                flattened.setdefault(int(m.group(1)), {})[m.group(2)] = value
+                del fields[name]
+        for _, call in sorted(flattened.items()):
+            message["parts"].append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call.get("name"),
+                    "arguments": _json_or_text(call.get("arguments")),
+                }
+            )
+        if fields:
+            message["attributes"] = fields
+        messages.append(message)
+    return messages
+
+
+def _openinference_messages(attrs: dict, which: str) -> list | None:
+    found = _indexed_messages(attrs, _OI_MSG, which, 0)
+    if not found:
+        return None
+    messages = []
+    for _, fields in sorted(found.items()):
+        role = fields.pop("role", "assistant" if which == "output" else "user")
+        message = _text_message(role, fields.pop("content", None))
+        calls: dict[int, dict] = {}
+        for name in list(fields):
+            m = _OI_TOOL_CALL.match(name)
+            if m:
+                calls.setdefault(int(m.group(1)), {})[m.group(2)] = fields.pop(name)
+        for _, call in sorted(calls.items()):
+            message["parts"].append(
+                {
+                    "type": "tool_call",
+                    "id": call.get("id"),
+                    "name": call.get("function.name"),
+                    "arguments": _json_or_text(call.get("function.arguments")),
+                }
+            )
+        tool_call_id = fields.pop("tool_call_id", None)
+        if tool_call_id and role == "tool":
+            text = message["parts"][0]["content"] if message["parts"] else None
+            message["parts"] = [
+                {"type": "tool_call_response", "id": tool_call_id, "response": text}
+            ]
+        if fields:
+            message["attributes"] = fields
+        messages.append(message)
+    return messages
+
+
+def _event_messages(events: list) -> tuple[list | None, list | None, list]:
+    """Older GenAI instrumentations send messages as span events; take them out."""
+    inputs, outputs, rest = [], [], []
+    for event in events:
+        role = MESSAGE_EVENTS.get(event["name"])
+        attrs = event.get("attributes") or {}
+        if role:
+            message = _text_message(attrs.get("role", role), _json_or_text(attrs.get("content")))
+            if role == "tool" and attrs.get("id"):
+                text = message["parts"][0]["content"] if message["parts"] else None
+                message["parts"] = [
+                    {"type": "tool_call_response", "id": attrs["id"], "response": text}
+                ]
+            inputs.append(message)
+        elif event["name"] == "gen_ai.choice":
+            body = _json_or_text(attrs.get("message")) or {}
+            content = body.get("content") if isinstance(body, dict) else attrs.get("content")
+            message = _text_message(
+                body.get("role", "assistant") if isinstance(body, dict) else "assistant", content
+            )
+            if attrs.get("finish_reason"):
+                message["finish_reason"] = attrs["finish_reason"]
+            outputs.append(message)
+        else:
+            rest.append(event)
+    return inputs or None, outputs or None, rest
+
+
+def normalise(span, resource: dict, scope: dict) -> NormalSpan:
+    attrs = attributes(span.attributes)
+    events = [
+        {
+            "name": e.name,
+            "time_ns": e.time_unix_nano,
+            **({"attributes": attributes(e.attributes)} if e.attributes else {}),
+        }
+        for e in span.events
+    ]
+    links = [
+        {
+            "trace_id": link.trace_id.hex(),
+            "span_id": link.span_id.hex(),
+            **({"attributes": attributes(link.attributes)} if link.attributes else {}),
+        }
+        for link in span.links
+    ]
+    status_code = span.status.code if span.status.code in (0, 1, 2) else StatusCode.UNSET
+    n = NormalSpan(
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        name=span.name[:255],
+        kind=span.kind,
+        start_ns=span.start_time_unix_nano,
+        end_ns=span.end_time_unix_nano or span.start_time_unix_nano,
+        status_code=status_code,
+        status_message=span.status.message,
+        service_name=str(resource.get("service.name", ""))[:255],
+        resource=resource,
+        scope=scope,
+        attributes=attrs,
+        events=events,
+        links=links,
+    )
+    operation = _first(attrs, OPERATION_KEYS)
+    oi_kind = attrs.get("openinference.span.kind")
+    if not operation and isinstance(oi_kind, str):
+        operation = OPENINFERENCE_KINDS.get(oi_kind.upper(), oi_kind.lower())
+    n.provider = str(_first(attrs, PROVIDER_KEYS) or "")[:64]
+    n.request_model = str(_first(attrs, REQUEST_MODEL_KEYS) or "")[:255]
+    n.response_model = str(_first(attrs, RESPONSE_MODEL_KEYS) or "")[:255]
+    n.input_tokens = _as_int(_first(attrs, INPUT_TOKEN_KEYS))
+    n.output_tokens = _as_int(_first(attrs, OUTPUT_TOKEN_KEYS))
+    n.session_id = str(_first(attrs, SESSION_KEYS) or "")[:255]
+    n.agent_name = str(_first(attrs, AGENT_KEYS) or "")[:255]
+    n.run_id = str(_first(attrs, RUN_ID_KEYS) or "")[:64]
+    n.tool_name = str(_first(attrs, TOOL_NAME_KEYS) or "")[:255]
+    n.tool_call_id = str(_first(attrs, TOOL_CALL_ID_KEYS) or "")[:255]
+
+    # Messages, current convention first, then the older ones.
+    if "gen_ai.input.messages" in attrs:
+        n.input_messages = _messages_attr(attrs.pop("gen_ai.input.messages"))
+    if "gen_ai.output.messages" in attrs:
+        n.output_messages = _messages_attr(attrs.pop("gen_ai.output.messages"))
+    if "gen_ai.system_instructions" in attrs:
+        n.system_instructions = _system_attr(attrs.pop("gen_ai.system_instructions"))
+    if n.input_messages is None:
+        n.input_messages = _legacy_messages(attrs, "prompt") or _openinference_messages(
+            attrs, "input"
+        )
+    if n.output_messages is None:
+        n.output_messages = _legacy_messages(attrs, "completion") or _openinference_messages(
+            attrs, "output"
+        )
+    if n.input_messages is None or n.output_messages is None:
+        ev_in, ev_out, rest = _event_messages(events)
+        if ev_in or ev_out:
+            n.events = rest
+            n.input_messages = n.input_messages or ev_in
+            n.output_messages = n.output_messages or ev_out
+
+    # Tool calls: OpenInference tool spans carry arguments and result in input/output.value.
+    for key in TOOL_VALUE_KEYS:
+        if key in attrs:
+            n.tool_values[key] = attrs.pop(key)
+    if operation == "execute_tool" and oi_kind and not n.tool_values:
+        if "input.value" in attrs:
+            n.tool_values["gen_ai.tool.call.arguments"] = attrs.pop("input.value")
+        if "output.value" in attrs:
+            n.tool_values["gen_ai.tool.call.result"] = attrs.pop("output.value")
+    if not operation and (n.input_messages or n.output_messages):
+        operation = "chat"
+    n.operation = str(operation or "")[:64]
+    for bit, (key, column, limit) in enumerate(COLUMN_ATTRIBUTES):
+        if key not in attrs:
+            continue
+        sent, held = attrs[key], getattr(n, column)
+        exact = (isinstance(sent, int) and not isinstance(sent, bool)) if limit is None else (
+            isinstance(sent, str) and len(sent) <= limit)  # fmt: skip
+        if exact and sent == held:
+            del attrs[key]
+            n.columns_hold |= 1 << bit
+    return n

@@ -1,0 +1,299 @@
+"""Content-addressed payloads: each message and large value stored once per tenant.
+
+A payload's digest is a keyed BLAKE2b-128 of its unredacted canonical form (keyed per
+tenant and redaction-policy version, so the digest reveals nothing of the text and new
+rules apply to old messages). A message seen before therefore costs a digest and a
+lookup, not another redaction scan:
+
+    value ─canonical bytes─▶ digest ─▶ seen (process cache or database)? ─▶ reference
+                                           └─ new: redact → zstd → inline or blob store
+
+A conversation resent on every step is stored as a chain of LIST payloads, each holding
+the digest of the longest list already stored plus the new messages, so a trace's
+storage grows with the conversation's length, not its square.
+"""
+
+import hashlib
+import threading
+from collections import Counter, OrderedDict
+from datetime import date
+
+import orjson
+import zstandard
+
+from controlplane.blobstore import get_blob_store, tenant_key
+from tracing.ingest.rows import date_param, json_param
+from tracing.models import Payload, PayloadKind
+
+# Strings longer than this inside messages become payloads of their own, so the same
+# tool result stored with its tool span and inside the next chat message is one copy.
+LEAF_MIN = 256
+# Compressed payloads up to this size stay in the database row; larger ones go to the
+# blob store (one S3 request for a few hundred bytes costs more than the row).
+INLINE_MAX = 1024
+LEAF_KEY = "\x00ref"
+DIGEST_BYTES = 16
+
+_compressor = threading.local()
+
+
+def zstd_compress(data: bytes) -> bytes:
+    c = getattr(_compressor, "c", None)
+    if c is None:
+        c = _compressor.c = zstandard.ZstdCompressor(level=6)
+    return c.compress(data)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def pack(body: bytes) -> bytes:
+    """zstd, unless that is no smaller (tiny bodies): then the body as it is."""
+    packed = zstd_compress(body)
+    return packed if len(packed) < len(body) else body
+
+
+def unpack(data: bytes) -> bytes:
+    # Canonical bodies start with b"s" or b"j", never with zstd's magic number.
+    if data[:4] != ZSTD_MAGIC:
+        return data
+    d = getattr(_compressor, "d", None)
+    if d is None:
+        d = _compressor.d = zstandard.ZstdDecompressor()
+    return d.decompress(data)
+
+
+def canonical(value) -> bytes:
+    """One byte of type, then the text or sorted-key JSON: equal values, equal bytes."""
+    if isinstance(value, str):
+        return b"s" + value.encode()
+    return b"j" + orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def from_canonical(data: bytes):
+    if data[:1] == b"s":
+        return data[1:].decode()
+    return orjson.loads(data[1:])
+
+
+def blob_key(tenant_id: int, digest: str) -> str:
+    return tenant_key(tenant_id, "blobs", digest[:2], f"{digest}.zst")
+
+
+class SeenCache:
+    """Process-wide memory of payloads known to be committed: digest -> (redactions, day).
+
+    Bounded; the oldest entries go first. Entries are added only after the transaction
+    that stored them commits.
+    """
+
+    def __init__(self, size: int = 200_000):
+        self.size = size
+        self.entries: OrderedDict[tuple[int, str], tuple[dict | None, date]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, tenant_id: int, digest: str):
+        return self.entries.get((tenant_id, digest))
+
+    def add_many(self, tenant_id: int, items: dict[str, tuple[dict | None, date]]) -> None:
+        with self.lock:
+            for digest, value in items.items():
+                self.entries[(tenant_id, digest)] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+seen_cache = SeenCache()
+
+
+class PayloadBatch:
+    """Collects the payloads of one ingest batch, then stores the new ones together."""
+
+    def __init__(self, *, tenant_id: int, digest_key: bytes, redactor):
+        self.tenant_id = tenant_id
+        self.digest_key = digest_key
+        self.redactor = redactor
+        self.today = date.today()
+        self.known: dict[str, dict | None] = {}  # digest -> redaction counts
+        self.stale: set[str] = set()  # known, but last seen before today
+        self.new: dict[str, tuple[int, object, bool]] = {}  # digest -> (kind, raw, scan)
+        # list digest -> (message digests, prefix digests, index of a known prefix or None)
+        self.lists: dict[str, tuple[list[str], list[str], int | None]] = {}
+
+    # --- digests ----------------------------------------------------------------------
+
+    def digest(self, data: bytes) -> str:
+        return hashlib.blake2b(data, key=self.digest_key, digest_size=DIGEST_BYTES).hexdigest()
+
+    def _remembered(self, digest: str) -> bool:
+        if digest in self.known:
+            return True
+        cached = seen_cache.get(self.tenant_id, digest)
+        if cached is None:
+            return False
+        self.known[digest] = cached[0]
+        if cached[1] < self.today:
+            self.stale.add(digest)
+        return True
+
+    def _note(self, kind: int, raw, scan: bool) -> str:
+        # A value stored unscanned (a tenant's never-scan key) must not be served where
+        # the same text is to be redacted, so the two get different digests.
+        data = canonical(raw) if scan else b"\x00raw" + canonical(raw)
+        digest = self.digest(data)
+        if digest not in self.new and not self._remembered(digest):
+            self.new[digest] = (kind, raw, scan)
+        return digest
+
+    def value(self, value, *, kind: int = PayloadKind.VALUE, scan: bool = True) -> str:
+        return self._note(kind, value, scan)
+
+    def message(self, message, *, scan: bool = True) -> str:
+        return self._note(PayloadKind.MESSAGE, message, scan)
+
+    def message_list(self, messages: list, *, scan: bool = True) -> tuple[str, list[str]]:
+        """Digest of a list of messages, and its messages' digests."""
+        items = [self.message(m, scan=scan) for m in messages]
+        prefixes, chain = [], b"L"
+        for item in items:
+            link = self.digest(chain + bytes.fromhex(item))
+            prefixes.append(link)
+            chain = bytes.fromhex(link)
+        digest = prefixes[-1] if prefixes else self.digest(chain)
+        if digest in self.lists or self._remembered(digest):
+            return digest, items
+        cut = None
+        # Usually the previous step's list is known already: the conversation so far.
+        for index in range(len(prefixes) - 2, -1, -1):
+            if prefixes[index] in self.lists or self._remembered(prefixes[index]):
+                cut = index
+                break
+        self.lists[digest] = (items, prefixes[:-1], cut)
+        return digest, items
+
+    def redactions_of(self, digests) -> Counter:
+        total = Counter()
+        for digest in digests:
+            counts = self.known.get(digest)
+            if counts:
+                total.update(counts)
+        return total
+
+    # --- storing ----------------------------------------------------------------------
+
+    def _lookup(self, digests) -> None:
+        """Mark those of the digests the database has already as known."""
+        ordered = sorted(set(digests) - set(self.known))
+        for start in range(0, len(ordered), 500):
+            rows = Payload.objects.filter(digest__in=ordered[start : start + 500]).values_list(
+                "digest", "redactions", "last_seen"
+            )
+            for digest, redactions, last_seen in rows:
+                self.known[digest] = redactions
+                if last_seen < self.today:
+                    self.stale.add(digest)
+        for digest in list(self.new):
+            if digest in self.known:
+                del self.new[digest]
+        for digest in list(self.lists):
+            if digest in self.known:
+                del self.lists[digest]
+
+    def _externalise_leaves(self, value, leaves: list, scan: bool):
+        """Long strings inside a message become VALUE payloads of their own."""
+        if isinstance(value, str):
+            if len(value) >= LEAF_MIN:
+                digest = self.value(value, scan=scan)
+                leaves.append(digest)
+                return {LEAF_KEY: digest}
+            return value
+        if isinstance(value, list):
+            return [self._externalise_leaves(v, leaves, scan) for v in value]
+        if isinstance(value, dict):
+            return {k: self._externalise_leaves(v, leaves, scan) for k, v in value.items()}
+        return value
+
+    def _redacted(self, value, scan: bool) -> tuple[bytes, Counter]:
+        counts = Counter()
+        if scan:
+            value = self.redactor.redact_value(value, counts)
+        return canonical(value), counts
+
+    def prepare(self) -> list[tuple]:
+        """Redact, compress and upload what is new; return the rows to insert.
+
+        Runs outside any database transaction: blob uploads can take seconds, and they
+        happen before the rows that reference them commit.
+        """
+        wanted = list(self.new) + list(self.lists)
+        for _, prefixes, cut in self.lists.values():
+            if cut is None:
+                wanted.extend(prefixes)  # nothing in memory: ask the database
+        self._lookup(wanted)
+
+        messages = {
+            d: (raw, scan)
+            for d, (kind, raw, scan) in self.new.items()
+            if kind == PayloadKind.MESSAGE
+        }
+        shaped = {}
+        for digest, (raw, scan) in messages.items():
+            leaves: list[str] = []
+            shaped[digest] = (self._externalise_leaves(raw, leaves, scan), leaves, scan)
+        # Long strings found inside new messages may be stored already.
+        self._lookup([d for d in self.new if d not in messages])
+
+        bodies: dict[str, tuple[int, bytes, dict | None]] = {}
+        for digest, (kind, raw, scan) in self.new.items():
+            if kind != PayloadKind.MESSAGE:
+                body, counts = self._redacted(raw, scan)
+                bodies[digest] = (kind, body, dict(counts) or None)
+                self.known[digest] = dict(counts) or None
+        for digest, (value, leaves, scan) in shaped.items():
+            body, counts = self._redacted(value, scan)
+            counts.update(self.redactions_of(leaves))
+            bodies[digest] = (PayloadKind.MESSAGE, body, dict(counts) or None)
+            self.known[digest] = dict(counts) or None
+        for digest, (items, prefixes, cut) in self.lists.items():
+            if cut is None:
+                cut = next(
+                    (
+                        i
+                        for i in range(len(prefixes) - 1, -1, -1)
+                        if prefixes[i] in self.known or prefixes[i] in self.lists
+                    ),
+                    None,
+                )
+            head = bytes.fromhex(prefixes[cut]) if cut is not None else bytes(DIGEST_BYTES)
+            rest = items[cut + 1 :] if cut is not None else items
+            bodies[digest] = (
+                PayloadKind.LIST,
+                head + b"".join(bytes.fromhex(d) for d in rest),
+                None,
+            )
+            self.known[digest] = None
+
+        rows, store, today = [], None, date_param(self.today)
+        for digest, (kind, body, redactions) in bodies.items():
+            # List bodies are digests: they do not compress.
+            packed = body if kind == PayloadKind.LIST else pack(body)
+            inline = packed if len(packed) <= INLINE_MAX else None
+            if inline is None:
+                store = store or get_blob_store()
+                store.put(blob_key(self.tenant_id, digest), packed)
+            rows.append(
+                (self.tenant_id, digest, kind, len(body), inline, json_param(redactions), today)
+            )
+        return rows
+
+    def refresh_last_seen(self) -> None:
+        if self.stale:
+            Payload.objects.filter(digest__in=sorted(self.stale)).update(last_seen=self.today)
+
+    def committed(self) -> None:
+        """After commit: remember everything this batch stored or touched."""
+        seen_cache.add_many(self.tenant_id, {d: (r, self.today) for d, r in self.known.items()})

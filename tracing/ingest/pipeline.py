@@ -1,0 +1,328 @@
+"""The one path of a span: decode → normalise → redact → externalise → write → publish.
+
+Every span takes it, from OTLP/HTTP, OTLP/gRPC or a managed run's in-process exporter,
+so redaction, cost and alerts cannot be bypassed.
+"""
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from controlplane.tenancy import tenant_scope
+from tracing.ingest import rows
+from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
+from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
+from tracing.ingest.policy import TenantRedaction, tenant_redaction
+from tracing.models import PayloadKind, Span, StatusCode, Trace
+from tracing.signals import spans_ingested
+
+MAX_REPORTED_ERRORS = 5
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(reason)
+
+    @property
+    def error_message(self) -> str:
+        if not self.rejected:
+            return ""
+        more = self.rejected - len(self.errors)
+        tail = f" (and {more} more)" if more > 0 else ""
+        return "; ".join(self.errors) + tail
+
+
+def signed64(raw: bytes) -> int:
+    return int.from_bytes(raw, "big", signed=True)
+
+
+def spans_ingest(*, tenant_id: int, request) -> IngestResult:
+    """Store an ExportTraceServiceRequest's spans for one tenant.
+
+    Invalid spans are rejected one by one and the valid ones kept. Raises database and
+    blob store errors unchanged, so the caller can answer 503 and the exporter retries.
+    """
+    result = IngestResult()
+    with tenant_scope(tenant_id):
+        collected = _collect(request, result)
+        collected = _drop_stored(collected, result)
+        if not collected:
+            return result
+        setup = tenant_redaction(tenant_id)
+        normal = [normalise(span, resource, scope) for span, resource, scope in collected]
+        batch = PayloadBatch(
+            tenant_id=tenant_id, digest_key=setup.digest_key, redactor=setup.redactor
+        )
+        builder = _RowBuilder(tenant_id, setup, batch)
+        pending = [builder.start(n) for n in normal]
+        payload_rows = batch.prepare()  # uploads blobs, outside the transaction
+        span_rows = [builder.finish(p) for p in pending]
+        with transaction.atomic():
+            rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
+            batch.refresh_last_seen()
+            rows.insert_ignoring_conflicts("tracing_span", rows.SPAN_COLUMNS, span_rows)
+            _traces_upsert(tenant_id, normal)
+            transaction.on_commit(batch.committed)
+            transaction.on_commit(lambda: _publish(tenant_id, normal))
+        result.accepted = len(span_rows)
+    return result
+
+
+def _collect(request, result: IngestResult) -> list:
+    collected, seen = [], set()
+    for resource_spans in request.resource_spans:
+        resource = attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            scope = {}
+            if scope_spans.scope.name:
+                scope["name"] = scope_spans.scope.name
+            if scope_spans.scope.version:
+                scope["version"] = scope_spans.scope.version
+            for span in scope_spans.spans:
+                problem = span_problem(span)
+                if problem:
+                    label = span.name or span.span_id.hex() or "?"
+                    result.reject(f"span {label!r}: {problem}")
+                    continue
+                key = (span.trace_id, span.span_id)
+                if key in seen:
+                    result.duplicates += 1
+                    continue
+                seen.add(key)
+                collected.append((span, resource, scope))
+    return collected
+
+
+def _drop_stored(collected: list, result: IngestResult) -> list:
+    """An exporter that retries resends spans already stored: skip them before any work."""
+    if not collected:
+        return collected
+    trace_ids = {uuid.UUID(bytes=span.trace_id) for span, _, _ in collected}
+    stored = set(Span.objects.filter(trace_id__in=trace_ids).values_list("trace_id", "span_id"))
+    if not stored:
+        return collected
+    kept = []
+    for item in collected:
+        span = item[0]
+        if (uuid.UUID(bytes=span.trace_id), signed64(span.span_id)) in stored:
+            result.duplicates += 1
+        else:
+            kept.append(item)
+    return kept
+
+
+class _RowBuilder:
+    """Turns normalised spans into Span rows, sending large values to the payload batch."""
+
+    def __init__(self, tenant_id: int, setup: TenantRedaction, batch: PayloadBatch):
+        self.tenant_id = tenant_id
+        self.setup = setup
+        self.batch = batch
+        self.redactor = setup.redactor
+
+    def _small(self, value, counts: Counter):
+        return self.redactor.redact_value(value, counts)
+
+    def _attrs(self, attrs: dict, refs: dict, digests: list, counts: Counter) -> dict:
+        kept = {}
+        for key, value in attrs.items():
+            if key in self.setup.drop_keys:
+                continue
+            scan = key not in self.setup.never_scan_keys
+            if isinstance(value, str) and len(value) >= LEAF_MIN:
+                refs[key] = self.batch.value(value, scan=scan)
+                digests.append(refs[key])
+            else:
+                kept[key] = self._small(value, counts) if scan else value
+        return kept
+
+    def start(self, n: NormalSpan):
+        counts: Counter = Counter()
+        refs: dict = {}
+        digests: list[str] = []
+        detail: dict = {}
+        never = self.setup.never_scan_keys
+        attrs = self._attrs(n.attributes, refs, digests, counts)
+        if attrs:
+            detail["attributes"] = attrs
+        if n.input_messages:
+            digest, items = self.batch.message_list(
+                n.input_messages, scan="gen_ai.input.messages" not in never
+            )
+            refs["in"] = digest
+            digests.extend(items)
+        if n.output_messages:
+            scan = "gen_ai.output.messages" not in never
+            refs["out"] = [self.batch.message(m, scan=scan) for m in n.output_messages]
+            digests.extend(refs["out"])
+        if n.system_instructions:
+            refs["sys"] = self.batch.value(
+                n.system_instructions, scan="gen_ai.system_instructions" not in never
+            )
+            digests.append(refs["sys"])
+        for key, value in n.tool_values.items():
+            if key in self.setup.drop_keys:
+                continue
+            scan = key not in never
+            if isinstance(value, str) and len(value) < LEAF_MIN:
+                # Small arguments and results stay in the row: a payload row costs more.
+                tool = detail.setdefault("tool", {})
+                tool[key] = self.redactor.redact_short(value, counts) if scan else value
+                continue
+            refs[key] = self.batch.value(value, scan=scan)
+            digests.append(refs[key])
+        if n.events:
+            detail["events"] = [
+                {**e, "attributes": self._attrs(e["attributes"], {}, [], counts)}
+                if "attributes" in e
+                else e
+                for e in n.events
+            ]
+        if n.links:
+            detail["links"] = n.links
+        if n.scope:
+            detail["scope"] = n.scope
+        if n.resource:
+            detail["resource"] = self.batch.value(n.resource, kind=PayloadKind.RESOURCE)
+        if refs:
+            detail["refs"] = refs
+        if n.columns_hold:
+            detail["m"] = n.columns_hold
+        name = self.redactor.redact_short(n.name, counts)
+        status_message = self.redactor.redact(n.status_message, counts)
+        return n, detail, digests, counts, name, status_message
+
+    def finish(self, pending) -> tuple:
+        n, detail, digests, counts, name, status_message = pending
+        short = self.redactor.redact_short
+        # Column values are what search shows: redacted like everything else.
+        labels = [short(getattr(n, c), counts) if getattr(n, c) else ""
+                  for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
+        counts.update(self.batch.redactions_of(digests))
+        return (
+            self.tenant_id, rows.uuid_param(uuid.UUID(bytes=n.trace_id)), signed64(n.span_id),
+            signed64(n.parent_span_id) if n.parent_span_id else None, name[:255], n.kind,
+            n.start_ns, n.end_ns, n.status_code, status_message, labels[0][:255], labels[1][:255],
+            n.operation, n.provider, n.request_model, n.response_model, n.input_tokens,
+            n.output_tokens, labels[2][:255], labels[3][:64], n.tool_name, labels[4][:255],
+            rows.json_param(detail), rows.json_param(dict(counts) or None),
+        )  # fmt: skip
+
+
+def _ns_to_datetime(ns: int) -> datetime:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC)
+
+
+_TRACE_COLUMNS = (
+    "tenant_id", "trace_id", "name", "service_name", "agent_name", "session_id", "run_id",
+    "model", "start_time", "end_time", "start_ns", "end_ns", "duration_ms", "status",
+    "span_count", "error_count", "input_tokens", "output_tokens", "updated_at",
+)  # fmt: skip
+
+# Portable between PostgreSQL and SQLite (both have INSERT ... ON CONFLICT): counts add
+# up, the time range widens, the first non-empty label wins and errors stick, so
+# batches of one trace may arrive in any order and from several processes at once.
+_TRACE_UPSERT = """
+INSERT INTO tracing_trace ({columns}) VALUES {values}
+ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
+  name = CASE WHEN excluded.name <> '' THEN excluded.name ELSE tracing_trace.name END,
+  service_name = CASE WHEN tracing_trace.service_name = '' THEN excluded.service_name
+                      ELSE tracing_trace.service_name END,
+  agent_name = CASE WHEN tracing_trace.agent_name = '' THEN excluded.agent_name
+                    ELSE tracing_trace.agent_name END,
+  session_id = CASE WHEN tracing_trace.session_id = '' THEN excluded.session_id
+                    ELSE tracing_trace.session_id END,
+  run_id = CASE WHEN tracing_trace.run_id = '' THEN excluded.run_id ELSE tracing_trace.run_id END,
+  model = CASE WHEN tracing_trace.model = '' THEN excluded.model ELSE tracing_trace.model END,
+  start_time = CASE WHEN excluded.start_ns < tracing_trace.start_ns THEN excluded.start_time
+                    ELSE tracing_trace.start_time END,
+  end_time = CASE WHEN excluded.end_ns > tracing_trace.end_ns THEN excluded.end_time
+                  ELSE tracing_trace.end_time END,
+  duration_ms = ((CASE WHEN excluded.end_ns > tracing_trace.end_ns THEN excluded.end_ns
+                       ELSE tracing_trace.end_ns END)
+               - (CASE WHEN excluded.start_ns < tracing_trace.start_ns THEN excluded.start_ns
+                       ELSE tracing_trace.start_ns END)) / 1000000.0,
+  start_ns = CASE WHEN excluded.start_ns < tracing_trace.start_ns THEN excluded.start_ns
+                  ELSE tracing_trace.start_ns END,
+  end_ns = CASE WHEN excluded.end_ns > tracing_trace.end_ns THEN excluded.end_ns
+                ELSE tracing_trace.end_ns END,
+  status = CASE WHEN excluded.status > tracing_trace.status THEN excluded.status
+                ELSE tracing_trace.status END,
+  span_count = tracing_trace.span_count + excluded.span_count,
+  error_count = tracing_trace.error_count + excluded.error_count,
+  input_tokens = tracing_trace.input_tokens + excluded.input_tokens,
+  output_tokens = tracing_trace.output_tokens + excluded.output_tokens,
+  updated_at = excluded.updated_at
+"""
+
+
+def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[dict]:
+    summaries: dict[bytes, dict] = {}
+    for n in spans:
+        s = summaries.get(n.trace_id)
+        if s is None:
+            s = summaries[n.trace_id] = {
+                "name": "", "service_name": "", "agent_name": "", "session_id": "",
+                "run_id": "", "model": "", "start_ns": n.start_ns, "end_ns": n.end_ns,
+                "status": 0, "span_count": 0, "error_count": 0, "input_tokens": 0,
+                "output_tokens": 0,
+            }  # fmt: skip
+        if not n.parent_span_id:
+            s["name"] = n.name
+            s["service_name"] = n.service_name or s["service_name"]
+        for key in ("service_name", "agent_name", "session_id", "run_id"):
+            s[key] = s[key] or getattr(n, key)
+        s["model"] = s["model"] or n.response_model or n.request_model
+        s["start_ns"] = min(s["start_ns"], n.start_ns)
+        s["end_ns"] = max(s["end_ns"], n.end_ns)
+        s["status"] = max(s["status"], n.status_code)
+        s["span_count"] += 1
+        s["error_count"] += n.status_code == StatusCode.ERROR
+        s["input_tokens"] += n.input_tokens or 0
+        s["output_tokens"] += n.output_tokens or 0
+    return [{"trace_id": trace_id, **s} for trace_id, s in summaries.items()]
+
+
+def _traces_upsert(tenant_id: int, spans: list[NormalSpan]) -> None:
+    uuid_field = Trace._meta.get_field("trace_id")
+    adapt_dt = connection.ops.adapt_datetimefield_value
+    now = adapt_dt(timezone.now())
+    rows = []
+    for s in _trace_summaries(tenant_id, spans):
+        rows.append((
+            tenant_id, uuid_field.get_db_prep_value(uuid.UUID(bytes=s["trace_id"]), connection),
+            s["name"][:255], s["service_name"][:255], s["agent_name"][:255],
+            s["session_id"][:255], s["run_id"][:64], s["model"][:255],
+            adapt_dt(_ns_to_datetime(s["start_ns"])), adapt_dt(_ns_to_datetime(s["end_ns"])),
+            s["start_ns"], s["end_ns"], (s["end_ns"] - s["start_ns"]) / 1e6, s["status"],
+            s["span_count"], s["error_count"], s["input_tokens"], s["output_tokens"], now,
+        ))  # fmt: skip
+    placeholder = "(" + ", ".join(["%s"] * len(_TRACE_COLUMNS)) + ")"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 200):
+            chunk = rows[start : start + 200]
+            sql = _TRACE_UPSERT.format(
+                columns=", ".join(_TRACE_COLUMNS), values=", ".join([placeholder] * len(chunk))
+            )
+            cursor.execute(sql, [value for row in chunk for value in row])
+
+
+def _publish(tenant_id: int, spans: list[NormalSpan]) -> None:
+    spans_ingested.send(
+        sender="tracing",
+        tenant_id=tenant_id,
+        trace_ids=sorted({n.trace_id.hex() for n in spans}),
+        spans=[(n.trace_id.hex(), n.span_id.hex()) for n in spans],
+    )

@@ -1,0 +1,58 @@
+"""A tenant's redaction set-up: its Redactor, digest key and key rules, cached briefly."""
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from tracing.ingest.redact import Redactor
+from tracing.models import RedactionPolicy
+
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class TenantRedaction:
+    redactor: Redactor
+    digest_key: bytes
+    drop_keys: frozenset
+    never_scan_keys: frozenset
+    version: int
+
+
+_cache: dict[int, tuple[float, TenantRedaction]] = {}
+
+
+def _key(purpose: str, tenant_id: int, version: int = 0) -> bytes:
+    material = f"flightdeck:{purpose}:{tenant_id}:{version}".encode()
+    return hashlib.blake2b(material, key=settings.SECRET_KEY.encode()[:64], digest_size=32).digest()
+
+
+def tenant_redaction(tenant_id: int) -> TenantRedaction:
+    now = time.monotonic()
+    hit = _cache.get(tenant_id)
+    if hit and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    policy = RedactionPolicy.objects.unscoped().filter(tenant_id=tenant_id).first()
+    version = policy.version if policy else 0
+    if hit and hit[1].version == version:
+        _cache[tenant_id] = (now, hit[1])
+        return hit[1]
+    setup = TenantRedaction(
+        # Placeholders stay linkable across policy versions; digests do not.
+        redactor=Redactor(
+            hash_key=_key("placeholder", tenant_id),
+            custom_patterns=policy.custom_patterns if policy else None,
+        ),
+        digest_key=_key("payload", tenant_id, version),
+        drop_keys=frozenset(policy.drop_keys if policy else ()),
+        never_scan_keys=frozenset(policy.never_scan_keys if policy else ()),
+        version=version,
+    )
+    _cache[tenant_id] = (now, setup)
+    return setup
+
+
+def forget(tenant_id: int) -> None:
+    _cache.pop(tenant_id, None)

@@ -1,0 +1,78 @@
+"""What OTLP/HTTP and OTLP/gRPC share: the key check, the tenant's rate, and the
+mapping of failures to answers an exporter understands (retry or give up)."""
+
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
+
+from controlplane import ratelimit, services
+from controlplane.auth import bearer_token
+from controlplane.blobstore import BlobStoreUnavailable
+from controlplane.models import ApiKey, Scope
+from tracing.ingest.pipeline import IngestResult, spans_ingest
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+class IngestRefused(Exception):
+    """The request is refused as a whole. `status` is the HTTP status to answer."""
+
+    GRPC_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                  413: "RESOURCE_EXHAUSTED", 415: "INVALID_ARGUMENT",
+                  429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}  # fmt: skip
+
+    def __init__(self, status: int, error: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def grpc_code(self) -> str:
+        return self.GRPC_CODES[self.status]
+
+
+def ingest_key(authorization: str | None) -> ApiKey:
+    token = bearer_token(authorization)
+    if token is None:
+        raise IngestRefused(
+            401, "not_authenticated", "send an API key as 'Authorization: Bearer <key>'"
+        )
+    key = services.api_key_authenticate(raw_key=token)
+    if key is None:
+        raise IngestRefused(401, "authentication_failed", "unknown or revoked API key")
+    if Scope.INGEST not in key.scopes and Scope.ADMIN not in key.scopes:
+        raise IngestRefused(403, "permission_denied", "this key lacks the 'ingest' scope")
+    return key
+
+
+def span_count(request) -> int:
+    return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+
+
+def receive(*, key: ApiKey, request) -> IngestResult:
+    tenant = key.tenant
+    rate = tenant.ingest_spans_per_second or settings.INGEST_SPANS_PER_SECOND
+    decision = ratelimit.take(f"ingest:{tenant.pk}", span_count(request), rate=rate, burst=2 * rate)
+    if not decision.allowed:
+        raise IngestRefused(
+            429,
+            "rate_limited",
+            f"over this tenant's ingest rate of {rate} spans a second",
+            retry_after=max(1, round(decision.retry_after + 0.5)),
+        )
+    try:
+        return spans_ingest(tenant_id=tenant.pk, request=request)
+    except (OperationalError, InterfaceError, DatabaseError, BlobStoreUnavailable) as exc:
+        # Nothing was committed: the exporter keeps the batch and retries.
+        logger.warning("ingest unavailable for tenant %s: %s", tenant.pk, exc)
+        raise IngestRefused(
+            503,
+            "unavailable",
+            "storage is unavailable, retry later",
+            retry_after=RETRY_AFTER_UNAVAILABLE,
+        ) from exc

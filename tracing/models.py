@@ -1,0 +1,162 @@
+"""The trace store: traces, spans, content-addressed payloads and redaction policies.
+
+Ids are stored compactly (a trace id as a UUID, span ids as signed 64-bit integers) and
+every large value lives once per tenant in Payload, so a span row stays small.
+"""
+
+from django.db import models
+from django.utils import timezone
+
+from controlplane.tenancy import TenantModel
+
+
+def tenant_key_column():
+    """The tenant FK without an index of its own: each table's composite unique index
+    starts with tenant_id and serves tenant-wide queries, so a second index would only
+    cost space and insert time on the hottest tables."""
+    return models.ForeignKey("controlplane.Tenant", on_delete=models.CASCADE, db_index=False)
+
+
+class StatusCode(models.IntegerChoices):
+    UNSET = 0
+    OK = 1
+    ERROR = 2
+
+
+class Trace(TenantModel):
+    """One row per trace, kept up to date as its spans arrive (the trace list reads this)."""
+
+    tenant = tenant_key_column()
+    trace_id = models.UUIDField()
+    name = models.CharField(max_length=255, blank=True)  # the root span's name
+    service_name = models.CharField(max_length=255, blank=True)
+    agent_name = models.CharField(max_length=255, blank=True)
+    session_id = models.CharField(max_length=255, blank=True)
+    run_id = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=255, blank=True)
+    start_time = models.DateTimeField()
+    end_time = models.DateTimeField()
+    # Unix nanoseconds of the same instants: arithmetic on them is portable SQL.
+    start_ns = models.BigIntegerField()
+    end_ns = models.BigIntegerField()
+    duration_ms = models.FloatField(default=0)
+    status = models.SmallIntegerField(choices=StatusCode.choices, default=StatusCode.UNSET)
+    span_count = models.IntegerField(default=0)
+    error_count = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "trace_id"], name="trace_unique_id")
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "-start_time"], name="trace_recent"),
+            models.Index(fields=["tenant", "session_id", "start_time"], name="trace_session"),
+        ]
+
+    def __str__(self):
+        return f"{self.trace_id.hex} {self.name}"
+
+
+class Span(TenantModel):
+    tenant = tenant_key_column()
+    trace_id = models.UUIDField()
+    span_id = models.BigIntegerField()
+    parent_span_id = models.BigIntegerField(null=True, blank=True)
+    name = models.CharField(max_length=255)
+    kind = models.SmallIntegerField(default=0)
+    start_ns = models.BigIntegerField()
+    end_ns = models.BigIntegerField()
+    status_code = models.SmallIntegerField(choices=StatusCode.choices, default=StatusCode.UNSET)
+    status_message = models.TextField(blank=True)
+    service_name = models.CharField(max_length=255, blank=True)
+    agent_name = models.CharField(max_length=255, blank=True)
+    operation = models.CharField(max_length=64, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    request_model = models.CharField(max_length=255, blank=True)
+    response_model = models.CharField(max_length=255, blank=True)
+    input_tokens = models.IntegerField(null=True, blank=True)
+    output_tokens = models.IntegerField(null=True, blank=True)
+    session_id = models.CharField(max_length=255, blank=True)
+    run_id = models.CharField(max_length=64, blank=True)
+    tool_name = models.CharField(max_length=255, blank=True)
+    tool_call_id = models.CharField(max_length=255, blank=True)
+    # Everything else the span carried (attributes, events, links, scope, resource
+    # reference), with large values replaced by payload references under "refs".
+    detail = models.JSONField(default=dict)
+    # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
+    redactions = models.JSONField(null=True, blank=True)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            # An exporter's retry resends the same span: it is stored once.
+            models.UniqueConstraint(fields=["tenant", "trace_id", "span_id"], name="span_unique_id")
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def span_id_hex(self) -> str:
+        return (self.span_id & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex()
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+class PayloadKind(models.IntegerChoices):
+    VALUE = 1  # a string or JSON value (a tool's arguments or result, a long text)
+    MESSAGE = 2  # one chat message
+    LIST = 3  # a list of messages: the digest of a shorter list plus the new messages
+    RESOURCE = 4  # a span's resource attributes
+
+
+class Payload(TenantModel):
+    """A value stored once per tenant under a keyed digest of its unredacted form.
+
+    The digest is keyed per tenant, so it cannot be used to guess the raw text; the
+    stored content is the redacted value, zstd-compressed, inline when small and in the
+    blob store otherwise.
+    """
+
+    tenant = tenant_key_column()
+    digest = models.CharField(max_length=32)
+    kind = models.SmallIntegerField(choices=PayloadKind.choices)
+    size = models.IntegerField()  # bytes of the stored (redacted) canonical form
+    data = models.BinaryField(null=True, blank=True)  # inline content; null: in the blob store
+    redactions = models.JSONField(null=True, blank=True)
+    # Retention deletes payloads not seen since the cutoff; refreshed at most daily.
+    last_seen = models.DateField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "digest"], name="payload_unique_digest")
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.digest}"
+
+
+class RedactionPolicy(TenantModel):
+    """A tenant's own redaction rules on top of the built-in detectors."""
+
+    # [{"name": "EMPLOYEE_ID", "pattern": "EMP-\\d{6}"}]
+    custom_patterns = models.JSONField(default=list, blank=True)
+    drop_keys = models.JSONField(default=list, blank=True)  # attribute keys never stored
+    never_scan_keys = models.JSONField(default=list, blank=True)  # stored as sent
+    # Bumped on every change: payload digests include it, so new rules apply to
+    # messages seen before the change too.
+    version = models.IntegerField(default=1)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="redaction_policy_one_per_tenant")
+        ]
+        verbose_name_plural = "redaction policies"
+
+    def __str__(self):
+        return f"redaction policy v{self.version}"
