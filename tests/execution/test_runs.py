@@ -66,6 +66,18 @@ def test_it_runs_the_example_agent_end_to_end_through_the_api(
     tool_step = steps[kinds.index("tool")]
     assert tool_step["result"]["output"] == "42\n" and tool_step["result"]["exit_code"] == 0
     assert messages_api.requests == 2
+    # Its spans came through the span path, from the worker's process.
+    from tracing.models import Span
+
+    with tenant_scope(acme):
+        spans = Span.objects.filter(run_id=str(run["id"]))
+        assert sorted(spans.values_list("operation", flat=True)) == [
+            "chat",
+            "chat",
+            "execute_tool",
+            "invoke_agent",
+        ]
+        assert {s.trace_id.hex for s in spans} == {run["trace_id"]}
     # The example remembers across runs (ctx.memory is per agent).
     again = api.post("/api/v1/runs", key=key, json={"agent": "calculator", "input": {}}).json()
     second = wait_for(finished(api, key, again["id"]), timeout=60)
