@@ -55,8 +55,8 @@ def pct(values, q):
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def sandbox_start(n=60) -> list[float]:
-    backend = get_backend()
+def sandbox_start(name: str, n=60) -> list[float]:
+    backend = get_backend(name)
     folder = run_dirs(0)
     times = []
     try:
@@ -195,11 +195,20 @@ def main():
     settings.EXECUTION_LLM_BASE_URL = llm.url
     tenant = tenant_create(slug="bench")
 
-    starts, backend = sandbox_start()
+    starts, backend = sandbox_start("bwrap")
     print(
         f"sandbox start ({backend}): p50 {pct(starts, 50):.1f} ms, p95 {pct(starts, 95):.1f} ms "
         f"(target: p50 under 30 ms)"
     )
+    from execution.sandbox.runsc import RunscBackend
+
+    if RunscBackend.available():
+        starts, backend = sandbox_start("runsc", n=15)
+        print(
+            f"sandbox start ({backend}, gVisor): p50 {pct(starts, 50):.1f} ms, "
+            f"p95 {pct(starts, 95):.1f} ms"
+        )
+    print(f"runs below use the {get_backend().name} backend (EXECUTION_SANDBOX=auto)")
     trips = gateway_round_trip(tenant)
     print(
         f"gateway round trip, no-op tool: p50 {pct(trips, 50):.3f} ms, p95 {pct(trips, 95):.3f} ms "

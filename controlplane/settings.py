@@ -216,6 +216,8 @@ if EXECUTION_SANDBOX not in ("auto", "bwrap", "runsc", "unsandboxed"):
         f"EXECUTION_SANDBOX={EXECUTION_SANDBOX!r} is not one of auto, bwrap, runsc, unsandboxed"
     )
 # Run folders live outside VAR_DIR: sandbox uids must be able to pass through the path.
+# gVisor's own memory, on top of an agent's memory_mb, in the sandbox's memory cgroup.
+EXECUTION_RUNSC_OVERHEAD_MB = env_int("EXECUTION_RUNSC_OVERHEAD_MB", 128, minimum=0)
 EXECUTION_WORK_DIR = env_str("EXECUTION_WORK_DIR", "/tmp/flightdeck-runs")  # noqa: S108 - 0o711, random names
 EXECUTION_SANDBOX_UID_BASE = env_int("EXECUTION_SANDBOX_UID_BASE", 200000, minimum=1000)
 EXECUTION_SANDBOX_UID_COUNT = env_int("EXECUTION_SANDBOX_UID_COUNT", 1000, minimum=1)

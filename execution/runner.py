@@ -80,7 +80,8 @@ class Supervisor:
                 tracer=tracer,
                 socket_path=folder / "sock" / "gw.sock",
             ).start()
-            with open(folder / "agent.log", "w+b") as agent_log:
+            # Append mode: stdout and stderr share the file (see tools/python.py).
+            with open(folder / "agent.log", "a+b") as agent_log:
                 box = get_backend().start(
                     SandboxSpec(
                         argv=[SANDBOX_PYTHON, "-S", "-I", "/fd/runtime/fdrt.py"],

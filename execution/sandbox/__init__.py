@@ -4,7 +4,7 @@ Every backend gives the process no network, a read-only system, one writable scr
 folder, the read-only folders it is handed, and nothing else of the host; and bounds its
 CPU time, wall time, memory, processes and file size (resources.py).
 
-    backend = get_backend()                  # settings.EXECUTION_SANDBOX: auto|bwrap|unsandboxed
+    backend = get_backend()                  # settings.EXECUTION_SANDBOX: auto|runsc|bwrap|unsandboxed
     box = backend.start(SandboxSpec(...))    # -> Sandbox: poll(), kill(), outcome()
 """
 
@@ -48,8 +48,9 @@ class Outcome:
 class Sandbox:
     """A started sandbox. The host kills it for wall time and (with cgroups) CPU time."""
 
-    def __init__(self, proc, spec: SandboxSpec, cgroups: CgroupSet, uid_slot: UidSlot):
+    def __init__(self, proc, spec: SandboxSpec, cgroups: CgroupSet, uid_slot: UidSlot, backend):
         self.proc, self.spec, self.cgroups, self.uid_slot = proc, spec, cgroups, uid_slot
+        self.backend = backend
         self.started = time.monotonic()
         self.killed_for = ""
 
@@ -99,6 +100,7 @@ class Sandbox:
         if self.proc.poll() is None:
             self.kill()
             self.proc.wait()
+        self.backend.cleanup(self)
         self.cgroups.remove()
         self.uid_slot.release()
 
@@ -115,6 +117,28 @@ class Backend:
         """The command that confines `spec.argv`."""
         raise NotImplementedError
 
+    def host_limits(self, limits: Limits) -> Limits:
+        """The limits of the host-side cgroups (a backend with its own processes adds
+        their overhead)."""
+        return limits
+
+    def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> list[str]:
+        # The uid switch is done by setpriv(1), not by Popen(user=...): with a uid
+        # change Popen must fork() this large process instead of vfork()ing it.
+        drop = []
+        if uid is not None:
+            drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        return [
+            *drop,
+            "prlimit",
+            *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=4),
+            "--",
+            *self.wrap(spec, uid),
+        ]
+
+    def cleanup(self, sandbox: Sandbox) -> None:
+        """Anything of the sandbox left on the host once its process is gone."""
+
     def start(self, spec: SandboxSpec) -> Sandbox:
         slot = UidSlot(
             settings.EXECUTION_SANDBOX_UID_BASE,
@@ -128,20 +152,9 @@ class Backend:
                 os.chown(spec.scratch, uid, uid)
             cgroups = CgroupSet.create(
                 name=f"flightdeck-{spec.name}-{os.getpid()}-{time.monotonic_ns()}",
-                limits=spec.limits,
+                limits=self.host_limits(spec.limits),
             )
-            # The uid switch is done by setpriv(1), not by Popen(user=...): with a uid
-            # change Popen must fork() this large process instead of vfork()ing it.
-            drop = []
-            if uid is not None:
-                drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
-            inner = [
-                *drop,
-                "prlimit",
-                *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=4),
-                "--",
-                *self.wrap(spec, uid),
-            ]
+            inner = self.command(spec, uid, cgroups)
             # A shell joins the cgroups and execs the rest: no preexec_fn, which is
             # unsafe in this threaded worker.
             joins = "".join(f"echo $$ > {shlex.quote(str(p))} && " for p in cgroups.join_paths)
@@ -159,7 +172,7 @@ class Backend:
             cgroups.remove()
             slot.release()
             raise
-        return Sandbox(proc, spec, cgroups, slot)
+        return Sandbox(proc, spec, cgroups, slot, self)
 
 
 def _system_binds() -> list[str]:
@@ -249,11 +262,23 @@ class UnsandboxedBackend(Backend):
         ]
 
 
-BACKENDS = {"bwrap": lambda: BubblewrapBackend, "unsandboxed": lambda: UnsandboxedBackend}
+def _runsc():
+    from execution.sandbox.runsc import RunscBackend
+
+    return RunscBackend
+
+
+BACKENDS = {
+    "bwrap": lambda: BubblewrapBackend,
+    "runsc": _runsc,
+    "unsandboxed": lambda: UnsandboxedBackend,
+}
 
 
 def backend_class(name: str):
     if name == "auto":
+        if _runsc().available():
+            return _runsc()
         if BubblewrapBackend.available():
             return BubblewrapBackend
         raise ImproperlyConfigured(

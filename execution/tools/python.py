@@ -2,7 +2,6 @@
 socket, no network and tight limits; its output comes back as the result."""
 
 import secrets
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -32,10 +31,18 @@ def python_run(arguments: dict, spec) -> dict:
         limits = Limits.from_dict(
             {**settings.EXECUTION_PYTHON_TOOL_LIMITS, "wall_seconds": spec.timeout}
         )
-        with tempfile.TemporaryFile(dir=folder) as out:
+        # Append mode: the sandbox's stdout and stderr share this file, and gVisor
+        # writes each through its own offset unless the file appends.
+        with open(folder / "output", "a+b") as out:
             box = get_backend().start(
                 SandboxSpec(
-                    argv=[SANDBOX_PYTHON, "-S", "-I", "/fd/scratch/main.py"],
+                    argv=[
+                        SANDBOX_PYTHON,
+                        "-S",
+                        "-I",
+                        "-u",
+                        "/fd/scratch/main.py",
+                    ],  # -u: output in order
                     scratch=scratch,
                     limits=limits,
                     stdout=out,

@@ -47,12 +47,11 @@ def test_it_refuses_an_unsandboxed_backend_with_debug_off(tmp_path, settings):
         backend_class("docker")
 
 
-def test_it_picks_bubblewrap_when_gvisor_is_not_installed(settings):
-    import shutil
+def test_it_picks_gvisor_when_installed_and_bubblewrap_otherwise(settings):
+    from execution.sandbox.runsc import RunscBackend
 
-    if shutil.which("runsc"):
-        pytest.skip("gVisor is installed here: auto picks it")
-    assert backend_class("auto") is BubblewrapBackend
+    expected = RunscBackend if RunscBackend.available() else BubblewrapBackend
+    assert backend_class("auto") is expected
 
 
 def test_it_bounds_a_sandbox_with_cgroups_where_the_machine_offers_them(tmp_path):

@@ -101,8 +101,17 @@ def other_run_file(settings):
     shutil.rmtree(folder.parent)
 
 
-@pytest.fixture
-def escaper(acme, transactional_db, other_run_file, tmp_path):
+def _backends():
+    from execution.sandbox import BubblewrapBackend
+    from execution.sandbox.runsc import RunscBackend
+
+    return [b.name for b in (BubblewrapBackend, RunscBackend) if b.available()]
+
+
+@pytest.fixture(params=_backends())
+def escaper(request, acme, transactional_db, other_run_file, tmp_path, settings):
+    """Runs one escape attempt in each sandbox backend installed here."""
+    settings.EXECUTION_SANDBOX = request.param
     host_file = Path(__file__).resolve().parents[2] / "controlplane" / "settings.py"
     host_target = tmp_path / "written-from-the-sandbox"
     code = (

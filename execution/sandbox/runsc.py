@@ -1,0 +1,154 @@
+"""The gVisor backend: the agent runs on gVisor's user-space kernel (`runsc`, ptrace
+platform), from an OCI bundle written per sandbox.
+
+The bundle's root is an empty read-only folder with /usr bound read-only and the
+sandbox's folders bound where bubblewrap puts them, so agent code sees the same
+layout under either backend. `--network=none` gives it no network at all (and keeps
+runsc away from iptables); `--host-uds=open` lets it connect to the gateway's socket
+and nothing else that is not bound in. gVisor enforces the process, file-size and
+open-file rlimits itself but not RLIMIT_CPU, so CPU time is bounded from the host: the
+cgroup's cpuacct (Sandbox.poll) and an RLIMIT_CPU on runsc itself as a backstop.
+Memory and pids are the host cgroups around the whole sandbox, with room for gVisor's
+own memory and threads.
+"""
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from django.conf import settings
+
+from execution.sandbox import Backend, Sandbox, SandboxSpec
+from execution.sandbox.resources import CgroupSet, Limits
+
+SENTRY_THREADS = 512  # the Go runtime's threads of gVisor's sentry and gofer
+
+
+class RunscBackend(Backend):
+    name = "runsc"
+
+    @classmethod
+    def available(cls) -> bool:
+        # runsc needs root here (its rootless mode needs more than this machine has).
+        return shutil.which("runsc") is not None and os.geteuid() == 0
+
+    @staticmethod
+    def state_dir() -> Path:
+        path = Path(settings.EXECUTION_WORK_DIR) / ".runsc-state"
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
+    def host_limits(self, limits: Limits) -> Limits:
+        return Limits(
+            wall_seconds=limits.wall_seconds,
+            cpu_seconds=limits.cpu_seconds,
+            memory_mb=limits.memory_mb + settings.EXECUTION_RUNSC_OVERHEAD_MB,
+            max_processes=limits.max_processes + SENTRY_THREADS,
+            max_file_mb=limits.max_file_mb,
+        )
+
+    def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> list[str]:
+        bundle = spec.scratch.parent / f".oci-{secrets.token_hex(6)}"
+        container = f"fd-{spec.name}-{secrets.token_hex(6)}"
+        self._write_bundle(bundle, spec, uid, memory_by_cgroup=cgroups.has_memory)
+        spec.runsc = (container, bundle)  # for cleanup()
+        cpu = int(spec.limits.cpu_seconds) + 2  # gVisor's own start-up CPU on top
+        flags = ["--network=none", "--ignore-cgroups"]
+        if spec.rw_binds:
+            flags.append("--host-uds=open")  # to reach the gateway's socket
+        return [
+            "prlimit",
+            f"--cpu={cpu}:{cpu + 1}",
+            "--",
+            "runsc",
+            "--root",
+            str(self.state_dir()),
+            *flags,
+            "run",
+            "--bundle",
+            str(bundle),
+            container,
+        ]
+
+    def _write_bundle(
+        self, bundle: Path, spec: SandboxSpec, uid, *, memory_by_cgroup: bool
+    ) -> None:
+        rootfs = bundle / "rootfs"
+        mounts = [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},  # noqa: S108
+            {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]},
+        ]
+        for top in ("bin", "sbin", "lib", "lib64", "lib32"):
+            host = Path("/") / top
+            if host.is_symlink():
+                rootfs.mkdir(parents=True, exist_ok=True)
+                (rootfs / top).symlink_to(os.readlink(host))
+            elif host.is_dir():
+                mounts.append(
+                    {
+                        "destination": f"/{top}",
+                        "type": "bind",
+                        "source": str(host),
+                        "options": ["rbind", "ro"],
+                    }
+                )
+        binds = [(spec.scratch, "/fd/scratch", "rw")]
+        binds += [(host, inside, "ro") for host, inside in spec.ro_binds]
+        binds += [(host, inside, "rw") for host, inside in spec.rw_binds]
+        for host, inside, mode in binds:
+            mounts.append(
+                {
+                    "destination": inside,
+                    "type": "bind",
+                    "source": str(host),
+                    "options": ["rbind", mode],
+                }
+            )
+        for mount in mounts:
+            (rootfs / mount["destination"].lstrip("/")).mkdir(parents=True, exist_ok=True)
+        limits = spec.limits
+        rlimits = {
+            "RLIMIT_NOFILE": 256,
+            "RLIMIT_NPROC": limits.max_processes,
+            "RLIMIT_FSIZE": limits.max_file_mb * 1024 * 1024,
+            "RLIMIT_CORE": 0,
+        }
+        if not memory_by_cgroup:
+            rlimits["RLIMIT_AS"] = (limits.memory_mb + 64) * 1024 * 1024
+        env = {"PATH": "/usr/bin:/bin", "HOME": "/fd/scratch", **spec.env}
+        config = {
+            "ociVersion": "1.0.0",
+            "process": {
+                "terminal": False,
+                "user": {"uid": uid or 0, "gid": uid or 0},
+                "args": spec.argv,
+                "env": [f"{k}={v}" for k, v in env.items()],
+                "cwd": "/fd/scratch",
+                "rlimits": [{"type": k, "hard": v, "soft": v} for k, v in rlimits.items()],
+                "noNewPrivileges": True,
+            },
+            "root": {"path": "rootfs", "readonly": True},
+            "hostname": "sandbox",
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")]
+            },
+        }
+        (bundle / "config.json").write_text(json.dumps(config))
+
+    def cleanup(self, sandbox: Sandbox) -> None:
+        container, bundle = getattr(sandbox.spec, "runsc", (None, None))
+        if container:
+            # A killed `runsc run` can leave its sandbox processes and state behind.
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["runsc", "--root", str(self.state_dir()), "delete", "--force", container],
+                    capture_output=True,
+                    timeout=10,
+                )
+            shutil.rmtree(bundle, ignore_errors=True)
