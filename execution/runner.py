@@ -8,6 +8,7 @@ the next claim takes it over (services.run_claim).
 """
 
 import logging
+import os
 import secrets
 import shutil
 import time
@@ -36,7 +37,8 @@ def run_dirs(run_id: int) -> Path:
     root = Path(settings.EXECUTION_WORK_DIR)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o711)  # sandbox uids pass through; nobody lists the runs
-    folder = root / f"run-{run_id}-{secrets.token_hex(8)}"
+    # The pid in the name lets sandbox/sweep.py clear a dead worker's folder.
+    folder = root / f"run-{run_id}-p{os.getpid()}-{secrets.token_hex(8)}"
     for sub in ("bundle", "runtime", "scratch", "sock"):
         (folder / sub).mkdir(parents=True)
     folder.chmod(0o711)

@@ -140,6 +140,9 @@ class Backend:
         """Anything of the sandbox left on the host once its process is gone."""
 
     def start(self, spec: SandboxSpec) -> Sandbox:
+        from execution.sandbox.sweep import sweep_leftovers
+
+        sweep_leftovers()  # once per process: what dead workers left behind
         slot = UidSlot(
             settings.EXECUTION_SANDBOX_UID_BASE,
             settings.EXECUTION_SANDBOX_UID_COUNT,
@@ -151,7 +154,7 @@ class Backend:
             if uid is not None:
                 os.chown(spec.scratch, uid, uid)
             cgroups = CgroupSet.create(
-                name=f"flightdeck-{spec.name}-{os.getpid()}-{time.monotonic_ns()}",
+                name=f"flightdeck-{spec.name}-p{os.getpid()}-{time.monotonic_ns()}",
                 limits=self.host_limits(spec.limits),
             )
             inner = self.command(spec, uid, cgroups)

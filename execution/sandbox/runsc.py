@@ -53,7 +53,7 @@ class RunscBackend(Backend):
 
     def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> list[str]:
         bundle = spec.scratch.parent / f".oci-{secrets.token_hex(6)}"
-        container = f"fd-{spec.name}-{secrets.token_hex(6)}"
+        container = f"fd-{spec.name}-p{os.getpid()}-{secrets.token_hex(6)}"
         self._write_bundle(bundle, spec, uid, memory_by_cgroup=cgroups.has_memory)
         spec.runsc = (container, bundle)  # for cleanup()
         cpu = int(spec.limits.cpu_seconds) + 2  # gVisor's own start-up CPU on top

@@ -1,6 +1,7 @@
 """The `python` tool: the agent's code runs in a fresh sandbox of its own, with no
 socket, no network and tight limits; its output comes back as the result."""
 
+import os
 import secrets
 from pathlib import Path
 
@@ -22,7 +23,7 @@ MAX_OUTPUT = 64 * 1024
 def python_run(arguments: dict, spec) -> dict:
     work_root = Path(settings.EXECUTION_WORK_DIR)
     work_root.mkdir(parents=True, exist_ok=True, mode=0o711)
-    folder = work_root / f"tool-{secrets.token_hex(8)}"
+    folder = work_root / f"tool-p{os.getpid()}-{secrets.token_hex(8)}"
     scratch = folder / "scratch"
     scratch.mkdir(parents=True, mode=0o700)
     folder.chmod(0o711)

@@ -82,3 +82,24 @@ def test_it_bounds_a_sandbox_with_cgroups_where_the_machine_offers_them(tmp_path
     import shutil
 
     shutil.rmtree(folder)
+
+
+def test_it_sweeps_what_a_dead_worker_left_behind(settings):
+    from execution.sandbox.sweep import sweep_leftovers
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer exists
+    work = Path(settings.EXECUTION_WORK_DIR)
+    folder = work / f"run-1-p{dead.pid}-abc"
+    (folder / "scratch").mkdir(parents=True)
+    live = work / f"run-2-p{__import__('os').getpid()}-abc"
+    live.mkdir()
+    groups = [parent / f"flightdeck-run1-p{dead.pid}-1" for parent in cgroup_controllers().values()]
+    for group in groups:
+        group.mkdir()
+    try:
+        assert sweep_leftovers.__wrapped__() >= 1 + len(groups)
+        assert not folder.exists() and live.exists()
+        assert not any(group.exists() for group in groups)
+    finally:
+        live.rmdir()
