@@ -186,17 +186,9 @@ class Gateway:
         if limited:
             # Journaled like any answer, so the step numbers of a resumed run line up.
             result = {"type": "rate_limited", "message": limited}
-            self.journal.append(
-                step=step,
-                kind=op,
-                digest=digest,
-                request=_journal_request(op, args),
-                result=result,
-                is_error=True,
-                duration_ms=0,
+            self._journal(
+                step, op, digest, args, result, is_error=True, started=time.perf_counter()
             )
-            with self.lock:
-                self.steps += 1
             return {"ok": False, "error": result}
         started_ns, started = time.time_ns(), time.perf_counter()
         span = {}
@@ -210,6 +202,18 @@ class Gateway:
         if self.stop_reason:  # stopped while the call ran: the agent gets no answer
             return self._stopped(self.stop_reason)
         self._count(op, None if is_error else result)
+        self._journal(step, op, digest, args, result, is_error=is_error, started=started)
+        if span:
+            self.tracer.record(
+                span.pop("name"),
+                start_ns=started_ns,
+                end_ns=time.time_ns(),
+                attributes=span,
+                error=result["message"] if is_error else "",
+            )
+        return reply
+
+    def _journal(self, step, op, digest, args, result, *, is_error: bool, started: float) -> None:
         self.journal.append(
             step=step,
             kind=op,
@@ -221,15 +225,6 @@ class Gateway:
         )
         with self.lock:
             self.steps += 1
-        if span:
-            self.tracer.record(
-                span.pop("name"),
-                start_ns=started_ns,
-                end_ns=time.time_ns(),
-                attributes=span,
-                error=result["message"] if is_error else "",
-            )
-        return reply
 
     def _admit(self, op: str, digest: str) -> str:
         """The stop reason if this call may not run."""
