@@ -161,3 +161,26 @@ class RedactionPolicy(TenantModel):
 
     def __str__(self):
         return f"redaction policy v{self.version}"
+
+
+class PayloadDictionary(TenantModel):
+    """A zstd dictionary trained on a tenant's own payloads.
+
+    Payloads are small (a message, a tool result), where zstd alone finds little to
+    share; a dictionary of the tenant's recurring words and JSON shapes takes about a
+    quarter off. Each compressed frame names its dictionary's id, so old payloads stay
+    readable when a newer dictionary is trained.
+    """
+
+    tenant = tenant_key_column()
+    dict_id = models.BigIntegerField()
+    data = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "dict_id"], name="payload_dictionary_unique")
+        ]
+
+    def __str__(self):
+        return f"zstd dictionary {self.dict_id}"

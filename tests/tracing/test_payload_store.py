@@ -71,3 +71,25 @@ def test_it_keeps_large_payloads_in_the_blob_store_per_tenant(acme, globex):
     assert payload.digest != other.digest
     assert get_blob_store().exists(blob_key(acme.id, payload.digest))
     assert blob_key(acme.id, payload.digest).startswith(f"t/{acme.id}/blobs/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
+    from tracing.ingest import dictionaries
+    from tracing.models import PayloadDictionary
+
+    provider = provider_for(InProcessSpanExporter(acme.id))
+    _, first = agent_trace(provider, steps=2)  # too little to train on
+    with tenant_scope(acme):
+        assert not PayloadDictionary.objects.exists()
+    agent_trace(provider, steps=120)  # enough samples: a dictionary is trained
+    provider.shutdown()
+    with tenant_scope(acme):
+        assert PayloadDictionary.objects.count() == 1
+    dictionaries._newest.clear()
+    dictionaries._dicts.clear()
+    seen_cache.clear()
+    with tenant_scope(acme):
+        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        assert selectors.span_detail(span=chats[1])["input_messages"][1:] == first[1:3]
+        assert len(selectors.span_detail(span=chats[-1])["input_messages"]) == 2 * 120 - 1
