@@ -148,9 +148,9 @@ class RedactionPolicy(TenantModel):
     custom_patterns = models.JSONField(default=list, blank=True)
     drop_keys = models.JSONField(default=list, blank=True)  # attribute keys never stored
     never_scan_keys = models.JSONField(default=list, blank=True)  # stored as sent
-    # Bumped on every change: payload digests include it, so new rules apply to
-    # messages seen before the change too.
-    version = models.IntegerField(default=1)
+    # Bumped on every change (0: built-in rules only): payload digests include it, so
+    # new rules apply to messages seen before the change too.
+    version = models.IntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantModel.Meta):
