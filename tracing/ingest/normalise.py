@@ -389,15 +389,16 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
         n.output_messages = _messages_attr(attrs.pop("gen_ai.output.messages"))
     if "gen_ai.system_instructions" in attrs:
         n.system_instructions = _system_attr(attrs.pop("gen_ai.system_instructions"))
-    if n.input_messages is None:
+    flattened = any(key.startswith(_FLATTENED_PREFIXES) for key in attrs)
+    if n.input_messages is None and flattened:
         n.input_messages = _legacy_messages(attrs, "prompt") or _openinference_messages(
             attrs, "input"
         )
-    if n.output_messages is None:
+    if n.output_messages is None and flattened:
         n.output_messages = _legacy_messages(attrs, "completion") or _openinference_messages(
             attrs, "output"
         )
-    if n.input_messages is None or n.output_messages is None:
+    if (n.input_messages is None or n.output_messages is None) and events:
         ev_in, ev_out, rest = _event_messages(events)
         if ev_in or ev_out:
             n.events = rest
