@@ -83,8 +83,9 @@ class Span(TenantModel):
     run_id = models.CharField(max_length=64, blank=True)
     tool_name = models.CharField(max_length=255, blank=True)
     tool_call_id = models.CharField(max_length=255, blank=True)
-    # Everything else the span carried (attributes, events, links, scope, resource
-    # reference), with large values replaced by payload references under "refs".
+    # Everything else the span carried: attributes, events, links, small tool values,
+    # the digest of its resource and scope ("origin"), payload digests of large values
+    # ("refs") and which attributes its columns hold ("m", a bitmask).
     detail = models.JSONField(default=dict)
     # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
     redactions = models.JSONField(null=True, blank=True)
@@ -111,7 +112,7 @@ class PayloadKind(models.IntegerChoices):
     VALUE = 1  # a string or JSON value (a tool's arguments or result, a long text)
     MESSAGE = 2  # one chat message
     LIST = 3  # a list of messages: the digest of a shorter list plus the new messages
-    RESOURCE = 4  # a span's resource attributes
+    RESOURCE = 4  # the resource and instrumentation scope a span came from
 
 
 class Payload(TenantModel):
@@ -147,9 +148,9 @@ class RedactionPolicy(TenantModel):
     custom_patterns = models.JSONField(default=list, blank=True)
     drop_keys = models.JSONField(default=list, blank=True)  # attribute keys never stored
     never_scan_keys = models.JSONField(default=list, blank=True)  # stored as sent
-    # Bumped on every change: payload digests include it, so new rules apply to
-    # messages seen before the change too.
-    version = models.IntegerField(default=1)
+    # Bumped on every change (0: built-in rules only): payload digests include it, so
+    # new rules apply to messages seen before the change too.
+    version = models.IntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantModel.Meta):
@@ -160,3 +161,26 @@ class RedactionPolicy(TenantModel):
 
     def __str__(self):
         return f"redaction policy v{self.version}"
+
+
+class PayloadDictionary(TenantModel):
+    """A zstd dictionary trained on a tenant's own payloads.
+
+    Payloads are small (a message, a tool result), where zstd alone finds little to
+    share; a dictionary of the tenant's recurring words and JSON shapes takes about a
+    quarter off. Each compressed frame names its dictionary's id, so old payloads stay
+    readable when a newer dictionary is trained.
+    """
+
+    tenant = tenant_key_column()
+    dict_id = models.BigIntegerField()
+    data = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "dict_id"], name="payload_dictionary_unique")
+        ]
+
+    def __str__(self):
+        return f"zstd dictionary {self.dict_id}"

@@ -13,15 +13,17 @@ the digest of the longest list already stored plus the new messages, so a trace'
 storage grows with the conversation's length, not its square.
 """
 
+import base64
+import binascii
 import hashlib
 import threading
 from collections import Counter, OrderedDict
 from datetime import date
 
 import orjson
-import zstandard
 
 from controlplane.blobstore import get_blob_store, tenant_key
+from tracing.ingest import dictionaries
 from tracing.ingest.rows import date_param, json_param
 from tracing.models import Payload, PayloadKind
 
@@ -34,33 +36,33 @@ INLINE_MAX = 1024
 LEAF_KEY = "\x00ref"
 DIGEST_BYTES = 16
 
-_compressor = threading.local()
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def zstd_compress(data: bytes) -> bytes:
-    c = getattr(_compressor, "c", None)
-    if c is None:
-        c = _compressor.c = zstandard.ZstdCompressor(level=6)
-    return c.compress(data)
+def digest_text(raw: bytes) -> str:
+    """Digests travel as 22-character base64url text (rows, references, logs)."""
+    return binascii.b2a_base64(raw, newline=False)[:22].translate(_URLSAFE).decode()
+
+
+def digest_bytes(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "==")
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def pack(body: bytes) -> bytes:
+def pack(body: bytes, compressor) -> bytes:
     """zstd, unless that is no smaller (tiny bodies): then the body as it is."""
-    packed = zstd_compress(body)
+    packed = compressor.compress(body)
     return packed if len(packed) < len(body) else body
 
 
-def unpack(data: bytes) -> bytes:
+def unpack(tenant_id: int, data: bytes) -> bytes:
     # Canonical bodies start with b"s" or b"j", never with zstd's magic number.
     if data[:4] != ZSTD_MAGIC:
         return data
-    d = getattr(_compressor, "d", None)
-    if d is None:
-        d = _compressor.d = zstandard.ZstdDecompressor()
-    return d.decompress(data)
+    return dictionaries.decompress(tenant_id, data)
 
 
 def canonical(value) -> bytes:
@@ -77,7 +79,10 @@ def from_canonical(data: bytes):
 
 
 def blob_key(tenant_id: int, digest: str) -> str:
-    return tenant_key(tenant_id, "blobs", digest[:2], f"{digest}.zst")
+    # Hex in object names: base64's upper and lower case would collide on
+    # case-insensitive file systems.
+    name = digest_bytes(digest).hex()
+    return tenant_key(tenant_id, "blobs", name[:2], f"{name}.zst")
 
 
 class SeenCache:
@@ -123,11 +128,15 @@ class PayloadBatch:
         self.new: dict[str, tuple[int, object, bool]] = {}  # digest -> (kind, raw, scan)
         # list digest -> (message digests, prefix digests, index of a known prefix or None)
         self.lists: dict[str, tuple[list[str], list[str], int | None]] = {}
+        self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
 
     # --- digests ----------------------------------------------------------------------
 
     def digest(self, data: bytes) -> str:
-        return hashlib.blake2b(data, key=self.digest_key, digest_size=DIGEST_BYTES).hexdigest()
+        raw = hashlib.blake2b(data, key=self.digest_key, digest_size=DIGEST_BYTES).digest()
+        text = digest_text(raw)
+        self.raw[text] = raw
+        return text
 
     def _remembered(self, digest: str) -> bool:
         if digest in self.known:
@@ -160,9 +169,9 @@ class PayloadBatch:
         items = [self.message(m, scan=scan) for m in messages]
         prefixes, chain = [], b"L"
         for item in items:
-            link = self.digest(chain + bytes.fromhex(item))
+            link = self.digest(chain + self.raw[item])
             prefixes.append(link)
-            chain = bytes.fromhex(link)
+            chain = self.raw[link]
         digest = prefixes[-1] if prefixes else self.digest(chain)
         if digest in self.lists or self._remembered(digest):
             return digest, items
@@ -268,19 +277,24 @@ class PayloadBatch:
                     ),
                     None,
                 )
-            head = bytes.fromhex(prefixes[cut]) if cut is not None else bytes(DIGEST_BYTES)
+            head = self.raw[prefixes[cut]] if cut is not None else bytes(DIGEST_BYTES)
             rest = items[cut + 1 :] if cut is not None else items
             bodies[digest] = (
                 PayloadKind.LIST,
-                head + b"".join(bytes.fromhex(d) for d in rest),
+                head + b"".join(self.raw[d] for d in rest),
                 None,
             )
             self.known[digest] = None
 
         rows, store, today = [], None, date_param(self.today)
+        dict_id = dictionaries.newest(self.tenant_id)
+        if dict_id is None:
+            samples = [body for kind, body, _ in bodies.values() if kind != PayloadKind.LIST]
+            dict_id = dictionaries.offer(self.tenant_id, samples)
+        compressor = dictionaries.compressor(self.tenant_id, dict_id)
         for digest, (kind, body, redactions) in bodies.items():
             # List bodies are digests: they do not compress.
-            packed = body if kind == PayloadKind.LIST else pack(body)
+            packed = body if kind == PayloadKind.LIST else pack(body, compressor)
             inline = packed if len(packed) <= INLINE_MAX else None
             if inline is None:
                 store = store or get_blob_store()
