@@ -25,6 +25,7 @@ def test_it_shows_a_newcomer_a_finished_example_run(tmp_path):
         "HOME": os.environ.get("HOME", "/root"),
         "PORT": str(port),
         "LLM_PORT": str(free_port()),
+        "OTLP_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
         "VENV": str(Path(sys.prefix)),
     }
     log = open(tmp_path / "make-run.log", "w+")  # noqa: SIM115
