@@ -241,3 +241,29 @@ def serve(host: str = "127.0.0.1", port: int = 0, **options) -> MessagesServer:
     server = MessagesServer((host, port), **options)
     threading.Thread(target=server.serve_forever, daemon=True, name="messages-api").start()
     return server
+
+
+def main(argv=None) -> None:
+    """`python -m execution.devllm.server --port 8765`: stdlib only, starts in a blink."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="A local server that speaks the Messages API.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--api-key", default=None, help="accept only this key")
+    args = parser.parse_args(argv)
+    server = MessagesServer(
+        (args.host, args.port), api_key=args.api_key, latency_ms=args.latency_ms
+    )
+    print(f"Messages API server at {server.url}/v1/messages", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -184,3 +184,20 @@ def test_it_fails_a_run_that_keeps_losing_its_worker(transactional_db, acme, set
 def test_it_serves_the_health_of_the_local_messages_api(messages_api):
     response = httpx.get(messages_api.url + "/_stats")
     assert response.status_code == 200 and "requests" in response.json()
+
+
+def test_it_runs_a_run_through_the_task_body_in_this_process(transactional_db, acme):
+    from execution.tasks import run_agent
+
+    agent = agent_with_bundle(acme, name="echo", code="def main(ctx, input):\n    return input\n")
+    with tenant_scope(acme):
+        from controlplane.services import Actor
+
+        run = services.run_create(
+            tenant=acme, agent=agent, version=None, input=[1, 2], limits=None, actor=Actor.system()
+        )
+    run_agent(tenant_id=acme.id, run_id=run.pk)  # TenantTask scopes the body to acme
+    run.refresh_from_db()
+    assert (run.status, run.output, run.attempts) == ("succeeded", [1, 2], 1)
+    run_agent(tenant_id=acme.id, run_id=run.pk)  # a second delivery does nothing
+    assert Run.all_tenants.get(pk=run.pk).attempts == 1

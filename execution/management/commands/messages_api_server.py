@@ -1,8 +1,9 @@
-"""Serve the local Messages API (for `make run` and tests): see execution/devllm/server.py."""
+"""Serve the local Messages API: see execution/devllm/server.py (also runnable without
+Django as `python -m execution.devllm.server`, which the Procfile uses)."""
 
 from django.core.management.base import BaseCommand
 
-from execution.devllm.server import MessagesServer
+from execution.devllm.server import main
 
 
 class Command(BaseCommand):
@@ -15,12 +16,5 @@ class Command(BaseCommand):
         parser.add_argument("--api-key", default=None, help="accept only this key")
 
     def handle(self, *args, host, port, latency_ms, api_key, **options):
-        server = MessagesServer((host, port), api_key=api_key, latency_ms=latency_ms)
-        self.stdout.write(f"Messages API server at {server.url}/v1/messages", ending="\n")
-        self.stdout.flush()
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        argv = ["--host", host, "--port", str(port), "--latency-ms", str(latency_ms)]
+        main(argv + (["--api-key", api_key] if api_key else []))
