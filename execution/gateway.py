@@ -37,6 +37,7 @@ from execution.tools import ToolCallError, tool_execute, tool_resolve, tool_vali
 
 log = logging.getLogger(__name__)
 MAX_LINE = 8 * 1024 * 1024
+MAX_CONNECTIONS = 64  # per run; each is a host thread
 TOKEN_OPS = ("llm.messages", "context.fit")  # results that carry usage
 
 
@@ -78,7 +79,7 @@ class Gateway:
         }
         self._tool_specs: dict = {}
         self._server: socket.socket | None = None
-        self._conns: list[socket.socket] = []
+        self._conns: set[socket.socket] = set()
 
     # --- serving ---------------------------------------------------------------------
 
@@ -105,7 +106,11 @@ class Gateway:
                 conn, _ = self._server.accept()
             except OSError:
                 return  # closed
-            self._conns.append(conn)
+            with self.lock:
+                if len(self._conns) >= MAX_CONNECTIONS:
+                    conn.close()  # a thread per connection: the agent may not have many
+                    continue
+                self._conns.add(conn)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
@@ -132,6 +137,8 @@ class Gateway:
         except OSError:
             pass
         finally:
+            with self.lock:
+                self._conns.discard(conn)
             connection.close()  # this thread's database connection
 
     def _handle_safely(self, op: str, args: dict) -> dict:

@@ -83,6 +83,26 @@ def big_file():
     with open("/fd/scratch/big", "wb") as fh:
         return attempt(lambda: [fh.write(b"x" * (1 << 20)) for _ in range(64)] and None)
 
+def gateway_flood():
+    import json
+    socks, answered = [], 0
+    for _ in range(100):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(2)
+        try:
+            s.connect(os.environ["FD_SOCKET"])
+        except OSError:
+            continue  # the backlog is full: refused, which is the point
+        socks.append(s)
+    for s in socks:
+        try:
+            s.sendall(json.dumps({"op": "hello", "args": {}}).encode() + b"\\n")
+            if s.recv(65536):
+                answered += 1
+        except OSError:
+            pass
+    return {"answered": answered}
+
 def main(ctx, input):
     return globals()[input["check"]]()
 """
@@ -219,3 +239,9 @@ def test_it_runs_each_sandbox_as_its_own_unprivileged_user(escaper, settings):
     run = escaper("environment")
     base = settings.EXECUTION_SANDBOX_UID_BASE
     assert base <= run.output["uid"] < base + settings.EXECUTION_SANDBOX_UID_COUNT
+
+
+def test_it_caps_the_gateway_connections_of_a_run(escaper):
+    run = escaper("gateway_flood")
+    assert run.status == "succeeded", run.error
+    assert 0 < run.output["answered"] <= 64  # the runtime's own connection is one of them
