@@ -57,12 +57,12 @@ def bundle_format(filename: str, data: bytes) -> str:
     raise BundleError(f"{filename or 'the upload'} is neither a .tar.gz nor a .zip archive")
 
 
-def _safe_path(name: str) -> str:
+def _safe_path(name: str, *, folder: bool = False) -> str:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
         raise BundleError(f"archive member {name!r} leaves the bundle (path traversal)")
     parts = [p for p in path.parts if p not in ("", ".")]
-    if not parts:
+    if not parts and not folder:  # "./", as `tar -C dir .` writes it, is the root
         raise BundleError(f"archive member {name!r} has no name")
     return "/".join(parts)
 
@@ -89,7 +89,7 @@ def read_members(data: bytes, fmt: str) -> list[Member]:
             with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
                 for info in tar:
                     if info.isdir():
-                        _safe_path(info.name)
+                        _safe_path(info.name, folder=True)
                         continue
                     if not info.isfile():
                         raise BundleError(
@@ -103,7 +103,7 @@ def read_members(data: bytes, fmt: str) -> list[Member]:
                     if stat.S_ISLNK(mode):
                         raise BundleError(f"archive member {info.filename!r} is a symlink")
                     if info.is_dir():
-                        _safe_path(info.filename)
+                        _safe_path(info.filename, folder=True)
                         continue
                     add(info.filename, info.file_size, lambda info=info: zf.read(info))
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:

@@ -184,3 +184,16 @@ def test_it_lists_execution_paths_in_the_openapi_schema(api):
         "/api/v1/runs/{run_id}/cancel",
     ):
         assert path in schema["paths"], path
+
+
+def test_it_takes_a_bundle_made_with_tar_c_dir_dot(api, key, agent_id, tmp_path):
+    import subprocess
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "flightdeck.toml").write_text(MANIFEST)
+    (tmp_path / "src" / "agent.py").write_text(AGENT)
+    subprocess.run(
+        ["tar", "-czf", str(tmp_path / "b.tar.gz"), "-C", str(tmp_path / "src"), "."], check=True
+    )
+    response = upload(api, key, agent_id, (tmp_path / "b.tar.gz").read_bytes())
+    assert response.status_code == 201, response.text
