@@ -222,3 +222,35 @@ def main(ctx, input):
     assert run.output["missing"] == "default"
     assert [f["key"] for f in run.output["found"]] == ["fact-1"]
     assert run.output["found"][0]["value"] == {"text": "the launch is on friday"}
+
+
+class RecordingBudget:
+    """A budget hook as billing will plug one in: reserve before, settle after."""
+
+    calls: list = []
+
+    def reserve(self, *, run_id, request):
+        RecordingBudget.calls.append(("reserve", run_id, request["model"]))
+        return {"run_id": run_id}
+
+    def settle(self, *, reservation, usage):
+        RecordingBudget.calls.append(("settle", reservation["run_id"], usage))
+
+
+def test_it_calls_the_budget_hook_around_each_llm_call(
+    acme, transactional_db, settings, messages_api
+):
+    settings.EXECUTION_BUDGET_HOOK = "tests.execution.test_llm.RecordingBudget"
+    RecordingBudget.calls = []
+    agent = agent_with_bundle(acme, name="asker", code=ASKER)
+    run = run_now(acme, agent, input={"say": "hello"})
+    assert run.status == "succeeded", run.error
+    (kind1, run1, model), (kind2, run2, usage) = RecordingBudget.calls
+    assert (kind1, kind2, run1, run2, model) == (
+        "reserve",
+        "settle",
+        run.pk,
+        run.pk,
+        "claude-sonnet-5",
+    )
+    assert usage == {"input_tokens": run.input_tokens, "output_tokens": run.output_tokens}
