@@ -94,7 +94,11 @@ class Supervisor:
                             (folder / "bundle", "/fd/bundle"),
                         ],
                         rw_binds=[(folder / "sock", "/fd/sock")],
-                        env={"FD_SOCKET": "/fd/sock/gw.sock", "PYTHONUNBUFFERED": "1"},
+                        env={
+                            "FD_SOCKET": "/fd/sock/gw.sock",
+                            "FD_BUNDLE": "/fd/bundle",
+                            "PYTHONUNBUFFERED": "1",
+                        },
                         stdout=agent_log,
                         name=f"run{run.pk}",
                     )

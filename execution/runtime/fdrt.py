@@ -187,7 +187,7 @@ def main():
     gw = _Gateway(os.environ["FD_SOCKET"])
     hello = gw.call("hello")
     module_name, _, function_name = hello["entrypoint"].partition(":")
-    sys.path.insert(0, "/fd/bundle")
+    sys.path.insert(0, os.environ.get("FD_BUNDLE", "/fd/bundle"))
     sys.dont_write_bytecode = True  # the bundle is read-only
     try:
         function = getattr(importlib.import_module(module_name), function_name)

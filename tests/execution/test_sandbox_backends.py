@@ -103,3 +103,18 @@ def test_it_sweeps_what_a_dead_worker_left_behind(settings):
         assert not any(group.exists() for group in groups)
     finally:
         live.rmdir()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_agents_unsandboxed_only_for_development(acme, settings):
+    """Development machines without bubblewrap or gVisor: rlimits and a clean
+    environment, no isolation; allowed only with DEBUG on."""
+    from tests.execution.conftest import agent_with_bundle, run_now
+
+    settings.DEBUG = True
+    settings.EXECUTION_SANDBOX = "unsandboxed"
+    code = "import os\ndef main(ctx, input):\n    return {'n': ctx.random() < 1, 'env': sorted(os.environ)}\n"
+    run = run_now(acme, agent_with_bundle(acme, name="dev", code=code))
+    assert run.status == "succeeded", (run.error, run.logs)
+    assert run.output["n"] is True
+    assert "DATABASE_URL" not in run.output["env"] and "SECRET_KEY" not in run.output["env"]

@@ -195,6 +195,7 @@ def test_it_keeps_secrets_out_of_the_environment(escaper, monkeypatch, settings)
         "PATH",
         "HOME",
         "FD_SOCKET",
+        "FD_BUNDLE",
         "PYTHONUNBUFFERED",
         "PWD",
         "LC_CTYPE",
