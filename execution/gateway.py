@@ -38,6 +38,7 @@ from execution.tools import ToolCallError, tool_execute, tool_resolve, tool_vali
 log = logging.getLogger(__name__)
 MAX_LINE = 8 * 1024 * 1024
 MAX_CONNECTIONS = 64  # per run; each is a host thread
+HELD_DB_CONNECTIONS = 2  # agent connections that may keep a pooled database connection
 TOKEN_OPS = ("llm.messages", "context.fit")  # results that carry usage
 
 
@@ -115,6 +116,7 @@ class Gateway:
 
     def _serve(self, conn: socket.socket) -> None:
         close_old_connections()
+        pooled = bool(connection.settings_dict.get("OPTIONS", {}).get("pool"))
         try:
             with tenant_scope(self.tenant_id), conn, conn.makefile("rb") as reader:
                 while True:
@@ -133,6 +135,12 @@ class Gateway:
                         reply = _error("invalid", "a request is one JSON object with op and args")
                     else:
                         reply = self._handle_safely(op, args)
+                    if pooled and len(self._conns) > HELD_DB_CONNECTIONS:
+                        # A many-threaded agent: back to the pool between calls, so its
+                        # idle threads do not hold the worker's few pooled connections.
+                        # A plain agent (one or two threads) keeps its own: a pool
+                        # round trip costs about half a millisecond a call.
+                        connection.close()
                     conn.sendall(self._encode(reply))
         except OSError:
             pass
