@@ -115,13 +115,13 @@ def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
     wait_for(lambda: Run.all_tenants.get(pk=run.pk).step_count >= 3, timeout=30)
     owner = Run.all_tenants.get(pk=run.pk).lease_owner
     os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool process running it
-    # The broker redelivers at once, but the lease is still held: that delivery does
-    # nothing. Once the lease has expired, the beat job re-enqueues it.
-    wait_for(lambda: Run.all_tenants.get(pk=run.pk).lease_expires_at is not None, timeout=5)
+    # The broker redelivers (reject_on_worker_lost), but while the lease is held that
+    # delivery does nothing. Once the lease has expired, the beat job re-enqueues it;
+    # whichever delivery comes first after that takes the run, the other does nothing.
     import time
 
     time.sleep(LEASE_SECONDS + 0.5)
-    assert services.runs_requeue_lost() >= 1
+    services.runs_requeue_lost()
     done = wait_for(
         lambda: (r := Run.all_tenants.get(pk=run.pk)).status in ("succeeded", "failed") and r,
         timeout=40,
