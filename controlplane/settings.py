@@ -140,6 +140,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "polling_interval": 0.05,
     }
+    # kombu does not create these; the first task published would fail without them.
+    for _folder in ("queue", "processed"):
+        (_CELERY_QUEUE_DIR / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # Above the longest task time limit, so Redis does not hand a running task to a
     # second worker. Run ownership lives in the database anyway.
