@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane import api, views
@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/v1/sessions/<path:session_id>", api_read.SessionDetailView.as_view(), name="session"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("frontend.urls")),
 ]
 
 handler404 = views.not_found

@@ -148,3 +148,8 @@ def trace_spans(*, trace_id: uuid.UUID) -> list[dict]:
         kids = children.get(row["span_id"], [])
         row["descendants"] = sum(1 + kid["descendants"] for kid in kids)
     return ordered
+
+
+def traces_exist() -> bool:
+    """Has the tenant sent any trace yet (the UI shows how to send the first one)."""
+    return Trace.objects.exists()
