@@ -165,23 +165,33 @@ def span_rows_html(rows: list[dict], *, t0: int, total_ns: int, collapse_below: 
         tokens = ""
         if row["input_tokens"] is not None or row["output_tokens"] is not None:
             tokens = f'<span class="row-tokens">{count((row["input_tokens"] or 0) + (row["output_tokens"] or 0))} tok</span>'
+        label = _bar_label(left, width, duration(ms))
+        badge = f'<span class="op op-{op}">{escape(op)}</span>' if op != "other" else ""
         out.append(
             f'<div class="span-row status-{status}" role="treeitem" id="span-{sid}" '
             f'data-span="{sid}" data-depth="{depth}" aria-level="{depth + 1}"{expanded} '
             f'aria-selected="false"{" hidden" if hidden else ""}>'
             f'<div class="span-name" style="--depth:{depth}">{toggle}'
-            f'<span class="op op-{op}">{escape(op)}</span>'
-            f'<span class="span-label">{escape(row["name"])}</span>{kids}{error}{tokens}</div>'
+            f'{badge}<span class="span-label">{escape(row["name"])}</span>{kids}{error}{tokens}</div>'
             f'<div class="span-bar-cell"><div class="span-bar op-{op} bar-{status}" '
             f'style="left:{left:.3f}%;width:{width:.3f}%"></div>'
-            f'<span class="span-ms" style="left:{min(left + width, 88):.3f}%">'
-            f"{escape(duration(ms))}</span></div></div>"
+            f"{label}</div></div>"
         )
     return "".join(out)
 
 
+def _bar_label(left: float, width: float, text: str) -> str:
+    """The duration beside a bar: after it, before it, or inside it, wherever it fits."""
+    end = left + width
+    if end <= 80:
+        return f'<span class="span-ms" style="left:{end:.3f}%">{escape(text)}</span>'
+    if left >= 20:
+        return f'<span class="span-ms before" style="right:{100 - left:.3f}%">{escape(text)}</span>'
+    return f'<span class="span-ms inside" style="right:{100 - end:.3f}%">{escape(text)}</span>'
+
+
 def axis_ticks(total_ms: float, count_: int = 5) -> list[dict]:
     return [
-        {"left": i * 100 / count_, "label": duration(total_ms * i / count_)}
+        {"left": i * 100 / count_, "label": duration(total_ms * i / count_) if i else "0"}
         for i in range(count_ + 1)
     ]

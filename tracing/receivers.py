@@ -19,10 +19,10 @@ def _enqueue(*, tenant_id: int, spans: list, queue: str | None) -> None:
 
     try:
         index_spans.apply_async(kwargs={"tenant_id": tenant_id, "spans": spans}, queue=queue)
-    except Exception:  # noqa: BLE001 - the spans are stored; do not fail the export
+    except Exception as exc:  # noqa: BLE001 - the spans are stored; do not fail the export
         # A broker outage must not turn a stored batch into an error the exporter
         # retries; `manage.py index_traces` rebuilds what was missed.
-        log.exception("could not queue search indexing for %d spans", len(spans))
+        log.error("could not queue search indexing for %d spans: %r", len(spans), exc)
 
 
 @receiver(spans_ingested, dispatch_uid="tracing.index_spans")

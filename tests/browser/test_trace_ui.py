@@ -194,6 +194,7 @@ def test_it_shows_a_new_tenant_how_to_send_its_first_trace(live_server, page, sh
     card = page.locator(".onboarding")
     expect(card).to_contain_text("Send your first trace")
     expect(card).to_contain_text(f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT={live_server.url}/v1/traces")
+    shot("07-empty-state")
     page.click("text=Create an ingest key")
     expect(page.locator("#exporter-env")).to_contain_text("Bearer%20fd_")
-    shot("07-first-trace")
+    shot("08-ingest-key-created")
