@@ -25,7 +25,7 @@ run: setup
 	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput -v0
 	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v0
 	DEBUG=$${DEBUG:-1} HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_setup
-	DEBUG=$${DEBUG:-1} FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) PATH=$(abspath $(VENV))/bin:$$PATH \
+	PYTHONUNBUFFERED=1 DEBUG=$${DEBUG:-1} FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) PATH=$(abspath $(VENV))/bin:$$PATH \
 	  $(VENV)/bin/honcho -f Procfile start
 
 # Debian's Chromium drives the browser tests; Playwright never downloads a browser.

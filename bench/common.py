@@ -89,12 +89,14 @@ class Platform:
         self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
         self.env["BLOB_STORE_URL"] = f"s3://bench?endpoint_url={endpoint}"
 
-    def serve(self, workers: int = 2, threads: int = 2) -> None:
+    def serve(
+        self, workers: int = int(os.environ.get("BENCH_WORKERS", 2)), threads: int = 2
+    ) -> None:
         self.procs.append(
             subprocess.Popen(
                 [str(Path(PY).parent / "gunicorn"), "controlplane.wsgi",
                  "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-                 "--threads", str(threads), "--log-level", "warning"],
+                 "--threads", str(threads), "--preload", "--log-level", "warning"],
                 cwd=ROOT, env=self.env, start_new_session=True,
             )
         )  # fmt: skip

@@ -60,7 +60,8 @@ def database_from_url(url: str) -> dict:
         config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": 8, "timeout": 10}}
         return config
     if scheme == "sqlite":
-        config = dj_database_url.parse(url)
+        # Keep connections: opening one runs the PRAGMAs below on every request.
+        config = dj_database_url.parse(url, conn_max_age=600)
         config["OPTIONS"] = sqlite_options()
         return config
     raise ImproperlyConfigured(

@@ -83,8 +83,9 @@ class Span(TenantModel):
     run_id = models.CharField(max_length=64, blank=True)
     tool_name = models.CharField(max_length=255, blank=True)
     tool_call_id = models.CharField(max_length=255, blank=True)
-    # Everything else the span carried (attributes, events, links, scope, resource
-    # reference), with large values replaced by payload references under "refs".
+    # Everything else the span carried: attributes, events, links, small tool values,
+    # the digest of its resource and scope ("origin"), payload digests of large values
+    # ("refs") and which attributes its columns hold ("m", a bitmask).
     detail = models.JSONField(default=dict)
     # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
     redactions = models.JSONField(null=True, blank=True)
@@ -111,7 +112,7 @@ class PayloadKind(models.IntegerChoices):
     VALUE = 1  # a string or JSON value (a tool's arguments or result, a long text)
     MESSAGE = 2  # one chat message
     LIST = 3  # a list of messages: the digest of a shorter list plus the new messages
-    RESOURCE = 4  # a span's resource attributes
+    RESOURCE = 4  # the resource and instrumentation scope a span came from
 
 
 class Payload(TenantModel):

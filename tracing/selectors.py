@@ -8,12 +8,13 @@ from tracing.ingest.payloads import (
     DIGEST_BYTES,
     LEAF_KEY,
     blob_key,
+    digest_text,
     from_canonical,
     unpack,
 )
 from tracing.models import Payload, PayloadKind, Span
 
-ZERO = "00" * DIGEST_BYTES
+ZERO = bytes(DIGEST_BYTES)
 
 
 class PayloadReader:
@@ -61,15 +62,15 @@ class PayloadReader:
     def message_list(self, digest: str) -> list:
         """Walk the chain of list payloads back to its start, then read the messages."""
         segments = []
-        while digest != ZERO:
+        while digest is not None:
             _, body = self._body(digest)
-            head = body[:DIGEST_BYTES].hex()
+            head = body[:DIGEST_BYTES]
             items = [
-                body[i : i + DIGEST_BYTES].hex()
+                digest_text(body[i : i + DIGEST_BYTES])
                 for i in range(DIGEST_BYTES, len(body), DIGEST_BYTES)
             ]
             segments.append(items)
-            digest = head
+            digest = digest_text(head) if head != ZERO else None
         digests = [d for items in reversed(segments) for d in items]
         self.fetch(digests)
         return [self.value(d) for d in digests]
@@ -118,13 +119,13 @@ def span_detail(*, span: Span) -> dict:
     for bit, (key, column, _) in enumerate(COLUMN_ATTRIBUTES):
         if held & (1 << bit):
             attributes[key] = getattr(span, column)
-    resource = reader.value(detail["resource"]) if detail.get("resource") else {}
+    origin = reader.value(detail["origin"]) if detail.get("origin") else {}
     return {
         **out,
         "attributes": attributes,
         "events": detail.get("events", []),
         "links": detail.get("links", []),
-        "scope": detail.get("scope", {}),
-        "resource": resource,
+        "scope": origin.get("scope", {}),
+        "resource": origin.get("resource", {}),
         "redactions": span.redactions or {},
     }

@@ -36,13 +36,14 @@ def fresh_copy(dest: Path) -> None:
 def test_it_starts_from_a_fresh_copy(tmp_path):
     fresh_copy(tmp_path)
     assert not (tmp_path / "var").exists()
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     # A clean environment: the embedded default, no services. The installed venv is
     # reused (installing from the registry is what `make run` does on a new machine).
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/root"),
         "PORT": str(port),
+        "OTLP_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
         "VENV": str(Path(sys.prefix)),
     }
     log = open(tmp_path / "make-run.log", "w+")  # noqa: SIM115
@@ -77,6 +78,13 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         )
         assert tenant.status_code == 200 and tenant.json()["slug"] == "demo"
         assert (tmp_path / "var" / "flightdeck.sqlite3").exists()
+        listening = f"OTLP/gRPC listening on 127.0.0.1:{grpc_port}"
+        deadline = time.monotonic() + 30
+        while listening not in output and time.monotonic() < deadline:
+            time.sleep(0.5)
+            log.seek(0)
+            output = log.read()
+        assert listening in output, output[-3000:]
         assert re.search(r"worker.*ready", output) or "celery@" in output, output[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

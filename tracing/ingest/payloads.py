@@ -13,6 +13,8 @@ the digest of the longest list already stored plus the new messages, so a trace'
 storage grows with the conversation's length, not its square.
 """
 
+import base64
+import binascii
 import hashlib
 import threading
 from collections import Counter, OrderedDict
@@ -33,6 +35,19 @@ LEAF_MIN = 256
 INLINE_MAX = 1024
 LEAF_KEY = "\x00ref"
 DIGEST_BYTES = 16
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def digest_text(raw: bytes) -> str:
+    """Digests travel as 22-character base64url text (rows, references, logs)."""
+    return binascii.b2a_base64(raw, newline=False)[:22].translate(_URLSAFE).decode()
+
+
+def digest_bytes(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "==")
+
 
 _compressor = threading.local()
 
@@ -77,7 +92,10 @@ def from_canonical(data: bytes):
 
 
 def blob_key(tenant_id: int, digest: str) -> str:
-    return tenant_key(tenant_id, "blobs", digest[:2], f"{digest}.zst")
+    # Hex in object names: base64's upper and lower case would collide on
+    # case-insensitive file systems.
+    name = digest_bytes(digest).hex()
+    return tenant_key(tenant_id, "blobs", name[:2], f"{name}.zst")
 
 
 class SeenCache:
@@ -123,11 +141,15 @@ class PayloadBatch:
         self.new: dict[str, tuple[int, object, bool]] = {}  # digest -> (kind, raw, scan)
         # list digest -> (message digests, prefix digests, index of a known prefix or None)
         self.lists: dict[str, tuple[list[str], list[str], int | None]] = {}
+        self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
 
     # --- digests ----------------------------------------------------------------------
 
     def digest(self, data: bytes) -> str:
-        return hashlib.blake2b(data, key=self.digest_key, digest_size=DIGEST_BYTES).hexdigest()
+        raw = hashlib.blake2b(data, key=self.digest_key, digest_size=DIGEST_BYTES).digest()
+        text = digest_text(raw)
+        self.raw[text] = raw
+        return text
 
     def _remembered(self, digest: str) -> bool:
         if digest in self.known:
@@ -160,9 +182,9 @@ class PayloadBatch:
         items = [self.message(m, scan=scan) for m in messages]
         prefixes, chain = [], b"L"
         for item in items:
-            link = self.digest(chain + bytes.fromhex(item))
+            link = self.digest(chain + self.raw[item])
             prefixes.append(link)
-            chain = bytes.fromhex(link)
+            chain = self.raw[link]
         digest = prefixes[-1] if prefixes else self.digest(chain)
         if digest in self.lists or self._remembered(digest):
             return digest, items
@@ -268,11 +290,11 @@ class PayloadBatch:
                     ),
                     None,
                 )
-            head = bytes.fromhex(prefixes[cut]) if cut is not None else bytes(DIGEST_BYTES)
+            head = self.raw[prefixes[cut]] if cut is not None else bytes(DIGEST_BYTES)
             rest = items[cut + 1 :] if cut is not None else items
             bodies[digest] = (
                 PayloadKind.LIST,
-                head + b"".join(bytes.fromhex(d) for d in rest),
+                head + b"".join(self.raw[d] for d in rest),
                 None,
             )
             self.known[digest] = None

@@ -69,7 +69,7 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         pending = [builder.start(n) for n in normal]
         payload_rows = batch.prepare()  # uploads blobs, outside the transaction
         span_rows = [builder.finish(p) for p in pending]
-        with transaction.atomic():
+        with rows.write_turn(), transaction.atomic():
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
             rows.insert_ignoring_conflicts("tracing_span", rows.SPAN_COLUMNS, span_rows)
@@ -192,10 +192,11 @@ class _RowBuilder:
             ]
         if n.links:
             detail["links"] = n.links
-        if n.scope:
-            detail["scope"] = n.scope
-        if n.resource:
-            detail["resource"] = self.batch.value(n.resource, kind=PayloadKind.RESOURCE)
+        if n.resource or n.scope:
+            # Shared by every span an SDK sends: stored once, referenced by digest.
+            detail["origin"] = self.batch.value(
+                {"resource": n.resource, "scope": n.scope}, kind=PayloadKind.RESOURCE
+            )
         if refs:
             detail["refs"] = refs
         if n.columns_hold:
