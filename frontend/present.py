@@ -7,6 +7,8 @@ import re
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
+from tracing.query.filters import span_hex
+
 # What the span path leaves where it redacted a value: [EMAIL:3f9a].
 REDACTION = re.compile(r"\[([A-Z][A-Z0-9_]{1,31}):([0-9a-f]{2,16})\]")
 LONG_TEXT = 1200  # characters shown before a text folds
@@ -148,7 +150,7 @@ def span_rows_html(rows: list[dict], *, t0: int, total_ns: int, collapse_below: 
         collapsed = has_kids and collapse_below is not None and depth >= collapse_below
         if collapsed and hide_deeper_than is None:
             hide_deeper_than = depth
-        sid = (row["span_id"] & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex()
+        sid = span_hex(row["span_id"])
         left = (row["start_ns"] - t0) / total * 100
         width = max((row["end_ns"] - row["start_ns"]) / total * 100, 0.15)
         status = STATUS.get(row["status_code"], "unset")

@@ -26,6 +26,7 @@ from tracing.query.filters import (
     parse_span_id,
     parse_trace_filters,
     parse_trace_id,
+    span_hex,
 )
 
 PAGE = 50
@@ -165,7 +166,7 @@ def trace_detail(request, tenant_slug, trace_id):
     first = ROW_CHUNK
     detail = None
     if selected:
-        index = next((r["index"] for r in rows if _hex(r["span_id"]) == selected), None)
+        index = next((r["index"] for r in rows if span_hex(r["span_id"]) == selected), None)
         if index is not None:
             first = max(first, index + 1)
             detail = _span_context(trace.trace_id, selected)
@@ -184,10 +185,6 @@ def trace_detail(request, tenant_slug, trace_id):
         "big": collapse_below is not None,
     }
     return _render(request, "frontend/trace.html", context)
-
-
-def _hex(span_id: int) -> str:
-    return (span_id & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex()
 
 
 def _span_context(trace_id, span_hex: str) -> dict | None:

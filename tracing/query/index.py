@@ -16,11 +16,13 @@ import uuid
 from collections import defaultdict
 
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
-from tracing.ingest.payloads import DIGEST_BYTES, LEAF_KEY, from_canonical, unpack
+from tracing.ingest.payloads import DIGEST_BYTES, LEAF_KEY, digest_text, from_canonical, unpack
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
 from tracing.models import PayloadKind, SearchText, Span, TraceText
 from tracing.query import fulltext
-from tracing.selectors import ZERO, PayloadReader
+from tracing.selectors import PayloadReader
+
+ZERO = bytes(DIGEST_BYTES)  # the start of a conversation's chain
 
 MAX_VALUE = 255
 # Columns worth filtering on; token counts and ids that change on every span are not.
@@ -34,7 +36,8 @@ _SKIP_KEYS = {"type", "id", "role"}  # structure of a message, not its words
 
 def inline_digest(text: str) -> str:
     """A digest for a text kept in the span row itself (short tool values, errors)."""
-    return hashlib.blake2b(b"inline\x00" + text.encode(), digest_size=DIGEST_BYTES).hexdigest()
+    raw = hashlib.blake2b(b"inline\x00" + text.encode(), digest_size=DIGEST_BYTES).digest()
+    return digest_text(raw)
 
 
 def _words(value, out: list[str], leaves: list[str]) -> None:
@@ -83,27 +86,30 @@ class SpanIndexer:
     def list_items(self, digest: str) -> list[str]:
         """The message digests of a stored conversation (a chain of list payloads)."""
         segments = []
-        while digest != ZERO:
+        while digest is not None:
             self.reader.fetch([digest])
             if digest not in self.reader.rows:
                 break  # retention removed the start of the chain: index what is left
             body = self.reader.rows[digest][1]
             segments.append(
                 [
-                    body[i : i + DIGEST_BYTES].hex()
+                    digest_text(body[i : i + DIGEST_BYTES])
                     for i in range(DIGEST_BYTES, len(body), DIGEST_BYTES)
                 ]
             )
-            digest = body[:DIGEST_BYTES].hex()
+            head = body[:DIGEST_BYTES]
+            digest = digest_text(head) if head != ZERO else None
         return [d for items in reversed(segments) for d in items]
 
     def resource(self, digest: str) -> dict:
+        """The resource attributes of a span's origin payload (resource and scope)."""
         if digest not in self.resources:
             try:
                 value = self.reader.value(digest)
             except KeyError:
                 value = {}
-            self.resources[digest] = value if isinstance(value, dict) else {}
+            resource = value.get("resource") if isinstance(value, dict) else None
+            self.resources[digest] = resource if isinstance(resource, dict) else {}
         return self.resources[digest]
 
     def add_span(self, span: Span, into: _TraceIndex) -> None:
@@ -119,8 +125,8 @@ class SpanIndexer:
             text = _attribute_value(value)
             if text is not None:
                 attrs.add((key[:MAX_VALUE], text))
-        if detail.get("resource"):
-            for key, value in self.resource(detail["resource"]).items():
+        if detail.get("origin"):
+            for key, value in self.resource(detail["origin"]).items():
                 text = _attribute_value(value)
                 if text is not None:
                     attrs.add((key[:MAX_VALUE], text))
