@@ -130,18 +130,24 @@ def operation_class(operation: str) -> str:
 STATUS = {0: "unset", 1: "ok", 2: "error"}
 
 
-def span_rows_html(rows: list[dict], *, t0: int, total_ns: int, collapse_below: int | None) -> str:
+def span_rows_html(
+    rows: list[dict], *, t0: int, total_ns: int, collapse_below: int | None,
+    start: int = 0, stop: int | None = None,
+) -> str:  # fmt: skip
     """The tree rows of a trace view (name column and waterfall bar), as one string.
 
     Written out directly rather than through a template loop: a 2,000-span trace renders
     in a few milliseconds this way. Everything taken from the span is escaped.
     `collapse_below`: spans at this depth or deeper with children start collapsed (big
-    traces), and their descendants start hidden.
+    traces), and their descendants start hidden. Only rows[start:stop] are written; the
+    rows before are walked so a chunk's first rows know whether they start hidden.
     """
     total = max(total_ns, 1)
     out = []
     hide_deeper_than = None
-    for row in rows:
+    stop = len(rows) if stop is None else min(stop, len(rows))
+    for index in range(stop):
+        row = rows[index]
         depth = row["depth"]
         if hide_deeper_than is not None and depth <= hide_deeper_than:
             hide_deeper_than = None
@@ -150,6 +156,8 @@ def span_rows_html(rows: list[dict], *, t0: int, total_ns: int, collapse_below: 
         collapsed = has_kids and collapse_below is not None and depth >= collapse_below
         if collapsed and hide_deeper_than is None:
             hide_deeper_than = depth
+        if index < start:
+            continue
         sid = span_hex(row["span_id"])
         left = (row["start_ns"] - t0) / total * 100
         width = max((row["end_ns"] - row["start_ns"]) / total * 100, 0.15)

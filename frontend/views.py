@@ -156,8 +156,8 @@ def trace_detail(request, tenant_slug, trace_id):
     if is_partial(request) and offset.isdigit():
         # The next chunk of tree rows, asked for as the tree scrolls into view.
         start = int(offset)
-        html = present.span_rows_html(rows[start : start + ROW_CHUNK], t0=t0, total_ns=t1 - t0,
-                                      collapse_below=collapse_below)  # fmt: skip
+        html = present.span_rows_html(rows, t0=t0, total_ns=t1 - t0, collapse_below=collapse_below,
+                                      start=start, stop=start + ROW_CHUNK)  # fmt: skip
         more = start + ROW_CHUNK < len(rows)
         return _render(request, "frontend/_span_rows.html",
                        {"rows_html": html, "trace": trace, "next_offset": start + ROW_CHUNK if more else None})  # fmt: skip

@@ -5,11 +5,13 @@ as plain dicts (a 2,000-span tree through serializer instances costs tens of ms)
 serializers below describe them for the OpenAPI schema, and tests hold the two together.
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import orjson
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from controlplane.api_base import TenantAPIView
@@ -30,8 +32,12 @@ from tracing.query.filters import (
 STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _iso_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat()
+    # Adding a timedelta is several times faster than fromtimestamp() per span.
+    return (EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
 
 
 def trace_summary(trace: Trace) -> dict:
@@ -79,6 +85,18 @@ def span_summary(row: dict, trace_start_ns: int) -> dict:
         "tool_call_id": row["tool_call_id"],
         "redactions": row["redactions"] or {},
     }
+
+
+class FastJSONRenderer(JSONRenderer):
+    """orjson: a 2,000-span tree serialises several times faster than with json."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return b"" if data is None else orjson.dumps(data)
+
+
+class ReadView(TenantAPIView):
+    required_scope = Scope.READ
+    renderer_classes = [FastJSONRenderer]
 
 
 def _invalid(exc: FilterError) -> ValidationError:
@@ -193,9 +211,7 @@ def session_json(row: dict) -> dict:
 # --- views ---------------------------------------------------------------------------
 
 
-class TraceListView(TenantAPIView):
-    required_scope = Scope.READ
-
+class TraceListView(ReadView):
     @extend_schema(
         summary="Search traces, newest first",
         description="Every filter narrows the search. `q` is full text over messages and tool "
@@ -231,7 +247,8 @@ def span_tree(rows: list[dict], trace_start_ns: int) -> list[dict]:
     """Nest the selector's tree-ordered rows."""
     nodes, roots = {}, []
     for row in rows:
-        node = {**span_summary(row, trace_start_ns), "children": []}
+        node = span_summary(row, trace_start_ns)
+        node["children"] = []
         nodes[row["span_id"]] = node
         if row["parent"] is None:
             roots.append(node)
@@ -240,9 +257,7 @@ def span_tree(rows: list[dict], trace_start_ns: int) -> list[dict]:
     return roots
 
 
-class TraceDetailView(TenantAPIView):
-    required_scope = Scope.READ
-
+class TraceDetailView(ReadView):
     @extend_schema(
         summary="One trace: summary and span tree (payloads per span: GET /api/v1/spans/{id})",
         responses=inline_serializer(
@@ -267,9 +282,7 @@ def span_payload(span) -> dict:
     return {**span_summary(row, start), "trace_id": span.trace_id.hex, **detail}
 
 
-class SpanDetailView(TenantAPIView):
-    required_scope = Scope.READ
-
+class SpanDetailView(ReadView):
     @extend_schema(
         summary="One span with its messages, tool payloads, attributes and events",
         description="Span ids are unique within a trace; pass trace_id when two traces "
@@ -293,9 +306,7 @@ class SpanDetailView(TenantAPIView):
         return Response(span_payload(span))
 
 
-class SessionListView(TenantAPIView):
-    required_scope = Scope.READ
-
+class SessionListView(ReadView):
     @extend_schema(
         summary="Sessions (conversation ids), latest activity first",
         parameters=PAGE_PARAMETERS,
@@ -315,9 +326,7 @@ class SessionListView(TenantAPIView):
         return Response({"items": [session_json(r) for r in rows], "next_cursor": next_cursor})
 
 
-class SessionDetailView(TenantAPIView):
-    required_scope = Scope.READ
-
+class SessionDetailView(ReadView):
     @extend_schema(
         summary="One session: its traces in the order they started",
         responses=inline_serializer(
