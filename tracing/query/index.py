@@ -15,6 +15,8 @@ import hashlib
 import uuid
 from collections import defaultdict
 
+from django.db import connection
+
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import DIGEST_BYTES, LEAF_KEY, digest_text, from_canonical, unpack
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
@@ -75,6 +77,7 @@ class _TraceIndex:
         self.messages: set[str] = set()  # of which: messages (may hold leaves)
         self.inline: dict[str, str] = {}  # digest -> text kept in span rows
         self.attributes: set[tuple[str, str]] = set()
+        self.conversations: set[str] = set()  # list payloads of input messages
 
 
 class SpanIndexer:
@@ -83,23 +86,47 @@ class SpanIndexer:
         self.reader = PayloadReader(tenant_id)
         self.resources: dict[str, dict] = {}
 
-    def list_items(self, digest: str) -> list[str]:
-        """The message digests of a stored conversation (a chain of list payloads)."""
-        segments = []
-        while digest is not None:
-            self.reader.fetch([digest])
-            if digest not in self.reader.rows:
-                break  # retention removed the start of the chain: index what is left
-            body = self.reader.rows[digest][1]
-            segments.append(
-                [
+    def conversations(self, heads) -> dict[str, list[str]]:
+        """The message digests of stored conversations (chains of list payloads).
+
+        Walks every chain one link a round, all chains together: one query a round
+        rather than one a link (chains of one agent share their prefixes, too).
+        """
+        links: dict[str, tuple[str | None, list[str]]] = {}
+        frontier = set(heads)
+        while frontier:
+            self.reader.fetch(frontier)
+            following = set()
+            for digest in frontier:
+                if digest not in self.reader.rows:
+                    links[digest] = (None, [])  # retention removed it: index what is left
+                    continue
+                body = self.reader.rows[digest][1]
+                head = body[:DIGEST_BYTES]
+                previous = digest_text(head) if head != ZERO else None
+                items = [
                     digest_text(body[i : i + DIGEST_BYTES])
                     for i in range(DIGEST_BYTES, len(body), DIGEST_BYTES)
                 ]
-            )
-            head = body[:DIGEST_BYTES]
-            digest = digest_text(head) if head != ZERO else None
-        return [d for items in reversed(segments) for d in items]
+                links[digest] = (previous, items)
+                if previous is not None and previous not in links:
+                    following.add(previous)
+            frontier = following
+        resolved: dict[str, list[str]] = {}
+        for head in heads:
+            chain, digest = [], head
+            while digest is not None and digest not in resolved:
+                chain.append(digest)
+                digest = links[digest][0]
+            known = resolved[digest] if digest is not None else []
+            for link in reversed(chain):
+                known = known + links[link][1]
+                resolved[link] = known
+        return {head: resolved[head] for head in heads}
+
+    def list_items(self, digest: str) -> list[str]:
+        """The message digests of one stored conversation."""
+        return self.conversations({digest})[digest]
 
     def resource(self, digest: str) -> dict:
         """The resource attributes of a span's origin payload (resource and scope)."""
@@ -134,9 +161,7 @@ class SpanIndexer:
         refs = detail.get("refs") or {}
         for key, ref in refs.items():
             if key == "in":
-                items = self.list_items(ref)
-                into.digests.update(items)
-                into.messages.update(items)
+                into.conversations.add(ref)  # walked for all spans at once
             elif key == "out":
                 into.digests.update(ref)
                 into.messages.update(ref)
@@ -183,6 +208,11 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             found += 1
     if not traces:
         return 0
+    chains = indexer.conversations({c for index in traces.values() for c in index.conversations})
+    for index in traces.values():
+        for head in index.conversations:
+            index.digests.update(chains[head])
+            index.messages.update(chains[head])
 
     # What each trace lists already (an earlier batch of the same trace, or a rerun).
     listed: dict[uuid.UUID, set[str]] = defaultdict(set)
@@ -240,8 +270,30 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
                 links.append((tenant_id, digest, tid))
         for key, value in sorted(index.attributes):
             attributes.append((tenant_id, key, value, tid))
-    insert_ignoring_conflicts("tracing_tracetext", ("tenant_id", "digest", "trace_id"), links)
-    insert_ignoring_conflicts(
-        "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"), attributes
+    _insert(
+        "tracing_tracetext", ("tenant_id", "digest", "trace_id"), ("bigint", "text", "uuid"), links
     )
+    _insert(
+        "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"),
+        ("bigint", "text", "text", "uuid"), attributes,
+    )  # fmt: skip
     return found
+
+
+def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING. On PostgreSQL one array a column (unnest):
+    thousands of rows in a statement of a few parameters, where a VALUES list would
+    spend longer in the driver splitting its placeholders than in the database."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        insert_ignoring_conflicts(table, columns, rows)
+        return
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    unnest = ", ".join(f"%s::{t}[]" for t in types)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - fixed names
+            f"SELECT * FROM unnest({unnest}) ON CONFLICT DO NOTHING",
+            arrays,
+        )
