@@ -22,8 +22,10 @@ def duration(ms) -> str:
         return f"{ms:.2f} ms"
     if ms < 1000:
         return f"{ms:.0f} ms"
-    if ms < 60_000:
+    if ms < 10_000:
         return f"{ms / 1000:.2f} s"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f} s"
     minutes, seconds = divmod(ms / 1000, 60)
     return f"{int(minutes)}m {int(seconds):02d}s"
 

@@ -213,6 +213,7 @@ def session_json(row: dict) -> dict:
 
 class TraceListView(ReadView):
     @extend_schema(
+        operation_id="traces_list",
         summary="Search traces, newest first",
         description="Every filter narrows the search. `q` is full text over messages and tool "
         "payloads; attribute and full-text matches cover spans once the search index has "
@@ -259,6 +260,7 @@ def span_tree(rows: list[dict], trace_start_ns: int) -> list[dict]:
 
 class TraceDetailView(ReadView):
     @extend_schema(
+        operation_id="traces_retrieve",
         summary="One trace: summary and span tree (payloads per span: GET /api/v1/spans/{id})",
         responses=inline_serializer(
             "TraceDetail",
@@ -284,6 +286,7 @@ def span_payload(span) -> dict:
 
 class SpanDetailView(ReadView):
     @extend_schema(
+        operation_id="spans_retrieve",
         summary="One span with its messages, tool payloads, attributes and events",
         description="Span ids are unique within a trace; pass trace_id when two traces "
         "could share one (without it the latest such span answers).",
@@ -308,6 +311,7 @@ class SpanDetailView(ReadView):
 
 class SessionListView(ReadView):
     @extend_schema(
+        operation_id="sessions_list",
         summary="Sessions (conversation ids), latest activity first",
         parameters=PAGE_PARAMETERS,
         responses=_page("Session", SessionSummarySerializer),
@@ -328,6 +332,7 @@ class SessionListView(ReadView):
 
 class SessionDetailView(ReadView):
     @extend_schema(
+        operation_id="sessions_retrieve",
         summary="One session: its traces in the order they started",
         responses=inline_serializer(
             "SessionDetail",

@@ -122,6 +122,14 @@
     });
   }
 
+  // A trace list row opens its trace wherever it is clicked (links inside work as usual).
+  document.addEventListener("click", (event) => {
+    const row = event.target.closest("tr.trace-row");
+    if (!row || event.target.closest("a, button") || window.getSelection().toString()) return;
+    const link = row.querySelector("a.trace-name");
+    if (link) window.location.assign(link.href);
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     const tree = document.getElementById("tree");
     if (tree) initTree(tree);
