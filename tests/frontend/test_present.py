@@ -23,7 +23,9 @@ def test_it_turns_semconv_messages_into_conversation_parts():
     ]})  # fmt: skip
     kinds = [p["kind"] for p in view["parts"]]
     assert view["role"] == "assistant" and kinds == ["text", "tool_call", "tool_result", "other"]
-    assert view["parts"][1]["name"] == "lookup" and "&quot;order&quot;: 7" in view["parts"][1]["html"]
+    assert (
+        view["parts"][1]["name"] == "lookup" and "&quot;order&quot;: 7" in view["parts"][1]["html"]
+    )
     assert view["parts"][2]["long"] is True
     system = present.system_view([{"type": "text", "content": "Be brief."}])
     assert system["role"] == "system" and "Be brief." in system["parts"][0]["html"]
