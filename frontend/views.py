@@ -8,9 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.cache import patch_vary_headers
-from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_POST
 
 from controlplane import services as controlplane_services
@@ -87,7 +85,7 @@ def trace_list(request, tenant_slug):
         "next_cursor": next_cursor,
         "error": error,
         "filtering": filters is not None and not filters.is_empty,
-        "loaded_at": timezone.now().isoformat(),
+        "seen": traces.latest_trace_row(),
     }
     if is_partial(request):
         if request.GET.get("cursor"):
@@ -128,8 +126,8 @@ def trace_counts(request, tenant_slug):
         filters = parse_trace_filters(request.GET, strict=False)
     except FilterError:
         return HttpResponse("")
-    loaded = parse_datetime(request.GET.get("loaded_at", "") or "")
-    counts = traces.trace_counts(filters=filters, newer_than=loaded)
+    seen = request.GET.get("seen", "")
+    counts = traces.trace_counts(filters=filters, after_id=int(seen) if seen.isdigit() else None)
     return _render(request, "frontend/_counts.html", {"counts": counts})
 
 

@@ -40,6 +40,9 @@ def test_it_searches_opens_a_trace_reads_a_chat_and_follows_the_session(
         provider.shutdown()
         drain()  # the search index, as the worker would build it
 
+    page.goto(f"{live_server.url}/t/acme/traces/")
+    expect(page).to_have_url(re.compile(r"/login/\?next="))
+    shot("00-login")
     log_in(page, live_server.url, "alice@acme.test")
     expect(page).to_have_url(re.compile(r"/t/acme/traces/$"))
     rows = page.locator("tr.trace-row")
@@ -48,6 +51,15 @@ def test_it_searches_opens_a_trace_reads_a_chat_and_follows_the_session(
     expect(page.locator("#counts")).to_contain_text("1 with errors")
     expect(rows.first.locator(".pill")).to_have_text("Error ×2")  # the tool and the root
     shot("01-trace-list")
+
+    # Counts update by themselves when traces arrive.
+    late = provider_for(exporter(live_server, make_key(acme, "ingest")))
+    conversation_trace(late, session="conv-late", start_ns=BASE_NS + 90 * 10**9)
+    late.shutdown()
+    expect(page.locator("#counts")).to_contain_text("4 traces", timeout=12_000)
+    expect(page.locator("#counts .new-traces")).to_contain_text("1 new")
+    page.locator("#counts .new-traces").click()
+    expect(rows).to_have_count(4)
 
     # Full-text search: the URL follows, so the search can be shared.
     page.fill("#q", "refund approved")
@@ -64,6 +76,11 @@ def test_it_searches_opens_a_trace_reads_a_chat_and_follows_the_session(
     expect(page.locator(".empty")).to_contain_text("No trace matches")
     page.goto(f"{live_server.url}/t/acme/traces/?status=error")
     expect(page.locator("tr.trace-row")).to_have_count(1)
+    # A bad filter says which one and why, in place of the rows.
+    page.fill("input[name=attr]", "no-equals-sign")
+    page.press("input[name=attr]", "Enter")
+    expect(page.locator("#results .notice-error")).to_contain_text("attr")
+    expect(page.locator("#results .notice-error")).to_contain_text("is not key=value")
 
     # Open the trace and its last chat span.
     page.goto(f"{live_server.url}/t/acme/traces/?q=refund+approved")
@@ -126,6 +143,10 @@ def test_it_searches_opens_a_trace_reads_a_chat_and_follows_the_session(
     assert text.count("You are a helpful support agent.") == 1
     expect(turns.nth(1)).to_contain_text("Your refund is on its way.")
     shot("05-session")
+    page.goto(f"{live_server.url}/t/acme/sessions/")
+    expect(page.locator("tr.session-row")).to_have_count(3)
+    shot("05-sessions")
+    page.goto(f"{live_server.url}/t/acme/sessions/conv-browser/")
     page.locator("a.turn-link").nth(0).click()
     expect(page).to_have_url(re.compile(f"/traces/{first}/$"))
 

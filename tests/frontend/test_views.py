@@ -66,7 +66,10 @@ def test_it_lists_traces_and_serves_the_rows_fragment_from_the_same_url(client, 
 
 def test_it_counts_matching_traces_errors_and_new_ones(client, acme, traces):
     client.force_login(acme.owner)
-    resp = client.get("/t/acme/traces/counts", {"loaded_at": "2025-10-09T08:53:25+00:00"}, **HX)
+    from tracing.models import Trace
+
+    first = Trace.all_tenants.filter(trace_id=traces["first"]).get()
+    resp = client.get("/t/acme/traces/counts", {"seen": str(first.id)}, **HX)
     text = re.sub(r"\s+", " ", resp.content.decode())
     assert "<strong>2</strong> traces" in text and "<strong>1</strong> with errors" in text
     assert "1 new" in text

@@ -1,9 +1,9 @@
 """Trace selectors: the filtered list, its counts, one trace's span tree."""
 
 import uuid
-from datetime import datetime
 
-from django.db.models import Count, Q, QuerySet
+from django.core.cache import cache
+from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 
@@ -74,19 +74,25 @@ def trace_page(
     return rows, next_cursor
 
 
-def trace_counts(*, filters: TraceFilters, newer_than: datetime | None = None) -> dict:
-    """How many traces match, how many of them failed, and how many arrived after
-    `newer_than` (the UI's "new traces" hint)."""
+def trace_counts(*, filters: TraceFilters, after_id: int | None = None) -> dict:
+    """How many traces match, how many of them failed, and how many of them arrived
+    after the trace with id `after_id` (the UI's "new traces" hint: ids grow as traces
+    arrive, whatever time their spans say they started)."""
     qs = traces_filtered(filters)
     aggregates = {
         "total": Count("id"),
         "errors": Count("id", filter=Q(status=StatusCode.ERROR)),
     }
-    if newer_than is not None:
-        aggregates["new"] = Count("id", filter=Q(start_time__gt=newer_than))
+    if after_id is not None:
+        aggregates["new"] = Count("id", filter=Q(id__gt=after_id))
     counts = qs.aggregate(**aggregates)
     counts.setdefault("new", 0)
     return counts
+
+
+def latest_trace_row() -> int:
+    """The id of the tenant's most recently arrived trace (0 for none)."""
+    return Trace.objects.aggregate(latest=Max("id"))["latest"] or 0
 
 
 def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
@@ -94,7 +100,15 @@ def trace_get(*, trace_id: uuid.UUID) -> Trace | None:
 
 
 def trace_facets(limit: int = 100) -> dict[str, list[str]]:
-    """Values offered in the filter lists: the services, agents and models seen."""
+    """Values offered in the filter lists: the services, agents and models seen.
+
+    Each is a scan of the tenant's traces, so the answer is kept a minute per tenant
+    (a new service shows in the list within a minute; searching for it works at once).
+    """
+    key = f"tracing:facets:{current_tenant_id()}"
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
     out = {}
     for name, column in (
         ("services", "service_name"),
@@ -108,6 +122,7 @@ def trace_facets(limit: int = 100) -> dict[str, list[str]]:
             .distinct()[:limit]
         )
         out[name] = list(values)
+    cache.set(key, out, 60)
     return out
 
 
