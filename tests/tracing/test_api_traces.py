@@ -1,5 +1,7 @@
 """The trace read API: search filters, the span tree, span payloads, tenancy."""
 
+import os
+
 import pytest
 
 from controlplane.tenancy import tenant_scope
@@ -334,3 +336,30 @@ def test_it_finds_spans_sent_over_otlp_http(api, live_server, acme, make_key, se
     assert [t["trace_id"] for t in resp.json()["items"]] == [trace_id]
     resp = api.get(f"/api/v1/traces/{trace_id}", key=key)
     assert resp.json()["trace"]["span_count"] == 4
+
+
+def test_it_indexes_after_ingest_not_during_it(
+    client, acme, reader, settings, django_capture_on_commit_callbacks
+):
+    with index_queue(settings) as drain:
+        with django_capture_on_commit_callbacks(execute=True):
+            trace_id = conversation_trace(in_process_provider(acme), user="Paint it teal")
+        # Stored and listed at once; not yet searchable by text or attribute.
+        assert listed(client, reader) == [trace_id]
+        assert listed(client, reader, q="teal") == []
+        with tenant_scope(acme):
+            assert not TraceText.objects.exists() and not TraceAttribute.objects.exists()
+        assert drain() == 4  # queued for the worker, one task per exported batch
+    assert listed(client, reader, q="teal") == [trace_id]
+    assert listed(client, reader, attr="gen_ai.agent.name=support") == [trace_id]
+
+
+def test_it_rebuilds_the_index_from_stored_spans(client, acme, reader):
+    from django.core.management import call_command
+
+    # On-commit hooks do not run inside this test's transaction, so no indexing task is
+    # queued: as if the broker had been down when the spans arrived.
+    trace_id = conversation_trace(in_process_provider(acme), user="Lost in the broker")
+    assert listed(client, reader, q="broker") == []
+    call_command("index_traces", "--tenant", "acme", stdout=open(os.devnull, "w"))  # noqa: SIM115
+    assert listed(client, reader, q="broker") == [trace_id]
