@@ -167,7 +167,7 @@ def trace_detail(request, tenant_slug, trace_id):
         index = next((r["index"] for r in rows if span_hex(r["span_id"]) == selected), None)
         if index is not None:
             first = max(first, index + 1)
-            detail = _span_context(trace.trace_id, selected)
+            detail = _span_context(trace, selected)
     html = present.span_rows_html(
         rows[:first], t0=t0, total_ns=t1 - t0, collapse_below=collapse_below
     )
@@ -185,12 +185,12 @@ def trace_detail(request, tenant_slug, trace_id):
     return _render(request, "frontend/trace.html", context)
 
 
-def _span_context(trace_id, span_hex: str) -> dict | None:
+def _span_context(trace, span_hex: str) -> dict | None:
     try:
         sid = parse_span_id(span_hex)
     except FilterError:
         return None
-    span = selectors.span_get(span_id=sid, trace_id=trace_id)
+    span = selectors.span_get(span_id=sid, trace_id=trace.trace_id)
     if span is None:
         return None
     detail = selectors.span_detail(span=span)
@@ -203,6 +203,7 @@ def _span_context(trace_id, span_hex: str) -> dict | None:
     return {
         "span": span,
         "span_hex": span_hex,
+        "offset_ms": (span.start_ns - trace.start_ns) / 1e6,
         "status": present.STATUS.get(span.status_code, "unset"),
         "op": present.operation_class(span.operation),
         "conversation": conversation,
@@ -231,7 +232,7 @@ def span_detail(request, tenant_slug, trace_id, span_id):
     if not is_partial(request):
         url = reverse("trace-detail", args=[tenant_slug, trace.trace_id.hex])
         return redirect(f"{url}?span={span_id}")
-    context = _span_context(trace.trace_id, span_id)
+    context = _span_context(trace, span_id)
     if context is None:
         raise Http404("no such span")
     return _render(request, "frontend/_span_detail.html", {"detail": context, "trace": trace})

@@ -214,53 +214,9 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             index.digests.update(chains[head])
             index.messages.update(chains[head])
 
-    # What each trace lists already (an earlier batch of the same trace, or a rerun).
-    listed: dict[uuid.UUID, set[str]] = defaultdict(set)
-    all_digests = set()
-    for index in traces.values():
-        all_digests |= index.digests | set(index.inline)
-    for trace_id, digest in TraceText.objects.filter(
-        trace_id__in=list(traces), digest__in=sorted(all_digests)
-    ).values_list("trace_id", "digest"):
-        listed[trace_id].add(digest)
-
-    # Messages new to their trace are read (from the database: they are small, their
-    # long strings are stored apart) to find those long strings.
-    new_messages = set()
-    for trace_id, index in traces.items():
-        new_messages |= index.messages - listed[trace_id]
-    indexer.reader.fetch(new_messages)
-    texts: dict[str, str] = {}
-    for trace_id, index in traces.items():
-        for digest in index.messages - listed[trace_id]:
-            if digest not in indexer.reader.rows:
-                continue
-            leaves: list[str] = []
-            text = indexer.text_of(digest, leaves)
-            if text is not None:
-                texts[digest] = text
-            index.digests.update(leaves)
-
-    # Only texts the tenant has never indexed are read and tokenised.
-    candidates = set()
-    for trace_id, index in traces.items():
-        candidates |= (index.digests | set(index.inline)) - listed[trace_id]
-    known = set(
-        SearchText.objects.filter(digest__in=sorted(candidates)).values_list("digest", flat=True)
-    )
-    inline = {d for index in traces.values() for d in index.inline}
-    to_read = candidates - known - set(texts) - inline
-    indexer.reader.fetch(to_read)
-    for digest in to_read:
-        if digest in indexer.reader.rows:
-            text = indexer.text_of(digest, [])
-            if text is not None:
-                texts[digest] = text
-    for index in traces.values():
-        for digest, text in index.inline.items():
-            if digest not in known:
-                texts[digest] = text
-    fulltext.texts_store(tenant_id, {d: t for d, t in texts.items() if d not in known and t})
+    listed = _already_listed(traces)
+    texts, known = _texts_to_store(indexer, traces, listed)
+    fulltext.texts_store(tenant_id, {d: t for d, t in texts.items() if d not in known})
 
     links, attributes = [], []
     for trace_id, index in traces.items():
@@ -278,6 +234,59 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         ("bigint", "text", "text", "uuid"), attributes,
     )  # fmt: skip
     return found
+
+
+def _already_listed(traces: dict) -> dict[uuid.UUID, set[str]]:
+    """The texts each trace lists already (an earlier batch of the trace, or a rerun)."""
+    listed: dict[uuid.UUID, set[str]] = defaultdict(set)
+    digests = set()
+    for index in traces.values():
+        digests |= index.digests | set(index.inline)
+    for trace_id, digest in TraceText.objects.filter(
+        trace_id__in=list(traces), digest__in=sorted(digests)
+    ).values_list("trace_id", "digest"):
+        listed[trace_id].add(digest)
+    return listed
+
+
+def _texts_to_store(indexer: SpanIndexer, traces: dict, listed: dict) -> tuple[dict, set]:
+    """(digest -> text of every text new to a trace that has words, digests the tenant
+    has indexed already). Adds the long strings of new messages to their traces."""
+    # Messages new to their trace are read (from the database: they are small, their
+    # long strings are stored apart) to find those long strings.
+    new_messages = set()
+    for trace_id, index in traces.items():
+        new_messages |= index.messages - listed[trace_id]
+    indexer.reader.fetch(new_messages)
+    texts: dict[str, str] = {}
+    for trace_id, index in traces.items():
+        for digest in index.messages - listed[trace_id]:
+            if digest not in indexer.reader.rows:
+                continue  # removed by retention since the span was stored
+            leaves: list[str] = []
+            text = indexer.text_of(digest, leaves)
+            if text:
+                texts[digest] = text
+            index.digests.update(leaves)
+
+    # Only texts the tenant has never indexed are read (maybe from the blob store).
+    candidates = set()
+    for trace_id, index in traces.items():
+        candidates |= (index.digests | set(index.inline)) - listed[trace_id]
+    known = set(
+        SearchText.objects.filter(digest__in=sorted(candidates)).values_list("digest", flat=True)
+    )
+    inline = {d for index in traces.values() for d in index.inline}
+    to_read = candidates - known - set(texts) - inline
+    indexer.reader.fetch(to_read)
+    for digest in to_read:
+        if digest in indexer.reader.rows:
+            text = indexer.text_of(digest, [])
+            if text:
+                texts[digest] = text
+    for index in traces.values():
+        texts.update({d: t for d, t in index.inline.items() if t})
+    return texts, known
 
 
 def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None:
