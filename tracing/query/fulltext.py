@@ -40,12 +40,15 @@ def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
             [tenant_id, tenant_id, tsquery],
         )
     match = " ".join(f'"{w}"*' for w in words)
+    # CROSS JOIN fixes the join order in SQLite: the FTS match first, then its rows, then
+    # their traces. Left to itself the planner walks every trace text and runs the
+    # match once per row (seconds instead of milliseconds at 100,000 spans).
     return (
-        "SELECT tt.trace_id FROM tracing_tracetext tt "
-        "JOIN tracing_searchtext st ON st.tenant_id = tt.tenant_id AND st.digest = tt.digest "
-        "WHERE st.tenant_id = %s AND tt.tenant_id = %s AND st.id IN "
-        "(SELECT rowid FROM tracing_searchtext_fts WHERE tracing_searchtext_fts MATCH %s)",
-        [tenant_id, tenant_id, match],
+        "SELECT tt.trace_id FROM tracing_searchtext_fts "
+        "CROSS JOIN tracing_searchtext st ON st.id = tracing_searchtext_fts.rowid "
+        "CROSS JOIN tracing_tracetext tt ON tt.tenant_id = st.tenant_id AND tt.digest = st.digest "
+        "WHERE tracing_searchtext_fts MATCH %s AND st.tenant_id = %s AND tt.tenant_id = %s",
+        [match, tenant_id, tenant_id],
     )
 
 
