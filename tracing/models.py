@@ -148,9 +148,9 @@ class RedactionPolicy(TenantModel):
     custom_patterns = models.JSONField(default=list, blank=True)
     drop_keys = models.JSONField(default=list, blank=True)  # attribute keys never stored
     never_scan_keys = models.JSONField(default=list, blank=True)  # stored as sent
-    # Bumped on every change: payload digests include it, so new rules apply to
-    # messages seen before the change too.
-    version = models.IntegerField(default=1)
+    # Bumped on every change (0: built-in rules only): payload digests include it, so
+    # new rules apply to messages seen before the change too.
+    version = models.IntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantModel.Meta):
@@ -163,6 +163,29 @@ class RedactionPolicy(TenantModel):
         return f"redaction policy v{self.version}"
 
 
+class PayloadDictionary(TenantModel):
+    """A zstd dictionary trained on a tenant's own payloads.
+
+    Payloads are small (a message, a tool result), where zstd alone finds little to
+    share; a dictionary of the tenant's recurring words and JSON shapes takes about a
+    quarter off. Each compressed frame names its dictionary's id, so old payloads stay
+    readable when a newer dictionary is trained.
+    """
+
+    tenant = tenant_key_column()
+    dict_id = models.BigIntegerField()
+    data = models.BinaryField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "dict_id"], name="payload_dictionary_unique")
+        ]
+
+    def __str__(self):
+        return f"zstd dictionary {self.dict_id}"
+
+
 # --- Search index --------------------------------------------------------------------
 # Written by the `tracing.index_spans` Celery task after spans are stored, never on the
 # ingest path; read by tracing/query. See docs/architecture.md ("Trace search").
@@ -170,7 +193,7 @@ class RedactionPolicy(TenantModel):
 
 class SearchDocumentField(models.TextField):
     """A full-text document: tsvector on PostgreSQL, the plain text on SQLite (where an
-    FTS5 table kept in step by triggers indexes it; see migration 0002)."""
+    FTS5 table kept in step by triggers indexes it; see migration 0003)."""
 
     def db_type(self, connection):
         return "tsvector" if connection.vendor == "postgresql" else "text"

@@ -45,7 +45,7 @@ class PayloadReader:
         kind, data = self._body(digest)
         if kind == PayloadKind.LIST:
             return self.message_list(digest)
-        value = from_canonical(unpack(data))
+        value = from_canonical(unpack(self.tenant_id, data))
         if kind == PayloadKind.MESSAGE:
             value = self._with_leaves(value)
         return value

@@ -46,3 +46,25 @@ def test_it_serves_the_openapi_schema_and_docs(client):
     assert {"/api/v1/health", "/api/v1/tenant", "/api/v1/api-keys"} <= set(schema["paths"])
     docs = client.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger" in docs.content.lower()
+
+
+@pytest.mark.django_db
+def test_it_changes_redaction_rules_through_the_service(staff_client, acme):
+    from tracing.models import RedactionPolicy
+
+    resp = staff_client.post(
+        "/admin/tracing/redactionpolicy/add/",
+        {
+            "tenant": acme.id,
+            "custom_patterns": '[{"name": "ticket", "pattern": "TCK-\\\\d+"}]',
+            "drop_keys": '["secret"]',
+            "never_scan_keys": "[]",
+        },  # fmt: skip
+        follow=True,
+    )
+    assert resp.status_code == 200
+    policy = RedactionPolicy.all_tenants.get(tenant=acme)
+    assert policy.custom_patterns == [{"name": "TICKET", "pattern": "TCK-\\d+"}]
+    assert policy.version == 1
+    assert AuditEvent.all_tenants.filter(action="redaction_policy.update").exists()
+    assert staff_client.get("/admin/tracing/trace/").status_code == 200

@@ -70,6 +70,13 @@ OPENINFERENCE_KINDS = {
 _LEGACY_MSG = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
 _OI_MSG = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
 _OI_TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
+_LEGACY_TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.(.+)$")
+_FLATTENED_PREFIXES = (
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "llm.input_messages.",
+    "llm.output_messages.",
+)
 
 MESSAGE_EVENTS = {
     "gen_ai.system.message": "system",
@@ -218,16 +225,10 @@ def _system_attr(value) -> list | None:
     return None
 
 
-def _indexed_messages(attrs: dict, pattern, wanted: str, prefix_len: int) -> dict[int, dict]:
+def _indexed_messages(attrs: dict, pattern, wanted: str) -> dict[int, dict]:
     """Collect flattened `<prefix>.N.<field>` attributes into {N: {field: value}}."""
     found: dict[int, dict] = {}
-    for key in [
-        k
-        for k in attrs
-        if k.startswith(
-            ("gen_ai.prompt.", "gen_ai.completion.", "llm.input_messages.", "llm.output_messages.")
-        )
-    ]:
+    for key in [k for k in attrs if k.startswith(_FLATTENED_PREFIXES)]:
         match = pattern.match(key)
         if not match or match.group(1) != wanted:
             continue
@@ -235,87 +236,71 @@ def _indexed_messages(attrs: dict, pattern, wanted: str, prefix_len: int) -> dic
     return found
 
 
+def _tool_call(call_id, name, arguments) -> dict:
+    return {"type": "tool_call", "id": call_id, "name": name, "arguments": _json_or_text(arguments)}
+
+
+def _take_flattened_calls(fields: dict, pattern) -> list[dict]:
+    """Pop `tool_calls.N.<field>` entries of one message into {field: value} per call."""
+    calls: dict[int, dict] = {}
+    for name in list(fields):
+        match = pattern.match(name)
+        if match:
+            calls.setdefault(int(match.group(1)), {})[match.group(2)] = fields.pop(name)
+    return [call for _, call in sorted(calls.items())]
+
+
+def _as_tool_response(message: dict, tool_call_id) -> None:
+    if tool_call_id and message["role"] == "tool":
+        text = message["parts"][0]["content"] if message["parts"] else None
+        message["parts"] = [{"type": "tool_call_response", "id": tool_call_id, "response": text}]
+
+
 def _legacy_messages(attrs: dict, which: str) -> list | None:
-    found = _indexed_messages(attrs, _LEGACY_MSG, which, 0)
+    found = _indexed_messages(attrs, _LEGACY_MSG, which)
     if not found:
         return None
     messages = []
     for _, fields in sorted(found.items()):
-        message = _text_message(
-            fields.pop("role", "assistant" if which == "completion" else "user"),
-            fields.pop("content", None),
-        )
+        role = fields.pop("role", "assistant" if which == "completion" else "user")
+        message = _text_message(role, fields.pop("content", None))
         finish = fields.pop("finish_reason", None)
         if finish:
             message["finish_reason"] = finish
-        calls = fields.pop("tool_calls", None)
-        for call in (_json_or_text(calls) or []) if calls else []:
+        calls = _json_or_text(fields.pop("tool_calls", None)) or []
+        for call in calls if isinstance(calls, list) else []:
             if isinstance(call, dict):
                 fn = call.get("function") or {}
-                message["parts"].append(
-                    {
-                        "type": "tool_call",
-                        "id": call.get("id"),
-                        "name": fn.get("name", call.get("name")),
-                        "arguments": _json_or_text(fn.get("arguments", call.get("arguments"))),
-                    }
-                )
-        tool_call_id = fields.pop("tool_call_id", None)
-        if tool_call_id and message["role"] == "tool":
-            text = message["parts"][0]["content"] if message["parts"] else None
-            message["parts"] = [
-                {"type": "tool_call_response", "id": tool_call_id, "response": text}
-            ]
-        # Anything else (e.g. "tool_calls.0.name" flattened) stays with the message.
-        flattened: dict[int, dict] = {}
-        for name, value in list(fields.items()):
-            m = re.match(r"^tool_calls\.(\d+)\.(.+)$", name)
-            if m:
-                flattened.setdefault(int(m.group(1)), {})[m.group(2)] = value
-                del fields[name]
-        for _, call in sorted(flattened.items()):
+                message["parts"].append(_tool_call(
+                    call.get("id"), fn.get("name", call.get("name")),
+                    fn.get("arguments", call.get("arguments")),
+                ))  # fmt: skip
+        for call in _take_flattened_calls(fields, _LEGACY_TOOL_CALL):
             message["parts"].append(
-                {
-                    "type": "tool_call",
-                    "id": call.get("id"),
-                    "name": call.get("name"),
-                    "arguments": _json_or_text(call.get("arguments")),
-                }
+                _tool_call(call.get("id"), call.get("name"), call.get("arguments"))
             )
+        _as_tool_response(message, fields.pop("tool_call_id", None))
         if fields:
-            message["attributes"] = fields
+            message["attributes"] = fields  # anything else stays with its message
         messages.append(message)
     return messages
 
 
 def _openinference_messages(attrs: dict, which: str) -> list | None:
-    found = _indexed_messages(attrs, _OI_MSG, which, 0)
+    found = _indexed_messages(attrs, _OI_MSG, which)
     if not found:
         return None
     messages = []
     for _, fields in sorted(found.items()):
         role = fields.pop("role", "assistant" if which == "output" else "user")
         message = _text_message(role, fields.pop("content", None))
-        calls: dict[int, dict] = {}
-        for name in list(fields):
-            m = _OI_TOOL_CALL.match(name)
-            if m:
-                calls.setdefault(int(m.group(1)), {})[m.group(2)] = fields.pop(name)
-        for _, call in sorted(calls.items()):
+        for call in _take_flattened_calls(fields, _OI_TOOL_CALL):
             message["parts"].append(
-                {
-                    "type": "tool_call",
-                    "id": call.get("id"),
-                    "name": call.get("function.name"),
-                    "arguments": _json_or_text(call.get("function.arguments")),
-                }
+                _tool_call(
+                    call.get("id"), call.get("function.name"), call.get("function.arguments")
+                )
             )
-        tool_call_id = fields.pop("tool_call_id", None)
-        if tool_call_id and role == "tool":
-            text = message["parts"][0]["content"] if message["parts"] else None
-            message["parts"] = [
-                {"type": "tool_call_response", "id": tool_call_id, "response": text}
-            ]
+        _as_tool_response(message, fields.pop("tool_call_id", None))
         if fields:
             message["attributes"] = fields
         messages.append(message)
@@ -330,11 +315,7 @@ def _event_messages(events: list) -> tuple[list | None, list | None, list]:
         attrs = event.get("attributes") or {}
         if role:
             message = _text_message(attrs.get("role", role), _json_or_text(attrs.get("content")))
-            if role == "tool" and attrs.get("id"):
-                text = message["parts"][0]["content"] if message["parts"] else None
-                message["parts"] = [
-                    {"type": "tool_call_response", "id": attrs["id"], "response": text}
-                ]
+            _as_tool_response(message, attrs.get("id"))
             inputs.append(message)
         elif event["name"] == "gen_ai.choice":
             body = _json_or_text(attrs.get("message")) or {}
@@ -408,15 +389,16 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
         n.output_messages = _messages_attr(attrs.pop("gen_ai.output.messages"))
     if "gen_ai.system_instructions" in attrs:
         n.system_instructions = _system_attr(attrs.pop("gen_ai.system_instructions"))
-    if n.input_messages is None:
+    flattened = any(key.startswith(_FLATTENED_PREFIXES) for key in attrs)
+    if n.input_messages is None and flattened:
         n.input_messages = _legacy_messages(attrs, "prompt") or _openinference_messages(
             attrs, "input"
         )
-    if n.output_messages is None:
+    if n.output_messages is None and flattened:
         n.output_messages = _legacy_messages(attrs, "completion") or _openinference_messages(
             attrs, "output"
         )
-    if n.input_messages is None or n.output_messages is None:
+    if (n.input_messages is None or n.output_messages is None) and events:
         ev_in, ev_out, rest = _event_messages(events)
         if ev_in or ev_out:
             n.events = rest

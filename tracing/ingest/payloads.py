@@ -21,9 +21,9 @@ from collections import Counter, OrderedDict
 from datetime import date
 
 import orjson
-import zstandard
 
 from controlplane.blobstore import get_blob_store, tenant_key
+from tracing.ingest import dictionaries
 from tracing.ingest.rows import date_param, json_param
 from tracing.models import Payload, PayloadKind
 
@@ -49,33 +49,20 @@ def digest_bytes(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "==")
 
 
-_compressor = threading.local()
-
-
-def zstd_compress(data: bytes) -> bytes:
-    c = getattr(_compressor, "c", None)
-    if c is None:
-        c = _compressor.c = zstandard.ZstdCompressor(level=6)
-    return c.compress(data)
-
-
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def pack(body: bytes) -> bytes:
+def pack(body: bytes, compressor) -> bytes:
     """zstd, unless that is no smaller (tiny bodies): then the body as it is."""
-    packed = zstd_compress(body)
+    packed = compressor.compress(body)
     return packed if len(packed) < len(body) else body
 
 
-def unpack(data: bytes) -> bytes:
+def unpack(tenant_id: int, data: bytes) -> bytes:
     # Canonical bodies start with b"s" or b"j", never with zstd's magic number.
     if data[:4] != ZSTD_MAGIC:
         return data
-    d = getattr(_compressor, "d", None)
-    if d is None:
-        d = _compressor.d = zstandard.ZstdDecompressor()
-    return d.decompress(data)
+    return dictionaries.decompress(tenant_id, data)
 
 
 def canonical(value) -> bytes:
@@ -300,9 +287,14 @@ class PayloadBatch:
             self.known[digest] = None
 
         rows, store, today = [], None, date_param(self.today)
+        dict_id = dictionaries.newest(self.tenant_id)
+        if dict_id is None:
+            samples = [body for kind, body, _ in bodies.values() if kind != PayloadKind.LIST]
+            dict_id = dictionaries.offer(self.tenant_id, samples)
+        compressor = dictionaries.compressor(self.tenant_id, dict_id)
         for digest, (kind, body, redactions) in bodies.items():
             # List bodies are digests: they do not compress.
-            packed = body if kind == PayloadKind.LIST else pack(body)
+            packed = body if kind == PayloadKind.LIST else pack(body, compressor)
             inline = packed if len(packed) <= INLINE_MAX else None
             if inline is None:
                 store = store or get_blob_store()

@@ -51,9 +51,24 @@ SHORT_CACHE_SIZE = 50_000
 _SSN_BAD = re.compile(r"^(?:000|666|9\d\d)|^\d{3}-00|-0000$")
 
 
+# Issuer prefixes and lengths of the card brands people paste (Visa, Mastercard, Amex,
+# Discover, Diners, JCB, UnionPay, Maestro): a random digit run passes Luhn one time in
+# ten, so the brand shape is checked too.
+_CARD_BRANDS = re.compile(
+    r"^(?:4\d{12}(?:\d{3}){0,2}|5[1-5]\d{14}|2(?:2[2-9]|[3-6]\d|7[01])\d{13}|2720\d{12}"
+    r"|3[47]\d{13}|6(?:011|5\d\d)\d{12,15}|3(?:0[0-5]|[689]\d)\d{11,16}|35\d{14,17}"
+    r"|62\d{14,17}|(?:5[06-9]|6\d)\d{10,17})$"
+)
+
+
 def _card_ok(text: str, value: str, start: int, end: int) -> bool:
+    before, after = text[max(0, start - 2) : start], text[end : end + 2]
+    if (len(before) == 2 and before[1] in ".," and before[0].isdigit()) or (
+        len(after) == 2 and after[0] in ".," and after[1].isdigit()
+    ):
+        return False  # part of a decimal number
     digits = re.sub(r"\D", "", value)
-    return 13 <= len(digits) <= 19 and luhn.is_valid(digits)
+    return bool(_CARD_BRANDS.match(digits)) and luhn.is_valid(digits)
 
 
 def _iban_ok(text: str, value: str, start: int, end: int) -> bool:

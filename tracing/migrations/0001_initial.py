@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
                 ('custom_patterns', models.JSONField(blank=True, default=list)),
                 ('drop_keys', models.JSONField(blank=True, default=list)),
                 ('never_scan_keys', models.JSONField(blank=True, default=list)),
-                ('version', models.IntegerField(default=1)),
+                ('version', models.IntegerField(default=0)),
                 ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='controlplane.tenant')),
             ],

@@ -182,7 +182,7 @@ class SpanIndexer:
         if kind in (PayloadKind.LIST, PayloadKind.RESOURCE):
             return None
         words: list[str] = []
-        _words(from_canonical(unpack(data)), words, leaves)
+        _words(from_canonical(unpack(self.tenant_id, data)), words, leaves)
         return "\n".join(words)
 
 

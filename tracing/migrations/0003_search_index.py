@@ -38,7 +38,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('controlplane', '0002_tenant_ingest_spans_per_second'),
-        ('tracing', '0001_initial'),
+        ('tracing', '0002_payloaddictionary'),
     ]
 
     operations = [

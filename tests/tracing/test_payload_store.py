@@ -1,0 +1,95 @@
+"""Messages are stored once: a conversation resent on every step grows storage linearly."""
+
+import pytest
+from django.db.models import Count, Sum
+
+from controlplane.blobstore import get_blob_store
+from controlplane.tenancy import tenant_scope
+from tests.factories import TenantFactory
+from tests.tracing.otlp import agent_trace, provider_for
+from tracing import selectors
+from tracing.exporter import InProcessSpanExporter
+from tracing.ingest.payloads import blob_key, seen_cache
+from tracing.models import Payload, PayloadKind, Span
+
+
+def stored(tenant, steps: int) -> dict:
+    provider = provider_for(InProcessSpanExporter(tenant.id))
+    agent_trace(provider, steps=steps)
+    provider.shutdown()
+    with tenant_scope(tenant):
+        rows = Payload.objects.values("kind").annotate(n=Count("id"), size=Sum("size"))
+        return {r["kind"]: (r["n"], r["size"]) for r in rows}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_grows_with_the_conversation_not_its_square():
+    short = stored(TenantFactory(), steps=8)
+    long = stored(TenantFactory(), steps=32)
+    # Four times the steps: about four times the messages and lists, not sixteen.
+    for kind in (PayloadKind.MESSAGE, PayloadKind.LIST):
+        assert long[kind][0] <= 4 * short[kind][0] + 2
+        assert long[kind][1] <= 4.5 * short[kind][1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reads_back_every_step_of_a_long_conversation(acme):
+    provider = provider_for(InProcessSpanExporter(acme.id))
+    _, conversation = agent_trace(provider, steps=12)
+    provider.shutdown()
+    seen_cache.clear()  # read from the database and blob store, not from memory
+    with tenant_scope(acme):
+        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        for step, chat in enumerate(chats):
+            messages = selectors.span_detail(span=chat)["input_messages"]
+            assert messages[1:] == conversation[1 : 2 * step + 1]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_large_payloads_in_the_blob_store_per_tenant(acme, globex):
+    import base64
+    import json
+    import random
+
+    from tests.tracing.test_otlp_http import one_span_request
+    from tracing.ingest.decode import decode_request
+    from tracing.ingest.pipeline import spans_ingest
+
+    # Does not compress to 1 KiB; seeded, so the same text every run.
+    noise = base64.b64encode(random.Random(5).randbytes(1800)).decode()
+    body = json.dumps(one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174",
+                                       **{"gen_ai.tool.call.result": noise})).encode()  # fmt: skip
+    for tenant in (acme, globex):
+        spans_ingest(tenant_id=tenant.id, request=decode_request(body, "application/json"))
+    with tenant_scope(acme):
+        payload = Payload.objects.get(data__isnull=True)
+        span = Span.objects.get()
+        assert selectors.span_detail(span=span)["tool_call_result"] == noise
+    with tenant_scope(globex):
+        other = Payload.objects.get(data__isnull=True)
+    # Same text, two tenants: two copies under two prefixes, with unrelated digests.
+    assert payload.digest != other.digest
+    assert get_blob_store().exists(blob_key(acme.id, payload.digest))
+    assert blob_key(acme.id, payload.digest).startswith(f"t/{acme.id}/blobs/")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
+    from tracing.ingest import dictionaries
+    from tracing.models import PayloadDictionary
+
+    provider = provider_for(InProcessSpanExporter(acme.id))
+    _, first = agent_trace(provider, steps=2)  # too little to train on
+    with tenant_scope(acme):
+        assert not PayloadDictionary.objects.exists()
+    agent_trace(provider, steps=120)  # enough samples: a dictionary is trained
+    provider.shutdown()
+    with tenant_scope(acme):
+        assert PayloadDictionary.objects.count() == 1
+    dictionaries._newest.clear()
+    dictionaries._dicts.clear()
+    seen_cache.clear()
+    with tenant_scope(acme):
+        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        assert selectors.span_detail(span=chats[1])["input_messages"][1:] == first[1:3]
+        assert len(selectors.span_detail(span=chats[-1])["input_messages"]) == 2 * 120 - 1
