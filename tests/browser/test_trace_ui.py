@@ -62,7 +62,9 @@ def test_it_searches_opens_a_trace_reads_a_chat_and_follows_the_session(
     expect(rows).to_have_count(4)
 
     # Full-text search: the URL follows, so the search can be shared.
-    page.fill("#q", "refund approved")
+    page.keyboard.press("/")
+    expect(page.locator("#q")).to_be_focused()
+    page.keyboard.type("refund approved")
     expect(rows).to_have_count(1)
     expect(page).to_have_url(re.compile(r"/traces/\?q=refund\+approved$"))
     expect(rows.first).to_have_attribute("data-trace", second)

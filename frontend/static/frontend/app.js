@@ -130,6 +130,15 @@
     if (link) window.location.assign(link.href);
   });
 
+  // "/" jumps to the search box, as in most tools engineers use.
+  document.addEventListener("keydown", (event) => {
+    const box = document.getElementById("q");
+    if (event.key !== "/" || !box || event.target.closest("input, select, textarea")) return;
+    event.preventDefault();
+    box.focus();
+    box.select();
+  });
+
   document.addEventListener("DOMContentLoaded", () => {
     const tree = document.getElementById("tree");
     if (tree) initTree(tree);
