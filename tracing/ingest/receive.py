@@ -2,7 +2,9 @@
 mapping of failures to answers an exporter understands (retry or give up)."""
 
 import logging
+from contextlib import contextmanager
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError
 
@@ -36,13 +38,34 @@ class IngestRefused(Exception):
         return self.GRPC_CODES[self.status]
 
 
+STORAGE_ERRORS = (
+    OperationalError, InterfaceError, DatabaseError, BlobStoreUnavailable,
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)  # fmt: skip
+
+
+@contextmanager
+def storage_guard():
+    """A database, blob store or Redis outage answers 503 with Retry-After. Nothing was
+    committed, so the exporter keeps the batch and sends it again."""
+    try:
+        yield
+    except STORAGE_ERRORS as exc:
+        logger.warning("ingest unavailable: %s: %s", type(exc).__name__, exc)
+        raise IngestRefused(
+            503, "unavailable", "storage is unavailable, retry later",
+            retry_after=RETRY_AFTER_UNAVAILABLE,
+        ) from exc  # fmt: skip
+
+
 def ingest_key(authorization: str | None) -> ApiKey:
     token = bearer_token(authorization)
     if token is None:
         raise IngestRefused(
             401, "not_authenticated", "send an API key as 'Authorization: Bearer <key>'"
         )
-    key = services.api_key_authenticate(raw_key=token)
+    with storage_guard():
+        key = services.api_key_authenticate(raw_key=token)
     if key is None:
         raise IngestRefused(401, "authentication_failed", "unknown or revoked API key")
     if Scope.INGEST not in key.scopes and Scope.ADMIN not in key.scopes:
@@ -57,7 +80,10 @@ def span_count(request) -> int:
 def receive(*, key: ApiKey, request) -> IngestResult:
     tenant = key.tenant
     rate = tenant.ingest_spans_per_second or settings.INGEST_SPANS_PER_SECOND
-    decision = ratelimit.take(f"ingest:{tenant.pk}", span_count(request), rate=rate, burst=2 * rate)
+    with storage_guard():
+        decision = ratelimit.take(
+            f"ingest:{tenant.pk}", span_count(request), rate=rate, burst=2 * rate
+        )
     if not decision.allowed:
         raise IngestRefused(
             429,
@@ -65,14 +91,5 @@ def receive(*, key: ApiKey, request) -> IngestResult:
             f"over this tenant's ingest rate of {rate} spans a second",
             retry_after=max(1, round(decision.retry_after + 0.5)),
         )
-    try:
+    with storage_guard():
         return spans_ingest(tenant_id=tenant.pk, request=request)
-    except (OperationalError, InterfaceError, DatabaseError, BlobStoreUnavailable) as exc:
-        # Nothing was committed: the exporter keeps the batch and retries.
-        logger.warning("ingest unavailable for tenant %s: %s", tenant.pk, exc)
-        raise IngestRefused(
-            503,
-            "unavailable",
-            "storage is unavailable, retry later",
-            retry_after=RETRY_AFTER_UNAVAILABLE,
-        ) from exc
