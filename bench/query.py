@@ -155,10 +155,6 @@ def big_trace(platform: Platform) -> str:
 
 
 def start_worker(platform: Platform) -> subprocess.Popen:
-    # XXX(ui): nothing creates the embedded broker's folders yet (settings.py names them);
-    # without them the first publish fails. Remove once the platform creates them.
-    for folder in ("queue", "processed"):
-        (Path(platform.var) / "celery" / folder).mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [PY, "-m", "celery", "-A", "controlplane", "worker", "--concurrency", "1", "--loglevel",
          "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
