@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "controlplane",
     "execution",
     "tracing",
+    "frontend",
 ]
 
 MIDDLEWARE = [
@@ -138,9 +139,14 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_CELERY_QUEUE_DIR / "queue"),
         "data_folder_out": str(_CELERY_QUEUE_DIR / "queue"),
         "processed_folder": str(_CELERY_QUEUE_DIR / "processed"),
+        # Broadcast and reply exchanges; kombu's default is ./control in the cwd.
+        "control_folder": str(_CELERY_QUEUE_DIR / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }
+    # kombu does not create these; the first task published would fail without them.
+    for _folder in ("queue", "processed", "control"):
+        (_CELERY_QUEUE_DIR / _folder).mkdir(parents=True, exist_ok=True)
 else:
     # Above the longest task time limit, so Redis does not hand a running task to a
     # second worker. Run ownership lives in the database anyway.

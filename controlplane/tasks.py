@@ -1,12 +1,15 @@
 """Celery plumbing shared by every app's tasks."""
 
-from celery import Task
+from celery.contrib.django.task import DjangoTask
 
 from controlplane.tenancy import tenant_scope
 
 
-class TenantTask(Task):
-    """Runs the task body scoped to its `tenant_id` keyword argument."""
+class TenantTask(DjangoTask):
+    """Runs the task body scoped to its `tenant_id` keyword argument.
+
+    DjangoTask gives `delay_on_commit`/`apply_async_on_commit` (a plain Task has neither).
+    """
 
     abstract = True
 

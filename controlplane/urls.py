@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane import api, views
 from tracing import api as tracing_api
+from tracing import api_read
 from tracing import views as tracing_views
 
 urlpatterns = [
@@ -22,8 +23,14 @@ urlpatterns = [
         tracing_api.RedactionPolicyView.as_view(),
         name="redaction-policy",
     ),
+    path("api/v1/traces", api_read.TraceListView.as_view(), name="traces"),
+    path("api/v1/traces/<str:trace_id>", api_read.TraceDetailView.as_view(), name="trace"),
+    path("api/v1/spans/<str:span_id>", api_read.SpanDetailView.as_view(), name="span"),
+    path("api/v1/sessions", api_read.SessionListView.as_view(), name="sessions"),
+    path("api/v1/sessions/<path:session_id>", api_read.SessionDetailView.as_view(), name="session"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("", include("frontend.urls")),
 ]
 
 handler404 = views.not_found

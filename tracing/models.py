@@ -184,3 +184,75 @@ class PayloadDictionary(TenantModel):
 
     def __str__(self):
         return f"zstd dictionary {self.dict_id}"
+
+
+# --- Search index --------------------------------------------------------------------
+# Written by the `tracing.index_spans` Celery task after spans are stored, never on the
+# ingest path; read by tracing/query. See docs/architecture.md ("Trace search").
+
+
+class SearchDocumentField(models.TextField):
+    """A full-text document: tsvector on PostgreSQL, the plain text on SQLite (where an
+    FTS5 table kept in step by triggers indexes it; see migration 0003)."""
+
+    def db_type(self, connection):
+        return "tsvector" if connection.vendor == "postgresql" else "text"
+
+
+class SearchText(TenantModel):
+    """One row per distinct text per tenant: a message, a tool payload, an error.
+
+    Keyed by the payload's digest, so the system prompt that every trace sends is
+    tokenised and stored once, not once per trace.
+    """
+
+    tenant = tenant_key_column()
+    digest = models.CharField(max_length=32)
+    document = SearchDocumentField()
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "digest"], name="searchtext_unique_digest")
+        ]
+
+    def __str__(self):
+        return self.digest
+
+
+class TraceText(TenantModel):
+    """Which texts a trace holds: each distinct text once per trace (a conversation is
+    resent on every step, but its messages are listed once)."""
+
+    tenant = tenant_key_column()
+    digest = models.CharField(max_length=32)
+    trace_id = models.UUIDField()
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            # Leads with the digest: search goes from matching texts to their traces.
+            models.UniqueConstraint(
+                fields=["tenant", "digest", "trace_id"], name="tracetext_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.trace_id.hex} {self.digest}"
+
+
+class TraceAttribute(TenantModel):
+    """Each distinct attribute key=value a trace's spans (or their resources) carried."""
+
+    tenant = tenant_key_column()
+    key = models.CharField(max_length=255)
+    value = models.CharField(max_length=255)
+    trace_id = models.UUIDField()
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "key", "value", "trace_id"], name="traceattribute_unique"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.key}={self.value}"

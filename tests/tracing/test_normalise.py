@@ -163,3 +163,17 @@ def test_it_reads_openinference(acme):
     assert (tool.operation, tool.tool_name) == ("execute_tool", "calc")
     assert tool_detail["tool_call_arguments"] == '{"expr": "2+2"}'
     assert tool_detail["tool_call_result"] == "4"
+
+
+@pytest.mark.django_db
+def test_it_keeps_long_event_attributes_redacted(acme):
+    trace = (
+        "Traceback (most recent call last):\n"
+        + "  File 'agent.py', line 3\n" * 20
+        + "mail ops@example.com"
+    )
+    span, detail = ingest(acme, {"gen_ai.operation.name": "chat"},
+                          events=[("exception", {"exception.stacktrace": trace})])  # fmt: skip
+    kept = detail["events"][0]["attributes"]["exception.stacktrace"]
+    assert kept.startswith("Traceback") and "[EMAIL:" in kept and "ops@example.com" not in kept
+    assert span.redactions == {"EMAIL": 1}

@@ -135,13 +135,15 @@ class _RowBuilder:
     def _small(self, value, counts: Counter):
         return self.redactor.redact_value(value, counts)
 
-    def _attrs(self, attrs: dict, refs: dict, digests: list, counts: Counter) -> dict:
+    def _attrs(self, attrs: dict, counts: Counter, refs: dict | None = None, digests=None) -> dict:
+        """Attributes to keep in the row, redacted. With `refs`, long strings become
+        payloads referenced there; without (event and link attributes), they stay."""
         kept = {}
         for key, value in attrs.items():
             if key in self.setup.drop_keys:
                 continue
             scan = key not in self.setup.never_scan_keys
-            if isinstance(value, str) and len(value) >= LEAF_MIN:
+            if refs is not None and isinstance(value, str) and len(value) >= LEAF_MIN:
                 refs[key] = self.batch.value(value, scan=scan)
                 digests.append(refs[key])
             else:
@@ -154,7 +156,7 @@ class _RowBuilder:
         digests: list[str] = []
         detail: dict = {}
         never = self.setup.never_scan_keys
-        attrs = self._attrs(n.attributes, refs, digests, counts)
+        attrs = self._attrs(n.attributes, counts, refs, digests)
         if attrs:
             detail["attributes"] = attrs
         if n.input_messages:
@@ -185,13 +187,18 @@ class _RowBuilder:
             digests.append(refs[key])
         if n.events:
             detail["events"] = [
-                {**e, "attributes": self._attrs(e["attributes"], {}, [], counts)}
+                {**e, "attributes": self._attrs(e["attributes"], counts)}
                 if "attributes" in e
                 else e
                 for e in n.events
             ]
         if n.links:
-            detail["links"] = n.links
+            detail["links"] = [
+                {**link, "attributes": self._attrs(link["attributes"], counts)}
+                if "attributes" in link
+                else link
+                for link in n.links
+            ]
         if n.resource or n.scope:
             # Shared by every span an SDK sends: stored once, referenced by digest.
             detail["origin"] = self.batch.value(

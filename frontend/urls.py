@@ -1,0 +1,24 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from frontend import views
+
+tenant = "t/<slug:tenant_slug>"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+    path(f"{tenant}/traces/", views.trace_list, name="trace-list"),
+    path(f"{tenant}/traces/counts", views.trace_counts, name="trace-counts"),
+    path(f"{tenant}/traces/<str:trace_id>/", views.trace_detail, name="trace-detail"),
+    path(
+        f"{tenant}/traces/<str:trace_id>/spans/<str:span_id>",
+        views.span_detail,
+        name="span-detail",
+    ),
+    path(f"{tenant}/sessions/", views.session_list, name="session-list"),
+    path(f"{tenant}/sessions/<path:session_id>/", views.session_detail, name="session-detail"),
+    path(f"{tenant}/setup/", views.setup, name="setup"),
+    path(f"{tenant}/setup/key", views.setup_key, name="setup-key"),
+]

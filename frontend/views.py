@@ -1,0 +1,295 @@
+"""The web UI: trace list and search, trace view, span detail, sessions, first-trace setup.
+
+Views parse, call tracing's selectors and render; one URL serves a page and, for htmx,
+its fragment (`is_partial`). Every tenant page goes through `tenant_view`.
+"""
+
+from django.contrib.auth import views as auth_views
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_POST
+
+from controlplane import services as controlplane_services
+from controlplane.auth import session_tenant
+from controlplane.models import Scope
+from controlplane.selectors import tenants_for_user
+from frontend import present
+from frontend.decorators import is_partial, tenant_view
+from tracing import selectors
+from tracing.query import sessions, traces
+from tracing.query.filters import (
+    FilterError,
+    parse_span_id,
+    parse_trace_filters,
+    parse_trace_id,
+    span_hex,
+)
+
+PAGE = 50
+# Traces with more spans than this open with deep subtrees collapsed, and their rows
+# arrive in chunks as the tree is scrolled.
+BIG_TRACE = 300
+ROW_CHUNK = 400
+TIME_RANGES = [("", "All time"), ("15m", "Last 15 min"), ("1h", "Last hour"),
+               ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]  # fmt: skip
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "frontend/login.html"
+    redirect_authenticated_user = True
+
+
+def _render(request, template, context, status=200):
+    """Render with what every tenant page needs (tenant switcher, user, role)."""
+    memberships = tenants_for_user(user=request.user)
+    url_name = request.resolver_match.url_name if request.resolver_match else ""
+    context = {
+        "nav": url_name.split("-")[0],
+        "tenant": request.tenant,
+        "membership": request.membership,
+        "memberships": memberships,
+        "can_admin": Scope.ADMIN in request.membership.scopes,
+        **context,
+    }
+    response = render(request, template, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+@require_GET
+def home(request):
+    if not request.user.is_authenticated:
+        return redirect("login")
+    tenant, _ = session_tenant(request)
+    if tenant is None:
+        return render(request, "frontend/no_tenant.html", status=200)
+    return redirect("trace-list", tenant_slug=tenant.slug)
+
+
+@require_GET
+@tenant_view
+def trace_list(request, tenant_slug):
+    error = None
+    try:
+        filters = parse_trace_filters(request.GET, strict=False)
+        rows, next_cursor = traces.trace_page(
+            filters=filters, cursor=request.GET.get("cursor", ""), limit=PAGE
+        )
+    except FilterError as exc:
+        error, rows, next_cursor = exc, [], None
+        filters = None
+    context = {
+        "rows": rows,
+        "next_cursor": next_cursor,
+        "error": error,
+        "filtering": filters is not None and not filters.is_empty,
+        "seen": traces.latest_trace_row(),
+    }
+    if is_partial(request):
+        if request.GET.get("cursor"):
+            return _render(request, "frontend/_trace_rows.html", context)
+        response = _render(request, "frontend/_results.html", context, status=400 if error else 200)
+        # The address bar gets the search without the form's empty fields: short to share.
+        response["HX-Push-Url"] = _clean_url(request)
+        return response
+    has_any = traces.traces_exist()
+    context.update(
+        {
+            "facets": traces.trace_facets(),
+            "time_ranges": TIME_RANGES,
+            "has_any": has_any,
+            "setup": None if has_any else _setup_context(request),
+        }
+    )
+    return _render(request, "frontend/traces.html", context, status=400 if error else 200)
+
+
+def _clean_url(request) -> str:
+    params = request.GET.copy()
+    for key in list(params):
+        kept = [v for v in params.getlist(key) if v.strip()]
+        if kept and key != "cursor":
+            params.setlist(key, kept)
+        else:
+            del params[key]
+    query = params.urlencode()
+    return request.path + (f"?{query}" if query else "")
+
+
+@require_GET
+@tenant_view
+def trace_counts(request, tenant_slug):
+    """Counts of the current search, polled by the list: matches, errors, new ones."""
+    try:
+        filters = parse_trace_filters(request.GET, strict=False)
+    except FilterError:
+        return HttpResponse("")
+    seen = request.GET.get("seen", "")
+    counts = traces.trace_counts(filters=filters, after_id=int(seen) if seen.isdigit() else None)
+    return _render(request, "frontend/_counts.html", {"counts": counts})
+
+
+def _trace_or_404(raw: str):
+    try:
+        trace_id = parse_trace_id(raw)
+    except FilterError:
+        raise Http404("no such trace") from None
+    trace = traces.trace_get(trace_id=trace_id)
+    if trace is None:
+        raise Http404("no such trace")
+    return trace
+
+
+@require_GET
+@tenant_view
+def trace_detail(request, tenant_slug, trace_id):
+    trace = _trace_or_404(trace_id)
+    rows = traces.trace_spans(trace_id=trace.trace_id)
+    t0 = min((r["start_ns"] for r in rows), default=trace.start_ns)
+    t1 = max((r["end_ns"] for r in rows), default=trace.end_ns)
+    collapse_below = 1 if len(rows) > BIG_TRACE else None
+    offset = request.GET.get("offset", "")
+    if is_partial(request) and offset.isdigit():
+        # The next chunk of tree rows, asked for as the tree scrolls into view.
+        start = int(offset)
+        html = present.span_rows_html(rows, t0=t0, total_ns=t1 - t0, collapse_below=collapse_below,
+                                      start=start, stop=start + ROW_CHUNK)  # fmt: skip
+        more = start + ROW_CHUNK < len(rows)
+        return _render(request, "frontend/_span_rows.html",
+                       {"rows_html": html, "trace": trace, "next_offset": start + ROW_CHUNK if more else None})  # fmt: skip
+    # Opening with ?span=<id>: that span's detail is in the page, and its rows load with it.
+    selected = request.GET.get("span", "")
+    first = ROW_CHUNK
+    detail = None
+    if selected:
+        index = next((r["index"] for r in rows if span_hex(r["span_id"]) == selected), None)
+        if index is not None:
+            first = max(first, index + 1)
+            detail = _span_context(trace, selected)
+    html = present.span_rows_html(
+        rows[:first], t0=t0, total_ns=t1 - t0, collapse_below=collapse_below
+    )
+    context = {
+        "trace": trace,
+        "status": present.STATUS.get(trace.status, "unset"),
+        "rows_html": html,
+        "span_total": len(rows),
+        "next_offset": first if first < len(rows) else None,
+        "ticks": present.axis_ticks((t1 - t0) / 1e6),
+        "selected": selected if detail else "",
+        "detail": detail,
+        "big": collapse_below is not None,
+    }
+    return _render(request, "frontend/trace.html", context)
+
+
+def _span_context(trace, span_hex: str) -> dict | None:
+    try:
+        sid = parse_span_id(span_hex)
+    except FilterError:
+        return None
+    span = selectors.span_get(span_id=sid, trace_id=trace.trace_id)
+    if span is None:
+        return None
+    detail = selectors.span_detail(span=span)
+    conversation = []
+    system = present.system_view(detail["system_instructions"])
+    if system:
+        conversation.append(system)
+    conversation += [present.message_view(m) for m in detail["input_messages"] or []]
+    output = [present.message_view(m) for m in detail["output_messages"] or []]
+    return {
+        "span": span,
+        "span_hex": span_hex,
+        "offset_ms": (span.start_ns - trace.start_ns) / 1e6,
+        "status": present.STATUS.get(span.status_code, "unset"),
+        "op": present.operation_class(span.operation),
+        "conversation": conversation,
+        "output": output,
+        "tool_arguments": present.with_redactions(present.pretty(detail["tool_call_arguments"]))
+        if detail["tool_call_arguments"] is not None
+        else None,
+        "tool_result": present.with_redactions(present.pretty(detail["tool_call_result"]))
+        if detail["tool_call_result"] is not None
+        else None,
+        "attributes": present.attribute_rows(detail["attributes"]),
+        "resource": present.attribute_rows(detail["resource"]),
+        "events": [
+            {**e, "attribute_rows": present.attribute_rows(e.get("attributes") or {})}
+            for e in detail["events"]
+        ],
+        "links": detail["links"],
+        "redactions": sorted((span.redactions or {}).items()),
+    }
+
+
+@require_GET
+@tenant_view
+def span_detail(request, tenant_slug, trace_id, span_id):
+    trace = _trace_or_404(trace_id)
+    if not is_partial(request):
+        url = reverse("trace-detail", args=[tenant_slug, trace.trace_id.hex])
+        return redirect(f"{url}?span={span_id}")
+    context = _span_context(trace, span_id)
+    if context is None:
+        raise Http404("no such span")
+    return _render(request, "frontend/_span_detail.html", {"detail": context, "trace": trace})
+
+
+@require_GET
+@tenant_view
+def session_list(request, tenant_slug):
+    try:
+        rows, next_cursor = sessions.session_page(cursor=request.GET.get("cursor", ""), limit=PAGE)
+    except FilterError as exc:
+        raise Http404(str(exc)) from None
+    context = {"rows": rows, "next_cursor": next_cursor}
+    if is_partial(request):
+        return _render(request, "frontend/_session_rows.html", context)
+    return _render(request, "frontend/sessions.html", context)
+
+
+@require_GET
+@tenant_view
+def session_detail(request, tenant_slug, session_id):
+    rows = sessions.session_traces(session_id=session_id)
+    if not rows:
+        raise Http404("no such session")
+    groups = sessions.session_conversation(traces=rows)
+    for group in groups:
+        group["system_view"] = present.system_view(group["system"])
+        group["message_views"] = [present.message_view(m) for m in group["messages"]]
+        group["status"] = present.STATUS.get(group["trace"].status, "unset")
+    context = {"session": sessions.session_summary(rows), "groups": groups}
+    return _render(request, "frontend/session.html", context)
+
+
+def _setup_context(request, key: str = "") -> dict:
+    return {
+        "endpoint": request.build_absolute_uri("/v1/traces"),
+        "key": key,
+    }
+
+
+@require_GET
+@tenant_view
+def setup(request, tenant_slug):
+    return _render(request, "frontend/setup.html", {"setup": _setup_context(request)})
+
+
+@require_POST
+@tenant_view
+def setup_key(request, tenant_slug):
+    """Create an ingest key for the exporter settings (admins only), shown once."""
+    if Scope.ADMIN not in request.membership.scopes:
+        return _render(request, "frontend/setup.html",
+                       {"setup": _setup_context(request), "forbidden": True}, status=403)  # fmt: skip
+    _, raw = controlplane_services.api_key_create(
+        tenant=request.tenant, name="exporter (created in the UI)", scopes=[Scope.INGEST],
+        actor=controlplane_services.Actor(user=request.user),
+    )  # fmt: skip
+    response = _render(request, "frontend/setup.html", {"setup": _setup_context(request, raw)})
+    response["Cache-Control"] = "no-store"  # the key is in this page only
+    return response

@@ -1,0 +1,74 @@
+"""Full-text search on the embedded default: SQLite with FTS5, in a process of its own
+(the suite itself runs on PostgreSQL)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+from django.core.management import call_command
+from django.test.utils import CaptureQueriesContext
+from django.db import connection
+from django.http import QueryDict
+from controlplane import services
+from controlplane.tenancy import tenant_scope
+from tests.tracing.searchdata import conversation_trace, in_process_provider
+from tracing.models import Span
+from tracing.query import traces
+from tracing.query.filters import parse_trace_filters, span_hex
+from tracing.query.index import search_index_spans
+
+call_command("migrate", verbosity=0)
+acme = services.tenant_create(slug="acme", name="Acme")
+other = services.tenant_create(slug="other", name="Other")
+order = conversation_trace(in_process_provider(acme), user="Where is parcel 4471?")
+refund = conversation_trace(in_process_provider(acme), user="Refund my invoice", error=True)
+conversation_trace(in_process_provider(other), user="Refund for parcel 4471")  # not acme's
+for tenant in (acme, other):
+    with tenant_scope(tenant):
+        pairs = [(t.hex, span_hex(s)) for t, s in Span.objects.values_list("trace_id", "span_id")]
+        search_index_spans(tenant_id=tenant.id, spans=pairs)
+        search_index_spans(tenant_id=tenant.id, spans=pairs)  # a second run changes nothing
+
+def found(query):
+    with tenant_scope(acme):
+        rows, _ = traces.trace_page(filters=parse_trace_filters(QueryDict(query)))
+        return [t.trace_id.hex for t in rows]
+
+assert found("q=parcel+4471") == [order], found("q=parcel+4471")
+assert found("q=refu") == [refund]
+assert found("q=timed+out&status=error") == [refund]
+assert found("q=nothing+like+this") == []
+# Same start time: the later row first.
+assert found("attr=gen_ai.tool.name%3Dlookup_order") == [refund, order]
+with CaptureQueriesContext(connection) as queries:
+    found("q=parcel")
+assert any("tracing_searchtext_fts MATCH" in q["sql"] for q in queries.captured_queries)
+print("sqlite fts5 ok")
+"""
+
+
+@pytest.mark.slow
+def test_it_searches_full_text_with_sqlite_fts5(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+    var = tmp_path / "var"
+    for folder in ("queue", "processed"):
+        (var / "celery" / folder).mkdir(parents=True)
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'fd.sqlite3'}",
+        BLOB_STORE_URL=f"file://{tmp_path / 'blobs'}",
+        FLIGHTDECK_VAR_DIR=str(var),
+        PYTHONPATH=str(ROOT),
+        DJANGO_SETTINGS_MODULE="controlplane.settings",
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", SCRIPT],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sqlite fts5 ok" in out.stdout

@@ -1,0 +1,349 @@
+"""The trace read API: search, one trace's span tree, one span's payloads, sessions.
+
+Views parse (tracing/query/filters.py), call a selector and render. Responses are built
+as plain dicts (a 2,000-span tree through serializer instances costs tens of ms); the
+serializers below describe them for the OpenAPI schema, and tests hold the two together.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from controlplane.api_base import TenantAPIView
+from controlplane.models import Scope
+from tracing import selectors
+from tracing.models import Trace
+from tracing.query import sessions, traces
+from tracing.query.filters import (
+    TRACE_FILTERS,
+    FilterError,
+    parse_limit,
+    parse_span_id,
+    parse_trace_filters,
+    parse_trace_id,
+    span_hex,
+)
+
+STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso_ns(ns: int) -> str:
+    # Adding a timedelta is several times faster than fromtimestamp() per span.
+    return (EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+
+
+def trace_summary(trace: Trace) -> dict:
+    return {
+        "trace_id": trace.trace_id.hex,
+        "name": trace.name,
+        "service_name": trace.service_name,
+        "agent_name": trace.agent_name,
+        "session_id": trace.session_id,
+        "run_id": trace.run_id,
+        "model": trace.model,
+        "start_time": trace.start_time.isoformat(),
+        "end_time": trace.end_time.isoformat(),
+        "duration_ms": trace.duration_ms,
+        "status": STATUS_NAMES.get(trace.status, "unset"),
+        "span_count": trace.span_count,
+        "error_count": trace.error_count,
+        "input_tokens": trace.input_tokens,
+        "output_tokens": trace.output_tokens,
+    }
+
+
+def span_summary(row: dict, trace_start_ns: int) -> dict:
+    """A span row (selector dict or model fields) as the API shows it, without payloads."""
+    return {
+        "span_id": span_hex(row["span_id"]),
+        "parent_span_id": span_hex(row["parent_span_id"]),
+        "name": row["name"],
+        "kind": row["kind"],
+        "operation": row["operation"],
+        "start_time": _iso_ns(row["start_ns"]),
+        "start_offset_ms": (row["start_ns"] - trace_start_ns) / 1e6,
+        "duration_ms": (row["end_ns"] - row["start_ns"]) / 1e6,
+        "status": STATUS_NAMES.get(row["status_code"], "unset"),
+        "status_message": row["status_message"],
+        "service_name": row["service_name"],
+        "agent_name": row["agent_name"],
+        "provider": row["provider"],
+        "request_model": row["request_model"],
+        "response_model": row["response_model"],
+        "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"],
+        "session_id": row["session_id"],
+        "tool_name": row["tool_name"],
+        "tool_call_id": row["tool_call_id"],
+        "redactions": row["redactions"] or {},
+    }
+
+
+class FastJSONRenderer(JSONRenderer):
+    """orjson: a 2,000-span tree serialises several times faster than with json."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return b"" if data is None else orjson.dumps(data)
+
+
+class ReadView(TenantAPIView):
+    required_scope = Scope.READ
+    renderer_classes = [FastJSONRenderer]
+
+
+def _invalid(exc: FilterError) -> ValidationError:
+    return ValidationError({exc.name: [exc.message]})
+
+
+# --- schema --------------------------------------------------------------------------
+
+
+class TraceSummarySerializer(serializers.Serializer):
+    trace_id = serializers.CharField(help_text="32 hex characters")
+    name = serializers.CharField(help_text="the root span's name")
+    service_name = serializers.CharField()
+    agent_name = serializers.CharField()
+    session_id = serializers.CharField()
+    run_id = serializers.CharField()
+    model = serializers.CharField()
+    start_time = serializers.DateTimeField()
+    end_time = serializers.DateTimeField()
+    duration_ms = serializers.FloatField()
+    status = serializers.ChoiceField(choices=["unset", "ok", "error"])
+    span_count = serializers.IntegerField()
+    error_count = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+
+
+class SpanSummarySerializer(serializers.Serializer):
+    span_id = serializers.CharField(help_text="16 hex characters")
+    parent_span_id = serializers.CharField(allow_null=True)
+    name = serializers.CharField()
+    kind = serializers.IntegerField()
+    operation = serializers.CharField(help_text="gen_ai.operation.name: chat, execute_tool, ...")
+    start_time = serializers.DateTimeField()
+    start_offset_ms = serializers.FloatField(help_text="since the trace started")
+    duration_ms = serializers.FloatField()
+    status = serializers.ChoiceField(choices=["unset", "ok", "error"])
+    status_message = serializers.CharField()
+    service_name = serializers.CharField()
+    agent_name = serializers.CharField()
+    provider = serializers.CharField()
+    request_model = serializers.CharField()
+    response_model = serializers.CharField()
+    input_tokens = serializers.IntegerField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    session_id = serializers.CharField()
+    tool_name = serializers.CharField()
+    tool_call_id = serializers.CharField()
+    redactions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="values redacted, by kind"
+    )
+
+
+class SpanNodeSerializer(SpanSummarySerializer):
+    children = serializers.ListField(child=serializers.DictField(), help_text="span nodes")
+
+
+class SpanDetailSerializer(SpanSummarySerializer):
+    trace_id = serializers.CharField()
+    input_messages = serializers.JSONField(allow_null=True, help_text="GenAI semconv messages")
+    output_messages = serializers.JSONField(allow_null=True)
+    system_instructions = serializers.JSONField(allow_null=True)
+    tool_call_arguments = serializers.JSONField(allow_null=True)
+    tool_call_result = serializers.JSONField(allow_null=True)
+    attributes = serializers.DictField()
+    events = serializers.ListField(child=serializers.DictField())
+    links = serializers.ListField(child=serializers.DictField())
+    resource = serializers.DictField()
+
+
+class SessionSummarySerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    trace_count = serializers.IntegerField()
+    first_start = serializers.DateTimeField()
+    last_start = serializers.DateTimeField()
+    last_end = serializers.DateTimeField()
+    error_count = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    service_name = serializers.CharField()
+    agent_name = serializers.CharField()
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+    OpenApiParameter("limit", int, description="1 to 200, default 50"),
+]
+TRACE_PARAMETERS = [
+    OpenApiParameter(name, str, many=(name == "attr"), description=description)
+    for name, description in TRACE_FILTERS.items()
+] + PAGE_PARAMETERS
+
+
+def _page(name: str, item) -> serializers.Serializer:
+    return inline_serializer(
+        f"{name}Page",
+        {"items": item(many=True), "next_cursor": serializers.CharField(allow_null=True)},
+    )
+
+
+def session_json(row: dict) -> dict:
+    return {
+        **row,
+        "first_start": row["first_start"].isoformat(),
+        "last_start": row["last_start"].isoformat(),
+        "last_end": row["last_end"].isoformat(),
+        "input_tokens": row["input_tokens"] or 0,
+        "output_tokens": row["output_tokens"] or 0,
+    }
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+class TraceListView(ReadView):
+    @extend_schema(
+        operation_id="traces_list",
+        summary="Search traces, newest first",
+        description="Every filter narrows the search. `q` is full text over messages and tool "
+        "payloads; attribute and full-text matches cover spans once the search index has "
+        "taken them in (seconds after ingest). A bad filter answers 400 naming it.",
+        parameters=TRACE_PARAMETERS,
+        responses=_page("Trace", TraceSummarySerializer),
+    )
+    def get(self, request):
+        try:
+            filters = parse_trace_filters(request.query_params)
+            limit = parse_limit(request.query_params)
+            rows, next_cursor = traces.trace_page(
+                filters=filters, cursor=request.query_params.get("cursor", ""), limit=limit
+            )
+        except FilterError as exc:
+            raise _invalid(exc) from None
+        return Response({"items": [trace_summary(t) for t in rows], "next_cursor": next_cursor})
+
+
+def _trace_or_404(raw: str) -> Trace:
+    try:
+        trace_id = parse_trace_id(raw)
+    except FilterError as exc:
+        raise _invalid(exc) from None
+    trace = traces.trace_get(trace_id=trace_id)
+    if trace is None:
+        raise NotFound(f"no trace {raw}")
+    return trace
+
+
+def span_tree(rows: list[dict], trace_start_ns: int) -> list[dict]:
+    """Nest the selector's tree-ordered rows."""
+    nodes, roots = {}, []
+    for row in rows:
+        node = span_summary(row, trace_start_ns)
+        node["children"] = []
+        nodes[row["span_id"]] = node
+        if row["parent"] is None:
+            roots.append(node)
+        else:
+            nodes[row["parent"]]["children"].append(node)
+    return roots
+
+
+class TraceDetailView(ReadView):
+    @extend_schema(
+        operation_id="traces_retrieve",
+        summary="One trace: summary and span tree (payloads per span: GET /api/v1/spans/{id})",
+        responses=inline_serializer(
+            "TraceDetail",
+            {"trace": TraceSummarySerializer(), "spans": SpanNodeSerializer(many=True)},
+        ),
+    )
+    def get(self, request, trace_id: str):
+        trace = _trace_or_404(trace_id)
+        rows = traces.trace_spans(trace_id=trace.trace_id)
+        return Response({"trace": trace_summary(trace), "spans": span_tree(rows, trace.start_ns)})
+
+
+def span_payload(span) -> dict:
+    """A span with everything it carried, payloads read back from the store."""
+    row = {f: getattr(span, f) for f in traces.SPAN_FIELDS}
+    trace = Trace.objects.filter(trace_id=span.trace_id).only("start_ns").first()
+    start = trace.start_ns if trace else span.start_ns
+    detail = selectors.span_detail(span=span)
+    detail.pop("redactions", None)
+    detail.pop("scope", None)
+    return {**span_summary(row, start), "trace_id": span.trace_id.hex, **detail}
+
+
+class SpanDetailView(ReadView):
+    @extend_schema(
+        operation_id="spans_retrieve",
+        summary="One span with its messages, tool payloads, attributes and events",
+        description="Span ids are unique within a trace; pass trace_id when two traces "
+        "could share one (without it the latest such span answers).",
+        parameters=[OpenApiParameter("trace_id", str, description="32 hex characters")],
+        responses=SpanDetailSerializer,
+    )
+    def get(self, request, span_id: str):
+        unknown = set(request.query_params) - {"trace_id"}
+        try:
+            if unknown:
+                raise FilterError(sorted(unknown)[0], "unknown parameter (known: trace_id)")
+            sid = parse_span_id(span_id)
+            raw_trace = request.query_params.get("trace_id")
+            tid = parse_trace_id(raw_trace) if raw_trace else None
+        except FilterError as exc:
+            raise _invalid(exc) from None
+        span = selectors.span_get(span_id=sid, trace_id=tid)
+        if span is None:
+            raise NotFound(f"no span {span_id}")
+        return Response(span_payload(span))
+
+
+class SessionListView(ReadView):
+    @extend_schema(
+        operation_id="sessions_list",
+        summary="Sessions (conversation ids), latest activity first",
+        parameters=PAGE_PARAMETERS,
+        responses=_page("Session", SessionSummarySerializer),
+    )
+    def get(self, request):
+        try:
+            unknown = set(request.query_params) - {"cursor", "limit"}
+            if unknown:
+                raise FilterError(sorted(unknown)[0], "unknown parameter (known: cursor, limit)")
+            limit = parse_limit(request.query_params)
+            rows, next_cursor = sessions.session_page(
+                cursor=request.query_params.get("cursor", ""), limit=limit
+            )
+        except FilterError as exc:
+            raise _invalid(exc) from None
+        return Response({"items": [session_json(r) for r in rows], "next_cursor": next_cursor})
+
+
+class SessionDetailView(ReadView):
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        summary="One session: its traces in the order they started",
+        responses=inline_serializer(
+            "SessionDetail",
+            {"session": SessionSummarySerializer(), "traces": TraceSummarySerializer(many=True)},
+        ),
+    )
+    def get(self, request, session_id: str):
+        rows = sessions.session_traces(session_id=session_id)
+        if not rows:
+            raise NotFound(f"no session {session_id}")
+        summary = sessions.session_summary(rows)
+        return Response(
+            {"session": session_json(summary), "traces": [trace_summary(t) for t in rows]}
+        )

@@ -1,0 +1,73 @@
+"""Full-text search over stored texts: PostgreSQL tsvector or SQLite FTS5.
+
+Both sides tokenise the same way for the words people type (letters and digits;
+punctuation and underscores split words), and every term is a prefix match, so
+`ship` finds "shipped" and `lookup_order` finds the tool of that name. The 'simple'
+configuration neither stems nor drops stop words: agents speak many languages, and
+identifiers in tool payloads should match as typed. All terms must match (AND).
+
+Raw SQL takes tenant_id explicitly (CONVENTIONS.md), here through the caller.
+"""
+
+import re
+
+from django.db import connection
+
+# Longer texts are indexed up to this many characters: tsvector has a 1 MB cap, and a
+# search for a word past the first 100 KB of one tool result is rare.
+MAX_TEXT = 100_000
+MAX_TERMS = 12
+_TERM = re.compile(r"[^\W_]+")
+
+
+def terms(query: str) -> list[str]:
+    return [t.lower() for t in _TERM.findall(query)][:MAX_TERMS]
+
+
+def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
+    """SQL selecting the trace_ids whose texts match every term, or None for no terms."""
+    words = terms(query)
+    if not words:
+        return None
+    if connection.vendor == "postgresql":
+        # Terms hold only letters and digits, so they are safe in tsquery syntax.
+        tsquery = " & ".join(f"{w}:*" for w in words)
+        return (
+            "SELECT tt.trace_id FROM tracing_tracetext tt "
+            "JOIN tracing_searchtext st ON st.tenant_id = tt.tenant_id AND st.digest = tt.digest "
+            "WHERE st.tenant_id = %s AND tt.tenant_id = %s "
+            "AND st.document @@ to_tsquery('simple', %s)",
+            [tenant_id, tenant_id, tsquery],
+        )
+    match = " ".join(f'"{w}"*' for w in words)
+    # CROSS JOIN fixes the join order in SQLite: the FTS match first, then its rows, then
+    # their traces. Left to itself the planner walks every trace text and runs the
+    # match once per row (seconds instead of milliseconds at 100,000 spans).
+    return (
+        "SELECT tt.trace_id FROM tracing_searchtext_fts "
+        "CROSS JOIN tracing_searchtext st ON st.id = tracing_searchtext_fts.rowid "
+        "CROSS JOIN tracing_tracetext tt ON tt.tenant_id = st.tenant_id AND tt.digest = st.digest "
+        "WHERE tracing_searchtext_fts MATCH %s AND st.tenant_id = %s AND tt.tenant_id = %s",
+        [match, tenant_id, tenant_id],
+    )
+
+
+def texts_store(tenant_id: int, texts: dict[str, str]) -> None:
+    """Insert digest -> text rows not stored yet (a second run inserts nothing)."""
+    if not texts:
+        return
+    document = "to_tsvector('simple', %s)" if connection.vendor == "postgresql" else "%s"
+    # PostgreSQL text cannot hold NUL characters.
+    rows = [
+        (tenant_id, digest, text[:MAX_TEXT].replace("\x00", " "))
+        for digest, text in sorted(texts.items())
+    ]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            values = ", ".join([f"(%s, %s, {document})"] * len(chunk))
+            cursor.execute(
+                "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
+                f"VALUES {values} ON CONFLICT DO NOTHING",
+                [v for row in chunk for v in row],
+            )

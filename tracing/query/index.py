@@ -1,0 +1,308 @@
+"""The write side of the search index, run by the `tracing.index_spans` task.
+
+For each newly stored span it records the trace's attributes (key=value) and the texts
+it holds: messages, system instructions, tool arguments and results, error messages.
+
+    spans ─▶ payload digests they reference ─▶ new for this trace? ─▶ TraceText rows
+                                            └─ text never seen by the tenant? ─▶ SearchText
+
+A text is tokenised once per tenant (SearchText, keyed by the payload digest) and
+listed once per trace (TraceText), however many steps resend it. Everything is
+inserted with ON CONFLICT DO NOTHING, so running a batch twice changes nothing.
+"""
+
+import hashlib
+import uuid
+from collections import defaultdict
+
+from django.db import connection
+
+from tracing.ingest.normalise import COLUMN_ATTRIBUTES
+from tracing.ingest.payloads import DIGEST_BYTES, LEAF_KEY, digest_text, from_canonical, unpack
+from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
+from tracing.models import PayloadKind, SearchText, Span, TraceText
+from tracing.query import fulltext
+from tracing.selectors import PayloadReader
+
+ZERO = bytes(DIGEST_BYTES)  # the start of a conversation's chain
+
+MAX_VALUE = 255
+# Columns worth filtering on; token counts and ids that change on every span are not.
+_ATTRIBUTE_COLUMNS = [
+    (key, column)
+    for key, column, _ in COLUMN_ATTRIBUTES
+    if column not in ("input_tokens", "output_tokens", "tool_call_id")
+]
+_SKIP_KEYS = {"type", "id", "role"}  # structure of a message, not its words
+
+
+def inline_digest(text: str) -> str:
+    """A digest for a text kept in the span row itself (short tool values, errors)."""
+    raw = hashlib.blake2b(b"inline\x00" + text.encode(), digest_size=DIGEST_BYTES).digest()
+    return digest_text(raw)
+
+
+def _words(value, out: list[str], leaves: list[str]) -> None:
+    """Collect the strings of a stored value; long strings stored apart go to leaves."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        out.append(str(value))
+    elif isinstance(value, list):
+        for item in value:
+            _words(item, out, leaves)
+    elif isinstance(value, dict):
+        if len(value) == 1 and LEAF_KEY in value:
+            leaves.append(value[LEAF_KEY])
+            return
+        for key, item in value.items():
+            if key not in _SKIP_KEYS:
+                _words(item, out, leaves)
+
+
+def _attribute_value(value) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        text = str(value)
+        return text if len(text) <= MAX_VALUE else None
+    return None
+
+
+class _TraceIndex:
+    def __init__(self):
+        self.digests: set[str] = set()  # stored payloads this trace references
+        self.messages: set[str] = set()  # of which: messages (may hold leaves)
+        self.inline: dict[str, str] = {}  # digest -> text kept in span rows
+        self.attributes: set[tuple[str, str]] = set()
+        self.conversations: set[str] = set()  # list payloads of input messages
+
+
+class SpanIndexer:
+    def __init__(self, tenant_id: int):
+        self.tenant_id = tenant_id
+        self.reader = PayloadReader(tenant_id)
+        self.resources: dict[str, dict] = {}
+
+    def conversations(self, heads) -> dict[str, list[str]]:
+        """The message digests of stored conversations (chains of list payloads).
+
+        Walks every chain one link a round, all chains together: one query a round
+        rather than one a link (chains of one agent share their prefixes, too).
+        """
+        links: dict[str, tuple[str | None, list[str]]] = {}
+        frontier = set(heads)
+        while frontier:
+            self.reader.fetch(frontier)
+            following = set()
+            for digest in frontier:
+                if digest not in self.reader.rows:
+                    links[digest] = (None, [])  # retention removed it: index what is left
+                    continue
+                body = self.reader.rows[digest][1]
+                head = body[:DIGEST_BYTES]
+                previous = digest_text(head) if head != ZERO else None
+                items = [
+                    digest_text(body[i : i + DIGEST_BYTES])
+                    for i in range(DIGEST_BYTES, len(body), DIGEST_BYTES)
+                ]
+                links[digest] = (previous, items)
+                if previous is not None and previous not in links:
+                    following.add(previous)
+            frontier = following
+        resolved: dict[str, list[str]] = {}
+        for head in heads:
+            chain, digest = [], head
+            while digest is not None and digest not in resolved:
+                chain.append(digest)
+                digest = links[digest][0]
+            known = resolved[digest] if digest is not None else []
+            for link in reversed(chain):
+                known = known + links[link][1]
+                resolved[link] = known
+        return {head: resolved[head] for head in heads}
+
+    def list_items(self, digest: str) -> list[str]:
+        """The message digests of one stored conversation."""
+        return self.conversations({digest})[digest]
+
+    def resource(self, digest: str) -> dict:
+        """The resource attributes of a span's origin payload (resource and scope)."""
+        if digest not in self.resources:
+            try:
+                value = self.reader.value(digest)
+            except KeyError:
+                value = {}
+            resource = value.get("resource") if isinstance(value, dict) else None
+            self.resources[digest] = resource if isinstance(resource, dict) else {}
+        return self.resources[digest]
+
+    def add_span(self, span: Span, into: _TraceIndex) -> None:
+        detail = span.detail or {}
+        attrs = into.attributes
+        for key, column in _ATTRIBUTE_COLUMNS:
+            value = getattr(span, column)
+            if value:
+                attrs.add((key, str(value)[:MAX_VALUE]))
+        if span.service_name:
+            attrs.add(("service.name", span.service_name[:MAX_VALUE]))
+        for key, value in (detail.get("attributes") or {}).items():
+            text = _attribute_value(value)
+            if text is not None:
+                attrs.add((key[:MAX_VALUE], text))
+        if detail.get("origin"):
+            for key, value in self.resource(detail["origin"]).items():
+                text = _attribute_value(value)
+                if text is not None:
+                    attrs.add((key[:MAX_VALUE], text))
+
+        refs = detail.get("refs") or {}
+        for key, ref in refs.items():
+            if key == "in":
+                into.conversations.add(ref)  # walked for all spans at once
+            elif key == "out":
+                into.digests.update(ref)
+                into.messages.update(ref)
+            elif isinstance(ref, str):
+                into.digests.add(ref)
+        texts = [v for v in (detail.get("tool") or {}).values() if isinstance(v, str)]
+        if span.status_message:
+            texts.append(span.status_message)
+        for event in detail.get("events") or []:
+            for value in (event.get("attributes") or {}).values():
+                if isinstance(value, str) and value:
+                    texts.append(value)
+        for text in texts:
+            into.inline[inline_digest(text)] = text
+
+    def text_of(self, digest: str, leaves: list[str]) -> str | None:
+        kind, data = self.reader.rows[digest]
+        if kind in (PayloadKind.LIST, PayloadKind.RESOURCE):
+            return None
+        words: list[str] = []
+        _words(from_canonical(unpack(self.tenant_id, data)), words, leaves)
+        return "\n".join(words)
+
+
+def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
+    """Index spans given as (trace id hex, span id hex); returns how many were found.
+
+    Runs inside the tenant's scope (TenantTask); raw SQL takes tenant_id explicitly.
+    """
+    wanted = {
+        (uuid.UUID(hex=t), int.from_bytes(bytes.fromhex(s), "big", signed=True)) for t, s in spans
+    }
+    if not wanted:
+        return 0
+    indexer = SpanIndexer(tenant_id)
+    traces: dict[uuid.UUID, _TraceIndex] = defaultdict(_TraceIndex)
+    rows = Span.objects.filter(
+        trace_id__in={t for t, _ in wanted}, span_id__in={s for _, s in wanted}
+    ).defer("redactions")
+    found = 0
+    for span in rows:
+        if (span.trace_id, span.span_id) in wanted:
+            indexer.add_span(span, traces[span.trace_id])
+            found += 1
+    if not traces:
+        return 0
+    chains = indexer.conversations({c for index in traces.values() for c in index.conversations})
+    for index in traces.values():
+        for head in index.conversations:
+            index.digests.update(chains[head])
+            index.messages.update(chains[head])
+
+    listed = _already_listed(traces)
+    texts, known = _texts_to_store(indexer, traces, listed)
+    fulltext.texts_store(tenant_id, {d: t for d, t in texts.items() if d not in known})
+
+    links, attributes = [], []
+    for trace_id, index in traces.items():
+        tid = uuid_param(trace_id)
+        for digest in sorted((index.digests | set(index.inline)) - listed[trace_id]):
+            if digest in known or digest in texts:
+                links.append((tenant_id, digest, tid))
+        for key, value in sorted(index.attributes):
+            attributes.append((tenant_id, key, value, tid))
+    _insert(
+        "tracing_tracetext", ("tenant_id", "digest", "trace_id"), ("bigint", "text", "uuid"), links
+    )
+    _insert(
+        "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"),
+        ("bigint", "text", "text", "uuid"), attributes,
+    )  # fmt: skip
+    return found
+
+
+def _already_listed(traces: dict) -> dict[uuid.UUID, set[str]]:
+    """The texts each trace lists already (an earlier batch of the trace, or a rerun)."""
+    listed: dict[uuid.UUID, set[str]] = defaultdict(set)
+    digests = set()
+    for index in traces.values():
+        digests |= index.digests | set(index.inline)
+    for trace_id, digest in TraceText.objects.filter(
+        trace_id__in=list(traces), digest__in=sorted(digests)
+    ).values_list("trace_id", "digest"):
+        listed[trace_id].add(digest)
+    return listed
+
+
+def _texts_to_store(indexer: SpanIndexer, traces: dict, listed: dict) -> tuple[dict, set]:
+    """(digest -> text of every text new to a trace that has words, digests the tenant
+    has indexed already). Adds the long strings of new messages to their traces."""
+    # Messages new to their trace are read (from the database: they are small, their
+    # long strings are stored apart) to find those long strings.
+    new_messages = set()
+    for trace_id, index in traces.items():
+        new_messages |= index.messages - listed[trace_id]
+    indexer.reader.fetch(new_messages)
+    texts: dict[str, str] = {}
+    for trace_id, index in traces.items():
+        for digest in index.messages - listed[trace_id]:
+            if digest not in indexer.reader.rows:
+                continue  # removed by retention since the span was stored
+            leaves: list[str] = []
+            text = indexer.text_of(digest, leaves)
+            if text:
+                texts[digest] = text
+            index.digests.update(leaves)
+
+    # Only texts the tenant has never indexed are read (maybe from the blob store).
+    candidates = set()
+    for trace_id, index in traces.items():
+        candidates |= (index.digests | set(index.inline)) - listed[trace_id]
+    known = set(
+        SearchText.objects.filter(digest__in=sorted(candidates)).values_list("digest", flat=True)
+    )
+    inline = {d for index in traces.values() for d in index.inline}
+    to_read = candidates - known - set(texts) - inline
+    indexer.reader.fetch(to_read)
+    for digest in to_read:
+        if digest in indexer.reader.rows:
+            text = indexer.text_of(digest, [])
+            if text:
+                texts[digest] = text
+    for index in traces.values():
+        texts.update({d: t for d, t in index.inline.items() if t})
+    return texts, known
+
+
+def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING. On PostgreSQL one array a column (unnest):
+    thousands of rows in a statement of a few parameters, where a VALUES list would
+    spend longer in the driver splitting its placeholders than in the database."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        insert_ignoring_conflicts(table, columns, rows)
+        return
+    arrays = [list(column) for column in zip(*rows, strict=True)]
+    unnest = ", ".join(f"%s::{t}[]" for t in types)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - fixed names
+            f"SELECT * FROM unnest({unnest}) ON CONFLICT DO NOTHING",
+            arrays,
+        )

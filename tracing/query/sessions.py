@@ -1,0 +1,132 @@
+"""Session selectors: traces grouped by session (conversation) id, and the one
+conversation a session's traces hold."""
+
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils.dateparse import parse_datetime
+
+from tracing.models import Span, StatusCode, Trace
+from tracing.query.filters import FilterError, decode_cursor, encode_cursor
+from tracing.query.index import SpanIndexer
+
+MAX_TRACES = 1000
+
+
+def session_page(*, cursor: str = "", limit: int = 50) -> tuple[list[dict], str | None]:
+    """Sessions with their latest activity first, keyset-paginated."""
+    qs = (
+        Trace.objects.exclude(session_id="")
+        .values("session_id")
+        .annotate(
+            trace_count=Count("id"),
+            first_start=Min("start_time"),
+            last_start=Max("start_time"),
+            last_end=Max("end_time"),
+            error_count=Count("id", filter=Q(status=StatusCode.ERROR)),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            service_name=Max("service_name"),
+            agent_name=Max("agent_name"),
+        )
+    )
+    if cursor:
+        when, session_id = decode_cursor(cursor, 2)
+        last = parse_datetime(when) if when else None
+        if last is None:
+            raise FilterError("cursor", "is not a cursor this API gave out")
+        qs = qs.filter(Q(last_start__lt=last) | Q(last_start=last, session_id__lt=session_id))
+    rows = list(qs.order_by("-last_start", "-session_id")[: limit + 1])
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["last_start"].isoformat(), rows[-1]["session_id"])
+    return rows, next_cursor
+
+
+def session_traces(*, session_id: str) -> list[Trace]:
+    """The session's traces in the order they started (the first MAX_TRACES)."""
+    return list(
+        Trace.objects.filter(session_id=session_id).order_by("start_time", "id")[:MAX_TRACES]
+    )
+
+
+def session_summary(traces: list[Trace]) -> dict:
+    return {
+        "session_id": traces[0].session_id,
+        "trace_count": len(traces),
+        "first_start": traces[0].start_time,
+        "last_start": traces[-1].start_time,
+        "last_end": max(t.end_time for t in traces),
+        "error_count": sum(t.status == StatusCode.ERROR for t in traces),
+        "input_tokens": sum(t.input_tokens for t in traces),
+        "output_tokens": sum(t.output_tokens for t in traces),
+        "service_name": traces[0].service_name,
+        "agent_name": traces[0].agent_name,
+    }
+
+
+def _overlap(shown: list[str], sequence: list[str], window: int = 400) -> int:
+    """How many leading messages of `sequence` are the conversation's tail already."""
+    if sequence[: len(shown)] == shown:
+        return len(shown)
+    for k in range(min(len(shown), len(sequence), window), 0, -1):
+        if shown[-k:] == sequence[:k]:
+            return k
+    return 0
+
+
+def session_conversation(*, traces: list[Trace]) -> list[dict]:
+    """The conversation across a session's traces, each message once.
+
+    Every chat span resends the conversation so far; messages are content-addressed,
+    so a span's input and output digests line up with what was shown before, and only
+    what follows is new. Returns [{"trace": Trace, "system": value|None,
+    "messages": [message, ...]}] in trace order.
+    """
+    if not traces:
+        return []
+    indexer = SpanIndexer(traces[0].tenant_id)
+    spans = (
+        Span.objects.filter(trace_id__in=[t.trace_id for t in traces])
+        .filter(Q(detail__refs__has_key="in") | Q(detail__refs__has_key="out"))
+        .order_by("start_ns")
+        .only("trace_id", "start_ns", "detail")
+    )
+    by_trace: dict = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id, []).append(span)
+    shown: list[str] = []
+    system_shown = None
+    groups = []
+    for trace in traces:
+        group = {"trace": trace, "system": None, "digests": []}
+        for span in by_trace.get(trace.trace_id, []):
+            refs = span.detail.get("refs", {})
+            if refs.get("sys") and refs["sys"] != system_shown:
+                system_shown = group["system"] = refs["sys"]
+            sequence = (indexer.list_items(refs["in"]) if refs.get("in") else []) + list(
+                refs.get("out", [])
+            )
+            start = _overlap(shown, sequence)
+            group["digests"].extend(sequence[start:])
+            shown = shown + sequence[start:]
+        groups.append(group)
+    reader = indexer.reader
+    reader.fetch(
+        {d for g in groups for d in g["digests"]} | {g["system"] for g in groups if g["system"]}
+    )
+    out = []
+    for group in groups:
+        messages = []
+        for digest in group["digests"]:
+            try:
+                messages.append(reader.value(digest))
+            except KeyError:
+                messages.append(
+                    {
+                        "role": "unknown",
+                        "parts": [{"type": "text", "content": "(payload removed by retention)"}],
+                    }
+                )
+        system = reader.value(group["system"]) if group["system"] else None
+        out.append({"trace": group["trace"], "system": system, "messages": messages})
+    return out
