@@ -126,8 +126,6 @@ def gateway_round_trip(tenant, n=1000) -> list[float]:
 
 def runs_per_second(tenant, sandbox: str, n=40) -> float:
     noop = agent(tenant, f"noop-{sandbox}", NOOP)
-    for key in ("data_folder_in", "processed_folder"):
-        Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXECUTION_SANDBOX": sandbox}
     worker = subprocess.Popen(
         [
@@ -194,8 +192,6 @@ def runs_per_second(tenant, sandbox: str, n=40) -> float:
 
 def main():
     call_command("migrate", verbosity=0)
-    for key in ("data_folder_in", "processed_folder"):
-        Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]).mkdir(parents=True, exist_ok=True)
     llm = serve(port=0)
     settings.EXECUTION_LLM_BASE_URL = llm.url
     tenant = tenant_create(slug="bench")

@@ -46,12 +46,6 @@ class Command(BaseCommand):
         found = Tenant.objects.filter(slug=tenant).first()
         if found is None:
             raise CommandError(f"no tenant {tenant!r} (run `manage.py demo_setup` first)")
-        if settings.CELERY_BROKER_URL.startswith("filesystem://"):
-            # The file broker's folders appear when a worker starts; runs are queued before.
-            for key in ("data_folder_in", "processed_folder"):
-                Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS[key]).mkdir(
-                    parents=True, exist_ok=True
-                )
         base = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
         with tenant_scope(found):
             for folder in sorted(p for p in EXAMPLES.iterdir() if (p / MANIFEST).is_file()):
