@@ -11,6 +11,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -63,27 +64,58 @@ def cgroup_controllers() -> dict[str, Path]:
     return found
 
 
+def _oom_kills(path: Path) -> int:
+    for line in (path / "memory.oom_control").read_text().splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
+
+
 @dataclass
 class CgroupSet:
-    """One sandbox's groups; `join_paths` are written with the launcher's own pid."""
+    """One sandbox's groups; `join_paths` are written with the launcher's own pid.
+
+    The groups belong to the sandbox's uid slot and are reused, not made and removed
+    per sandbox: a removed memory cgroup lingers in the kernel as a dying cgroup, and
+    reuse keeps their number bounded by the slots. The slot's flock makes a group
+    exclusive; counters are reset (or read as a baseline) at each start.
+    """
 
     paths: dict[str, Path] = field(default_factory=dict)
+    oom_baseline: int = 0
+    reused: bool = True
 
     @classmethod
-    def create(cls, *, name: str, limits: Limits) -> "CgroupSet":
-        groups = cls()
+    def create(
+        cls, *, name: str, limits: Limits, controllers=CONTROLLERS, reused: bool = True
+    ) -> "CgroupSet":
+        groups = cls(reused=reused)
         for controller, parent in cgroup_controllers().items():
+            if controller not in controllers:
+                continue
             path = parent / name
             path.mkdir(exist_ok=True)
             if controller == "memory":
                 limit = str(limits.memory_mb * 1024 * 1024)
-                (path / "memory.limit_in_bytes").write_text(limit)
                 swap = path / "memory.memsw.limit_in_bytes"
-                if swap.exists():  # no escape into swap
+                # memsw may not be below the memory limit: lower memory first, raise
+                # memsw first.
+                order = ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"]
+                current = int((path / "memory.limit_in_bytes").read_text())
+                if int(limit) > current:
+                    order.reverse()
+                for knob in order:
+                    if knob.startswith("memory.memsw") and not swap.exists():
+                        continue  # no swap accounting: nothing to escape into
                     with contextlib.suppress(OSError):
-                        swap.write_text(limit)
+                        (path / knob).write_text(limit)
+                with contextlib.suppress(OSError):
+                    (path / "memory.failcnt").write_text("0")
+                groups.oom_baseline = _oom_kills(path)
             elif controller == "pids":
                 (path / "pids.max").write_text(str(limits.max_processes))
+            elif controller == "cpuacct":
+                (path / "cpuacct.usage").write_text("0")
             groups.paths[controller] = path
         return groups
 
@@ -97,12 +129,7 @@ class CgroupSet:
 
     def oom_killed(self) -> bool:
         path = self.paths.get("memory")
-        if not path:
-            return False
-        for line in (path / "memory.oom_control").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1]) > 0
-        return int((path / "memory.failcnt").read_text()) > 0
+        return bool(path) and _oom_kills(path) > self.oom_baseline
 
     def cpu_seconds(self) -> float | None:
         path = self.paths.get("cpuacct")
@@ -111,6 +138,8 @@ class CgroupSet:
         return int((path / "cpuacct.usage").read_text()) / 1e9
 
     def remove(self) -> None:
+        if self.reused:
+            return  # the slot's; kept for its next sandbox
         for path in self.paths.values():
             # A group can only be removed once empty; the caller has killed everything.
             for _ in range(50):
@@ -120,8 +149,6 @@ class CgroupSet:
                 except FileNotFoundError:
                     break
                 except OSError:
-                    import time
-
                     time.sleep(0.01)
 
 
@@ -131,6 +158,7 @@ class UidSlot:
     def __init__(self, base: int, count: int, lock_dir: Path):
         self.base, self.count, self.lock_dir = base, count, lock_dir
         self.uid: int | None = None
+        self.index: int | None = None
         self._fd: int | None = None
 
     def __enter__(self) -> "UidSlot":
@@ -153,7 +181,7 @@ class UidSlot:
             except BlockingIOError:
                 os.close(fd)
                 continue
-            self._fd, self.uid = fd, self.base + slot
+            self._fd, self.uid, self.index = fd, self.base + slot, slot
             return self.uid
         raise RuntimeError("no free sandbox uid slot")
 
@@ -165,7 +193,8 @@ class UidSlot:
 
 def rlimit_args(limits: Limits, *, memory_by_cgroup: bool, extra_procs: int = 0) -> list[str]:
     """prlimit(1) options. The CPU hard limit is one second above the soft one, so the
-    process gets SIGXCPU (recognisable) before SIGKILL."""
+    process gets SIGXCPU (recognisable) before SIGKILL. `extra_procs`: the sandbox's
+    own processes under the same uid (bubblewrap's monitor and its pid 1)."""
     cpu = max(1, int(limits.cpu_seconds))
     args = [
         f"--cpu={cpu}:{cpu + 1}",

@@ -30,6 +30,9 @@ SENTRY_THREADS = 512  # the Go runtime's threads of gVisor's sentry and gofer
 
 class RunscBackend(Backend):
     name = "runsc"
+    # gVisor ignores RLIMIT_CPU, and its processes are not host processes: CPU time and
+    # the process count are bounded from the host.
+    cgroup_controllers = ("memory", "pids", "cpuacct")
 
     @classmethod
     def available(cls) -> bool:
