@@ -100,3 +100,14 @@ class AuditEvent(TenantModel):
 
     def __str__(self):
         return f"{self.action} {self.target_type}:{self.target_id}"
+
+
+class RateBucket(models.Model):
+    """Token buckets of controlplane.ratelimit where there is no Redis (embedded default)."""
+
+    key = models.CharField(max_length=300, unique=True)
+    tokens = models.FloatField()
+    updated = models.FloatField()  # unix time of the last refill
+
+    def __str__(self):
+        return self.key

@@ -1,8 +1,13 @@
-"""Token buckets: atomic in Redis when REDIS_URL is set, in process otherwise.
+"""Token buckets, the one implementation every limit uses.
 
-`take(key, amount, rate, burst)` removes `amount` tokens from the bucket `key`, which
-refills at `rate` tokens a second up to `burst`. It answers how long to wait when the
-bucket holds too few (nothing is taken then).
+`take(key, amount, rate=, burst=)` removes `amount` tokens from bucket `key`, which
+refills at `rate` tokens a second up to `burst`; when too few are there it takes
+nothing and says how long to wait. Where the bucket lives:
+- Redis, when REDIS_URL is set: one Lua script, atomic, on Redis's own clock so every
+  process agrees on "now";
+- otherwise the database (`shared=True`: every process of the embedded default sees
+  the same bucket, at the price of a write), or process memory (`shared=False`: for
+  hot paths such as ingest, where a per-process limit is close enough).
 """
 
 import threading
@@ -11,25 +16,24 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
+from django.db import transaction
 
-# KEYS[1] bucket; ARGV: amount, rate, burst, now (seconds, float). Returns
-# {allowed 0/1, wait in milliseconds}. Runs atomically inside Redis.
 _LUA = """
-local amount, rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local amount, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens, at = tonumber(state[1]), tonumber(state[2])
-if tokens == nil then tokens, at = burst, now end
+local tokens, at = tonumber(state[1]) or burst, tonumber(state[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local allowed, wait = 0, 0
+local wait = 0
 if tokens >= amount then
   tokens = tokens - amount
-  allowed = 1
 else
   wait = math.ceil((amount - tokens) / rate * 1000)
 end
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, wait}
+return wait
 """
 
 
@@ -39,51 +43,66 @@ class Decision:
     retry_after: float  # seconds; 0 when allowed
 
 
+def _refill(tokens: float, elapsed: float, amount: float, rate: float, burst: float):
+    tokens = min(burst, tokens + max(0.0, elapsed) * rate)
+    if tokens >= amount:
+        return tokens - amount, 0.0
+    return tokens, (amount - tokens) / rate
+
+
 class MemoryBuckets:
     def __init__(self):
         self.lock = threading.Lock()
         self.buckets: dict[str, tuple[float, float]] = {}
 
-    def take(self, key: str, amount: float, rate: float, burst: float) -> Decision:
+    def take(self, key: str, amount: float, rate: float, burst: float) -> float:
         now = time.monotonic()
         with self.lock:
             tokens, at = self.buckets.get(key, (burst, now))
-            tokens = min(burst, tokens + (now - at) * rate)
-            if tokens >= amount:
-                self.buckets[key] = (tokens - amount, now)
-                return Decision(True, 0.0)
+            tokens, wait = _refill(tokens, now - at, amount, rate, burst)
             self.buckets[key] = (tokens, now)
-            return Decision(False, (amount - tokens) / rate)
+        return wait
 
 
-class RedisBuckets:
-    def __init__(self, url: str, prefix: str):
-        import redis
+def _database_take(key: str, amount: float, rate: float, burst: float) -> float:
+    from controlplane.models import RateBucket
 
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        self.script = self.client.register_script(_LUA)
-        self.prefix = prefix
-
-    def take(self, key: str, amount: float, rate: float, burst: float) -> Decision:
-        allowed, wait_ms = self.script(
-            keys=[f"{self.prefix}bucket:{key}"], args=[amount, rate, burst, time.time()]
-        )
-        return Decision(bool(allowed), int(wait_ms) / 1000)
+    now = time.time()
+    with transaction.atomic():
+        # select_for_update on PostgreSQL; SQLite's IMMEDIATE transactions serialise.
+        RateBucket.objects.get_or_create(key=key, defaults={"tokens": burst, "updated": now})
+        bucket = RateBucket.objects.select_for_update().get(key=key)
+        tokens, wait = _refill(bucket.tokens, now - bucket.updated, amount, rate, burst)
+        RateBucket.objects.filter(pk=bucket.pk).update(tokens=tokens, updated=now)
+    return wait
 
 
 @lru_cache(maxsize=1)
-def buckets():
-    if settings.REDIS_URL:
-        return RedisBuckets(settings.REDIS_URL, settings.REDIS_PREFIX)
-    return MemoryBuckets()
+def _redis_script():
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return client.register_script(_LUA)
 
 
-def take(key: str, amount: float, *, rate: float, burst: float | None = None) -> Decision:
+_memory = MemoryBuckets()
+
+
+def take(
+    key: str, amount: float = 1, *, rate: float, burst: float | None = None, shared: bool = True
+) -> Decision:
     if rate <= 0:
         return Decision(True, 0.0)
     burst = burst if burst is not None else rate
-    if amount > burst:
-        # More than a full bucket can never pass; let it through once the bucket is
-        # full rather than refuse it forever.
-        amount = burst
-    return buckets().take(key, amount, rate, burst)
+    # More than a full bucket could never pass: let it through once the bucket is full.
+    amount = min(amount, burst)
+    if settings.REDIS_URL:
+        wait_ms = _redis_script()(
+            keys=[f"{settings.REDIS_PREFIX}rl:{key}"], args=[amount, rate, burst]
+        )
+        wait = int(wait_ms) / 1000
+    elif shared:
+        wait = _database_take(key, amount, rate, burst)
+    else:
+        wait = _memory.take(key, amount, rate, burst)
+    return Decision(wait == 0, wait)

@@ -194,14 +194,3 @@ class ToolCall(TenantModel):
     result = models.JSONField(null=True)
     is_error = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
-
-
-class RateBucket(models.Model):
-    """Token buckets for the embedded default, where there is no Redis."""
-
-    key = models.CharField(max_length=300, unique=True)
-    tokens = models.FloatField()
-    updated = models.FloatField()  # unix time of the last refill
-
-    def __str__(self):
-        return self.key

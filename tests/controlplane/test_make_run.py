@@ -78,14 +78,14 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         )
         assert tenant.status_code == 200 and tenant.json()["slug"] == "demo"
         assert (tmp_path / "var" / "flightdeck.sqlite3").exists()
-        listening = f"OTLP/gRPC listening on 127.0.0.1:{grpc_port}"
-        deadline = time.monotonic() + 30
-        while listening not in output and time.monotonic() < deadline:
-            time.sleep(0.5)
-            log.seek(0)
-            output = log.read()
-        assert listening in output, output[-3000:]
-        assert re.search(r"worker.*ready", output) or "celery@" in output, output[-3000:]
+        # Every process of the Procfile comes up (they print once they are ready).
+        for ready in (f"OTLP/gRPC listening on 127.0.0.1:{grpc_port}", "celery@", "beat: Starting"):
+            deadline = time.monotonic() + 60
+            while ready not in output and time.monotonic() < deadline:
+                time.sleep(0.5)
+                log.seek(0)
+                output = log.read()
+            assert ready in output, output[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

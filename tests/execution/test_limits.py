@@ -5,8 +5,8 @@ import time
 
 import pytest
 
+from controlplane.models import RateBucket
 from execution import ratelimit
-from execution.models import RateBucket
 from tests.execution.conftest import agent_with_bundle, run_now
 
 LOOPER = """
