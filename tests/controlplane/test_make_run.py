@@ -1,4 +1,5 @@
-"""`make run` in a fresh copy of the repository serves the health page and the demo key."""
+"""`make run` in a fresh copy serves the health page and the demo key, starts every
+process, and shows a newcomer the example agent's run finished."""
 
 import os
 import re
@@ -44,6 +45,7 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         "HOME": os.environ.get("HOME", "/root"),
         "PORT": str(port),
         "OTLP_GRPC_ADDRESS": f"127.0.0.1:{grpc_port}",
+        "LLM_PORT": str(free_port()),
         "VENV": str(Path(sys.prefix)),
     }
     log = open(tmp_path / "make-run.log", "w+")  # noqa: SIM115
@@ -86,6 +88,23 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
                 log.seek(0)
                 output = log.read()
             assert ready in output, output[-3000:]
+
+        # The example agent `make run` registers and queues runs to the end.
+        run_id = re.search(r"Queued example run (\d+)", output).group(1)
+        run, deadline = None, time.monotonic() + 150
+        while time.monotonic() < deadline:
+            run = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/runs/{run_id}",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=5,
+            ).json()
+            if run["status"] in ("succeeded", "failed", "stopped"):
+                break
+            time.sleep(1)
+        log.seek(0)
+        assert run["status"] == "succeeded", (run.get("error"), log.read()[-6000:])
+        assert run["agent"] == "calculator" and run["output"]["answer"] == "The tool returned: 42\n"
+        assert len(run["trace_id"]) == 32 and run["step_count"] >= 3
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
