@@ -133,7 +133,6 @@ class Platform:
 
     def database_bytes(self) -> int:
         if self.kind == "postgres+s3":
-            self.sql("VACUUM ANALYZE") if False else None
             rows = self.sql(
                 "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "

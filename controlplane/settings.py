@@ -283,7 +283,6 @@ EXECUTION_RETRY_CAP_MS = env_int("EXECUTION_RETRY_CAP_MS", 10_000, minimum=0)
 # How long a call waits for a rate limit token before the agent gets a rate_limited error.
 EXECUTION_RATE_LIMIT_MAX_WAIT_MS = env_int("EXECUTION_RATE_LIMIT_MAX_WAIT_MS", 10_000, minimum=0)
 EXECUTION_TOOL_MAX_RESPONSE_BYTES = 256 * 1024
-EXECUTION_REDIS_PREFIX = env_str("FLIGHTDECK_REDIS_PREFIX", "fd:")
 # Fernet keys for the credential vault, comma-separated, newest first (rotation). Unset:
 # derived from SECRET_KEY.
 EXECUTION_VAULT_KEYS = env_str("EXECUTION_VAULT_KEYS", "")

@@ -17,7 +17,7 @@ from tracing.ingest import rows
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
 from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
-from tracing.models import PayloadKind, Span, StatusCode, Trace
+from tracing.models import PayloadKind, Span, StatusCode
 from tracing.signals import spans_ingested
 
 MAX_REPORTED_ERRORS = 5
@@ -132,9 +132,6 @@ class _RowBuilder:
         self.batch = batch
         self.redactor = setup.redactor
 
-    def _small(self, value, counts: Counter):
-        return self.redactor.redact_value(value, counts)
-
     def _attrs(self, attrs: dict, counts: Counter, refs: dict | None = None, digests=None) -> dict:
         """Attributes to keep in the row, redacted. With `refs`, long strings become
         payloads referenced there; without (event and link attributes), they stay."""
@@ -147,7 +144,7 @@ class _RowBuilder:
                 refs[key] = self.batch.value(value, scan=scan)
                 digests.append(refs[key])
             else:
-                kept[key] = self._small(value, counts) if scan else value
+                kept[key] = self.redactor.redact_value(value, counts) if scan else value
         return kept
 
     def start(self, n: NormalSpan):
@@ -276,7 +273,7 @@ ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
 """
 
 
-def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[dict]:
+def _trace_summaries(spans: list[NormalSpan]) -> list[dict]:
     summaries: dict[bytes, dict] = {}
     for n in spans:
         s = summaries.get(n.trace_id)
@@ -304,13 +301,12 @@ def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[dict]:
 
 
 def _traces_upsert(tenant_id: int, spans: list[NormalSpan]) -> None:
-    uuid_field = Trace._meta.get_field("trace_id")
     adapt_dt = connection.ops.adapt_datetimefield_value
     now = adapt_dt(timezone.now())
-    rows = []
-    for s in _trace_summaries(tenant_id, spans):
-        rows.append((
-            tenant_id, uuid_field.get_db_prep_value(uuid.UUID(bytes=s["trace_id"]), connection),
+    summaries = []
+    for s in _trace_summaries(spans):
+        summaries.append((
+            tenant_id, rows.uuid_param(uuid.UUID(bytes=s["trace_id"])),
             s["name"][:255], s["service_name"][:255], s["agent_name"][:255],
             s["session_id"][:255], s["run_id"][:64], s["model"][:255],
             adapt_dt(_ns_to_datetime(s["start_ns"])), adapt_dt(_ns_to_datetime(s["end_ns"])),
@@ -319,8 +315,8 @@ def _traces_upsert(tenant_id: int, spans: list[NormalSpan]) -> None:
         ))  # fmt: skip
     placeholder = "(" + ", ".join(["%s"] * len(_TRACE_COLUMNS)) + ")"
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), 200):
-            chunk = rows[start : start + 200]
+        for start in range(0, len(summaries), 200):
+            chunk = summaries[start : start + 200]
             sql = _TRACE_UPSERT.format(
                 columns=", ".join(_TRACE_COLUMNS), values=", ".join([placeholder] * len(chunk))
             )

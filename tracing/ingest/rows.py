@@ -26,7 +26,7 @@ PAYLOAD_COLUMNS = ("tenant_id", "digest", "kind", "size", "data", "redactions", 
 CHUNK = 400
 
 
-def _json(value):
+def json_param(value):
     if value is None:
         return None
     return orjson.dumps(value).decode()
@@ -52,10 +52,6 @@ def insert_ignoring_conflicts(table: str, columns: tuple, rows: list[tuple]) -> 
                 f"{', '.join([placeholder] * len(chunk))} ON CONFLICT DO NOTHING",
                 [value for row in chunk for value in row],
             )
-
-
-def json_param(value):
-    return _json(value)
 
 
 @contextmanager
