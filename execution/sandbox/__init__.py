@@ -101,6 +101,9 @@ class Sandbox:
             self.kill()
             self.proc.wait()
         self.backend.cleanup(self)
+        # If a process outlives its kill, drain raises and the uid slot stays held
+        # (until this worker exits) rather than passing a busy group on.
+        self.cgroups.drain()
         self.cgroups.remove()
         self.uid_slot.release()
 

@@ -11,6 +11,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -137,19 +138,30 @@ class CgroupSet:
             return None
         return int((path / "cpuacct.usage").read_text()) / 1e9
 
+    def drain(self, timeout: float = 2.0) -> None:
+        """Kill whatever is left in the groups and wait until they are empty.
+
+        The launcher can be reaped while the sandbox's pid 1 is still exiting (it dies
+        with its parent, asynchronously); a reused group must be empty before the slot
+        passes to the next sandbox, and a group must be empty to be removed.
+        """
+        deadline = time.monotonic() + timeout
+        for path in self.paths.values():
+            procs = path / "cgroup.procs"
+            while pids := procs.read_text().split():
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"sandbox processes {pids} outlived their kill")
+                time.sleep(0.002)
+
     def remove(self) -> None:
         if self.reused:
             return  # the slot's; kept for its next sandbox
         for path in self.paths.values():
-            # A group can only be removed once empty; the caller has killed everything.
-            for _ in range(50):
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.01)
+            with contextlib.suppress(FileNotFoundError):
+                path.rmdir()  # drained: empty
 
 
 class UidSlot:
