@@ -9,7 +9,7 @@ PORT ?= 8000
 # The local Messages API server (examples and the demo talk to it unless ANTHROPIC_API_KEY is set).
 LLM_PORT ?= $(shell echo $$(( $(PORT) + 1 )))
 
-.PHONY: setup run test lint bench browser-deps sandbox-deps clean
+.PHONY: setup run test lint bench browser-deps sandbox-deps gvisor-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,11 +42,17 @@ sandbox-deps:
 	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) \
 	  || echo "bubblewrap could not be installed: agent runs will fail to start"
 
+# gVisor (Debian package runsc) is used instead of bubblewrap where installed; the tests
+# install it so both backends are exercised.
+gvisor-deps:
+	@command -v runsc >/dev/null || (apt-get update -qq && apt-get install -y -qq runsc >/dev/null) \
+	  || echo "runsc could not be installed: the gVisor backend's tests will say so"
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: setup browser-deps sandbox-deps lint
+test: setup browser-deps sandbox-deps gvisor-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
