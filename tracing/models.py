@@ -6,6 +6,7 @@ every large value lives once per tenant in Payload, so a span row stays small.
 
 from django.db import models
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from controlplane.tenancy import TenantModel
 
@@ -85,8 +86,10 @@ class Span(TenantModel):
     tool_call_id = models.CharField(max_length=255, blank=True)
     # Everything else the span carried: attributes, events, links, small tool values,
     # the digest of its resource and scope ("origin"), payload digests of large values
-    # ("refs") and which attributes its columns hold ("m", a bitmask).
-    detail = models.JSONField(default=dict)
+    # ("refs") and which attributes its columns hold ("m", a bitmask). Stored as JSON
+    # compressed with the tenant's span-detail dictionary (see `detail`): spans of one
+    # agent repeat the same keys and digests, which a dictionary stores once.
+    detail_packed = models.BinaryField(default=b"")
     # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
     redactions = models.JSONField(null=True, blank=True)
 
@@ -98,6 +101,12 @@ class Span(TenantModel):
 
     def __str__(self):
         return self.name
+
+    @cached_property
+    def detail(self) -> dict:
+        from tracing.ingest.dictionaries import unpack_json
+
+        return unpack_json(self.tenant_id, self.detail_packed)
 
     @property
     def span_id_hex(self) -> str:
@@ -164,16 +173,21 @@ class RedactionPolicy(TenantModel):
 
 
 class PayloadDictionary(TenantModel):
-    """A zstd dictionary trained on a tenant's own payloads.
+    """A zstd dictionary trained on a tenant's own payloads or span details.
 
-    Payloads are small (a message, a tool result), where zstd alone finds little to
-    share; a dictionary of the tenant's recurring words and JSON shapes takes about a
-    quarter off. Each compressed frame names its dictionary's id, so old payloads stay
-    readable when a newer dictionary is trained.
+    Both are small (a message, a tool result, a span's attributes and digests), where
+    zstd alone finds little to share; a dictionary of the tenant's recurring words, keys
+    and JSON shapes does. Each compressed frame names its dictionary's id, so old data
+    stays readable when a newer dictionary is trained.
     """
+
+    class Purpose(models.IntegerChoices):
+        PAYLOAD = 1  # messages and values
+        SPAN_DETAIL = 2  # Span.detail_packed
 
     tenant = tenant_key_column()
     dict_id = models.BigIntegerField()
+    purpose = models.SmallIntegerField(choices=Purpose.choices, default=Purpose.PAYLOAD)
     data = models.BinaryField()
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -82,10 +82,14 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
     _, first = agent_trace(provider, steps=2)  # too little to train on
     with tenant_scope(acme):
         assert not PayloadDictionary.objects.exists()
-    agent_trace(provider, steps=120)  # enough samples: a dictionary is trained
+    agent_trace(provider, steps=120)  # enough samples: dictionaries are trained
     provider.shutdown()
+    purposes = PayloadDictionary.Purpose
     with tenant_scope(acme):
-        assert PayloadDictionary.objects.count() == 1
+        assert sorted(PayloadDictionary.objects.values_list("purpose", flat=True)) == [
+            purposes.PAYLOAD,
+            purposes.SPAN_DETAIL,
+        ]
     dictionaries._newest.clear()
     dictionaries._dicts.clear()
     seen_cache.clear()
@@ -93,3 +97,7 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
         chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
         assert selectors.span_detail(span=chats[1])["input_messages"][1:] == first[1:3]
         assert len(selectors.span_detail(span=chats[-1])["input_messages"]) == 2 * 120 - 1
+        # Span details from before the detail dictionary are JSON; later ones are frames.
+        assert bytes(chats[0].detail_packed)[:1] == b"{"
+        assert bytes(chats[-1].detail_packed)[:4] == dictionaries.ZSTD_MAGIC
+        assert chats[-1].detail["refs"]["in"] and chats[0].detail["refs"]["in"]

@@ -24,6 +24,7 @@ import orjson
 
 from controlplane.blobstore import get_blob_store, tenant_key
 from tracing.ingest import dictionaries
+from tracing.ingest.dictionaries import pack
 from tracing.ingest.rows import date_param, json_param
 from tracing.models import Payload, PayloadKind
 
@@ -47,22 +48,6 @@ def digest_text(raw: bytes) -> str:
 
 def digest_bytes(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "==")
-
-
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def pack(body: bytes, compressor) -> bytes:
-    """zstd, unless that is no smaller (tiny bodies): then the body as it is."""
-    packed = compressor.compress(body)
-    return packed if len(packed) < len(body) else body
-
-
-def unpack(tenant_id: int, data: bytes) -> bytes:
-    # Canonical bodies start with b"s" or b"j", never with zstd's magic number.
-    if data[:4] != ZSTD_MAGIC:
-        return data
-    return dictionaries.decompress(tenant_id, data)
 
 
 def canonical(value) -> bytes:

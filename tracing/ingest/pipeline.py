@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from controlplane.tenancy import tenant_scope
 from tracing.ingest import rows
+from tracing.ingest.dictionaries import DetailPacker
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
 from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
@@ -65,10 +66,11 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         batch = PayloadBatch(
             tenant_id=tenant_id, digest_key=setup.digest_key, redactor=setup.redactor
         )
-        builder = _RowBuilder(tenant_id, setup, batch)
+        builder = _RowBuilder(tenant_id, setup, batch, DetailPacker(tenant_id))
         pending = [builder.start(n) for n in normal]
         payload_rows = batch.prepare()  # uploads blobs, outside the transaction
         span_rows = [builder.finish(p) for p in pending]
+        builder.details.offer_samples()
         with rows.write_turn(), transaction.atomic():
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
@@ -126,10 +128,13 @@ def _drop_stored(collected: list, result: IngestResult) -> list:
 class _RowBuilder:
     """Turns normalised spans into Span rows, sending large values to the payload batch."""
 
-    def __init__(self, tenant_id: int, setup: TenantRedaction, batch: PayloadBatch):
+    def __init__(
+        self, tenant_id: int, setup: TenantRedaction, batch: PayloadBatch, details: DetailPacker
+    ):
         self.tenant_id = tenant_id
         self.setup = setup
         self.batch = batch
+        self.details = details
         self.redactor = setup.redactor
 
     def _attrs(self, attrs: dict, counts: Counter, refs: dict | None = None, digests=None) -> dict:
@@ -222,7 +227,7 @@ class _RowBuilder:
             n.start_ns, n.end_ns, n.status_code, status_message, labels[0][:255], labels[1][:255],
             n.operation, n.provider, n.request_model, n.response_model, n.input_tokens,
             n.output_tokens, labels[2][:255], labels[3][:64], n.tool_name, labels[4][:255],
-            rows.json_param(detail), rows.json_param(dict(counts) or None),
+            self.details.pack(detail), rows.json_param(dict(counts) or None),
         )  # fmt: skip
 
 

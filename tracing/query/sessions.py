@@ -87,13 +87,14 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
     indexer = SpanIndexer(traces[0].tenant_id)
     spans = (
         Span.objects.filter(trace_id__in=[t.trace_id for t in traces])
-        .filter(Q(detail__refs__has_key="in") | Q(detail__refs__has_key="out"))
         .order_by("start_ns")
-        .only("trace_id", "start_ns", "detail")
+        .only("tenant_id", "trace_id", "start_ns", "detail_packed")
     )
     by_trace: dict = {}
     for span in spans:
-        by_trace.setdefault(span.trace_id, []).append(span)
+        refs = span.detail.get("refs", {})
+        if "in" in refs or "out" in refs:  # the spans that carry a conversation
+            by_trace.setdefault(span.trace_id, []).append(span)
     shown: list[str] = []
     system_shown = None
     groups = []
