@@ -30,8 +30,11 @@ class Recipe:
 
 
 RECIPES = {
+    # Messages and tool results share a tenant's vocabulary: a large dictionary holds
+    # more of it (16 KB took a tool result to 44% of its size, 112 KB to 38%), and level
+    # 9 keeps most of level 12's gain at two thirds of its compression time.
     Purpose.PAYLOAD: Recipe(
-        size=16 * 1024, level=6, min_samples=100, min_bytes=64 * 1024, max_bytes=512 * 1024
+        size=112 * 1024, level=9, min_samples=100, min_bytes=64 * 1024, max_bytes=1024 * 1024
     ),
     # Span details are ~200 bytes of keys, labels and digests that recur across an
     # agent's spans: a small dictionary holds them, and a low level does as well as a
