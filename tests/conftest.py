@@ -17,6 +17,22 @@ def _tenant(slug: str, owner_email: str):
     return tenant
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """The span path caches per tenant id (seen payloads, redaction keys, dictionaries).
+    SQLite hands out a rolled-back test's ids again, so a test must not inherit the
+    previous test's entries for what is, to it, a different tenant."""
+    from tracing.ingest import dictionaries, policy
+    from tracing.ingest.payloads import seen_cache
+
+    seen_cache.clear()
+    policy._cache.clear()
+    for cache in (dictionaries._newest, dictionaries._dicts, dictionaries._samples):
+        cache.clear()
+    dictionaries._local.__dict__.clear()
+    yield
+
+
 @pytest.fixture
 def acme(db):
     """Tenant acme, owned by alice."""

@@ -98,7 +98,9 @@ def _configure() -> None:
 
     # One database per checkout, so two work trees can run their suites side by side.
     tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
-    problem = _probe_postgres()
+    # FLIGHTDECK_TEST_DB=sqlite runs the suite on the embedded default instead.
+    embedded = os.environ.get("FLIGHTDECK_TEST_DB") == "sqlite"
+    problem = "FLIGHTDECK_TEST_DB=sqlite" if embedded else _probe_postgres()
     if problem is None:
         available["postgres"] = True
         os.environ["DATABASE_URL"] = f"postgres://postgres@{PG_HOST}:{PG_PORT}/flightdeck_{tag}"

@@ -4,6 +4,8 @@ Ids are stored compactly (a trace id as a UUID, span ids as signed 64-bit intege
 every large value lives once per tenant in Payload, so a span row stays small.
 """
 
+import uuid
+
 from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -18,6 +20,33 @@ def tenant_key_column():
     return models.ForeignKey("controlplane.Tenant", on_delete=models.CASCADE, db_index=False)
 
 
+class TraceIdField(models.UUIDField):
+    """A trace id: PostgreSQL's native 16-byte uuid, and 16 bytes on SQLite too, where
+    Django's UUIDField keeps 32 hex characters. Every span row and its unique index
+    carry one, so the halving shows in the span path's storage."""
+
+    def get_internal_type(self):
+        return "TraceIdField"  # not "UUIDField": SQLite's converter would expect hex text
+
+    def db_type(self, connection):
+        return "uuid" if connection.features.has_native_uuid_field else "blob"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        if not isinstance(value, uuid.UUID):
+            value = self.to_python(value)
+        return value if connection.features.has_native_uuid_field else value.bytes
+
+    def from_db_value(self, value, expression, connection):
+        return self.to_python(value)
+
+    def to_python(self, value):
+        if isinstance(value, bytes | memoryview) and len(value) == 16:
+            return uuid.UUID(bytes=bytes(value))
+        return super().to_python(value)
+
+
 class StatusCode(models.IntegerChoices):
     UNSET = 0
     OK = 1
@@ -28,7 +57,7 @@ class Trace(TenantModel):
     """One row per trace, kept up to date as its spans arrive (the trace list reads this)."""
 
     tenant = tenant_key_column()
-    trace_id = models.UUIDField()
+    trace_id = TraceIdField()
     name = models.CharField(max_length=255, blank=True)  # the root span's name
     service_name = models.CharField(max_length=255, blank=True)
     agent_name = models.CharField(max_length=255, blank=True)
@@ -63,7 +92,7 @@ class Trace(TenantModel):
 
 class Span(TenantModel):
     tenant = tenant_key_column()
-    trace_id = models.UUIDField()
+    trace_id = TraceIdField()
     span_id = models.BigIntegerField()
     parent_span_id = models.BigIntegerField(null=True, blank=True)
     name = models.CharField(max_length=255)
@@ -239,7 +268,7 @@ class TraceText(TenantModel):
 
     tenant = tenant_key_column()
     digest = models.CharField(max_length=32)
-    trace_id = models.UUIDField()
+    trace_id = TraceIdField()
 
     class Meta(TenantModel.Meta):
         constraints = [
@@ -259,7 +288,7 @@ class TraceAttribute(TenantModel):
     tenant = tenant_key_column()
     key = models.CharField(max_length=255)
     value = models.CharField(max_length=255)
-    trace_id = models.UUIDField()
+    trace_id = TraceIdField()
 
     class Meta(TenantModel.Meta):
         constraints = [

@@ -33,7 +33,8 @@ def json_param(value):
 
 
 def uuid_param(value: uuid.UUID):
-    return value if connection.features.has_native_uuid_field else value.hex
+    """A trace id as TraceIdField stores it."""
+    return value if connection.features.has_native_uuid_field else value.bytes
 
 
 def date_param(value: date):
