@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from controlplane.tenancy import TenantModel
+from tracing.digests import digest_bytes, digest_text
 
 
 def tenant_key_column():
@@ -45,6 +46,27 @@ class TraceIdField(models.UUIDField):
         if isinstance(value, bytes | memoryview) and len(value) == 16:
             return uuid.UUID(bytes=bytes(value))
         return super().to_python(value)
+
+
+class DigestField(models.Field):
+    """A payload digest: its 16 bytes in the database (the unique index of the
+    busiest table holds one per payload), its base64url text in Python."""
+
+    def get_internal_type(self):
+        return "BinaryField"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        return digest_bytes(value) if isinstance(value, str) else bytes(value)
+
+    def from_db_value(self, value, expression, connection):
+        return self.to_python(value)
+
+    def to_python(self, value):
+        if isinstance(value, bytes | memoryview):
+            return digest_text(bytes(value))
+        return value
 
 
 class StatusCode(models.IntegerChoices):
@@ -162,7 +184,7 @@ class Payload(TenantModel):
     """
 
     tenant = tenant_key_column()
-    digest = models.CharField(max_length=32)
+    digest = DigestField()
     kind = models.SmallIntegerField(choices=PayloadKind.choices)
     size = models.IntegerField()  # bytes of the stored (redacted) canonical form
     data = models.BinaryField(null=True, blank=True)  # inline content; null: in the blob store

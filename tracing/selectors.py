@@ -3,9 +3,10 @@
 from django.db.models import Q
 
 from controlplane.blobstore import get_blob_store
+from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
-from tracing.ingest.payloads import DIGEST_BYTES, LEAF_KEY, blob_key, digest_text, from_canonical
+from tracing.ingest.payloads import LEAF_KEY, blob_key, from_canonical
 from tracing.models import Payload, PayloadKind, Span
 
 ZERO = bytes(DIGEST_BYTES)

@@ -13,8 +13,6 @@ the digest of the longest list already stored plus the new messages, so a trace'
 storage grows with the conversation's length, not its square.
 """
 
-import base64
-import binascii
 import hashlib
 import threading
 from collections import Counter, OrderedDict
@@ -23,6 +21,7 @@ from datetime import date
 import orjson
 
 from controlplane.blobstore import get_blob_store, tenant_key
+from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
 from tracing.ingest.dictionaries import pack
 from tracing.ingest.rows import date_param, json_param
@@ -35,19 +34,6 @@ LEAF_MIN = 256
 # blob store (one S3 request for a few hundred bytes costs more than the row).
 INLINE_MAX = 1024
 LEAF_KEY = "\x00ref"
-DIGEST_BYTES = 16
-
-
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
-def digest_text(raw: bytes) -> str:
-    """Digests travel as 22-character base64url text (rows, references, logs)."""
-    return binascii.b2a_base64(raw, newline=False)[:22].translate(_URLSAFE).decode()
-
-
-def digest_bytes(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "==")
 
 
 def canonical(value) -> bytes:
@@ -284,9 +270,10 @@ class PayloadBatch:
             if inline is None:
                 store = store or get_blob_store()
                 store.put(blob_key(self.tenant_id, digest), packed)
-            rows.append(
-                (self.tenant_id, digest, kind, len(body), inline, json_param(redactions), today)
-            )
+            rows.append((
+                self.tenant_id, digest_bytes(digest), kind, len(body), inline,
+                json_param(redactions), today,
+            ))  # fmt: skip
         return rows
 
     def refresh_last_seen(self) -> None:

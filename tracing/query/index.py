@@ -17,9 +17,10 @@ from collections import defaultdict
 
 from django.db import connection
 
+from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
-from tracing.ingest.payloads import DIGEST_BYTES, LEAF_KEY, digest_text, from_canonical
+from tracing.ingest.payloads import LEAF_KEY, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
 from tracing.models import PayloadKind, SearchText, Span, TraceText
 from tracing.query import fulltext
