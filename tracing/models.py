@@ -228,7 +228,7 @@ class PayloadDictionary(TenantModel):
 
     Both are small (a message, a tool result, a span's attributes and digests), where
     zstd alone finds little to share; a dictionary of the tenant's recurring words, keys
-    and JSON shapes does. Each compressed frame names its dictionary's id, so old data
+    and JSON shapes does. Each compressed frame names its dictionary (by serial), so old data
     stays readable when a newer dictionary is trained.
     """
 
@@ -238,13 +238,16 @@ class PayloadDictionary(TenantModel):
 
     tenant = tenant_key_column()
     dict_id = models.BigIntegerField()
+    # 1, 2, ... per tenant: compact frames name their dictionary in one byte.
+    serial = models.SmallIntegerField()
     purpose = models.SmallIntegerField(choices=Purpose.choices, default=Purpose.PAYLOAD)
     data = models.BinaryField()
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantModel.Meta):
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "dict_id"], name="payload_dictionary_unique")
+            models.UniqueConstraint(fields=["tenant", "dict_id"], name="payload_dictionary_unique"),
+            models.UniqueConstraint(fields=["tenant", "serial"], name="payload_dictionary_serial"),
         ]
 
     def __str__(self):

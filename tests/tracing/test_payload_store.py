@@ -86,10 +86,9 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
     provider.shutdown()
     purposes = PayloadDictionary.Purpose
     with tenant_scope(acme):
-        assert sorted(PayloadDictionary.objects.values_list("purpose", flat=True)) == [
-            purposes.PAYLOAD,
-            purposes.SPAN_DETAIL,
-        ]
+        trained = dict(PayloadDictionary.objects.values_list("purpose", "serial"))
+    assert sorted(trained) == [purposes.PAYLOAD, purposes.SPAN_DETAIL]
+    assert sorted(trained.values()) == [1, 2]
     dictionaries._newest.clear()
     dictionaries._dicts.clear()
     seen_cache.clear()
@@ -99,5 +98,33 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
         assert len(selectors.span_detail(span=chats[-1])["input_messages"]) == 2 * 120 - 1
         # Span details from before the detail dictionary are JSON; later ones are frames.
         assert bytes(chats[0].detail_packed)[:1] == b"{"
-        assert bytes(chats[-1].detail_packed)[:4] == dictionaries.ZSTD_MAGIC
+        compact = dictionaries.COMPACT | trained[purposes.SPAN_DETAIL]
+        assert bytes(chats[-1].detail_packed)[0] == compact
         assert chats[-1].detail["refs"]["in"] and chats[0].detail["refs"]["in"]
+
+
+@pytest.mark.django_db
+def test_it_reads_every_stored_body_form(acme):
+    """Bodies kept as they are, standard zstd frames (written before compact frames)
+    and compact frames all read back."""
+    import zstandard
+
+    from tracing.ingest import dictionaries
+
+    samples = [f"s{i} the order of {i * 7} parcels for user {i % 13}".encode() for i in range(400)]
+    serial = dictionaries.train(acme.id, samples)
+    body = b"s" + b" ".join(samples[:40])
+    standard = zstandard.ZstdCompressor(
+        dict_data=dictionaries._load(acme.id, "serial", serial)
+    ).compress(body)
+    compact = dictionaries.Packer(acme.id, dictionaries.Purpose.PAYLOAD, serial).pack(body)
+    plain = dictionaries.Packer(acme.id, dictionaries.Purpose.PAYLOAD, None).pack(body)
+    assert standard[:4] == dictionaries.ZSTD_MAGIC
+    assert compact[0] == dictionaries.COMPACT | serial and len(compact) < len(standard)
+    assert plain[0] == dictionaries.COMPACT  # no dictionary
+    dictionaries._dicts.clear()
+    dictionaries._local.__dict__.clear()
+    for stored in (body, standard, compact, plain):
+        assert dictionaries.unpack(acme.id, stored) == body
+    tiny = dictionaries.Packer(acme.id, dictionaries.Purpose.PAYLOAD, serial).pack(b"sok")
+    assert tiny == b"sok"  # a frame would be larger: kept as it is

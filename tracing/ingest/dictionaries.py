@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import orjson
 import zstandard
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 
 from tracing.models import PayloadDictionary
 
@@ -44,22 +45,31 @@ RECIPES = {
     ),
 }
 RECHECK_SECONDS = 60.0
+# How a stored body starts: b"s", b"j" or b"{" kept as it is; zstd's magic number for a
+# standard frame (as written before compact frames); a byte with the high bit set for
+# a compact frame: its low 7 bits are the dictionary's serial (0: none). Compact frames
+# leave out what the row already implies (magic number, dictionary id, checksum), 11
+# bytes on each of the hundreds of small frames a trace stores.
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+COMPACT = 0x80
+MAX_SERIAL = 0x7F
 
 _lock = threading.Lock()
-# (tenant, purpose) -> (checked at, dict id)
+# (tenant, purpose) -> (checked at, serial of the newest dictionary)
 _newest: dict[tuple[int, int], tuple[float, int | None]] = {}
-_dicts: dict[tuple[int, int], zstandard.ZstdCompressionDict] = {}
+_dicts: dict[tuple[int, str, int], zstandard.ZstdCompressionDict] = {}
 _samples: dict[tuple[int, int], list[bytes]] = {}  # new bodies seen so far
 _local = threading.local()
 
 
-def _load(tenant_id: int, dict_id: int) -> zstandard.ZstdCompressionDict | None:
-    key = (tenant_id, dict_id)
+def _load(tenant_id: int, by: str, value: int) -> zstandard.ZstdCompressionDict | None:
+    """A tenant's dictionary by its serial or (for standard frames) its zstd id."""
+    key = (tenant_id, by, value)
     if key not in _dicts:
+        field = "serial" if by == "serial" else "dict_id"
         row = (
             PayloadDictionary.objects.unscoped()
-            .filter(tenant_id=tenant_id, dict_id=dict_id)
+            .filter(tenant_id=tenant_id, **{field: value})
             .first()
         )
         if row is None:
@@ -69,6 +79,7 @@ def _load(tenant_id: int, dict_id: int) -> zstandard.ZstdCompressionDict | None:
 
 
 def newest(tenant_id: int, purpose: int = Purpose.PAYLOAD) -> int | None:
+    """The serial of the tenant's newest dictionary for this purpose."""
     now = time.monotonic()
     hit = _newest.get((tenant_id, purpose))
     if hit and now - hit[0] < RECHECK_SECONDS:
@@ -76,8 +87,8 @@ def newest(tenant_id: int, purpose: int = Purpose.PAYLOAD) -> int | None:
     row = (
         PayloadDictionary.objects.unscoped()
         .filter(tenant_id=tenant_id, purpose=purpose)
-        .order_by("-created_at", "-id")
-        .values_list("dict_id", flat=True)
+        .order_by("-serial")
+        .values_list("serial", flat=True)
         .first()
     )
     _newest[(tenant_id, purpose)] = (now, row)
@@ -105,7 +116,7 @@ def offer(tenant_id: int, bodies: list[bytes], purpose: int = Purpose.PAYLOAD) -
 
 
 def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) -> int | None:
-    """Train and store a dictionary from these samples."""
+    """Train and store a dictionary from these samples; returns its serial."""
     recipe = RECIPES[purpose]
     with _lock:
         _newest.pop((tenant_id, purpose), None)  # another process may have trained one
@@ -118,58 +129,70 @@ def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) 
             chosen.append(sample)
             total += len(sample)
         trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.level)
-        dict_id = trained.dict_id()
+        used = PayloadDictionary.objects.unscoped().filter(tenant_id=tenant_id)
+        serial = (used.aggregate(top=Max("serial"))["top"] or 0) + 1
+        if serial > MAX_SERIAL:
+            return None
         try:
             with transaction.atomic():
                 PayloadDictionary.all_tenants.create(
-                    tenant_id=tenant_id, dict_id=dict_id, purpose=purpose, data=trained.as_bytes()
-                )
+                    tenant_id=tenant_id, dict_id=trained.dict_id(), serial=serial,
+                    purpose=purpose, data=trained.as_bytes(),
+                )  # fmt: skip
         except IntegrityError:
-            pass  # another process stored the same dictionary first
-        _dicts[(tenant_id, dict_id)] = trained
-        _newest[(tenant_id, purpose)] = (time.monotonic(), dict_id)
-        return dict_id
+            # Another process stored one first: use that.
+            _newest.pop((tenant_id, purpose), None)
+            return newest(tenant_id, purpose)
+        _dicts[(tenant_id, "serial", serial)] = trained
+        _newest[(tenant_id, purpose)] = (time.monotonic(), serial)
+        return serial
 
 
-def compressor(
-    tenant_id: int, dict_id: int | None, purpose: int = Purpose.PAYLOAD
-) -> zstandard.ZstdCompressor:
-    cache = getattr(_local, "compressors", None)
-    if cache is None:
-        cache = _local.compressors = {}
-    key = (tenant_id, dict_id, purpose)
-    if key not in cache:
-        data = _load(tenant_id, dict_id) if dict_id is not None else None
-        cache[key] = zstandard.ZstdCompressor(level=RECIPES[purpose].level, dict_data=data)
-    return cache[key]
+class Packer:
+    """Compresses one batch's bodies of one purpose into compact frames, with the
+    tenant's dictionary of that serial (None: without one)."""
 
+    def __init__(self, tenant_id: int, purpose: int, serial: int | None):
+        self.serial = serial or 0
+        cache = _local.__dict__.setdefault("compressors", {})
+        key = (tenant_id, purpose, self.serial)
+        if key not in cache:
+            data = _load(tenant_id, "serial", serial) if serial else None
+            params = zstandard.ZstdCompressionParameters.from_level(
+                RECIPES[purpose].level, format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+                write_dict_id=False, write_checksum=False, write_content_size=True,
+            )  # fmt: skip
+            cache[key] = zstandard.ZstdCompressor(dict_data=data, compression_params=params)
+        self.compressor = cache[key]
+        self.header = bytes([COMPACT | self.serial])
 
-def decompress(tenant_id: int, frame: bytes) -> bytes:
-    dict_id = zstandard.get_frame_parameters(frame).dict_id
-    cache = getattr(_local, "decompressors", None)
-    if cache is None:
-        cache = _local.decompressors = {}
-    key = (tenant_id, dict_id)
-    if key not in cache:
-        data = _load(tenant_id, dict_id) if dict_id else None
-        if dict_id and data is None:
-            raise KeyError(f"zstd dictionary {dict_id} of tenant {tenant_id} is missing")
-        cache[key] = zstandard.ZstdDecompressor(dict_data=data)
-    return cache[key].decompress(frame)
-
-
-def pack(body: bytes, compressor: zstandard.ZstdCompressor) -> bytes:
-    """zstd, unless that is no smaller (tiny bodies): then the body as it is."""
-    packed = compressor.compress(body)
-    return packed if len(packed) < len(body) else body
+    def pack(self, body: bytes) -> bytes:
+        """A compact frame, unless that is no smaller (tiny bodies): then the body."""
+        frame = self.header + self.compressor.compress(body)
+        return frame if len(frame) < len(body) else body
 
 
 def unpack(tenant_id: int, data: bytes) -> bytes:
-    # Stored bodies start with b"s", b"j" or b"{" (never with zstd's magic number) when
-    # they are kept as they are.
-    if data[:4] != ZSTD_MAGIC:
+    if not data or (data[0] & COMPACT == 0 and data[:4] != ZSTD_MAGIC):
         return data
-    return decompress(tenant_id, data)
+    cache = _local.__dict__.setdefault("decompressors", {})
+    if data[0] & COMPACT:
+        key, serial, frame = (
+            (tenant_id, "serial", data[0] & MAX_SERIAL),
+            data[0] & MAX_SERIAL,
+            data[1:],
+        )
+        fmt = zstandard.FORMAT_ZSTD1_MAGICLESS
+    else:
+        dict_id = zstandard.get_frame_parameters(data).dict_id
+        key, serial, frame = (tenant_id, "dict_id", dict_id), dict_id, data
+        fmt = zstandard.FORMAT_ZSTD1
+    if key not in cache:
+        data_dict = _load(*key) if serial else None
+        if serial and data_dict is None:
+            raise KeyError(f"zstd dictionary {key[1]} {serial} of tenant {tenant_id} is missing")
+        cache[key] = zstandard.ZstdDecompressor(dict_data=data_dict, format=fmt)
+    return cache[key].decompress(frame)
 
 
 class DetailPacker:
@@ -178,18 +201,16 @@ class DetailPacker:
 
     def __init__(self, tenant_id: int):
         self.tenant_id = tenant_id
-        dict_id = newest(tenant_id, Purpose.SPAN_DETAIL)
-        self.compressor = (
-            compressor(tenant_id, dict_id, Purpose.SPAN_DETAIL) if dict_id is not None else None
-        )
+        serial = newest(tenant_id, Purpose.SPAN_DETAIL)
+        self.packer = Packer(tenant_id, Purpose.SPAN_DETAIL, serial) if serial else None
         self.samples: list[bytes] = []
 
     def pack(self, detail: dict) -> bytes:
         body = orjson.dumps(detail)
-        if self.compressor is None:
+        if self.packer is None:
             self.samples.append(body)
             return body
-        return pack(body, self.compressor)
+        return self.packer.pack(body)
 
     def offer_samples(self) -> None:
         if self.samples:

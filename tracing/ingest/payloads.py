@@ -23,7 +23,6 @@ import orjson
 from controlplane.blobstore import get_blob_store, tenant_key
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
-from tracing.ingest.dictionaries import pack
 from tracing.ingest.rows import date_param, json_param
 from tracing.models import Payload, PayloadKind
 
@@ -258,14 +257,14 @@ class PayloadBatch:
             self.known[digest] = None
 
         rows, store, today = [], None, date_param(self.today)
-        dict_id = dictionaries.newest(self.tenant_id)
-        if dict_id is None:
+        serial = dictionaries.newest(self.tenant_id)
+        if serial is None:
             samples = [body for kind, body, _ in bodies.values() if kind != PayloadKind.LIST]
-            dict_id = dictionaries.offer(self.tenant_id, samples)
-        compressor = dictionaries.compressor(self.tenant_id, dict_id)
+            serial = dictionaries.offer(self.tenant_id, samples)
+        packer = dictionaries.Packer(self.tenant_id, dictionaries.Purpose.PAYLOAD, serial)
         for digest, (kind, body, redactions) in bodies.items():
             # List bodies are digests: they do not compress.
-            packed = body if kind == PayloadKind.LIST else pack(body, compressor)
+            packed = body if kind == PayloadKind.LIST else packer.pack(body)
             inline = packed if len(packed) <= INLINE_MAX else None
             if inline is None:
                 store = store or get_blob_store()
