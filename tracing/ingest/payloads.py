@@ -19,11 +19,12 @@ from collections import Counter, OrderedDict
 from datetime import date
 
 import orjson
+from django.db import connection
 
 from controlplane.blobstore import get_blob_store, tenant_key
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
-from tracing.ingest.rows import date_param, json_param
+from tracing.ingest.rows import json_param
 from tracing.models import Payload, PayloadKind
 
 # Strings longer than this inside messages become payloads of their own, so the same
@@ -256,7 +257,8 @@ class PayloadBatch:
             )
             self.known[digest] = None
 
-        rows, store, today = [], None, date_param(self.today)
+        today = Payload._meta.get_field("last_seen").get_db_prep_value(self.today, connection)
+        rows, store = [], None
         serial = dictionaries.newest(self.tenant_id)
         if serial is None:
             samples = [body for kind, body, _ in bodies.values() if kind != PayloadKind.LIST]

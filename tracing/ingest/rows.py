@@ -9,7 +9,6 @@ connection's own operations, so types match what the ORM would write.
 import fcntl
 import uuid
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 
 import orjson
@@ -35,10 +34,6 @@ def json_param(value):
 def uuid_param(value: uuid.UUID):
     """A trace id as TraceIdField stores it."""
     return value if connection.features.has_native_uuid_field else value.bytes
-
-
-def date_param(value: date):
-    return connection.ops.adapt_datefield_value(value)
 
 
 def insert_ignoring_conflicts(table: str, columns: tuple, rows: list[tuple]) -> None:
