@@ -276,6 +276,7 @@ class TraceDetailView(ReadView):
 def span_payload(span) -> dict:
     """A span with everything it carried, payloads read back from the store."""
     row = {f: getattr(span, f) for f in traces.SPAN_FIELDS}
+    row["name"] = span.display_name
     trace = Trace.objects.filter(trace_id=span.trace_id).only("start_ns").first()
     start = trace.start_ns if trace else span.start_ns
     detail = selectors.span_detail(span=span)

@@ -138,12 +138,28 @@ class Trace(TenantModel):
         return f"{self.trace_id.hex} {self.name}"
 
 
+def conventional_name(operation: str, request_model: str, tool_name: str, agent_name: str):
+    """The span name the GenAI conventions give an operation ("chat claude-sonnet-4",
+    "execute_tool lookup_order", "invoke_agent support"), or None without one."""
+    if not operation:
+        return None
+    if operation == "execute_tool":
+        subject = tool_name
+    elif operation in ("invoke_agent", "create_agent"):
+        subject = agent_name
+    else:
+        subject = request_model
+    return f"{operation} {subject}" if subject else operation
+
+
 class Span(TenantModel):
     tenant = tenant_key_column()
     trace_id = TraceIdField()
     span_id = models.BigIntegerField()
     parent_span_id = models.BigIntegerField(null=True, blank=True)
-    name = models.CharField(max_length=255)
+    # NULL: the conventional name (most instrumented spans have it), which the other
+    # columns give back; see `display_name`.
+    name = models.CharField(max_length=255, null=True)
     kind = models.SmallIntegerField(default=0)
     start_ns = models.BigIntegerField()
     end_ns = models.BigIntegerField()
@@ -179,6 +195,10 @@ class Span(TenantModel):
     def __str__(self):
         return self.name
 
+    @property
+    def display_name(self) -> str:
+        return span_name(self.__dict__)
+
     @cached_property
     def detail(self) -> dict:
         from tracing.ingest.dictionaries import unpack_json
@@ -192,6 +212,18 @@ class Span(TenantModel):
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+def span_name(row: dict) -> str:
+    """A span row's name (a dict of its columns), the conventional one where stored NULL."""
+    if row["name"] is not None:
+        return row["name"]
+    return (
+        conventional_name(
+            row["operation"], row["request_model"], row["tool_name"], row["agent_name"]
+        )
+        or ""
+    )
 
 
 class PayloadKind(models.IntegerChoices):

@@ -177,3 +177,27 @@ def test_it_keeps_long_event_attributes_redacted(acme):
     kept = detail["events"][0]["attributes"]["exception.stacktrace"]
     assert kept.startswith("Traceback") and "[EMAIL:" in kept and "ops@example.com" not in kept
     assert span.redactions == {"EMAIL": 1}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "attrs", "stored"),
+    [
+        ("chat claude-sonnet-4", {"gen_ai.request.model": "claude-sonnet-4"}, None),
+        ("execute_tool lookup_order", {"gen_ai.operation.name": "execute_tool",
+                                       "gen_ai.tool.name": "lookup_order"}, None),
+        ("invoke_agent support", {"gen_ai.operation.name": "invoke_agent",
+                                  "gen_ai.agent.name": "support"}, None),
+        ("chat", {}, None),  # no model: the operation alone is the conventional name
+        ("Summarise the ticket", {"gen_ai.request.model": "claude-sonnet-4"}, "Summarise the ticket"),
+    ],
+)  # fmt: skip
+def test_it_stores_a_conventional_span_name_as_null_and_gives_it_back(acme, name, attrs, stored):
+    from tracing.query import traces
+
+    attrs = {"gen_ai.operation.name": "chat", **attrs}
+    span, _ = ingest(acme, attrs, name=name)
+    assert span.name == stored
+    assert span.display_name == name
+    with tenant_scope(acme):
+        assert [row["name"] for row in traces.trace_spans(trace_id=span.trace_id)] == [name]

@@ -23,6 +23,7 @@ Purpose = PayloadDictionary.Purpose
 class Recipe:
     size: int  # dictionary bytes
     level: int  # compression level
+    train_level: int
     min_samples: int
     min_bytes: int
     # Training runs once per tenant, inside the ingest request that has enough
@@ -35,13 +36,23 @@ RECIPES = {
     # more of it (16 KB took a tool result to 44% of its size, 112 KB to 38%), and level
     # 9 keeps most of level 12's gain at two thirds of its compression time.
     Purpose.PAYLOAD: Recipe(
-        size=112 * 1024, level=9, min_samples=100, min_bytes=64 * 1024, max_bytes=1024 * 1024
+        size=112 * 1024,
+        level=12,
+        train_level=12,
+        min_samples=100,
+        min_bytes=64 * 1024,
+        max_bytes=1024 * 1024,
     ),
     # Span details are ~200 bytes of keys, labels and digests that recur across an
     # agent's spans: a small dictionary holds them, and a low level does as well as a
     # high one on inputs this short.
     Purpose.SPAN_DETAIL: Recipe(
-        size=4 * 1024, level=3, min_samples=200, min_bytes=16 * 1024, max_bytes=256 * 1024
+        size=4 * 1024,
+        level=3,
+        train_level=3,
+        min_samples=200,
+        min_bytes=16 * 1024,
+        max_bytes=256 * 1024,
     ),
 }
 RECHECK_SECONDS = 60.0
@@ -128,7 +139,7 @@ def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) 
                 break
             chosen.append(sample)
             total += len(sample)
-        trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.level)
+        trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
         used = PayloadDictionary.objects.unscoped().filter(tenant_id=tenant_id)
         serial = (used.aggregate(top=Max("serial"))["top"] or 0) + 1
         if serial > MAX_SERIAL:

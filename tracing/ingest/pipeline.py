@@ -18,7 +18,7 @@ from tracing.ingest.dictionaries import DetailPacker
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
 from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
-from tracing.models import PayloadKind, Span, StatusCode
+from tracing.models import PayloadKind, Span, StatusCode, conventional_name
 from tracing.signals import spans_ingested
 
 MAX_REPORTED_ERRORS = 5
@@ -210,7 +210,7 @@ class _RowBuilder:
             detail["refs"] = refs
         if n.columns_hold:
             detail["m"] = n.columns_hold
-        name = self.redactor.redact_short(n.name, counts)
+        name = self.redactor.redact_short(n.name, counts)[:255]
         status_message = self.redactor.redact(n.status_message, counts)
         return n, detail, digests, counts, name, status_message
 
@@ -221,9 +221,12 @@ class _RowBuilder:
         labels = [short(getattr(n, c), counts) if getattr(n, c) else ""
                   for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
         counts.update(self.batch.redactions_of(digests))
+        stored = (n.operation, n.request_model, n.tool_name, labels[1][:255])
+        if name == conventional_name(*stored):
+            name = None  # the columns give it back
         return (
             self.tenant_id, rows.uuid_param(uuid.UUID(bytes=n.trace_id)), signed64(n.span_id),
-            signed64(n.parent_span_id) if n.parent_span_id else None, name[:255], n.kind,
+            signed64(n.parent_span_id) if n.parent_span_id else None, name, n.kind,
             n.start_ns, n.end_ns, n.status_code, status_message, labels[0][:255], labels[1][:255],
             n.operation, n.provider, n.request_model, n.response_model, n.input_tokens,
             n.output_tokens, labels[2][:255], labels[3][:64], n.tool_name, labels[4][:255],

@@ -8,7 +8,7 @@ from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 
 from controlplane.tenancy import current_tenant_id
-from tracing.models import Span, StatusCode, Trace, TraceAttribute
+from tracing.models import Span, StatusCode, Trace, TraceAttribute, span_name
 from tracing.query import fulltext
 from tracing.query.filters import FilterError, TraceFilters, decode_cursor, encode_cursor
 
@@ -145,6 +145,8 @@ def trace_spans(*, trace_id: uuid.UUID) -> list[dict]:
         .order_by("start_ns", "span_id")
         .values_list(*SPAN_FIELDS)
     ]
+    for row in rows:
+        row["name"] = span_name(row)
     present = {r["span_id"] for r in rows}
     children: dict[int | None, list[dict]] = {}
     for row in rows:
