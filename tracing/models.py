@@ -153,6 +153,10 @@ def conventional_name(operation: str, request_model: str, tool_name: str, agent_
 
 
 class Span(TenantModel):
+    # The span's own identity is the key: no surrogate id and its index (PostgreSQL
+    # keeps a primary key index beside the unique one otherwise). An exporter's retry
+    # resends the same span: it is stored once.
+    pk = models.CompositePrimaryKey("tenant", "trace_id", "span_id")
     tenant = tenant_key_column()
     trace_id = TraceIdField()
     span_id = models.BigIntegerField()
@@ -185,12 +189,6 @@ class Span(TenantModel):
     detail_packed = models.BinaryField(default=b"")
     # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
     redactions = models.JSONField(null=True, blank=True)
-
-    class Meta(TenantModel.Meta):
-        constraints = [
-            # An exporter's retry resends the same span: it is stored once.
-            models.UniqueConstraint(fields=["tenant", "trace_id", "span_id"], name="span_unique_id")
-        ]
 
     def __str__(self):
         return self.name
@@ -241,6 +239,7 @@ class Payload(TenantModel):
     blob store otherwise.
     """
 
+    pk = models.CompositePrimaryKey("tenant", "digest")
     tenant = tenant_key_column()
     digest = DigestField()
     kind = models.SmallIntegerField(choices=PayloadKind.choices)
@@ -249,11 +248,6 @@ class Payload(TenantModel):
     redactions = models.JSONField(null=True, blank=True)
     # Retention deletes payloads not seen since the cutoff; refreshed at most daily.
     last_seen = DayField(default=date.today)
-
-    class Meta(TenantModel.Meta):
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "digest"], name="payload_unique_digest")
-        ]
 
     def __str__(self):
         return f"{self.get_kind_display()} {self.digest}"

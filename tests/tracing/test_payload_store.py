@@ -18,7 +18,7 @@ def stored(tenant, steps: int) -> dict:
     agent_trace(provider, steps=steps)
     provider.shutdown()
     with tenant_scope(tenant):
-        rows = Payload.objects.values("kind").annotate(n=Count("id"), size=Sum("size"))
+        rows = Payload.objects.values("kind").annotate(n=Count("digest"), size=Sum("size"))
         return {r["kind"]: (r["n"], r["size"]) for r in rows}
 
 
