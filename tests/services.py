@@ -23,6 +23,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+EMBEDDED = os.environ.get("FLIGHTDECK_TEST_DB") == "sqlite"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -98,10 +99,13 @@ def _configure() -> None:
 
     # One database per checkout, so two work trees can run their suites side by side.
     tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
-    # FLIGHTDECK_TEST_DB=sqlite runs the suite on the embedded default instead.
-    embedded = os.environ.get("FLIGHTDECK_TEST_DB") == "sqlite"
-    problem = "FLIGHTDECK_TEST_DB=sqlite" if embedded else _probe_postgres()
-    if problem is None:
+    # FLIGHTDECK_TEST_DB=sqlite runs the suite on the embedded default by choice (make
+    # test does, for the span path and its readers): PostgreSQL is not missing then, and
+    # only the tests that need PostgreSQL itself are skipped.
+    problem = None if EMBEDDED else _probe_postgres()
+    if EMBEDDED:
+        os.environ["DATABASE_URL"] = f"sqlite:///{var_dir / 'test.sqlite3'}"
+    elif problem is None:
         available["postgres"] = True
         os.environ["DATABASE_URL"] = f"postgres://postgres@{PG_HOST}:{PG_PORT}/flightdeck_{tag}"
     else:
@@ -151,12 +155,17 @@ else:
 def pytest_report_header(config):
     used = ", ".join(sorted(available)) or "none"
     lines = [f"real services: {used}"]
+    if EMBEDDED:
+        lines.append("database: the embedded default, SQLite (FLIGHTDECK_TEST_DB=sqlite)")
     lines += [f"not reachable, tests needing it are skipped: {m}" for m in missing.values()]
     return lines
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if EMBEDDED and item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL; this run is on SQLite"))
+            continue
         for service in ("postgres", "redis"):
             if item.get_closest_marker(service) and service in missing:
                 item.add_marker(pytest.mark.skip(reason=f"needs {missing[service]}"))
