@@ -195,7 +195,7 @@ class Span(TenantModel):
 
     @property
     def display_name(self) -> str:
-        return span_name(self.__dict__)
+        return span_name({f: getattr(self, f) for f in NAME_PARTS})
 
     @cached_property
     def detail(self) -> dict:
@@ -210,6 +210,9 @@ class Span(TenantModel):
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+
+NAME_PARTS = ("name", "operation", "request_model", "tool_name", "agent_name")
 
 
 def span_name(row: dict) -> str:
