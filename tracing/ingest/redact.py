@@ -102,11 +102,12 @@ def _phone_ok(text: str, value: str, start: int, end: int) -> bool:
     # phone number; require the shape people write phone numbers in.
     if value.isdigit():
         return False
-    try:
-        number = phonenumbers.parse(value, "US")
-    except phonenumbers.NumberParseException:
-        return False
-    return phonenumbers.is_valid_number(number)
+    # Valid, and grouped as that country writes its numbers: two ids side by side
+    # ("42584 48848") parse as a valid US number, but not in US grouping.
+    matches = phonenumbers.PhoneNumberMatcher(
+        value, "US", leniency=phonenumbers.Leniency.STRICT_GROUPING
+    )
+    return any(m.start == 0 and m.end == len(value) for m in matches)
 
 
 CONFIRM = {"CARD": _card_ok, "IBAN": _iban_ok, "IP": _ip_ok, "PHONE": _phone_ok, "SSN": _ssn_ok}
