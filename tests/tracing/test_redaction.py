@@ -53,3 +53,37 @@ def test_it_applies_a_tenants_own_patterns():
 @pytest.mark.parametrize("secret", ["sk-ant-api03-" + "x" * 30, "postgres://u:pw12345@h/db"])
 def test_it_never_lets_a_secret_through(secret):
     assert secret not in Redactor(hash_key=b"k" * 32).redact(f"value {secret} end", Counter())
+
+
+def test_its_north_american_grouping_check_agrees_with_phonenumbers_matcher():
+    """The redactor checks the grouping of North American numbers itself (the matcher
+    costs five parses); on random groupings it must decide as the matcher does."""
+    import random
+
+    import phonenumbers
+
+    from tracing.ingest.redact import _nanp_grouped
+
+    rng = random.Random(3)
+    compared = 0
+    for _ in range(6000):
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.choice([10, 11, 12])))
+        cuts = sorted(rng.sample(range(1, len(digits)), rng.randint(1, 4)))
+        parts = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
+        value = rng.choice([" ", "-", "."]).join(parts)
+        if rng.random() < 0.2:
+            value = f"({parts[0]}) " + " ".join(parts[1:])
+        if rng.random() < 0.15:
+            value = "+" + value
+        try:
+            number = phonenumbers.parse(value, "US", keep_raw_input=True)
+        except phonenumbers.NumberParseException:
+            continue
+        if number.country_code != 1 or not phonenumbers.is_valid_number(number):
+            continue
+        strict = phonenumbers.Leniency.STRICT_GROUPING
+        matcher = phonenumbers.PhoneNumberMatcher(value, "US", leniency=strict)
+        expected = any(m.start == 0 and m.end == len(value) for m in matcher)
+        assert _nanp_grouped(value, number) == expected, value
+        compared += 1
+    assert compared > 500

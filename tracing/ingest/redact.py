@@ -104,10 +104,39 @@ def _phone_ok(text: str, value: str, start: int, end: int) -> bool:
         return False
     # Valid, and grouped as that country writes its numbers: two ids side by side
     # ("42584 48848") parse as a valid US number, but not in US grouping.
+    try:
+        number = phonenumbers.parse(value, "US", keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return False
+    if not phonenumbers.is_valid_number(number):
+        return False
+    if number.country_code == 1 and value.isascii():
+        return _nanp_grouped(value, number)
     matches = phonenumbers.PhoneNumberMatcher(
         value, "US", leniency=phonenumbers.Leniency.STRICT_GROUPING
     )
     return any(m.start == 0 and m.end == len(value) for m in matches)
+
+
+def _nanp_grouped(value: str, number) -> bool:
+    """phonenumbers' strict grouping check for North American numbers, which have one
+    format (3-3-4), without the matcher's cost (five times that of parsing): each
+    group of the format appears unbroken, in order, and the area code is followed by a
+    separator unless the number is written without any."""
+    nsn = str(number.national_number)
+    if len(nsn) != 10:
+        return False
+    position = 0
+    if number.country_code_source != phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY:
+        position = value.find("1") + 1  # past the country code
+    for index, group in enumerate((nsn[:3], nsn[3:6], nsn[6:])):
+        position = value.find(group, position)
+        if position < 0:
+            return False
+        position += len(group)
+        if index == 0 and position < len(value) and value[position].isdigit():
+            return value[position - len(group) :].startswith(nsn)
+    return True
 
 
 CONFIRM = {"CARD": _card_ok, "IBAN": _iban_ok, "IP": _ip_ok, "PHONE": _phone_ok, "SSN": _ssn_ok}
