@@ -51,7 +51,7 @@ from execution.models import Run  # noqa: E402
 from execution.runner import run_dirs  # noqa: E402
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend  # noqa: E402
 from execution.sandbox.resources import Limits, remove_tree  # noqa: E402
-from tests.execution.bundles import make_bundle  # noqa: E402
+from tests.execution.bundles import agent_with_bundle, run_now  # noqa: E402
 
 
 def pct(values, q):
@@ -99,33 +99,16 @@ NOOP = "def main(ctx, input):\n    return None\n"
 MANIFEST = 'entrypoint = "agent:main"\ntools = ["echo"]\n[limits]\nmax_steps = 5000\nmax_tool_calls = 5000\n'
 
 
-def agent(tenant, name, code):
-    with tenant_scope(tenant):
-        made = services.agent_create(tenant=tenant, name=name, actor=Actor.system())
-        services.agent_version_create(
-            agent=made,
-            filename="b.tar.gz",
-            data=make_bundle({"flightdeck.toml": MANIFEST, "agent.py": code}),
-            actor=Actor.system(),
-        )
-    return made
-
-
 def gateway_round_trip(tenant, n=1000) -> list[float]:
     settings.EXECUTION_SANDBOX = "bwrap"
-    rt = agent(tenant, "round-trip", ROUND_TRIP)
-    with tenant_scope(tenant):
-        run = services.run_create(
-            tenant=tenant, agent=rt, version=None, input={"n": n}, limits=None, actor=Actor.system()
-        )
-        services.run_execute(run_id=run.pk, worker_id="bench")
-        run.refresh_from_db()
+    rt = agent_with_bundle(tenant, name="round-trip", code=ROUND_TRIP, manifest=MANIFEST)
+    run = run_now(tenant, rt, input={"n": n})
     assert run.status == "succeeded", run.error
     return run.output[50:]  # past the first calls (connections, caches)
 
 
 def runs_per_second(tenant, sandbox: str, n=40) -> float:
-    noop = agent(tenant, f"noop-{sandbox}", NOOP)
+    noop = agent_with_bundle(tenant, name=f"noop-{sandbox}", code=NOOP, manifest=MANIFEST)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EXECUTION_SANDBOX": sandbox}
     worker = subprocess.Popen(
         [

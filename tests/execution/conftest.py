@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controlplane.services import Actor
-from controlplane.tenancy import tenant_scope
-from execution import services
 from execution.devllm.server import serve
-from tests.execution.bundles import make_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 _TAG = (os.environ.get("FLIGHTDECK_REDIS_PREFIX") or f"fdtest-{os.getpid()}:").strip(":")
@@ -48,34 +44,6 @@ def _execution_settings(settings, messages_api, tmp_path_factory):
 
     llm._client.cache_clear()
     yield
-
-
-def agent_with_bundle(tenant, *, name="agent", code: str, manifest: str = "", **files):
-    """An agent of `tenant` whose version 1 runs `code` (agent.py, `def main(ctx, input)`)."""
-    toml = manifest or 'entrypoint = "agent:main"\n'
-    data = make_bundle({"flightdeck.toml": toml, "agent.py": code, **files})
-    with tenant_scope(tenant):
-        agent = services.agent_create(tenant=tenant, name=name, actor=Actor.system())
-        services.agent_version_create(
-            agent=agent, filename="b.tar.gz", data=data, actor=Actor.system()
-        )
-    return agent
-
-
-def run_now(tenant, agent, *, input=None, limits=None):
-    """Create a run and execute it in this process (the task's body, as the worker would)."""
-    with tenant_scope(tenant):
-        run = services.run_create(
-            tenant=tenant,
-            agent=agent,
-            version=None,
-            input=input,
-            limits=limits,
-            actor=Actor.system(),
-        )
-        services.run_execute(run_id=run.pk, worker_id="test-worker")
-        run.refresh_from_db()
-    return run
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.execution.conftest import agent_with_bundle, run_now
+from tests.execution.bundles import agent_with_bundle, run_now
 from tests.factories import UserFactory
 
 

@@ -4,8 +4,7 @@ import pytest
 
 from controlplane.tenancy import tenant_scope
 from execution.models import Run
-from tests.execution.bundles import make_bundle, tar_with_symlink
-from tests.execution.conftest import agent_with_bundle
+from tests.execution.bundles import agent_with_bundle, make_bundle, tar_with_symlink
 
 AGENT = "def main(ctx, input):\n    return {'echo': input}\n"
 MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-5"\n'

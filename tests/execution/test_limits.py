@@ -7,7 +7,7 @@ import pytest
 
 from controlplane.models import RateBucket
 from execution import ratelimit
-from tests.execution.conftest import agent_with_bundle, run_now
+from tests.execution.bundles import agent_with_bundle, run_now
 
 LOOPER = """
 def main(ctx, input):

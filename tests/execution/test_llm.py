@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from execution.devllm.server import serve
 from execution.models import JournalStep
-from tests.execution.conftest import agent_with_bundle, run_now
+from tests.execution.bundles import agent_with_bundle, run_now
 
 TOOLS = [{"name": "weather", "description": "d", "input_schema": {"type": "object"}}]
 

@@ -12,7 +12,8 @@ import pytest
 from controlplane.tenancy import tenant_scope
 from execution import services
 from execution.models import JournalStep, Run
-from tests.execution.conftest import LEASE_SECONDS, agent_with_bundle, wait_for
+from tests.execution.bundles import agent_with_bundle
+from tests.execution.conftest import LEASE_SECONDS, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "calculator"
@@ -151,7 +152,7 @@ def test_it_cancels_a_running_run(api, acme, make_key, worker):
 
 
 def test_it_does_nothing_on_a_second_delivery_of_a_finished_run(transactional_db, acme):
-    from tests.execution.conftest import run_now
+    from tests.execution.bundles import run_now
 
     agent = agent_with_bundle(acme, name="echo", code="def main(ctx, input):\n    return 1\n")
     run = run_now(acme, agent)

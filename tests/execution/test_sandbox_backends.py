@@ -113,7 +113,7 @@ def test_it_sweeps_what_a_dead_worker_left_behind(settings):
 def test_it_runs_agents_unsandboxed_only_for_development(acme, settings):
     """Development machines without bubblewrap or gVisor: rlimits and a clean
     environment, no isolation; allowed only with DEBUG on."""
-    from tests.execution.conftest import agent_with_bundle, run_now
+    from tests.execution.bundles import agent_with_bundle, run_now
 
     settings.DEBUG = True
     settings.EXECUTION_SANDBOX = "unsandboxed"

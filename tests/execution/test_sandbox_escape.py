@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.execution.conftest import agent_with_bundle, run_now
+from tests.execution.bundles import agent_with_bundle, run_now
 
 ESCAPES = """
 import os, socket, time

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from controlplane.tenancy import tenant_scope
-from tests.execution.conftest import agent_with_bundle, run_now
+from tests.execution.bundles import agent_with_bundle, run_now
 from tracing import selectors
 from tracing.models import Span, Trace
 

@@ -12,7 +12,7 @@ from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services
 from execution.models import Credential, JournalStep
-from tests.execution.conftest import agent_with_bundle, run_now
+from tests.execution.bundles import agent_with_bundle, run_now
 
 CALLER = """
 def main(ctx, input):
