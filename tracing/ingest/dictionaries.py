@@ -186,24 +186,21 @@ class Packer:
 
 
 def unpack(tenant_id: int, data: bytes) -> bytes:
-    if not data or (data[0] & COMPACT == 0 and data[:4] != ZSTD_MAGIC):
-        return data
-    cache = _local.__dict__.setdefault("decompressors", {})
-    if data[0] & COMPACT:
-        key, serial, frame = (
-            (tenant_id, "serial", data[0] & MAX_SERIAL),
-            data[0] & MAX_SERIAL,
-            data[1:],
-        )
+    compact = bool(data) and bool(data[0] & COMPACT)
+    if not compact and data[:4] != ZSTD_MAGIC:
+        return data  # kept as it is
+    if compact:
+        key, frame = (tenant_id, "serial", data[0] & MAX_SERIAL), data[1:]
         fmt = zstandard.FORMAT_ZSTD1_MAGICLESS
     else:
-        dict_id = zstandard.get_frame_parameters(data).dict_id
-        key, serial, frame = (tenant_id, "dict_id", dict_id), dict_id, data
+        key, frame = (tenant_id, "dict_id", zstandard.get_frame_parameters(data).dict_id), data
         fmt = zstandard.FORMAT_ZSTD1
+    cache = _local.__dict__.setdefault("decompressors", {})
     if key not in cache:
-        data_dict = _load(*key) if serial else None
-        if serial and data_dict is None:
-            raise KeyError(f"zstd dictionary {key[1]} {serial} of tenant {tenant_id} is missing")
+        number = key[2]  # 0: compressed without a dictionary
+        data_dict = _load(*key) if number else None
+        if number and data_dict is None:
+            raise KeyError(f"zstd dictionary ({key[1]} {number}) of tenant {tenant_id} is missing")
         cache[key] = zstandard.ZstdDecompressor(dict_data=data_dict, format=fmt)
     return cache[key].decompress(frame)
 

@@ -272,7 +272,7 @@ class PayloadBatch:
                 store = store or get_blob_store()
                 store.put(blob_key(self.tenant_id, digest), packed)
             rows.append((
-                self.tenant_id, digest_bytes(digest), kind, len(body), inline,
+                self.tenant_id, self.raw[digest], kind, len(body), inline,
                 json_param(redactions), today,
             ))  # fmt: skip
         return rows
