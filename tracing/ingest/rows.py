@@ -50,6 +50,15 @@ def insert_ignoring_conflicts(table: str, columns: tuple, rows: list[tuple]) -> 
             )
 
 
+def _lock_path() -> Path:
+    name = str(settings.DATABASES["default"]["NAME"])
+    if connection.is_in_memory_db():
+        # A test database: its writers are threads of one process; lock beside var/.
+        Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
+        return Path(settings.VAR_DIR) / "memory-db.write-lock"
+    return Path(name).with_suffix(".write-lock")
+
+
 @contextmanager
 def write_turn():
     """On SQLite, take turns to write through a file lock.
@@ -62,7 +71,7 @@ def write_turn():
     if connection.vendor != "sqlite":
         yield
         return
-    path = Path(settings.DATABASES["default"]["NAME"]).with_suffix(".write-lock")
+    path = _lock_path()
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
