@@ -232,6 +232,7 @@ class PayloadKind(models.IntegerChoices):
     MESSAGE = 2  # one chat message
     LIST = 3  # a list of messages: the digest of a shorter list plus the new messages
     RESOURCE = 4  # the resource and instrumentation scope a span came from
+    SPAN_LIST = 5  # a list of messages held in a span's detail: its trace id and span id
 
 
 class Payload(TenantModel):

@@ -1,12 +1,14 @@
 """Reads of the trace store: spans with their payloads put back together."""
 
+import uuid
+
 from django.db.models import Q
 
 from controlplane.blobstore import get_blob_store
 from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
-from tracing.ingest.payloads import LEAF_KEY, blob_key, from_canonical
+from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, blob_key, from_canonical
 from tracing.models import Payload, PayloadKind, Span
 
 ZERO = bytes(DIGEST_BYTES)
@@ -38,7 +40,7 @@ class PayloadReader:
 
     def value(self, digest: str):
         kind, data = self._body(digest)
-        if kind == PayloadKind.LIST:
+        if kind in LIST_KINDS:
             return self.message_list(digest)
         value = from_canonical(unpack(self.tenant_id, data))
         if kind == PayloadKind.MESSAGE:
@@ -55,20 +57,120 @@ class PayloadReader:
         return value
 
     def message_list(self, digest: str) -> list:
-        """Walk the chain of list payloads back to its start, then read the messages."""
-        segments = []
-        while digest is not None:
-            _, body = self._body(digest)
+        digests = Conversations(self).of_list(digest)
+        self.fetch(digests)
+        return [self.value(d) for d in digests]
+
+
+class Conversations:
+    """The message digests of conversations: stored lists and chat spans' inputs.
+
+    A link of a conversation's chain is a payload row (LIST: the digest of a shorter
+    list, or zeros, then message digests; SPAN_LIST: the trace and span id of a span
+    holding the list) or a span's input ("in" in its refs): the digest of a stored
+    list, or the list's form in the span itself: {"p": the previous chat span of the
+    trace, whose input and output come first} or {"h": a stored list's digest}, then
+    "i", the messages after them. Chains are walked one link a round, all together:
+    one query a round rather than one a link. A link removed by retention ends its
+    chain: what is left is returned.
+    """
+
+    def __init__(self, reader: PayloadReader):
+        self.reader = reader
+        self.spans: dict[tuple, Span] = {}
+        self.loaded: set = set()  # traces all of whose spans are in self.spans
+        self.resolved: dict[tuple, list[str]] = {}
+
+    def inputs(self, spans) -> dict[tuple, list[str]]:
+        """(trace id, span id) -> digests of the span's input messages, for spans that
+        have input messages."""
+        keys = []
+        for span in spans:
+            self.spans[(span.trace_id, span.span_id)] = span
+            if "in" in (span.detail or {}).get("refs", {}):
+                keys.append(("span", span.trace_id, span.span_id))
+        self._walk(keys)
+        return {key[1:]: self._resolve(key) for key in keys}
+
+    def of_list(self, digest: str) -> list[str]:
+        key = ("row", digest)
+        self._walk([key])
+        return self._resolve(key)
+
+    # A link is ("row", digest) or ("span", trace id, span id).
+
+    def _walk(self, keys) -> None:
+        seen, frontier = set(), set(keys)
+        while frontier:
+            seen |= frontier
+            self.reader.fetch(k[1] for k in frontier if k[0] == "row")
+            traces = {k[1] for k in frontier if k[0] == "span" and k[1:] not in self.spans}
+            self._load(traces - self.loaded)
+            frontier = {d for k in frontier if (d := self._before(k)) is not None} - seen
+
+    def _load(self, trace_ids) -> None:
+        if not trace_ids:
+            return
+        for span in Span.objects.filter(trace_id__in=trace_ids).only(
+            "tenant_id", "trace_id", "span_id", "detail_packed"
+        ):
+            self.spans.setdefault((span.trace_id, span.span_id), span)
+        self.loaded |= trace_ids
+
+    def _refs(self, key) -> dict:
+        span = self.spans.get(key[1:])
+        return (span.detail or {}).get("refs", {}) if span is not None else {}
+
+    def _before(self, key):
+        """The link this one continues, if any."""
+        if key[0] == "row":
+            if key[1] not in self.reader.rows:
+                return None
+            kind, body = self.reader.rows[key[1]]
+            if kind == PayloadKind.SPAN_LIST:
+                return (
+                    "span",
+                    uuid.UUID(bytes=body[:16]),
+                    int.from_bytes(body[16:24], "big", signed=True),
+                )
             head = body[:DIGEST_BYTES]
-            items = [
+            return ("row", digest_text(head)) if head != ZERO else None
+        ref = self._refs(key).get("in")
+        if isinstance(ref, str):
+            return ("row", ref)
+        if isinstance(ref, dict) and "p" in ref:
+            return ("span", key[1], ref["p"])
+        if isinstance(ref, dict) and ref.get("h"):
+            return ("row", ref["h"])
+        return None
+
+    def _after(self, key) -> list[str]:
+        """The messages this link adds to the one it continues."""
+        if key[0] == "row":
+            kind, body = self.reader.rows.get(key[1], (None, b""))
+            if kind != PayloadKind.LIST:
+                return []
+            return [
                 digest_text(body[i : i + DIGEST_BYTES])
                 for i in range(DIGEST_BYTES, len(body), DIGEST_BYTES)
             ]
-            segments.append(items)
-            digest = digest_text(head) if head != ZERO else None
-        digests = [d for items in reversed(segments) for d in items]
-        self.fetch(digests)
-        return [self.value(d) for d in digests]
+        ref = self._refs(key).get("in")
+        if not isinstance(ref, dict):
+            return []
+        previous = self._refs(("span", key[1], ref["p"])).get("out", []) if "p" in ref else []
+        return list(previous) + list(ref.get("i", []))
+
+    def _resolve(self, key) -> list[str]:
+        chain, on_chain = [], set()
+        while key is not None and key not in self.resolved and key not in on_chain:
+            chain.append(key)
+            on_chain.add(key)
+            key = self._before(key)
+        messages = self.resolved.get(key, []) if key is not None else []
+        for link in reversed(chain):
+            messages = messages + self._after(link)
+            self.resolved[link] = messages
+        return messages
 
 
 def span_get(*, span_id: int, trace_id=None) -> Span | None:
@@ -94,7 +196,9 @@ def span_detail(*, span: Span) -> dict:
     }
     for key, digest in refs.items():
         if key == "in":
-            out["input_messages"] = reader.message_list(digest)
+            messages = Conversations(reader).inputs([span])[(span.trace_id, span.span_id)]
+            reader.fetch(messages)
+            out["input_messages"] = [reader.value(d) for d in messages]
         elif key == "out":
             out["output_messages"] = [reader.value(d) for d in digest]
         elif key == "sys":

@@ -128,3 +128,102 @@ def test_it_reads_every_stored_body_form(acme):
         assert dictionaries.unpack(acme.id, stored) == body
     tiny = dictionaries.Packer(acme.id, dictionaries.Purpose.PAYLOAD, serial).pack(b"sok")
     assert tiny == b"sok"  # a frame would be larger: kept as it is
+
+
+def ingest_in_batches(tenant, spans, sizes) -> None:
+    """Send finished SDK spans as OTLP requests of the given sizes (the rest last)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from tracing.ingest.pipeline import spans_ingest
+
+    start = 0
+    for size in [*sizes, len(spans)]:
+        chunk = spans[start : start + size]
+        if chunk:
+            spans_ingest(tenant_id=tenant.id, request=encode_spans(chunk))
+        start += size
+
+
+def recorded(**trace):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    memory = InMemorySpanExporter()
+    provider = provider_for(memory)
+    trace_id, conversation = agent_trace(provider, **trace)
+    provider.shutdown()
+    return list(memory.get_finished_spans()), trace_id, conversation
+
+
+def list_rows() -> int:
+    return Payload.objects.filter(kind__in=(PayloadKind.LIST, PayloadKind.SPAN_LIST)).count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_batchs_conversation_in_its_chat_spans(acme):
+    """Inside a batch each chat span's input is its predecessor's input and output plus
+    what is new: no list row a step, only where a later batch or trace goes on."""
+    from tracing.query.sessions import session_conversation, session_traces
+
+    spans, _, conversation = recorded(steps=12, session="conv-batches")
+    ingest_in_batches(acme, spans, [7, 10])  # chains that cross batches, mid-step too
+    later, _, again = recorded(steps=3, session="conv-batches")  # resends from the start
+    ingest_in_batches(acme, later, [])
+    seen_cache.clear()
+    with tenant_scope(acme):
+        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        for step, chat in enumerate(chats[:12]):
+            messages = selectors.span_detail(span=chat)["input_messages"]
+            assert messages[1:] == conversation[1 : 2 * step + 1]
+        assert [selectors.span_detail(span=c)["input_messages"][1:] for c in chats[12:]] == [
+            again[1 : 2 * step + 1] for step in range(3)
+        ]
+        forms = [c.detail["refs"]["in"] for c in chats[:12]]
+        assert sum(isinstance(f, dict) and "p" in f for f in forms) >= 8
+        # One list row per trace and batch (four batches), not one a step.
+        assert list_rows() <= 4
+        # The session shows the first trace's conversation (up to its last reply) once.
+        shown = session_conversation(traces=session_traces(session_id="conv-batches"))
+        assert shown[0]["messages"][1:] == conversation[1 : 2 * 12]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_a_list_two_traces_share_in_one_batch_as_a_row(acme):
+    first, _, conversation = recorded(steps=3)
+    second, _, _ = recorded(steps=3)  # the same conversation, another trace
+    ingest_in_batches(acme, first + second, [])
+    seen_cache.clear()
+    with tenant_scope(acme):
+        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        assert len(chats) == 6
+        for chat in chats:
+            assert isinstance(chat.detail["refs"]["in"], str)  # stored once, as a row
+            messages = selectors.span_detail(span=chat)["input_messages"]
+            assert messages[1:] == conversation[1 : len(messages)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_indexes_messages_held_in_chat_spans(acme):
+    from django.db import connection
+
+    from tracing.query.fulltext import traces_matching_sql
+    from tracing.query.index import search_index_spans
+
+    spans, _, _ = recorded(steps=6)
+    ingest_in_batches(acme, spans, [])
+    last_chat = [s for s in spans if s.name.startswith("chat")][-1]
+    with tenant_scope(acme):
+        # Only the last chat span: the user's question reaches the index through its
+        # input, a chain back through every chat span of the batch.
+        assert isinstance(Span.objects.get(span_id=_signed(last_chat)).detail["refs"]["in"], dict)
+        search_index_spans(
+            tenant_id=acme.id,
+            spans=[(f"{last_chat.context.trace_id:032x}", f"{last_chat.context.span_id:016x}")],
+        )
+        sql, params = traces_matching_sql(acme.id, "where is my order")
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            assert cursor.fetchall()
+
+
+def _signed(span) -> int:
+    return int.from_bytes(span.context.span_id.to_bytes(8, "big"), "big", signed=True)

@@ -8,9 +8,13 @@ lookup, not another redaction scan:
     value ─canonical bytes─▶ digest ─▶ seen (process cache or database)? ─▶ reference
                                            └─ new: redact → zstd → inline or blob store
 
-A conversation resent on every step is stored as a chain of LIST payloads, each holding
-the digest of the longest list already stored plus the new messages, so a trace's
-storage grows with the conversation's length, not its square.
+A conversation resent on every step is stored as a chain, each link holding where the
+longest list already stored is plus the new messages, so a trace's storage grows with
+the conversation's length, not its square. Within one batch the links of a trace live
+in its chat spans' details (the previous chat span: its input and output, then what is
+new), which costs no row; a LIST payload (a head list's digest plus the new messages)
+or a SPAN_LIST payload (a span holding the list) is written only where another batch
+or trace may continue the chain: the last list of each trace in the batch.
 """
 
 import hashlib
@@ -34,6 +38,7 @@ LEAF_MIN = 256
 # blob store (one S3 request for a few hundred bytes costs more than the row).
 INLINE_MAX = 1024
 LEAF_KEY = "\x00ref"
+LIST_KINDS = (PayloadKind.LIST, PayloadKind.SPAN_LIST)
 
 
 def canonical(value) -> bytes:
@@ -100,6 +105,9 @@ class PayloadBatch:
         # list digest -> (message digests, prefix digests, index of a known prefix or None)
         self.lists: dict[str, tuple[list[str], list[str], int | None]] = {}
         self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
+        self.owners: dict[str, list[tuple[bytes, int]]] = {}  # list -> spans it is input of
+        self.outputs: dict[tuple[bytes, int], list[str]] = {}  # span -> its output messages
+        self.inline: dict[str, dict] = {}  # list -> its form in its span's detail
 
     # --- digests ----------------------------------------------------------------------
 
@@ -135,8 +143,11 @@ class PayloadBatch:
     def message(self, message, *, scan: bool = True) -> str:
         return self._note(PayloadKind.MESSAGE, message, scan)
 
-    def message_list(self, messages: list, *, scan: bool = True) -> tuple[str, list[str]]:
-        """Digest of a list of messages, and its messages' digests."""
+    def message_list(
+        self, messages: list, *, scan: bool = True, owner: tuple[bytes, int] | None = None
+    ) -> tuple[str, list[str]]:
+        """Digest of a list of messages, and its messages' digests. `owner`: the span
+        (trace id, span id) whose input the list is."""
         items = [self.message(m, scan=scan) for m in messages]
         prefixes, chain = [], b"L"
         for item in items:
@@ -144,6 +155,8 @@ class PayloadBatch:
             prefixes.append(link)
             chain = self.raw[link]
         digest = prefixes[-1] if prefixes else self.digest(chain)
+        if owner is not None:
+            self.owners.setdefault(digest, []).append(owner)
         if digest in self.lists or self._remembered(digest):
             return digest, items
         cut = None
@@ -154,6 +167,15 @@ class PayloadBatch:
                 break
         self.lists[digest] = (items, prefixes[:-1], cut)
         return digest, items
+
+    def output(self, owner: tuple[bytes, int], digests: list[str]) -> None:
+        """The span's output messages: the next chat span's input may start from them."""
+        self.outputs[owner] = digests
+
+    def list_ref(self, digest: str):
+        """What a span's detail holds for its input list: the list's form there, or the
+        digest of the stored list."""
+        return self.inline.get(digest, digest)
 
     def redactions_of(self, digests) -> Counter:
         total = Counter()
@@ -238,6 +260,33 @@ class PayloadBatch:
             counts.update(self.redactions_of(leaves))
             bodies[digest] = (PayloadKind.MESSAGE, body, dict(counts) or None)
             self.known[digest] = dict(counts) or None
+        bodies.update(self._list_bodies())
+
+        today = Payload._meta.get_field("last_seen").get_db_prep_value(self.today, connection)
+        rows, store = [], None
+        serial = dictionaries.newest(self.tenant_id)
+        if serial is None:
+            samples = [body for kind, body, _ in bodies.values() if kind not in LIST_KINDS]
+            serial = dictionaries.offer(self.tenant_id, samples)
+        packer = dictionaries.Packer(self.tenant_id, dictionaries.Purpose.PAYLOAD, serial)
+        for digest, (kind, body, redactions) in bodies.items():
+            # List bodies are digests: they do not compress.
+            packed = body if kind in LIST_KINDS else packer.pack(body)
+            inline = packed if len(packed) <= INLINE_MAX else None
+            if inline is None:
+                store = store or get_blob_store()
+                store.put(blob_key(self.tenant_id, digest), packed)
+            rows.append((
+                self.tenant_id, self.raw[digest], kind, len(body), inline,
+                json_param(redactions), today,
+            ))  # fmt: skip
+        return rows
+
+    def _list_bodies(self) -> dict[str, tuple[int, bytes, None]]:
+        """Put each new list in its span's detail where it can, and return the rows the
+        others need: a LIST body for a list kept as a row, a SPAN_LIST body (the span's
+        trace and id) for a list held by a span that later batches may continue."""
+        heads: dict[str, tuple[str | None, list[str]]] = {}
         for digest, (items, prefixes, cut) in self.lists.items():
             if cut is None:
                 cut = next(
@@ -248,34 +297,43 @@ class PayloadBatch:
                     ),
                     None,
                 )
-            head = self.raw[prefixes[cut]] if cut is not None else bytes(DIGEST_BYTES)
-            rest = items[cut + 1 :] if cut is not None else items
-            bodies[digest] = (
-                PayloadKind.LIST,
-                head + b"".join(self.raw[d] for d in rest),
-                None,
-            )
-            self.known[digest] = None
+            heads[digest] = (prefixes[cut], items[cut + 1 :]) if cut is not None else (None, items)
 
-        today = Payload._meta.get_field("last_seen").get_db_prep_value(self.today, connection)
-        rows, store = [], None
-        serial = dictionaries.newest(self.tenant_id)
-        if serial is None:
-            samples = [body for kind, body, _ in bodies.values() if kind != PayloadKind.LIST]
-            serial = dictionaries.offer(self.tenant_id, samples)
-        packer = dictionaries.Packer(self.tenant_id, dictionaries.Purpose.PAYLOAD, serial)
-        for digest, (kind, body, redactions) in bodies.items():
-            # List bodies are digests: they do not compress.
-            packed = body if kind == PayloadKind.LIST else packer.pack(body)
-            inline = packed if len(packed) <= INLINE_MAX else None
-            if inline is None:
-                store = store or get_blob_store()
-                store.put(blob_key(self.tenant_id, digest), packed)
-            rows.append((
-                self.tenant_id, self.raw[digest], kind, len(body), inline,
-                json_param(redactions), today,
-            ))  # fmt: skip
-        return rows
+        forms, continued, named = {}, set(), set()
+        for digest, (head, rest) in heads.items():
+            owners = self.owners.get(digest, [])
+            if len(owners) != 1:
+                named.add(head)  # a list kept as a row starts from a row
+                continue
+            previous = self.owners.get(head, []) if head in self.lists else []
+            if len(previous) == 1 and previous[0][0] == owners[0][0]:
+                out = self.outputs.get(previous[0], [])
+                if rest[: len(out)] == out:
+                    # The previous chat span of the trace: its input, its output, then this.
+                    forms[digest] = {"p": previous[0][1], "i": rest[len(out) :]}
+                    continued.add(head)
+                    continue
+            forms[digest] = {"h": head, "i": rest} if head is not None else {"i": rest}
+            named.add(head)
+
+        bodies = {}
+        for digest, (head, rest) in heads.items():
+            form = forms.get(digest)
+            row = form is None or digest not in continued or digest in named
+            if form is not None and ("p" in form or not row):
+                self.inline[digest] = form
+            if not row:
+                continue  # only this batch's next chat span starts from it
+            if "p" in (form or {}):
+                trace_id, span_id = self.owners[digest][0]
+                body = trace_id + span_id.to_bytes(8, "big", signed=True)
+                bodies[digest] = (PayloadKind.SPAN_LIST, body, None)
+            else:
+                start = self.raw[head] if head is not None else bytes(DIGEST_BYTES)
+                body = start + b"".join(self.raw[d] for d in rest)
+                bodies[digest] = (PayloadKind.LIST, body, None)
+            self.known[digest] = None
+        return bodies
 
     def refresh_last_seen(self) -> None:
         if self.stale:

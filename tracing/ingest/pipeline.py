@@ -161,15 +161,17 @@ class _RowBuilder:
         attrs = self._attrs(n.attributes, counts, refs, digests)
         if attrs:
             detail["attributes"] = attrs
+        owner = (n.trace_id, signed64(n.span_id))
         if n.input_messages:
             digest, items = self.batch.message_list(
-                n.input_messages, scan="gen_ai.input.messages" not in never
+                n.input_messages, scan="gen_ai.input.messages" not in never, owner=owner
             )
             refs["in"] = digest
             digests.extend(items)
         if n.output_messages:
             scan = "gen_ai.output.messages" not in never
             refs["out"] = [self.batch.message(m, scan=scan) for m in n.output_messages]
+            self.batch.output(owner, refs["out"])
             digests.extend(refs["out"])
         if n.system_instructions:
             refs["sys"] = self.batch.value(
@@ -221,6 +223,9 @@ class _RowBuilder:
         labels = [short(getattr(n, c), counts) if getattr(n, c) else ""
                   for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
         counts.update(self.batch.redactions_of(digests))
+        refs = detail.get("refs", {})
+        if "in" in refs:
+            refs["in"] = self.batch.list_ref(refs["in"])  # decided once the batch was seen
         stored = (n.operation, n.request_model, n.tool_name, labels[1][:255])
         if name == conventional_name(*stored):
             name = None  # the columns give it back

@@ -20,13 +20,11 @@ from django.db import connection
 from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
-from tracing.ingest.payloads import LEAF_KEY, from_canonical
+from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
 from tracing.models import PayloadKind, SearchText, Span, TraceText
 from tracing.query import fulltext
-from tracing.selectors import PayloadReader
-
-ZERO = bytes(DIGEST_BYTES)  # the start of a conversation's chain
+from tracing.selectors import Conversations, PayloadReader
 
 MAX_VALUE = 255
 # Columns worth filtering on; token counts and ids that change on every span are not.
@@ -79,56 +77,15 @@ class _TraceIndex:
         self.messages: set[str] = set()  # of which: messages (may hold leaves)
         self.inline: dict[str, str] = {}  # digest -> text kept in span rows
         self.attributes: set[tuple[str, str]] = set()
-        self.conversations: set[str] = set()  # list payloads of input messages
+        self.conversations: list[Span] = []  # spans with input messages
 
 
 class SpanIndexer:
     def __init__(self, tenant_id: int):
         self.tenant_id = tenant_id
         self.reader = PayloadReader(tenant_id)
+        self.conversations = Conversations(self.reader)
         self.resources: dict[str, dict] = {}
-
-    def conversations(self, heads) -> dict[str, list[str]]:
-        """The message digests of stored conversations (chains of list payloads).
-
-        Walks every chain one link a round, all chains together: one query a round
-        rather than one a link (chains of one agent share their prefixes, too).
-        """
-        links: dict[str, tuple[str | None, list[str]]] = {}
-        frontier = set(heads)
-        while frontier:
-            self.reader.fetch(frontier)
-            following = set()
-            for digest in frontier:
-                if digest not in self.reader.rows:
-                    links[digest] = (None, [])  # retention removed it: index what is left
-                    continue
-                body = self.reader.rows[digest][1]
-                head = body[:DIGEST_BYTES]
-                previous = digest_text(head) if head != ZERO else None
-                items = [
-                    digest_text(body[i : i + DIGEST_BYTES])
-                    for i in range(DIGEST_BYTES, len(body), DIGEST_BYTES)
-                ]
-                links[digest] = (previous, items)
-                if previous is not None and previous not in links:
-                    following.add(previous)
-            frontier = following
-        resolved: dict[str, list[str]] = {}
-        for head in heads:
-            chain, digest = [], head
-            while digest is not None and digest not in resolved:
-                chain.append(digest)
-                digest = links[digest][0]
-            known = resolved[digest] if digest is not None else []
-            for link in reversed(chain):
-                known = known + links[link][1]
-                resolved[link] = known
-        return {head: resolved[head] for head in heads}
-
-    def list_items(self, digest: str) -> list[str]:
-        """The message digests of one stored conversation."""
-        return self.conversations({digest})[digest]
 
     def resource(self, digest: str) -> dict:
         """The resource attributes of a span's origin payload (resource and scope)."""
@@ -163,7 +120,7 @@ class SpanIndexer:
         refs = detail.get("refs") or {}
         for key, ref in refs.items():
             if key == "in":
-                into.conversations.add(ref)  # walked for all spans at once
+                into.conversations.append(span)  # walked for all spans at once
             elif key == "out":
                 into.digests.update(ref)
                 into.messages.update(ref)
@@ -181,7 +138,7 @@ class SpanIndexer:
 
     def text_of(self, digest: str, leaves: list[str]) -> str | None:
         kind, data = self.reader.rows[digest]
-        if kind in (PayloadKind.LIST, PayloadKind.RESOURCE):
+        if kind in (*LIST_KINDS, PayloadKind.RESOURCE):
             return None
         words: list[str] = []
         _words(from_canonical(unpack(self.tenant_id, data)), words, leaves)
@@ -210,11 +167,13 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             found += 1
     if not traces:
         return 0
-    chains = indexer.conversations({c for index in traces.values() for c in index.conversations})
+    inputs = indexer.conversations.inputs(
+        [span for index in traces.values() for span in index.conversations]
+    )
     for index in traces.values():
-        for head in index.conversations:
-            index.digests.update(chains[head])
-            index.messages.update(chains[head])
+        for span in index.conversations:
+            index.digests.update(inputs[(span.trace_id, span.span_id)])
+            index.messages.update(inputs[(span.trace_id, span.span_id)])
 
     listed = _already_listed(traces)
     texts, known = _texts_to_store(indexer, traces, listed)

@@ -85,11 +85,12 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
     if not traces:
         return []
     indexer = SpanIndexer(traces[0].tenant_id)
-    spans = (
+    spans = list(
         Span.objects.filter(trace_id__in=[t.trace_id for t in traces])
         .order_by("start_ns")
-        .only("tenant_id", "trace_id", "start_ns", "detail_packed")
+        .only("tenant_id", "trace_id", "span_id", "start_ns", "detail_packed")
     )
+    inputs = indexer.conversations.inputs(spans)
     by_trace: dict = {}
     for span in spans:
         refs = span.detail.get("refs", {})
@@ -104,9 +105,7 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
             refs = span.detail.get("refs", {})
             if refs.get("sys") and refs["sys"] != system_shown:
                 system_shown = group["system"] = refs["sys"]
-            sequence = (indexer.list_items(refs["in"]) if refs.get("in") else []) + list(
-                refs.get("out", [])
-            )
+            sequence = inputs.get((span.trace_id, span.span_id), []) + list(refs.get("out", []))
             start = _overlap(shown, sequence)
             group["digests"].extend(sequence[start:])
             shown = shown + sequence[start:]
