@@ -275,7 +275,8 @@ class TraceDetailView(ReadView):
 
 def span_payload(span) -> dict:
     """A span with everything it carried, payloads read back from the store."""
-    row = {f: getattr(span, f) for f in traces.SPAN_FIELDS}
+    row = {f: getattr(span, f) for f in traces.SPAN_FIELDS if f != "labels_id"}
+    row.update(span.label_values)
     row["name"] = span.display_name
     trace = Trace.objects.filter(trace_id=span.trace_id).only("start_ns").first()
     start = trace.start_ns if trace else span.start_ns

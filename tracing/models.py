@@ -152,6 +152,46 @@ def conventional_name(operation: str, request_model: str, tool_name: str, agent_
     return f"{operation} {subject}" if subject else operation
 
 
+# Low-cardinality labels: a span row holds the id of their combination (SpanLabels).
+LABEL_FIELDS = (
+    "service_name", "agent_name", "operation", "provider", "request_model", "response_model",
+    "tool_name",
+)  # fmt: skip
+
+
+class SpanLabels(TenantModel):
+    """One combination of span labels, stored once per tenant.
+
+    A tenant's spans repeat a few services, agents, operations, providers, models and
+    tools; spans refer to the combination by id instead of repeating the strings in
+    every row. Read and written through `tracing.labels`, which caches both ways.
+    """
+
+    id = models.AutoField(primary_key=True)  # int4: combinations are few
+    tenant = tenant_key_column()
+    key = models.BinaryField(max_length=16)  # tracing.labels.label_key of the values
+    service_name = models.CharField(max_length=255, blank=True)
+    agent_name = models.CharField(max_length=255, blank=True)
+    operation = models.CharField(max_length=64, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    request_model = models.CharField(max_length=255, blank=True)
+    response_model = models.CharField(max_length=255, blank=True)
+    tool_name = models.CharField(max_length=255, blank=True)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "key"], name="spanlabels_unique_key")
+        ]
+        verbose_name_plural = "span labels"
+
+    def __str__(self):
+        return " / ".join(getattr(self, f) for f in LABEL_FIELDS if getattr(self, f))
+
+
+def _label(field: str) -> property:
+    return property(lambda span: span.label_values[field], doc=f"The span's {field} label.")
+
+
 class Span(TenantModel):
     # The span's own identity is the key: no surrogate id and its index (PostgreSQL
     # keeps a primary key index beside the unique one otherwise). An exporter's retry
@@ -169,17 +209,17 @@ class Span(TenantModel):
     end_ns = models.BigIntegerField()
     status_code = models.SmallIntegerField(choices=StatusCode.choices, default=StatusCode.UNSET)
     status_message = models.TextField(blank=True)
-    service_name = models.CharField(max_length=255, blank=True)
-    agent_name = models.CharField(max_length=255, blank=True)
-    operation = models.CharField(max_length=64, blank=True)
-    provider = models.CharField(max_length=64, blank=True)
-    request_model = models.CharField(max_length=255, blank=True)
-    response_model = models.CharField(max_length=255, blank=True)
+    # Service, agent, operation, provider, models and tool: read as attributes of the
+    # same names. Label sets are never deleted on their own (a tenant's go with it), so
+    # no constraint; and no index: spans are not looked up by their labels.
+    labels = models.ForeignKey(
+        SpanLabels, on_delete=models.DO_NOTHING, null=True, db_index=False,
+        db_constraint=False, related_name="+",
+    )  # fmt: skip
     input_tokens = models.IntegerField(null=True, blank=True)
     output_tokens = models.IntegerField(null=True, blank=True)
     session_id = models.CharField(max_length=255, blank=True)
     run_id = models.CharField(max_length=64, blank=True)
-    tool_name = models.CharField(max_length=255, blank=True)
     tool_call_id = models.CharField(max_length=255, blank=True)
     # Everything else the span carried: attributes, events, links, small tool values,
     # the digest of its resource and scope ("origin"), payload digests of large values
@@ -190,8 +230,22 @@ class Span(TenantModel):
     # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
     redactions = models.JSONField(null=True, blank=True)
 
+    service_name = _label("service_name")
+    agent_name = _label("agent_name")
+    operation = _label("operation")
+    provider = _label("provider")
+    request_model = _label("request_model")
+    response_model = _label("response_model")
+    tool_name = _label("tool_name")
+
     def __str__(self):
-        return self.name
+        return self.display_name
+
+    @cached_property
+    def label_values(self) -> dict:
+        from tracing.labels import values_of
+
+        return values_of(self.tenant_id, [self.labels_id])[self.labels_id]
 
     @property
     def display_name(self) -> str:

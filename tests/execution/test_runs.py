@@ -72,7 +72,7 @@ def test_it_runs_the_example_agent_end_to_end_through_the_api(
 
     with tenant_scope(acme):
         spans = Span.objects.filter(run_id=str(run["id"]))
-        assert sorted(spans.values_list("operation", flat=True)) == [
+        assert sorted(spans.values_list("labels__operation", flat=True)) == [
             "chat",
             "chat",
             "execute_tool",

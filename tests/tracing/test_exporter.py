@@ -25,7 +25,7 @@ def test_it_sends_in_process_spans_down_the_same_path_and_publishes_them(acme, g
     finally:
         spans_ingested.disconnect(listener)
     with tenant_scope(acme):
-        chat = Span.objects.get(operation="chat")
+        chat = Span.objects.get(labels__operation="chat")
         assert chat.redactions == {"EMAIL": 1}
         assert "[EMAIL:" in str(selectors.span_detail(span=chat)["input_messages"])
         assert Trace.objects.get().trace_id == uuid.UUID(int=trace_id)

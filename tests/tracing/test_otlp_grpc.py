@@ -32,7 +32,7 @@ def test_it_stores_what_the_sdk_grpc_exporter_sends(grpc_address, acme, make_key
     with tenant_scope(acme):
         trace = Trace.objects.get(trace_id=uuid.UUID(int=trace_id))
         assert trace.span_count == 5 and trace.service_name == "grpc-agent"
-        assert Span.objects.filter(operation="chat").count() == 2
+        assert Span.objects.filter(labels__operation="chat").count() == 2
 
 
 def test_it_refuses_a_missing_or_weak_key(grpc_address, acme, make_key):

@@ -39,7 +39,7 @@ def test_it_reads_back_every_step_of_a_long_conversation(acme):
     provider.shutdown()
     seen_cache.clear()  # read from the database and blob store, not from memory
     with tenant_scope(acme):
-        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         for step, chat in enumerate(chats):
             messages = selectors.span_detail(span=chat)["input_messages"]
             assert messages[1:] == conversation[1 : 2 * step + 1]
@@ -93,7 +93,7 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
     dictionaries._dicts.clear()
     seen_cache.clear()
     with tenant_scope(acme):
-        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         assert selectors.span_detail(span=chats[1])["input_messages"][1:] == first[1:3]
         assert len(selectors.span_detail(span=chats[-1])["input_messages"]) == 2 * 120 - 1
         # Span details from before the detail dictionary are JSON; later ones are frames.
@@ -170,7 +170,7 @@ def test_it_keeps_a_batchs_conversation_in_its_chat_spans(acme):
     ingest_in_batches(acme, later, [])
     seen_cache.clear()
     with tenant_scope(acme):
-        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         for step, chat in enumerate(chats[:12]):
             messages = selectors.span_detail(span=chat)["input_messages"]
             assert messages[1:] == conversation[1 : 2 * step + 1]
@@ -193,7 +193,7 @@ def test_it_keeps_a_list_two_traces_share_in_one_batch_as_a_row(acme):
     ingest_in_batches(acme, first + second, [])
     seen_cache.clear()
     with tenant_scope(acme):
-        chats = list(Span.objects.filter(operation="chat").order_by("start_ns"))
+        chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         assert len(chats) == 6
         for chat in chats:
             assert isinstance(chat.detail["refs"]["in"], str)  # stored once, as a row

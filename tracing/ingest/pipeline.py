@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.tenancy import tenant_scope
+from tracing import labels
 from tracing.ingest import rows
 from tracing.ingest.dictionaries import DetailPacker
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
@@ -74,12 +75,23 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         with rows.write_turn(), transaction.atomic():
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
+            span_rows = _with_label_ids(tenant_id, span_rows)
             rows.insert_ignoring_conflicts("tracing_span", rows.SPAN_COLUMNS, span_rows)
             _traces_upsert(tenant_id, normal)
             transaction.on_commit(batch.committed)
             transaction.on_commit(lambda: _publish(tenant_id, normal))
         result.accepted = len(span_rows)
     return result
+
+
+_LABELS_AT = rows.SPAN_COLUMNS.index("labels_id")
+
+
+def _with_label_ids(tenant_id: int, span_rows: list[tuple]) -> list[tuple]:
+    """Span rows carry their labels until here; the rows get the labels' ids."""
+    ids = labels.ids_for(tenant_id, {row[_LABELS_AT] for row in span_rows})
+    at = _LABELS_AT
+    return [row[:at] + (ids[row[at]],) + row[at + 1 :] for row in span_rows]
 
 
 def _collect(request, result: IngestResult) -> list:
@@ -220,21 +232,21 @@ class _RowBuilder:
         n, detail, digests, counts, name, status_message = pending
         short = self.redactor.redact_short
         # Column values are what search shows: redacted like everything else.
-        labels = [short(getattr(n, c), counts) if getattr(n, c) else ""
-                  for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
+        texts = [short(getattr(n, c), counts) if getattr(n, c) else ""
+                 for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
         counts.update(self.batch.redactions_of(digests))
         refs = detail.get("refs", {})
         if "in" in refs:
             refs["in"] = self.batch.list_ref(refs["in"])  # decided once the batch was seen
-        stored = (n.operation, n.request_model, n.tool_name, labels[1][:255])
-        if name == conventional_name(*stored):
-            name = None  # the columns give it back
+        label_set = (texts[0][:255], texts[1][:255], n.operation[:64], n.provider[:64],
+                     n.request_model[:255], n.response_model[:255], n.tool_name[:255])  # fmt: skip
+        if name == conventional_name(n.operation, n.request_model, n.tool_name, texts[1][:255]):
+            name = None  # the labels give it back
         return (
             self.tenant_id, rows.uuid_param(uuid.UUID(bytes=n.trace_id)), signed64(n.span_id),
             signed64(n.parent_span_id) if n.parent_span_id else None, name, n.kind,
-            n.start_ns, n.end_ns, n.status_code, status_message, labels[0][:255], labels[1][:255],
-            n.operation, n.provider, n.request_model, n.response_model, n.input_tokens,
-            n.output_tokens, labels[2][:255], labels[3][:64], n.tool_name, labels[4][:255],
+            n.start_ns, n.end_ns, n.status_code, status_message, label_set, n.input_tokens,
+            n.output_tokens, texts[2][:255], texts[3][:64], texts[4][:255],
             self.details.pack(detail), rows.json_param(dict(counts) or None),
         )  # fmt: skip
 

@@ -17,9 +17,8 @@ from django.db import connection
 
 SPAN_COLUMNS = (
     "tenant_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
-    "status_code", "status_message", "service_name", "agent_name", "operation", "provider",
-    "request_model", "response_model", "input_tokens", "output_tokens", "session_id", "run_id",
-    "tool_name", "tool_call_id", "detail_packed", "redactions",
+    "status_code", "status_message", "labels_id", "input_tokens", "output_tokens", "session_id",
+    "run_id", "tool_call_id", "detail_packed", "redactions",
 )  # fmt: skip
 PAYLOAD_COLUMNS = ("tenant_id", "digest", "kind", "size", "data", "redactions", "last_seen")
 CHUNK = 400

@@ -8,6 +8,7 @@ from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 
 from controlplane.tenancy import current_tenant_id
+from tracing import labels
 from tracing.models import Span, StatusCode, Trace, TraceAttribute, span_name
 from tracing.query import fulltext
 from tracing.query.filters import FilterError, TraceFilters, decode_cursor, encode_cursor
@@ -128,8 +129,7 @@ def trace_facets(limit: int = 100) -> dict[str, list[str]]:
 
 SPAN_FIELDS = (
     "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status_code",
-    "status_message", "service_name", "agent_name", "operation", "provider", "request_model",
-    "response_model", "input_tokens", "output_tokens", "session_id", "run_id", "tool_name",
+    "status_message", "labels_id", "input_tokens", "output_tokens", "session_id", "run_id",
     "tool_call_id", "redactions",
 )  # fmt: skip
 
@@ -145,7 +145,9 @@ def trace_spans(*, trace_id: uuid.UUID) -> list[dict]:
         .order_by("start_ns", "span_id")
         .values_list(*SPAN_FIELDS)
     ]
+    label_values = labels.values_of(current_tenant_id(), {r["labels_id"] for r in rows})
     for row in rows:
+        row.update(label_values[row.pop("labels_id")])
         row["name"] = span_name(row)
     present = {r["span_id"] for r in rows}
     children: dict[int | None, list[dict]] = {}

@@ -1,0 +1,77 @@
+"""Span labels: the few distinct services, agents, operations, providers, models and
+tools a tenant's spans carry, each combination stored once (`SpanLabels`).
+
+A span row holds the combination's id instead of the strings. A combination never
+changes once written, so its id means the same thing for ever and both directions are
+cached per process; entries are added only once the rows are committed.
+"""
+
+import hashlib
+import threading
+
+from django.db import transaction
+
+from tracing.ingest.rows import insert_ignoring_conflicts
+from tracing.models import LABEL_FIELDS, SpanLabels
+
+EMPTY = dict.fromkeys(LABEL_FIELDS, "")
+
+_ids: dict[tuple[int, tuple], int] = {}
+_values: dict[tuple[int, int], dict] = {}
+_lock = threading.Lock()
+
+
+def label_key(values: tuple) -> bytes:
+    """The unique key of a combination (the strings themselves may exceed an index's
+    row size limit on PostgreSQL)."""
+    return hashlib.blake2b("\x1f".join(values).encode(), digest_size=16).digest()
+
+
+def ids_for(tenant_id: int, combinations: set[tuple]) -> dict[tuple, int]:
+    """Ids of the combinations, storing the new ones. Call inside the transaction that
+    writes the spans: the cache learns the new ids when it commits."""
+    found = {c: _ids[(tenant_id, c)] for c in combinations if (tenant_id, c) in _ids}
+    missing = [c for c in combinations if c not in found]
+    if missing:
+        fresh = _select(tenant_id, missing)
+        new = [c for c in missing if c not in fresh]
+        if new:
+            insert_ignoring_conflicts(
+                "tracing_spanlabels",
+                ("tenant_id", "key", *LABEL_FIELDS),
+                [(tenant_id, label_key(c), *c) for c in new],
+            )
+            fresh.update(_select(tenant_id, new))
+        transaction.on_commit(lambda: _remember(tenant_id, fresh))
+        found.update(fresh)
+    return found
+
+
+def values_of(tenant_id: int, labels_ids) -> dict[int, dict]:
+    """id -> {field: value} for the given ids (None: no labels)."""
+    wanted = {i for i in labels_ids if i is not None and (tenant_id, i) not in _values}
+    if wanted:
+        rows = SpanLabels.all_tenants.filter(tenant_id=tenant_id, id__in=wanted)
+        _remember(tenant_id, {tuple(r[1:]): r[0] for r in rows.values_list("id", *LABEL_FIELDS)})
+    out = {i: _values.get((tenant_id, i), EMPTY) for i in labels_ids if i is not None}
+    out[None] = EMPTY
+    return out
+
+
+def _select(tenant_id: int, combinations: list[tuple]) -> dict[tuple, int]:
+    keys = {label_key(c): c for c in combinations}
+    rows = SpanLabels.all_tenants.filter(tenant_id=tenant_id, key__in=list(keys))
+    return {keys[bytes(key)]: id_ for id_, key in rows.values_list("id", "key")}
+
+
+def _remember(tenant_id: int, ids: dict[tuple, int]) -> None:
+    with _lock:
+        for values, id_ in ids.items():
+            _ids[(tenant_id, values)] = id_
+            _values[(tenant_id, id_)] = dict(zip(LABEL_FIELDS, values, strict=True))
+
+
+def clear() -> None:
+    with _lock:
+        _ids.clear()
+        _values.clear()
