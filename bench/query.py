@@ -3,12 +3,14 @@ spans stored.
 
 Loads agent traces (bench/ingest.py's generator: a conversation resent every step, tool
 results of a few hundred words) over OTLP/HTTP into a fresh platform, lets a real Celery
-worker build the search index off the ingest path, adds one 2,000-span trace, then
+worker build the search index off the ingest path, adds one 2,000-span trace and one
+40-step agent trace, then
 times requests from one client on the same 2-core machine:
 
 - a filtered trace list (service, status, model, agent, duration, attribute filters),
 - a full-text search (common and rare words, two-word queries),
-- the 2,000-span trace through the API and as the rendered page.
+- the 2,000-span trace through the API and as the rendered page,
+- the last chat span of a 40-step agent trace, its 79-message input put back together.
 
 Targets (PostgreSQL): trace list p50 < 50 ms; 2,000-span trace view p50 < 100 ms.
 Set BENCH_KINDS=embedded,postgres+s3 to run SQLite too; BENCH_SPANS to change the load.
@@ -154,6 +156,17 @@ def big_trace(platform: Platform) -> str:
     return trace_id.hex()
 
 
+def long_conversation(platform: Platform) -> tuple[str, str]:
+    """One 40-step agent trace in one request; returns its trace id and last chat span id
+    (whose input is the whole conversation, 79 messages)."""
+    spans = trace_spans(40, time.time_ns() - 1_800 * 10**9)
+    headers = {"Authorization": f"Bearer {platform.key}", "Content-Type": "application/x-protobuf"}
+    httpx.post(f"{platform.url}/v1/traces", content=_body(spans, "support-agent"),
+               headers=headers, timeout=60).raise_for_status()  # fmt: skip
+    last_chat = [s for s in spans if s["name"].startswith("chat")][-1]
+    return spans[0]["trace_id"].hex(), last_chat["span_id"].hex()
+
+
 def start_worker(platform: Platform) -> subprocess.Popen:
     proc = subprocess.Popen(
         [PY, "-m", "celery", "-A", "controlplane", "worker", "--concurrency", "1", "--loglevel",
@@ -212,9 +225,10 @@ def run(kind: str, spans_wanted: int) -> list[tuple]:
         t = time.perf_counter()
         traces, spans = load(platform, spans_wanted)
         big = big_trace(platform)
+        talk_trace, talk_span = long_conversation(platform)
         loaded = time.perf_counter() - t
-        indexed = wait_indexed(platform, traces + 1)
-        print(f"[{kind}] loaded {spans + 2001:,} spans in {traces + 1:,} traces in {loaded:.0f} s; "
+        indexed = wait_indexed(platform, traces + 2)
+        print(f"[{kind}] loaded {spans + 2001 + 81:,} spans in {traces + 2:,} traces in {loaded:.0f} s; "
               f"search index caught up {indexed:.0f} s after the last span")  # fmt: skip
         if kind == "postgres+s3":
             import psycopg
@@ -247,7 +261,10 @@ def run(kind: str, spans_wanted: int) -> list[tuple]:
             ("full-text search (API)", timed(lambda i: get("/api/v1/traces", {"q": words[i % len(words)]})), None),
             ("2,000-span trace (API)", timed(lambda i: get(f"/api/v1/traces/{big}"), 30), 100),
             ("2,000-span trace (page)", timed(lambda i: get(f"/t/bench/traces/{big}/", None, ui), 30), 100),
+            ("span, 79-message input (API)", timed(lambda i: get(f"/api/v1/spans/{talk_span}", {"trace_id": talk_trace}), 30), None),
         ]  # fmt: skip
+        talk = get(f"/api/v1/spans/{talk_span}", {"trace_id": talk_trace}).json()
+        assert len(talk["input_messages"]) == 79, len(talk["input_messages"])
         check = get(f"/api/v1/traces/{big}").json()
         assert sum(1 + len(s["children"]) for s in check["spans"][0]["children"]) == 2000
         return [(kind, *row) for row in rows]

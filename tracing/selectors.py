@@ -20,6 +20,7 @@ class PayloadReader:
     def __init__(self, tenant_id: int):
         self.tenant_id = tenant_id
         self.rows: dict[str, tuple[int, bytes]] = {}
+        self.decoded: dict[str, object] = {}
 
     def fetch(self, digests) -> None:
         wanted = sorted(set(digests) - set(self.rows))
@@ -38,11 +39,31 @@ class PayloadReader:
             raise KeyError(f"payload {digest} is missing")
         return self.rows[digest]
 
+    def prefetch(self, digests) -> None:
+        """Fetch payloads and the long strings of those that are messages: one query
+        for the messages, one for all their strings, instead of a query a string."""
+        digests = list(digests)
+        self.fetch(digests)
+        leaves: list[str] = []
+        for digest in digests:
+            if self.rows.get(digest, (None,))[0] == PayloadKind.MESSAGE:
+                _leaves_of(self._decoded(digest), leaves)
+        self.fetch(leaves)
+
+    def values(self, digests: list[str]) -> list:
+        self.prefetch(digests)
+        return [self.value(d) for d in digests]
+
+    def _decoded(self, digest: str):
+        if digest not in self.decoded:
+            self.decoded[digest] = from_canonical(unpack(self.tenant_id, self._body(digest)[1]))
+        return self.decoded[digest]
+
     def value(self, digest: str):
-        kind, data = self._body(digest)
+        kind, _ = self._body(digest)
         if kind in LIST_KINDS:
             return self.message_list(digest)
-        value = from_canonical(unpack(self.tenant_id, data))
+        value = self._decoded(digest)
         if kind == PayloadKind.MESSAGE:
             value = self._with_leaves(value)
         return value
@@ -57,9 +78,19 @@ class PayloadReader:
         return value
 
     def message_list(self, digest: str) -> list:
-        digests = Conversations(self).of_list(digest)
-        self.fetch(digests)
-        return [self.value(d) for d in digests]
+        return self.values(Conversations(self).of_list(digest))
+
+
+def _leaves_of(value, out: list[str]) -> None:
+    if isinstance(value, dict):
+        if len(value) == 1 and LEAF_KEY in value:
+            out.append(value[LEAF_KEY])
+            return
+        for item in value.values():
+            _leaves_of(item, out)
+    elif isinstance(value, list):
+        for item in value:
+            _leaves_of(item, out)
 
 
 class Conversations:
@@ -197,10 +228,9 @@ def span_detail(*, span: Span) -> dict:
     for key, digest in refs.items():
         if key == "in":
             messages = Conversations(reader).inputs([span])[(span.trace_id, span.span_id)]
-            reader.fetch(messages)
-            out["input_messages"] = [reader.value(d) for d in messages]
+            out["input_messages"] = reader.values(messages)
         elif key == "out":
-            out["output_messages"] = [reader.value(d) for d in digest]
+            out["output_messages"] = reader.values(digest)
         elif key == "sys":
             out["system_instructions"] = reader.value(digest)
         elif key == "gen_ai.tool.call.arguments":

@@ -187,6 +187,20 @@ def test_it_keeps_a_batchs_conversation_in_its_chat_spans(acme):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_it_chains_a_batch_whose_later_steps_come_first(acme):
+    spans, _, conversation = recorded(steps=5)
+    ingest_in_batches(acme, list(reversed(spans)), [])
+    seen_cache.clear()
+    with tenant_scope(acme):
+        chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
+        assert all("p" in c.detail["refs"]["in"] for c in chats[1:])
+        for step, chat in enumerate(chats):
+            messages = selectors.span_detail(span=chat)["input_messages"]
+            assert messages[1:] == conversation[1 : 2 * step + 1]
+        assert list_rows() == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_it_keeps_a_list_two_traces_share_in_one_batch_as_a_row(acme):
     first, _, conversation = recorded(steps=3)
     second, _, _ = recorded(steps=3)  # the same conversation, another trace

@@ -287,16 +287,16 @@ class PayloadBatch:
         others need: a LIST body for a list kept as a row, a SPAN_LIST body (the span's
         trace and id) for a list held by a span that later batches may continue."""
         heads: dict[str, tuple[str | None, list[str]]] = {}
-        for digest, (items, prefixes, cut) in self.lists.items():
-            if cut is None:
-                cut = next(
-                    (
-                        i
-                        for i in range(len(prefixes) - 1, -1, -1)
-                        if prefixes[i] in self.known or prefixes[i] in self.lists
-                    ),
-                    None,
-                )
+        for digest, (items, prefixes, _) in self.lists.items():
+            # Again, now that the whole batch is known: a later step may come first.
+            cut = next(
+                (
+                    i
+                    for i in range(len(prefixes) - 1, -1, -1)
+                    if prefixes[i] in self.known or prefixes[i] in self.lists
+                ),
+                None,
+            )
             heads[digest] = (prefixes[cut], items[cut + 1 :]) if cut is not None else (None, items)
 
         forms, continued, named = {}, set(), set()

@@ -111,7 +111,7 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
             shown = shown + sequence[start:]
         groups.append(group)
     reader = indexer.reader
-    reader.fetch(
+    reader.prefetch(
         {d for g in groups for d in g["digests"]} | {g["system"] for g in groups if g["system"]}
     )
     out = []
