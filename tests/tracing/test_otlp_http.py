@@ -74,6 +74,38 @@ def test_it_stores_a_retried_span_once(live_server, acme, make_key):
         assert Trace.objects.get().span_count == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_it_counts_and_publishes_a_span_once_when_a_retry_races_the_first_attempt(
+    acme, monkeypatch
+):
+    from tracing.ingest import pipeline
+    from tracing.ingest.decode import decode_request
+    from tracing.signals import spans_ingested
+
+    body = json.dumps(
+        one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174")
+    ).encode()
+    # The retry arrives before the first attempt commits: the early check finds nothing.
+    monkeypatch.setattr(pipeline, "_drop_stored", lambda collected, result: collected)
+    published = []
+    listener = lambda sender, spans, **kw: published.extend(spans)  # noqa: E731
+    spans_ingested.connect(listener)
+    try:
+        first, retry = [
+            pipeline.spans_ingest(tenant_id=acme.id, request=decode_request(body, "application/json"))
+            for _ in range(2)
+        ]  # fmt: skip
+    finally:
+        spans_ingested.disconnect(listener)
+    assert (first.accepted, first.duplicates) == (1, 0)
+    assert (retry.accepted, retry.duplicates) == (0, 1)
+    assert published == [("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174")]
+    with tenant_scope(acme):
+        assert Span.objects.count() == 1
+        trace = Trace.objects.get()
+        assert (trace.span_count, trace.error_count) == (1, 1)
+
+
 def one_span_request(trace_id: str, span_id: str, name: str = "chat", **attrs) -> dict:
     return {
         "resourceSpans": [{

@@ -76,12 +76,27 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
             span_rows = _with_label_ids(tenant_id, span_rows)
-            rows.insert_ignoring_conflicts("tracing_span", rows.SPAN_COLUMNS, span_rows)
+            stored = rows.insert_ignoring_conflicts(
+                "tracing_span", rows.SPAN_COLUMNS, span_rows, returning=("trace_id", "span_id")
+            )
+            normal = _only_stored(normal, stored, result)
             _traces_upsert(tenant_id, normal)
             transaction.on_commit(batch.committed)
             transaction.on_commit(lambda: _publish(tenant_id, normal))
-        result.accepted = len(span_rows)
+        result.accepted = len(normal)
     return result
+
+
+def _only_stored(normal: list[NormalSpan], stored: list[tuple], result: IngestResult) -> list:
+    """The spans this request stored. Another request can store some of them first (an
+    exporter's retry while the first attempt was still being written): those are
+    counted in the trace summary and published once, by the request that stored them."""
+    if len(stored) == len(normal):
+        return normal
+    ours = {(t.bytes if isinstance(t, uuid.UUID) else bytes(t), s) for t, s in stored}
+    kept = [n for n in normal if (n.trace_id, signed64(n.span_id)) in ours]
+    result.duplicates += len(normal) - len(kept)
+    return kept
 
 
 _LABELS_AT = rows.SPAN_COLUMNS.index("labels_id")

@@ -35,18 +35,27 @@ def uuid_param(value: uuid.UUID):
     return value if connection.features.has_native_uuid_field else value.bytes
 
 
-def insert_ignoring_conflicts(table: str, columns: tuple, rows: list[tuple]) -> None:
+def insert_ignoring_conflicts(
+    table: str, columns: tuple, rows: list[tuple], returning: tuple = ()
+) -> list[tuple]:
+    """Insert the rows, skipping those whose key is stored; with `returning`, those
+    columns of the rows this call inserted."""
     if not rows:
-        return
+        return []
     placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    tail = f" RETURNING {', '.join(returning)}" if returning else ""
+    inserted = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start : start + CHUNK]
             cursor.execute(
                 f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - fixed names
-                f"{', '.join([placeholder] * len(chunk))} ON CONFLICT DO NOTHING",
+                f"{', '.join([placeholder] * len(chunk))} ON CONFLICT DO NOTHING{tail}",
                 [value for row in chunk for value in row],
             )
+            if returning:
+                inserted.extend(cursor.fetchall())
+    return inserted
 
 
 def _lock_path() -> Path:
