@@ -3,11 +3,13 @@ tools a tenant's spans carry, each combination stored once (`SpanLabels`).
 
 A span row holds the combination's id instead of the strings. A combination never
 changes once written, so its id means the same thing for ever and both directions are
-cached per process; entries are added only once the rows are committed.
+cached per process (bounded: a tenant sending a new tool name on every span must not
+grow a worker without limit); entries are added only once the rows are committed.
 """
 
 import hashlib
 import threading
+from collections import OrderedDict
 
 from django.db import transaction
 
@@ -16,8 +18,9 @@ from tracing.models import LABEL_FIELDS, SpanLabels
 
 EMPTY = dict.fromkeys(LABEL_FIELDS, "")
 
-_ids: dict[tuple[int, tuple], int] = {}
-_values: dict[tuple[int, int], dict] = {}
+CACHE_SIZE = 50_000
+_ids: OrderedDict[tuple[int, tuple], int] = OrderedDict()
+_values: OrderedDict[tuple[int, int], dict] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -30,7 +33,11 @@ def label_key(values: tuple) -> bytes:
 def ids_for(tenant_id: int, combinations: set[tuple]) -> dict[tuple, int]:
     """Ids of the combinations, storing the new ones. Call inside the transaction that
     writes the spans: the cache learns the new ids when it commits."""
-    found = {c: _ids[(tenant_id, c)] for c in combinations if (tenant_id, c) in _ids}
+    found = {}
+    for c in combinations:
+        id_ = _ids.get((tenant_id, c))
+        if id_ is not None:
+            found[c] = id_
     missing = [c for c in combinations if c not in found]
     if missing:
         fresh = _select(tenant_id, missing)
@@ -49,12 +56,20 @@ def ids_for(tenant_id: int, combinations: set[tuple]) -> dict[tuple, int]:
 
 def values_of(tenant_id: int, labels_ids) -> dict[int, dict]:
     """id -> {field: value} for the given ids (None: no labels)."""
-    wanted = {i for i in labels_ids if i is not None and (tenant_id, i) not in _values}
+    out: dict = {None: EMPTY}
+    wanted = []
+    for id_ in set(labels_ids) - {None}:
+        values = _values.get((tenant_id, id_))
+        if values is None:
+            wanted.append(id_)
+        else:
+            out[id_] = values
     if wanted:
         rows = SpanLabels.all_tenants.filter(tenant_id=tenant_id, id__in=wanted)
-        _remember(tenant_id, {tuple(r[1:]): r[0] for r in rows.values_list("id", *LABEL_FIELDS)})
-    out = {i: _values.get((tenant_id, i), EMPTY) for i in labels_ids if i is not None}
-    out[None] = EMPTY
+        read = {r[0]: tuple(r[1:]) for r in rows.values_list("id", *LABEL_FIELDS)}
+        _remember(tenant_id, {values: id_ for id_, values in read.items()})
+        for id_ in wanted:
+            out[id_] = dict(zip(LABEL_FIELDS, read[id_], strict=True)) if id_ in read else EMPTY
     return out
 
 
@@ -69,6 +84,9 @@ def _remember(tenant_id: int, ids: dict[tuple, int]) -> None:
         for values, id_ in ids.items():
             _ids[(tenant_id, values)] = id_
             _values[(tenant_id, id_)] = dict(zip(LABEL_FIELDS, values, strict=True))
+        for cache in (_ids, _values):
+            while len(cache) > CACHE_SIZE:
+                cache.popitem(last=False)
 
 
 def clear() -> None:
