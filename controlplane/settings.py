@@ -288,6 +288,10 @@ EXECUTION_TOOL_MAX_RESPONSE_BYTES = 256 * 1024
 EXECUTION_VAULT_KEYS = env_str("EXECUTION_VAULT_KEYS", "")
 # Billing's reserve/settle seam: a dotted path to a class with reserve() and settle().
 EXECUTION_BUDGET_HOOK = env_str("EXECUTION_BUDGET_HOOK")
+CELERY_BEAT_SCHEDULE["tracing.refresh_dictionaries_due"] = {
+    "task": "tracing.refresh_dictionaries_due",
+    "schedule": 6 * 3600.0,  # a tenant is refreshed once its dictionaries are a week old
+}
 CELERY_BEAT_SCHEDULE["execution.requeue_lost_runs"] = {
     "task": "execution.requeue_lost_runs",
     "schedule": 15.0,

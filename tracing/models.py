@@ -353,6 +353,8 @@ class PayloadDictionary(TenantModel):
     purpose = models.SmallIntegerField(choices=Purpose.choices, default=Purpose.PAYLOAD)
     data = models.BinaryField()
     created_at = models.DateTimeField(default=timezone.now)
+    # When a refresh last found this, the newest, still good enough (tracing.services).
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(TenantModel.Meta):
         constraints = [

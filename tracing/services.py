@@ -1,17 +1,24 @@
 """Tracing operations. Ingest itself lives in tracing/ingest (see its README)."""
 
 import re
+from datetime import timedelta
 
+import orjson
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from controlplane.models import Tenant
 from controlplane.services import Actor, ServiceError, audit_record
+from tracing.ingest import dictionaries
 from tracing.ingest import policy as policy_cache
 from tracing.ingest.pipeline import IngestResult, spans_ingest
-from tracing.models import RedactionPolicy
+from tracing.models import Payload, PayloadDictionary, PayloadKind, RedactionPolicy, Span, Trace
 
-__all__ = ["IngestResult", "spans_ingest", "redaction_policy_update"]
+__all__ = [
+    "IngestResult", "spans_ingest", "redaction_policy_update", "dictionaries_due",
+    "dictionaries_refresh",
+]  # fmt: skip
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
@@ -67,3 +74,66 @@ def redaction_policy_update(
     )  # fmt: skip
     transaction.on_commit(lambda: policy_cache.forget(tenant.pk))
     return policy
+
+
+# A tenant's dictionaries are looked at again once their newest is this old.
+DICTIONARY_REFRESH_AGE = timedelta(days=7)
+# The traffic a refreshed dictionary is trained on: the latest traces, capped so a
+# tenant of huge traces costs the worker a few MB, not its whole history.
+RECENT_TRACES, MAX_SPANS, MAX_PAYLOADS = 300, 20_000, 5_000
+
+
+def dictionaries_due() -> list[int]:
+    """Tenants whose dictionaries were trained or last checked DICTIONARY_REFRESH_AGE ago."""
+    rows = (
+        PayloadDictionary.objects.unscoped()
+        .values("tenant_id")
+        .annotate(trained=Max("created_at"), checked=Max("checked_at"))
+    )
+    cutoff = timezone.now() - DICTIONARY_REFRESH_AGE
+    return sorted(
+        row["tenant_id"]
+        for row in rows
+        if max(row["trained"], row["checked"] or row["trained"]) < cutoff
+    )
+
+
+def dictionaries_refresh(*, tenant_id: int) -> dict[int, int | None]:
+    """Train new dictionaries from the tenant's recent traces where they compress that
+    traffic clearly better than the newest ones; purpose -> new serial or None. Runs in
+    the tenant's scope (TenantTask)."""
+    traces = Trace.objects.order_by("-start_time").values_list("trace_id", flat=True)
+    spans = list(
+        Span.objects.filter(trace_id__in=list(traces[:RECENT_TRACES])).only(
+            "tenant_id", "trace_id", "span_id", "detail_packed"
+        )[:MAX_SPANS]
+    )
+    details, digests = [], set()
+    for span in spans:
+        detail = span.detail
+        if detail:
+            details.append(orjson.dumps(detail))
+        for ref in detail.get("refs", {}).values():
+            if isinstance(ref, str):
+                digests.add(ref)
+            elif isinstance(ref, list):
+                digests.update(ref)
+            elif isinstance(ref, dict):
+                digests.update(ref.get("i", []))
+    # Inline payloads only: those in the blob store are the large, rare ones.
+    payloads = []
+    wanted = sorted(digests)[:MAX_PAYLOADS]
+    for start in range(0, len(wanted), 500):
+        rows = Payload.objects.filter(
+            digest__in=wanted[start : start + 500],
+            kind__in=(PayloadKind.VALUE, PayloadKind.MESSAGE),
+            data__isnull=False,
+        ).values_list("data", flat=True)
+        payloads.extend(dictionaries.unpack(tenant_id, bytes(data)) for data in rows)
+    purposes = PayloadDictionary.Purpose
+    serials = {
+        purposes.PAYLOAD: dictionaries.refresh(tenant_id, payloads, purposes.PAYLOAD),
+        purposes.SPAN_DETAIL: dictionaries.refresh(tenant_id, details, purposes.SPAN_DETAIL),
+    }
+    PayloadDictionary.objects.update(checked_at=timezone.now())
+    return serials

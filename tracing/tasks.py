@@ -1,8 +1,10 @@
-"""Celery entry points of the trace store (thin: the work is in tracing/query/index.py)."""
+"""Celery entry points of the trace store (thin: the work is in tracing/query/index.py
+and tracing/services.py)."""
 
 from celery import shared_task
 
 from controlplane.tasks import TenantTask
+from tracing import services
 from tracing.query.index import search_index_spans
 
 
@@ -14,3 +16,20 @@ from tracing.query.index import search_index_spans
 def index_spans(*, tenant_id: int, spans: list) -> None:
     """Add newly stored spans to the search index. Safe to run twice."""
     search_index_spans(tenant_id=tenant_id, spans=[tuple(s) for s in spans])
+
+
+@shared_task(name="tracing.refresh_dictionaries_due", ignore_result=True)
+def refresh_dictionaries_due() -> None:
+    """Beat: queue a refresh for each tenant whose dictionaries are a week old."""
+    for tenant_id in services.dictionaries_due():
+        refresh_dictionaries.delay(tenant_id=tenant_id)
+
+
+@shared_task(
+    base=TenantTask, name="tracing.refresh_dictionaries", acks_late=True,
+    soft_time_limit=300, time_limit=330, ignore_result=True,
+)  # fmt: skip
+def refresh_dictionaries(*, tenant_id: int) -> None:
+    """Train new dictionaries from recent traffic if they compress it clearly better.
+    Safe to run twice: the second finds the new ones as good as itself."""
+    services.dictionaries_refresh(tenant_id=tenant_id)

@@ -67,3 +67,17 @@ def agent_trace(provider, *, steps: int = 2, session: str = "conv-1", fail_tool:
                 }
             )
         return root.get_span_context().trace_id, conversation
+
+
+def ingest_in_batches(tenant, spans, sizes) -> None:
+    """Send finished SDK spans as OTLP requests of the given sizes (the rest last)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from tracing.ingest.pipeline import spans_ingest
+
+    start = 0
+    for size in [*sizes, len(spans)]:
+        chunk = spans[start : start + size]
+        if chunk:
+            spans_ingest(tenant_id=tenant.id, request=encode_spans(chunk))
+        start += size

@@ -6,7 +6,7 @@ from django.db.models import Count, Sum
 from controlplane.blobstore import get_blob_store
 from controlplane.tenancy import tenant_scope
 from tests.factories import TenantFactory
-from tests.tracing.otlp import agent_trace, provider_for
+from tests.tracing.otlp import agent_trace, ingest_in_batches, provider_for
 from tracing import selectors
 from tracing.exporter import InProcessSpanExporter
 from tracing.ingest.payloads import blob_key, seen_cache
@@ -128,20 +128,6 @@ def test_it_reads_every_stored_body_form(acme):
         assert dictionaries.unpack(acme.id, stored) == body
     tiny = dictionaries.Packer(acme.id, dictionaries.Purpose.PAYLOAD, serial).pack(b"sok")
     assert tiny == b"sok"  # a frame would be larger: kept as it is
-
-
-def ingest_in_batches(tenant, spans, sizes) -> None:
-    """Send finished SDK spans as OTLP requests of the given sizes (the rest last)."""
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    from tracing.ingest.pipeline import spans_ingest
-
-    start = 0
-    for size in [*sizes, len(spans)]:
-        chunk = spans[start : start + size]
-        if chunk:
-            spans_ingest(tenant_id=tenant.id, request=encode_spans(chunk))
-        start += size
 
 
 def recorded(**trace):

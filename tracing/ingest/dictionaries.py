@@ -2,7 +2,8 @@
 
 A tenant without one gets one trained from the first batches with enough new samples;
 after that every process compresses with the tenant's newest dictionary of that
-purpose and decompresses with whichever one a frame names.
+purpose and decompresses with whichever one a frame names. A weekly task trains a new
+one from recent traffic when that compresses it clearly better (`refresh`).
 """
 
 import threading
@@ -58,6 +59,9 @@ RECIPES = {
     ),
 }
 RECHECK_SECONDS = 60.0
+# refresh() keeps a new dictionary only if recent samples take at most this share of
+# the bytes they take with the newest one: serials are few (127 a tenant).
+REFRESH_GAIN = 0.9
 # How a stored body starts: b"s", b"j" or b"{" kept as it is; zstd's magic number for a
 # standard frame (as written before compact frames); a byte with the high bit set for
 # a compact frame: its low 7 bits are the dictionary's serial (0: none). Compact frames
@@ -142,23 +146,54 @@ def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) 
             chosen.append(sample)
             total += len(sample)
         trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
-        used = PayloadDictionary.objects.unscoped().filter(tenant_id=tenant_id)
-        serial = (used.aggregate(top=Max("serial"))["top"] or 0) + 1
-        if serial > MAX_SERIAL:
-            return None
-        try:
-            with transaction.atomic():
-                PayloadDictionary.all_tenants.create(
-                    tenant_id=tenant_id, dict_id=trained.dict_id(), serial=serial,
-                    purpose=purpose, data=trained.as_bytes(),
-                )  # fmt: skip
-        except IntegrityError:
-            # Another process stored one first: use that.
-            _newest.pop((tenant_id, purpose), None)
-            return newest(tenant_id, purpose)
-        _dicts[(tenant_id, "serial", serial)] = trained
-        _newest[(tenant_id, purpose)] = (time.monotonic(), serial)
-        return serial
+        return _store(tenant_id, purpose, trained)
+
+
+def refresh(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) -> int | None:
+    """Train a new dictionary from recent samples and keep it if it compresses them
+    clearly better than the newest one (a tenant's texts drift: new tools, new
+    customers). Judged on a third of the samples held out of training. Returns the new
+    serial, or None when the newest one stays."""
+    recipe = RECIPES[purpose]
+    current = newest(tenant_id, purpose)
+    held_out, chosen, total = samples[::3], [], 0
+    for index, sample in enumerate(samples):
+        if index % 3 and total < recipe.max_bytes:
+            chosen.append(sample)
+            total += len(sample)
+    if current is None or len(chosen) < recipe.min_samples or total < recipe.min_bytes:
+        return None
+    trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
+
+    def stored_size(data) -> int:
+        compressor = zstandard.ZstdCompressor(level=recipe.level, dict_data=data)
+        return sum(len(compressor.compress(sample)) for sample in held_out)
+
+    if stored_size(trained) > REFRESH_GAIN * stored_size(_load(tenant_id, "serial", current)):
+        return None
+    with _lock:
+        return _store(tenant_id, purpose, trained)
+
+
+def _store(tenant_id: int, purpose: int, trained) -> int | None:
+    """Store a trained dictionary as the tenant's newest of its purpose (under _lock)."""
+    used = PayloadDictionary.objects.unscoped().filter(tenant_id=tenant_id)
+    serial = (used.aggregate(top=Max("serial"))["top"] or 0) + 1
+    if serial > MAX_SERIAL:
+        return None
+    try:
+        with transaction.atomic():
+            PayloadDictionary.all_tenants.create(
+                tenant_id=tenant_id, dict_id=trained.dict_id(), serial=serial,
+                purpose=purpose, data=trained.as_bytes(),
+            )  # fmt: skip
+    except IntegrityError:
+        # Another process stored one first: use that.
+        _newest.pop((tenant_id, purpose), None)
+        return newest(tenant_id, purpose)
+    _dicts[(tenant_id, "serial", serial)] = trained
+    _newest[(tenant_id, purpose)] = (time.monotonic(), serial)
+    return serial
 
 
 class Packer:
