@@ -133,30 +133,20 @@ def runs_per_second(tenant, sandbox: str, n=40) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def queue():
+        return services.run_create(
+            tenant=tenant, agent=noop, version=None, input=None, limits=None,
+            actor=Actor.system(),
+        )  # fmt: skip
+
     try:
         with tenant_scope(tenant):
-            warm = services.run_create(
-                tenant=tenant,
-                agent=noop,
-                version=None,
-                input=None,
-                limits=None,
-                actor=Actor.system(),
-            )
+            warm = queue()
             while Run.objects.filter(pk=warm.pk, status="succeeded").count() == 0:
                 time.sleep(0.05)  # the worker is up and warm
             started = time.perf_counter()
-            ids = [
-                services.run_create(
-                    tenant=tenant,
-                    agent=noop,
-                    version=None,
-                    input=None,
-                    limits=None,
-                    actor=Actor.system(),
-                ).pk
-                for _ in range(n)
-            ]
+            ids = [queue().pk for _ in range(n)]
             while (
                 Run.objects.filter(
                     pk__in=ids, status__in=["succeeded", "failed", "stopped"]

@@ -139,14 +139,20 @@ def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) 
         _newest.pop((tenant_id, purpose), None)  # another process may have trained one
         if newest(tenant_id, purpose) is not None:
             return _newest[(tenant_id, purpose)][1]
-        chosen, total = [], 0
-        for sample in samples:
-            if total >= recipe.max_bytes:
-                break
-            chosen.append(sample)
-            total += len(sample)
+        chosen = _capped(samples, recipe.max_bytes)
         trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
         return _store(tenant_id, purpose, trained)
+
+
+def _capped(samples: list[bytes], max_bytes: int) -> list[bytes]:
+    """The leading samples, up to the first that reaches max_bytes in all."""
+    chosen, total = [], 0
+    for sample in samples:
+        if total >= max_bytes:
+            break
+        chosen.append(sample)
+        total += len(sample)
+    return chosen
 
 
 def refresh(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) -> int | None:
@@ -156,11 +162,9 @@ def refresh(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD
     serial, or None when the newest one stays."""
     recipe = RECIPES[purpose]
     current = newest(tenant_id, purpose)
-    held_out, chosen, total = samples[::3], [], 0
-    for index, sample in enumerate(samples):
-        if index % 3 and total < recipe.max_bytes:
-            chosen.append(sample)
-            total += len(sample)
+    held_out = samples[::3]
+    chosen = _capped([s for i, s in enumerate(samples) if i % 3], recipe.max_bytes)
+    total = sum(map(len, chosen))
     if current is None or len(chosen) < recipe.min_samples or total < recipe.min_bytes:
         return None
     trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)

@@ -104,8 +104,8 @@ _LABELS_AT = rows.SPAN_COLUMNS.index("labels_id")
 
 def _with_label_ids(tenant_id: int, span_rows: list[tuple]) -> list[tuple]:
     """Span rows carry their labels until here; the rows get the labels' ids."""
-    ids = labels.ids_for(tenant_id, {row[_LABELS_AT] for row in span_rows})
     at = _LABELS_AT
+    ids = labels.ids_for(tenant_id, {row[at] for row in span_rows})
     return [row[:at] + (ids[row[at]],) + row[at + 1 :] for row in span_rows]
 
 
