@@ -2,6 +2,7 @@
 
 import pytest
 from django.db.models import Count, Sum
+from django.db.models.functions import Length
 
 from controlplane.blobstore import get_blob_store
 from controlplane.tenancy import tenant_scope
@@ -18,7 +19,7 @@ def stored(tenant, steps: int) -> dict:
     agent_trace(provider, steps=steps)
     provider.shutdown()
     with tenant_scope(tenant):
-        rows = Payload.objects.values("kind").annotate(n=Count("digest"), size=Sum("size"))
+        rows = Payload.objects.values("kind").annotate(n=Count("digest"), size=Sum(Length("data")))
         return {r["kind"]: (r["n"], r["size"]) for r in rows}
 
 

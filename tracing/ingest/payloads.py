@@ -28,7 +28,7 @@ from django.db import connection
 from controlplane.blobstore import get_blob_store, tenant_key
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
-from tracing.ingest.rows import json_param
+from tracing.ingest.rows import digest_param, json_param
 from tracing.models import Payload, PayloadKind
 
 # Strings longer than this inside messages become payloads of their own, so the same
@@ -277,8 +277,8 @@ class PayloadBatch:
                 store = store or get_blob_store()
                 store.put(blob_key(self.tenant_id, digest), packed)
             rows.append((
-                self.tenant_id, self.raw[digest], kind, len(body), inline,
-                json_param(redactions), today,
+                digest_param(self.raw[digest]), self.tenant_id, today, kind, inline,
+                json_param(redactions),
             ))  # fmt: skip
         return rows
 

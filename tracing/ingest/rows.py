@@ -20,7 +20,7 @@ SPAN_COLUMNS = (
     "status_code", "status_message", "labels_id", "input_tokens", "output_tokens", "session_id",
     "run_id", "tool_call_id", "detail_packed", "redactions",
 )  # fmt: skip
-PAYLOAD_COLUMNS = ("tenant_id", "digest", "kind", "size", "data", "redactions", "last_seen")
+PAYLOAD_COLUMNS = ("digest", "tenant_id", "last_seen", "kind", "data", "redactions")
 CHUNK = 400
 
 
@@ -33,6 +33,11 @@ def json_param(value):
 def uuid_param(value: uuid.UUID):
     """A trace id as TraceIdField stores it."""
     return value if connection.features.has_native_uuid_field else value.bytes
+
+
+def digest_param(raw: bytes):
+    """A payload digest's 16 bytes as DigestField stores them."""
+    return uuid.UUID(bytes=raw) if connection.vendor == "postgresql" else raw
 
 
 def insert_ignoring_conflicts(

@@ -4,6 +4,18 @@ import tracing.models
 from django.db import migrations
 
 
+class BytesDigestField(tracing.models.DigestField):
+    """The digest column as this migration made it: bytes on every database (0014
+    makes it PostgreSQL's uuid)."""
+
+    def db_type(self, connection):
+        return "bytea" if connection.vendor == "postgresql" else "blob"
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        value = super().get_db_prep_value(value, connection, prepared)
+        return value.bytes if hasattr(value, "bytes") else value
+
+
 def text_to_bytes(apps, schema_editor):
     """The column change kept each digest's 22 characters as bytes (or, on SQLite, as
     text): decode them to the 16 bytes they stand for. Not reversible: PostgreSQL
@@ -29,7 +41,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='payload',
             name='digest',
-            field=tracing.models.DigestField(),
+            field=BytesDigestField(),
         ),
         migrations.RunPython(text_to_bytes),
     ]
