@@ -1,5 +1,7 @@
 import gzip
 import json
+import threading
+import time
 import uuid
 
 import httpx
@@ -104,6 +106,71 @@ def test_it_counts_and_publishes_a_span_once_when_a_retry_races_the_first_attemp
         assert Span.objects.count() == 1
         trace = Trace.objects.get()
         assert (trace.span_count, trace.error_count) == (1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_stores_a_span_once_when_two_requests_write_it_at_the_same_time(acme, monkeypatch):
+    """PostgreSQL has no unique key on spans: the second writer of a trace waits for the
+    first to commit, then leaves out what it stored."""
+    from django.db import connection
+
+    from tracing.ingest import pipeline, rows
+    from tracing.ingest.decode import decode_request
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite keeps spans' primary key: the retry race test above covers it")
+
+    def request(span_id):
+        body = json.dumps(one_span_request("5b8efff798038103d269b633813fc60c", span_id))
+        return decode_request(body.encode(), "application/json")
+
+    # A first span stores the resource, so the racing requests have no payload to
+    # write and meet at the trace's lock.
+    pipeline.spans_ingest(tenant_id=acme.id, request=request("aaa19b7ec3c1b174"))
+    monkeypatch.setattr(pipeline, "_drop_stored", lambda collected, result: collected)
+    first_locked = threading.Event()
+    real_lock = rows.lock_traces
+
+    waited = []
+
+    def waiting_on():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT locktype FROM pg_locks WHERE NOT granted")
+            waited.extend(row[0] for row in cursor.fetchall())
+        return waited
+
+    def lock_then_hold(tenant_id, trace_ids):
+        locked = real_lock(tenant_id, trace_ids)
+        if not first_locked.is_set():
+            first_locked.set()  # the first writer: hold the lock until the second waits
+            deadline = time.monotonic() + 10
+            while not waiting_on() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return locked
+
+    monkeypatch.setattr(rows, "lock_traces", lock_then_hold)
+    results = {}
+
+    def ingest(name):
+        try:
+            results[name] = pipeline.spans_ingest(
+                tenant_id=acme.id, request=request("eee19b7ec3c1b174")
+            )
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=ingest, args=("first",))
+    first.start()
+    assert first_locked.wait(10)
+    second = threading.Thread(target=ingest, args=("second",))
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert waited == ["advisory"]
+    assert sorted((r.accepted, r.duplicates) for r in results.values()) == [(0, 1), (1, 0)]
+    with tenant_scope(acme):
+        assert Span.objects.count() == 2
+        assert Trace.objects.get().span_count == 2
 
 
 def one_span_request(trace_id: str, span_id: str, name: str = "chat", **attrs) -> dict:

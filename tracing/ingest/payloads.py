@@ -280,7 +280,9 @@ class PayloadBatch:
                 digest_param(self.raw[digest]), self.tenant_id, today, kind, inline,
                 json_param(redactions),
             ))  # fmt: skip
-        return rows
+        # In digest order: two batches storing the same new payloads then wait for each
+        # other in one order, never in a cycle.
+        return sorted(rows, key=lambda row: row[0])
 
     def _list_bodies(self) -> dict[str, tuple[int, bytes, None]]:
         """Put each new list in its span's detail where it can, and return the rows the

@@ -76,6 +76,8 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
             span_rows = _with_label_ids(tenant_id, span_rows)
+            if rows.lock_traces(tenant_id, {n.trace_id for n in normal}):
+                span_rows = _not_stored(span_rows)
             stored = rows.insert_ignoring_conflicts(
                 "tracing_span", rows.SPAN_COLUMNS, span_rows, returning=("trace_id", "span_id")
             )
@@ -134,12 +136,16 @@ def _collect(request, result: IngestResult) -> list:
     return collected
 
 
+def _stored_of(trace_ids) -> set[tuple[uuid.UUID, int]]:
+    """(trace id, span id) of the spans of these traces stored already."""
+    return set(Span.objects.filter(trace_id__in=trace_ids).values_list("trace_id", "span_id"))
+
+
 def _drop_stored(collected: list, result: IngestResult) -> list:
     """An exporter that retries resends spans already stored: skip them before any work."""
     if not collected:
         return collected
-    trace_ids = {uuid.UUID(bytes=span.trace_id) for span, _, _ in collected}
-    stored = set(Span.objects.filter(trace_id__in=trace_ids).values_list("trace_id", "span_id"))
+    stored = _stored_of({uuid.UUID(bytes=span.trace_id) for span, _, _ in collected})
     if not stored:
         return collected
     kept = []
@@ -150,6 +156,17 @@ def _drop_stored(collected: list, result: IngestResult) -> list:
         else:
             kept.append(item)
     return kept
+
+
+_TRACE_AT, _SPAN_AT = rows.SPAN_COLUMNS.index("trace_id"), rows.SPAN_COLUMNS.index("span_id")
+
+
+def _not_stored(span_rows: list[tuple]) -> list[tuple]:
+    """Under the traces' locks, where no unique key would: leave out the spans that a
+    request overlapping this one (an exporter's retry) stored since `_drop_stored`.
+    Those are counted as duplicates with the others this request did not insert."""
+    stored = _stored_of({row[_TRACE_AT] for row in span_rows})
+    return [row for row in span_rows if (row[_TRACE_AT], row[_SPAN_AT]) not in stored]
 
 
 class _RowBuilder:
