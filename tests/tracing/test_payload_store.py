@@ -104,6 +104,63 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
         assert chats[-1].detail["refs"]["in"] and chats[0].detail["refs"]["in"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_it_trains_a_tenants_first_dictionary_once_when_workers_offer_at_once(acme, monkeypatch):
+    """Web workers are processes: each has its own samples and its own lock, so only the
+    tenant's turn in the database keeps them from storing a dictionary each."""
+    import contextlib
+    import threading
+    import time
+
+    import zstandard
+    from django.db import connection
+
+    from tracing.ingest import dictionaries
+    from tracing.models import PayloadDictionary
+
+    monkeypatch.setattr(dictionaries, "_lock", contextlib.nullcontext())  # as if two processes
+    real_train = zstandard.train_dictionary
+
+    calls = []
+
+    def slow_train(*args, **kwargs):
+        # Both workers are in here at once; the second finishes after the first stored.
+        calls.append(1)
+        time.sleep(0.3 * len(calls))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(zstandard, "train_dictionary", slow_train)
+    serials = []
+
+    def worker(n):
+        samples = [f"order {i} of worker {n}, to warehouse {i % 7} on day {i % 30}".encode() * 8
+                   for i in range(400)]  # each worker its own traffic  # fmt: skip
+        try:
+            serials.append(dictionaries.train(acme.id, samples))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert serials == [1, 1]
+    with tenant_scope(acme):
+        assert PayloadDictionary.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_batch_that_trains_the_detail_dictionary_is_stored_with_it(acme):
+    from tracing.ingest import dictionaries
+
+    spans, _, _ = recorded(steps=120)
+    ingest_in_batches(acme, spans, [])  # one batch, enough to train on
+    with tenant_scope(acme):
+        heads = {bytes(d)[0] for d in Span.objects.values_list("detail_packed", flat=True)}
+    assert heads == {dictionaries.COMPACT | 2}  # the payload dictionary is serial 1
+
+
 @pytest.mark.django_db
 def test_it_reads_every_stored_body_form(acme):
     """Bodies kept as they are, standard zstd frames (written before compact frames)

@@ -15,6 +15,7 @@ import zstandard
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from tracing.ingest import rows
 from tracing.models import PayloadDictionary
 
 Purpose = PayloadDictionary.Purpose
@@ -135,7 +136,9 @@ def offer(tenant_id: int, bodies: list[bytes], purpose: int = Purpose.PAYLOAD) -
 def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) -> int | None:
     """Train and store a dictionary from these samples; returns its serial."""
     recipe = RECIPES[purpose]
-    with _lock:
+    # Every web worker of a new tenant gets here at about the same time: one trains,
+    # the others wait and take its dictionary.
+    with _lock, rows.tenant_turn(tenant_id):
         _newest.pop((tenant_id, purpose), None)  # another process may have trained one
         if newest(tenant_id, purpose) is not None:
             return _newest[(tenant_id, purpose)][1]
@@ -261,9 +264,13 @@ class DetailPacker:
             return body
         return self.packer.pack(body)
 
-    def offer_samples(self) -> None:
-        if self.samples:
-            offer(self.tenant_id, self.samples, Purpose.SPAN_DETAIL)
+    def offer_samples(self) -> Packer | None:
+        """Offer the batch's details kept as JSON; once they train the tenant's first
+        dictionary, the packer to compress them with (`packed`)."""
+        if not self.samples:
+            return None
+        serial = offer(self.tenant_id, self.samples, Purpose.SPAN_DETAIL)
+        return Packer(self.tenant_id, Purpose.SPAN_DETAIL, serial) if serial else None
 
 
 def unpack_json(tenant_id: int, data) -> dict:

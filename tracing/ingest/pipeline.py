@@ -71,7 +71,9 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         pending = [builder.start(n) for n in normal]
         payload_rows = batch.prepare()  # uploads blobs, outside the transaction
         span_rows = [builder.finish(p) for p in pending]
-        builder.details.offer_samples()
+        trained = builder.details.offer_samples()
+        if trained:  # the batch trained the first dictionary: it is stored with it
+            span_rows = [_repacked(row, trained) for row in span_rows]
         with rows.write_turn(), transaction.atomic():
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
@@ -102,6 +104,11 @@ def _only_stored(normal: list[NormalSpan], stored: list[tuple], result: IngestRe
 
 
 _LABELS_AT = rows.SPAN_COLUMNS.index("labels_id")
+_DETAIL_AT = rows.SPAN_COLUMNS.index("detail_packed")
+
+
+def _repacked(row: tuple, packer) -> tuple:
+    return row[:_DETAIL_AT] + (packer.pack(row[_DETAIL_AT]),) + row[_DETAIL_AT + 1 :]
 
 
 def _with_label_ids(tenant_id: int, span_rows: list[tuple]) -> list[tuple]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 SPAN_COLUMNS = (
     "tenant_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
@@ -97,6 +97,24 @@ def lock_traces(tenant_id: int, trace_ids) -> bool:
             [SPAN_LOCKS, keys],
         )
     return True
+
+
+# Advisory lock class of a tenant's one-off work.
+TENANT_LOCKS = 0x5445
+
+
+@contextmanager
+def tenant_turn(tenant_id: int):
+    """One process at a time for a tenant's rare one-off work (training its first
+    dictionaries, which every web worker would otherwise do at once): on PostgreSQL a
+    transaction holding the tenant's advisory lock, on SQLite the write turn."""
+    if connection.vendor != "postgresql":
+        with write_turn():
+            yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_LOCKS, tenant_id % 2**31])
+        yield
 
 
 def _lock_path() -> Path:
