@@ -72,7 +72,7 @@ def lock_traces(tenant_id: int, trace_ids) -> bool:
     """Hold, until the transaction ends, the write lock of each of the tenant's traces.
 
     PostgreSQL keeps no unique index on spans (a unique key of three random values
-    costs 65 bytes a span; the index by trace that replaces it, 15): writers of a
+    costs 65 bytes a span; the index by trace that replaces it, about 10): writers of a
     trace take turns here instead, and whoever holds the lock sees every span that
     was stored before it. Locks are taken in key order, so two batches sharing traces
     cannot deadlock. On SQLite, writers already take turns (`write_turn`) and the
@@ -112,8 +112,11 @@ def tenant_turn(tenant_id: int):
         with write_turn():
             yield
         return
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_LOCKS, tenant_id % 2**31])
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_LOCKS, tenant_id % 2**31]
+            )
         yield
 
 
