@@ -200,9 +200,10 @@ def _label(field: str) -> property:
 
 
 class Span(TenantModel):
-    # The span's own identity is the key: no surrogate id and its index (PostgreSQL
-    # keeps a primary key index beside the unique one otherwise). An exporter's retry
-    # resends the same span: it is stored once.
+    # The span's own identity is the key: no surrogate id and its index. An exporter's
+    # retry resends the same span: it is stored once. On PostgreSQL the database has
+    # an index by (tenant, trace) instead of this key, and the ingest path keeps spans
+    # unique under per-trace locks (migration 0015, `rows.lock_traces`).
     pk = models.CompositePrimaryKey("tenant", "trace_id", "span_id")
     tenant = tenant_key_column()
     trace_id = TraceIdField()
