@@ -52,9 +52,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite on PostgreSQL, then the span path and its readers again on SQLite
-# (less what only PostgreSQL has),
-# the embedded default that `make run` uses.
+# The whole suite on PostgreSQL, then the span path and its readers again on SQLite, the
+# embedded default that `make run` uses (less the tests of what only PostgreSQL has).
 test: setup browser-deps sandbox-deps gvisor-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 	FLIGHTDECK_TEST_DB=sqlite $(PY) -m pytest -m "not slow and not postgres" tests/controlplane tests/tracing tests/frontend $(PYTEST_ARGS)

@@ -118,7 +118,6 @@ def test_it_stores_a_span_once_when_two_requests_write_it_at_the_same_time(acme,
     from tracing.ingest import pipeline, rows
     from tracing.ingest.decode import decode_request
 
-
     def request(span_id):
         body = json.dumps(one_span_request("5b8efff798038103d269b633813fc60c", span_id))
         return decode_request(body.encode(), "application/json")
