@@ -134,7 +134,8 @@ CELERY_BROKER_URL = broker_url_checked(env_str("CELERY_BROKER_URL", "filesystem:
 _CELERY_QUEUE_DIR = VAR_DIR / "celery"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # kombu's filesystem transport: no server, works across processes. Its latency is
-    # the polling interval.
+    # the polling interval. Ours writes each message whole (controlplane/fsqueue.py).
+    CELERY_BROKER_TRANSPORT = "controlplane.fsqueue:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_CELERY_QUEUE_DIR / "queue"),
         "data_folder_out": str(_CELERY_QUEUE_DIR / "queue"),
