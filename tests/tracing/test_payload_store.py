@@ -124,7 +124,8 @@ def test_it_trains_a_tenants_first_dictionary_once_when_workers_offer_at_once(ac
     calls = []
 
     def slow_train(*args, **kwargs):
-        # Both workers are in here at once; the second finishes after the first stored.
+        # Slow, and slower for a second caller: without the tenant's turn both workers
+        # would train at once, the second finishing after the first stored its own.
         calls.append(1)
         time.sleep(0.3 * len(calls))
         return real_train(*args, **kwargs)
