@@ -28,7 +28,7 @@ from django.db import connection
 from controlplane.blobstore import get_blob_store, tenant_key
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
-from tracing.ingest.rows import digest_param, json_param
+from tracing.ingest.rows import json_param
 from tracing.models import Payload, PayloadKind
 
 # Strings longer than this inside messages become payloads of their own, so the same
@@ -263,6 +263,7 @@ class PayloadBatch:
         bodies.update(self._list_bodies())
 
         today = Payload._meta.get_field("last_seen").get_db_prep_value(self.today, connection)
+        key = Payload._meta.get_field("digest").get_db_prep_value
         rows, store = [], None
         serial = dictionaries.newest(self.tenant_id)
         if serial is None:
@@ -277,7 +278,7 @@ class PayloadBatch:
                 store = store or get_blob_store()
                 store.put(blob_key(self.tenant_id, digest), packed)
             rows.append((
-                digest_param(self.raw[digest]), self.tenant_id, today, kind, inline,
+                key(self.raw[digest], connection), self.tenant_id, today, kind, inline,
                 json_param(redactions),
             ))  # fmt: skip
         # In digest order: two batches storing the same new payloads then wait for each

@@ -36,11 +36,6 @@ def uuid_param(value: uuid.UUID):
     return value if connection.features.has_native_uuid_field else value.bytes
 
 
-def digest_param(raw: bytes):
-    """A payload digest's 16 bytes as DigestField stores them."""
-    return uuid.UUID(bytes=raw) if connection.vendor == "postgresql" else raw
-
-
 def insert_ignoring_conflicts(
     table: str, columns: tuple, rows: list[tuple], returning: tuple = ()
 ) -> list[tuple]:
@@ -81,7 +76,7 @@ def lock_traces(tenant_id: int, trace_ids) -> bool:
     """
     if connection.vendor != "postgresql":
         return False
-    keys = sorted(
+    keys = list(
         {
             int.from_bytes(
                 hashlib.blake2b(tenant_id.to_bytes(8, "big") + t, digest_size=4).digest(),
@@ -90,12 +85,7 @@ def lock_traces(tenant_id: int, trace_ids) -> bool:
             for t in trace_ids
         }
     )  # fmt: skip
-    with connection.cursor() as cursor:
-        # The sorted subquery fixes the order in which the locks are taken.
-        cursor.execute(
-            "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT unnest(%s::int[]) AS k ORDER BY k) s",
-            [SPAN_LOCKS, keys],
-        )
+    _xact_locks(SPAN_LOCKS, keys)
     return True
 
 
@@ -113,11 +103,19 @@ def tenant_turn(tenant_id: int):
             yield
         return
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s)", [TENANT_LOCKS, tenant_id % 2**31]
-            )
+        _xact_locks(TENANT_LOCKS, [tenant_id % 2**31])
         yield
+
+
+def _xact_locks(kind: int, keys: list[int]) -> None:
+    """PostgreSQL advisory locks (kind, key) held until the transaction ends, taken in
+    key order: two holders of overlapping sets then cannot deadlock."""
+    with connection.cursor() as cursor:
+        # The sorted subquery fixes the order in which the locks are taken.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT unnest(%s::int[]) AS k ORDER BY k) s",
+            [kind, keys],
+        )
 
 
 def _lock_path() -> Path:
