@@ -2,7 +2,7 @@
 credentials and the host allowlist. Parse, call a service, render."""
 
 from django.conf import settings
-from django.shortcuts import get_object_or_404
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import APIException
@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from controlplane.api_base import TenantAPIView
 from controlplane.services import ServiceError
-from execution import services
+from execution import selectors, services
 from execution.models import (
     Agent,
     AgentVersion,
@@ -37,6 +37,13 @@ class Conflict(APIException):
 class TooLarge(APIException):
     status_code = 413
     default_code = "too_large"
+
+
+def _found(obj):
+    """The row a selector found, or 404: another tenant's row is not there."""
+    if obj is None:
+        raise Http404
+    return obj
 
 
 def _call(fn, **kwargs):
@@ -84,8 +91,7 @@ class AgentListView(TenantAPIView):
 
     @extend_schema(summary="The tenant's agents", responses=AgentSerializer(many=True))
     def get(self, request):
-        agents = Agent.objects.prefetch_related("versions").order_by("name")
-        return Response(AgentSerializer(agents, many=True).data)
+        return Response(AgentSerializer(selectors.agent_list(), many=True).data)
 
     @extend_schema(
         summary="Create an agent", request=AgentCreateSerializer, responses={201: AgentSerializer}
@@ -104,8 +110,8 @@ class AgentVersionListView(TenantAPIView):
 
     @extend_schema(summary="An agent's versions", responses=AgentVersionSerializer(many=True))
     def get(self, request, agent_id: int):
-        agent = get_object_or_404(Agent.objects, pk=agent_id)
-        versions = AgentVersion.objects.filter(agent=agent).order_by("-version")
+        agent = _found(selectors.agent_get(agent_id=agent_id))
+        versions = selectors.agent_version_list(agent=agent)
         return Response(AgentVersionSerializer(versions, many=True).data)
 
     @extend_schema(
@@ -120,7 +126,7 @@ class AgentVersionListView(TenantAPIView):
         responses={201: AgentVersionSerializer},
     )
     def post(self, request, agent_id: int):
-        agent = get_object_or_404(Agent.objects, pk=agent_id)
+        agent = _found(selectors.agent_get(agent_id=agent_id))
         upload = request.FILES.get("bundle")
         if upload is None:
             raise Invalid("send the archive as the multipart field 'bundle'")
@@ -194,14 +200,10 @@ class RunListView(TenantAPIView):
         responses=RunSerializer(many=True),
     )
     def get(self, request):
-        runs = Run.objects.select_related("agent", "version").order_by("-created_at", "-id")
         status = request.query_params.get("status")
-        if status:
-            if status not in RunStatus.values:
-                raise Invalid(f"status must be one of {RunStatus.values}")
-            runs = runs.filter(status=status)
-        if request.query_params.get("agent"):
-            runs = runs.filter(agent__name=request.query_params["agent"])
+        if status and status not in RunStatus.values:
+            raise Invalid(f"status must be one of {RunStatus.values}")
+        runs = selectors.run_list(status=status, agent=request.query_params.get("agent"))
         return Response(RunSerializer(runs[:200], many=True).data)
 
     @extend_schema(
@@ -213,10 +215,7 @@ class RunListView(TenantAPIView):
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         ref = body.validated_data["agent"]
-        agents = (
-            Agent.objects.filter(pk=int(ref)) if ref.isdigit() else Agent.objects.filter(name=ref)
-        )
-        agent = agents.first()
+        agent = selectors.agent_find(ref=ref)
         if agent is None:
             raise Invalid(f"no agent {ref!r}")
         run = _call(
@@ -234,14 +233,14 @@ class RunListView(TenantAPIView):
 class RunDetailView(TenantAPIView):
     @extend_schema(summary="A run: status, steps, trace id, error", responses=RunSerializer)
     def get(self, request, run_id: int):
-        run = get_object_or_404(Run.objects.select_related("agent", "version"), pk=run_id)
+        run = _found(selectors.run_get(run_id=run_id))
         return Response(RunSerializer(run).data)
 
 
 class RunCancelView(TenantAPIView):
     @extend_schema(summary="Cancel a run", request=None, responses={202: RunSerializer, 409: None})
     def post(self, request, run_id: int):
-        run = get_object_or_404(Run.objects.select_related("agent", "version"), pk=run_id)
+        run = _found(selectors.run_get(run_id=run_id))
         try:
             run = services.run_cancel(run=run, actor=self.actor)
         except ServiceError as exc:
@@ -269,8 +268,8 @@ class RunStepsView(TenantAPIView):
         summary="A run's journal, in step order", responses=JournalStepSerializer(many=True)
     )
     def get(self, request, run_id: int):
-        run = get_object_or_404(Run.objects, pk=run_id)
-        steps = JournalStep.objects.filter(run=run).order_by("step")[:1000]
+        run = _found(selectors.run_get(run_id=run_id))
+        steps = selectors.run_steps(run=run)[:1000]
         return Response(JournalStepSerializer(steps, many=True).data)
 
 
@@ -304,7 +303,7 @@ class ToolListView(TenantAPIView):
 
     @extend_schema(summary="The tenant's webhook tools", responses=ToolSerializer(many=True))
     def get(self, request):
-        return Response(ToolSerializer(ToolDefinition.objects.order_by("name"), many=True).data)
+        return Response(ToolSerializer(selectors.tool_list(), many=True).data)
 
     @extend_schema(
         summary="Define a webhook tool", request=ToolSerializer, responses={201: ToolSerializer}
@@ -339,7 +338,7 @@ class CredentialListView(TenantAPIView):
         summary="The vault's credentials (names only)", responses=CredentialSerializer(many=True)
     )
     def get(self, request):
-        return Response(CredentialSerializer(Credential.objects.order_by("name"), many=True).data)
+        return Response(CredentialSerializer(selectors.credential_list(), many=True).data)
 
     @extend_schema(
         summary="Store a credential (write-only; encrypted at rest)",
@@ -371,7 +370,7 @@ class AllowedHostListView(TenantAPIView):
         summary="Hosts the tenant's tools may call", responses=AllowedHostSerializer(many=True)
     )
     def get(self, request):
-        return Response(AllowedHostSerializer(AllowedHost.objects.order_by("host"), many=True).data)
+        return Response(AllowedHostSerializer(selectors.allowed_host_list(), many=True).data)
 
     @extend_schema(
         summary="Allow a host",

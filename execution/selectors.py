@@ -1,0 +1,76 @@
+"""Managed execution's reads, for the API, the console and the runner. Each runs under
+the caller's tenant scope (the managers fail closed without one); a `_get` returns None
+when the tenant has no such row, so the caller answers 404."""
+
+from django.db.models import QuerySet
+
+from execution.models import (
+    Agent,
+    AgentVersion,
+    AllowedHost,
+    Credential,
+    JournalStep,
+    Run,
+    ToolDefinition,
+)
+
+# --- agents ------------------------------------------------------------------------------
+
+
+def agent_list() -> QuerySet[Agent]:
+    """The tenant's agents by name, each with its versions at hand."""
+    return Agent.objects.prefetch_related("versions").order_by("name")
+
+
+def agent_get(*, agent_id: int) -> Agent | None:
+    return Agent.objects.filter(pk=agent_id).first()
+
+
+def agent_find(*, ref: str) -> Agent | None:
+    """An agent by its id ("12") or its name ("support-bot")."""
+    if ref.isdigit():
+        return agent_get(agent_id=int(ref))
+    return Agent.objects.filter(name=ref).first()
+
+
+def agent_version_list(*, agent: Agent) -> QuerySet[AgentVersion]:
+    """An agent's versions, newest first."""
+    return AgentVersion.objects.filter(agent=agent).order_by("-version")
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def run_list(*, status: str | None = None, agent: str | None = None) -> QuerySet[Run]:
+    """The tenant's runs, newest first; `status` a RunStatus value, `agent` an agent's name."""
+    runs = Run.objects.select_related("agent", "version").order_by("-created_at", "-id")
+    if status:
+        runs = runs.filter(status=status)
+    if agent:
+        runs = runs.filter(agent__name=agent)
+    return runs
+
+
+def run_get(*, run_id: int) -> Run | None:
+    return Run.objects.select_related("agent", "version").filter(pk=run_id).first()
+
+
+def run_steps(*, run: Run) -> QuerySet[JournalStep]:
+    """A run's journal, in step order."""
+    return JournalStep.objects.filter(run=run).order_by("step")
+
+
+# --- tools, credentials, allowlist -------------------------------------------------------
+
+
+def tool_list() -> QuerySet[ToolDefinition]:
+    return ToolDefinition.objects.order_by("name")
+
+
+def credential_list() -> QuerySet[Credential]:
+    """The vault's entries by name; the ciphertext stays in the database."""
+    return Credential.objects.defer("ciphertext").order_by("name")
+
+
+def allowed_host_list() -> QuerySet[AllowedHost]:
+    return AllowedHost.objects.order_by("host")
