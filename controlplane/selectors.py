@@ -1,6 +1,6 @@
 """Tenancy reads."""
 
-from controlplane.models import Membership, Tenant
+from controlplane.models import Membership, Role, Tenant
 
 
 def tenants_for_user(*, user) -> list[Membership]:
@@ -23,3 +23,10 @@ def membership_for(*, user, tenant: Tenant) -> Membership | None:
         .filter(user=user, tenant=tenant, tenant__is_active=True)
         .first()
     )
+
+
+def membership_list(*, tenant: Tenant) -> list[Membership]:
+    """A tenant's members, owners first, then by e-mail."""
+    order = {role: i for i, role in enumerate(Role.values)}
+    rows = Membership.objects.select_related("user").filter(tenant=tenant)
+    return sorted(rows, key=lambda m: (order[m.role], m.user.get_username()))

@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from frontend import views
 
@@ -21,4 +21,5 @@ urlpatterns = [
     path(f"{tenant}/sessions/<path:session_id>/", views.session_detail, name="session-detail"),
     path(f"{tenant}/setup/", views.setup, name="setup"),
     path(f"{tenant}/setup/key", views.setup_key, name="setup-key"),
+    path(f"{tenant}/", include("frontend.console.urls")),
 ]

@@ -8,15 +8,14 @@ from django.contrib.auth import views as auth_views
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from controlplane import services as controlplane_services
 from controlplane.auth import session_tenant
 from controlplane.models import Scope
-from controlplane.selectors import tenants_for_user
 from frontend import present
 from frontend.decorators import is_partial, tenant_view
+from frontend.render import render_page
 from tracing import selectors
 from tracing.query import sessions, traces
 from tracing.query.filters import (
@@ -39,23 +38,6 @@ TIME_RANGES = [("", "All time"), ("15m", "Last 15 min"), ("1h", "Last hour"),
 class LoginView(auth_views.LoginView):
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
-
-
-def _render(request, template, context, status=200):
-    """Render with what every tenant page needs (tenant switcher, user, role)."""
-    memberships = tenants_for_user(user=request.user)
-    url_name = request.resolver_match.url_name if request.resolver_match else ""
-    context = {
-        "nav": url_name.split("-")[0],
-        "tenant": request.tenant,
-        "membership": request.membership,
-        "memberships": memberships,
-        "can_admin": Scope.ADMIN in request.membership.scopes,
-        **context,
-    }
-    response = render(request, template, context, status=status)
-    patch_vary_headers(response, ["HX-Request"])
-    return response
 
 
 @require_GET
@@ -89,8 +71,10 @@ def trace_list(request, tenant_slug):
     }
     if is_partial(request):
         if request.GET.get("cursor"):
-            return _render(request, "frontend/_trace_rows.html", context)
-        response = _render(request, "frontend/_results.html", context, status=400 if error else 200)
+            return render_page(request, "frontend/_trace_rows.html", context)
+        response = render_page(
+            request, "frontend/_results.html", context, status=400 if error else 200
+        )
         # The address bar gets the search without the form's empty fields: short to share.
         response["HX-Push-Url"] = _clean_url(request)
         return response
@@ -103,7 +87,7 @@ def trace_list(request, tenant_slug):
             "setup": None if has_any else _setup_context(request),
         }
     )
-    return _render(request, "frontend/traces.html", context, status=400 if error else 200)
+    return render_page(request, "frontend/traces.html", context, status=400 if error else 200)
 
 
 def _clean_url(request) -> str:
@@ -128,7 +112,7 @@ def trace_counts(request, tenant_slug):
         return HttpResponse("")
     seen = request.GET.get("seen", "")
     counts = traces.trace_counts(filters=filters, after_id=int(seen) if seen.isdigit() else None)
-    return _render(request, "frontend/_counts.html", {"counts": counts})
+    return render_page(request, "frontend/_counts.html", {"counts": counts})
 
 
 def _trace_or_404(raw: str):
@@ -157,7 +141,7 @@ def trace_detail(request, tenant_slug, trace_id):
         html = present.span_rows_html(rows, t0=t0, total_ns=t1 - t0, collapse_below=collapse_below,
                                       start=start, stop=start + ROW_CHUNK)  # fmt: skip
         more = start + ROW_CHUNK < len(rows)
-        return _render(request, "frontend/_span_rows.html",
+        return render_page(request, "frontend/_span_rows.html",
                        {"rows_html": html, "trace": trace, "next_offset": start + ROW_CHUNK if more else None})  # fmt: skip
     # Opening with ?span=<id>: that span's detail is in the page, and its rows load with it.
     selected = request.GET.get("span", "")
@@ -182,7 +166,7 @@ def trace_detail(request, tenant_slug, trace_id):
         "detail": detail,
         "big": collapse_below is not None,
     }
-    return _render(request, "frontend/trace.html", context)
+    return render_page(request, "frontend/trace.html", context)
 
 
 def _span_context(trace, span_hex: str) -> dict | None:
@@ -235,7 +219,7 @@ def span_detail(request, tenant_slug, trace_id, span_id):
     context = _span_context(trace, span_id)
     if context is None:
         raise Http404("no such span")
-    return _render(request, "frontend/_span_detail.html", {"detail": context, "trace": trace})
+    return render_page(request, "frontend/_span_detail.html", {"detail": context, "trace": trace})
 
 
 @require_GET
@@ -247,8 +231,8 @@ def session_list(request, tenant_slug):
         raise Http404(str(exc)) from None
     context = {"rows": rows, "next_cursor": next_cursor}
     if is_partial(request):
-        return _render(request, "frontend/_session_rows.html", context)
-    return _render(request, "frontend/sessions.html", context)
+        return render_page(request, "frontend/_session_rows.html", context)
+    return render_page(request, "frontend/sessions.html", context)
 
 
 @require_GET
@@ -263,7 +247,7 @@ def session_detail(request, tenant_slug, session_id):
         group["message_views"] = [present.message_view(m) for m in group["messages"]]
         group["status"] = present.STATUS.get(group["trace"].status, "unset")
     context = {"session": sessions.session_summary(rows), "groups": groups}
-    return _render(request, "frontend/session.html", context)
+    return render_page(request, "frontend/session.html", context)
 
 
 def _setup_context(request, key: str = "") -> dict:
@@ -276,7 +260,7 @@ def _setup_context(request, key: str = "") -> dict:
 @require_GET
 @tenant_view
 def setup(request, tenant_slug):
-    return _render(request, "frontend/setup.html", {"setup": _setup_context(request)})
+    return render_page(request, "frontend/setup.html", {"setup": _setup_context(request)})
 
 
 @require_POST
@@ -284,12 +268,12 @@ def setup(request, tenant_slug):
 def setup_key(request, tenant_slug):
     """Create an ingest key for the exporter settings (admins only), shown once."""
     if Scope.ADMIN not in request.membership.scopes:
-        return _render(request, "frontend/setup.html",
+        return render_page(request, "frontend/setup.html",
                        {"setup": _setup_context(request), "forbidden": True}, status=403)  # fmt: skip
     _, raw = controlplane_services.api_key_create(
         tenant=request.tenant, name="exporter (created in the UI)", scopes=[Scope.INGEST],
         actor=controlplane_services.Actor(user=request.user),
     )  # fmt: skip
-    response = _render(request, "frontend/setup.html", {"setup": _setup_context(request, raw)})
+    response = render_page(request, "frontend/setup.html", {"setup": _setup_context(request, raw)})
     response["Cache-Control"] = "no-store"  # the key is in this page only
     return response
