@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from controlplane.blobstore import get_blob_store, tenant_key
 
@@ -157,6 +159,16 @@ def parse_manifest(members: list[Member]) -> dict:
     unknown = set(rates) - RATE_KEYS if isinstance(rates, dict) else {"(not a table)"}
     if unknown:
         raise BundleError(f"{MANIFEST} [rate_limits]: unknown keys {sorted(unknown)}")
+    input_schema = raw.get("input_schema")
+    if input_schema is not None:
+        if not isinstance(input_schema, dict):
+            raise BundleError(f"{MANIFEST}: [input_schema] must be a table (a JSON schema)")
+        try:
+            Draft202012Validator.check_schema(input_schema)
+        except SchemaError as exc:
+            raise BundleError(
+                f"{MANIFEST} [input_schema] is not a valid JSON schema: {exc.message}"
+            ) from None
     return {
         "entrypoint": entrypoint,
         "model": model,
@@ -164,7 +176,20 @@ def parse_manifest(members: list[Member]) -> dict:
         "limits": limits,
         "rate_limits": rates,
         "description": str(raw.get("description", ""))[:500],
+        "input_schema": input_schema,
     }
+
+
+def input_problem(manifest: dict, value) -> str | None:
+    """What the manifest's [input_schema] refuses in a run's input (None: accepted)."""
+    schema = manifest.get("input_schema")
+    if schema is None:
+        return None
+    errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    where = "".join(f"[{p!r}]" for p in errors[0].path)
+    return f"input{where}: {errors[0].message}"
 
 
 def check_limits(limits: dict, *, where: str) -> None:

@@ -126,6 +126,9 @@ def run_create(
             if version
             else f"agent {agent.name!r} has no versions yet"
         )
+    problem = bundles.input_problem(found.manifest, input)
+    if problem:
+        raise ServiceError(f"the manifest of {agent.name} v{found.version} refuses this {problem}")
     run = Run.objects.create(
         tenant=tenant,
         agent=agent,

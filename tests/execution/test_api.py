@@ -75,6 +75,14 @@ def test_it_stores_bundles_content_addressed(api, key, agent_id, acme):
             "above the platform maximum",
         ),
         ({"flightdeck.toml": "entrypoint = [", "agent.py": AGENT}, "not valid TOML"),
+        (
+            {"flightdeck.toml": MANIFEST + 'input_schema = "object"\n', "agent.py": AGENT},
+            "[input_schema] must be a table",
+        ),
+        (
+            {"flightdeck.toml": MANIFEST + '[input_schema]\ntype = "thing"\n', "agent.py": AGENT},
+            "[input_schema] is not a valid JSON schema",
+        ),
     ],
 )
 def test_it_refuses_bad_bundles_saying_why(api, key, agent_id, files, says):
@@ -133,6 +141,34 @@ def test_it_refuses_bad_runs_with_clear_errors(api, key, acme):
         assert response.status_code == 400, (body, response.text)
         assert says in str(response.json()["detail"]), (body, response.json())
     assert api.post("/api/v1/runs", key=key, json={}).json()["error"] == "invalid"
+
+
+INPUT_SCHEMA = """
+[input_schema]
+type = "object"
+required = ["question"]
+[input_schema.properties.question]
+type = "string"
+"""
+
+
+def test_it_refuses_an_input_the_manifest_refuses(api, key, acme):
+    agent_with_bundle(acme, name="asker", code=AGENT, manifest=MANIFEST + INPUT_SCHEMA)
+    cases = [
+        (None, "refuses this input: None is not of type 'object'"),
+        ({}, "refuses this input: 'question' is a required property"),
+        ({"question": 5}, "refuses this input['question']: 5 is not of type 'string'"),
+    ]
+    for value, says in cases:
+        response = api.post("/api/v1/runs", key=key, json={"agent": "asker", "input": value})
+        assert response.status_code == 400, (value, response.text)
+        assert response.json()["detail"] == f"the manifest of asker v1 {says}"
+    accepted = api.post(
+        "/api/v1/runs", key=key, json={"agent": "asker", "input": {"question": "?"}}
+    )
+    assert accepted.status_code == 202, accepted.text
+    with tenant_scope(acme):
+        assert Run.objects.count() == 1
 
 
 def test_it_cancels_a_queued_run_and_refuses_a_finished_one(api, key, acme):
