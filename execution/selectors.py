@@ -55,9 +55,14 @@ def run_get(*, run_id: int) -> Run | None:
     return Run.objects.select_related("agent", "version").filter(pk=run_id).first()
 
 
-def run_steps(*, run: Run) -> QuerySet[JournalStep]:
-    """A run's journal, in step order."""
-    return JournalStep.objects.filter(run=run).order_by("step")
+def run_steps(*, run: Run, after: int = 0) -> QuerySet[JournalStep]:
+    """A run's journal, in step order; with `after`, only the steps after that one (what a
+    page showing a running run has not seen yet)."""
+    return JournalStep.objects.filter(run=run, step__gt=after).order_by("step")
+
+
+def run_step_get(*, run: Run, step: int) -> JournalStep | None:
+    return JournalStep.objects.filter(run=run, step=step).first()
 
 
 # --- tools, credentials, allowlist -------------------------------------------------------
