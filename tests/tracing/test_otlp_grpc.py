@@ -7,18 +7,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from controlplane.tenancy import tenant_scope
 from tests.tracing.otlp import agent_trace, provider_for
-from tracing.grpc_server import make_server
 from tracing.models import Span, Trace
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def grpc_address():
-    server, port = make_server("127.0.0.1:0", workers=2)
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=None)
 
 
 def test_it_stores_what_the_sdk_grpc_exporter_sends(grpc_address, acme, make_key):

@@ -65,19 +65,29 @@ def _hex_to_b64(value, size: int) -> str:
     return base64.b64encode(raw).decode()
 
 
+def _objects(container: dict, *names: str) -> list[dict]:
+    """The list of objects under the first of `names` (its JSON and proto spellings)
+    present. Any other shape refuses the request, naming the field: walking it as a
+    list of objects would fail on the server instead."""
+    name = next((n for n in names if n in container), names[0])
+    value = container.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise DecodeError(f"{name} must be a list of objects")
+    return value
+
+
 def _fix_json_ids(doc: dict) -> None:
-    for rs in doc.get("resourceSpans") or doc.get("resource_spans") or []:
-        for ss in rs.get("scopeSpans") or rs.get("scope_spans") or []:
-            for span in ss.get("spans") or []:
-                if not isinstance(span, dict):
-                    continue
+    for rs in _objects(doc, "resourceSpans", "resource_spans"):
+        for ss in _objects(rs, "scopeSpans", "scope_spans"):
+            for span in _objects(ss, "spans"):
                 for key, size in (("traceId", 16), ("spanId", 8), ("parentSpanId", 8)):
                     if key in span:
                         span[key] = _hex_to_b64(span[key], size)
-                for link in span.get("links") or []:
-                    if isinstance(link, dict):
-                        link["traceId"] = _hex_to_b64(link.get("traceId"), 16)
-                        link["spanId"] = _hex_to_b64(link.get("spanId"), 8)
+                for link in _objects(span, "links"):
+                    link["traceId"] = _hex_to_b64(link.get("traceId"), 16)
+                    link["spanId"] = _hex_to_b64(link.get("spanId"), 8)
 
 
 def decode_request(body: bytes, content_type: str | None) -> ExportTraceServiceRequest:

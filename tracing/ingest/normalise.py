@@ -8,6 +8,7 @@ Messages come out in the current GenAI shape:
 Attributes that are not mapped to a column or a message are kept as they came.
 """
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -145,6 +146,11 @@ class NormalSpan:
     columns_hold: int = 0  # bit i set: COLUMN_ATTRIBUTES[i] was sent and lives in its column
 
 
+# Span columns are signed 64-bit (times) and 32-bit (token counts) integers.
+MAX_NS = 2**63 - 1
+MAX_TOKENS = 2**31 - 1
+
+
 def span_problem(span) -> str | None:
     """Why a span cannot be stored, or None. Checked span by span so the rest are kept."""
     if len(span.trace_id) != 16 or not any(span.trace_id):
@@ -159,6 +165,28 @@ def span_problem(span) -> str | None:
         return "start_time_unix_nano is required"
     if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
         return "end_time_unix_nano is before start_time_unix_nano"
+    if span.end_time_unix_nano > MAX_NS or span.start_time_unix_nano > MAX_NS:
+        return f"time_unix_nano must be below 2^63 ({MAX_NS})"
+    return _token_problem(span)
+
+
+def _token_problem(span) -> str | None:
+    """A token count the column cannot hold (±inf, 1e308, 40 digits) rejects the span:
+    storing it clipped or dropped would misstate cost."""
+    sent = {kv.key: any_value(kv.value) for kv in span.attributes
+            if kv.key in INPUT_TOKEN_KEYS or kv.key in OUTPUT_TOKEN_KEYS}  # fmt: skip
+    if not sent:
+        return None
+    for keys in (INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS):
+        key = next((k for k in keys if sent.get(k) not in (None, "")), None)
+        if key is None:
+            continue
+        value = sent[key]
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{key} must be a finite number"
+        count = _as_int(value)
+        if count is not None and not 0 <= count <= MAX_TOKENS:
+            return f"{key} must be between 0 and {MAX_TOKENS}"
     return None
 
 
@@ -175,7 +203,7 @@ def _as_int(value) -> int | None:
         return None
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

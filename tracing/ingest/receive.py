@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 
 from controlplane import ratelimit, services
 from controlplane.auth import bearer_token
@@ -50,6 +50,12 @@ def storage_guard():
     committed, so the exporter keeps the batch and sends it again."""
     try:
         yield
+    except DataError as exc:
+        # A value the database cannot hold is the request's fault: a 503 would have the
+        # exporter send the same batch again forever. Values are checked span by span
+        # before this; this is the net under those checks.
+        logger.warning("ingest refused a value: %s", exc)
+        raise IngestRefused(400, "invalid", f"a value is out of range: {exc}") from exc
     except STORAGE_ERRORS as exc:
         logger.warning("ingest unavailable: %s: %s", type(exc).__name__, exc)
         raise IngestRefused(
