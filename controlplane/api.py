@@ -107,18 +107,11 @@ class ApiKeyRevokeView(TenantAPIView):
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SerializerMethodField()
+    actor = serializers.CharField(read_only=True)
 
     class Meta:
         model = AuditEvent
         fields = ["id", "created_at", "action", "target_type", "target_id", "data", "actor"]
-
-    def get_actor(self, event) -> str:
-        if event.actor_api_key_id:
-            return f"api-key:{event.actor_api_key.prefix}"
-        if event.actor_user_id:
-            return event.actor_user.get_username()
-        return "system"
 
 
 class AuditEventListView(TenantAPIView):

@@ -101,6 +101,15 @@ class AuditEvent(TenantModel):
     def __str__(self):
         return f"{self.action} {self.target_type}:{self.target_id}"
 
+    @property
+    def actor(self) -> str:
+        """Who did it: a user's name, "api-key:<prefix>" or "system"."""
+        if self.actor_api_key_id:
+            return f"api-key:{self.actor_api_key.prefix}"
+        if self.actor_user_id:
+            return self.actor_user.get_username()
+        return "system"
+
 
 class RateBucket(models.Model):
     """Token buckets of controlplane.ratelimit where there is no Redis (embedded default)."""

@@ -56,21 +56,73 @@ def tenant_create(*, slug: str, name: str = "", actor: Actor | None = None) -> T
     return tenant
 
 
+def _owner_guard(*, tenant: Tenant, actor: Actor, membership: Membership | None, role: str | None):
+    """A tenant always keeps an owner, and only an owner makes or unmakes one.
+
+    `role` is the membership's new role, None when it is removed. Platform staff and the
+    system (no membership in the tenant) may do either, as long as an owner remains."""
+    was_owner = membership is not None and membership.role == Role.OWNER
+    if not was_owner and role != Role.OWNER:
+        return
+    if actor.user is not None:
+        acting = Membership.all_tenants.filter(tenant=tenant, user=actor.user).first()
+        if acting is not None and acting.role != Role.OWNER:
+            raise ServiceError("only an owner can make someone an owner or change an owner")
+    if was_owner and role != Role.OWNER:
+        # Locked so that two owners demoting each other at once cannot both succeed.
+        owners = Membership.all_tenants.select_for_update().filter(tenant=tenant, role=Role.OWNER)
+        if len(owners) <= 1:
+            raise ServiceError("a tenant always keeps an owner: make someone else owner first")
+
+
 @transaction.atomic
 def membership_add(*, tenant: Tenant, user, role: str, actor: Actor | None = None) -> Membership:
+    """Add a member, or set the role of one."""
+    actor = actor or Actor.system()
     if role not in Role.values:
         raise ServiceError(f"unknown role {role!r} (use one of {', '.join(Role.values)})")
+    existing = Membership.all_tenants.filter(tenant=tenant, user=user).first()
+    _owner_guard(tenant=tenant, actor=actor, membership=existing, role=role)
     membership, _ = Membership.all_tenants.update_or_create(
         tenant=tenant, user=user, defaults={"role": role}
     )
     audit_record(
         tenant=tenant,
-        actor=actor or Actor.system(),
+        actor=actor,
         action="membership.set",
         target=membership,
         data={"user": user.get_username(), "role": role},
     )
     return membership
+
+
+@transaction.atomic
+def member_add_by_email(
+    *, tenant: Tenant, email: str, role: str, actor: Actor
+) -> tuple[Membership, str | None]:
+    """Add the person with this e-mail (a new user if there is none); the new user's
+    generated password is returned once."""
+    if role not in Role.values:
+        raise ServiceError(f"unknown role {role!r} (use one of {', '.join(Role.values)})")
+    User = get_user_model()
+    user = User.objects.filter(username=email).first()
+    if user and Membership.all_tenants.filter(tenant=tenant, user=user).exists():
+        raise ServiceError(f"{email} is already a member: change their role in the list")
+    user, password = user_get_or_create(email=email)
+    return membership_add(tenant=tenant, user=user, role=role, actor=actor), password
+
+
+@transaction.atomic
+def membership_remove(*, membership: Membership, actor: Actor) -> None:
+    _owner_guard(tenant=membership.tenant, actor=actor, membership=membership, role=None)
+    audit_record(
+        tenant=membership.tenant,
+        actor=actor,
+        action="membership.remove",
+        target=membership,
+        data={"user": membership.user.get_username(), "role": membership.role},
+    )
+    membership.delete()
 
 
 def user_get_or_create(*, email: str) -> tuple[object, str | None]:

@@ -1,18 +1,109 @@
-"""Settings › Members: who belongs to the tenant, with which role."""
+"""Settings › Members: who belongs to the tenant, with which role; admins add people by
+e-mail, change roles and remove members (a tenant always keeps an owner)."""
 
+from django import forms
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect
 from django.urls import path
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_http_methods, require_POST
 
-from controlplane import selectors
+from controlplane import selectors, services
+from controlplane.models import Role
+from frontend import roles
+from frontend.console.settings.forms import call_service, form_messages
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
 
-@require_GET
+class AddForm(forms.Form):
+    email = forms.EmailField(max_length=150, label="E-mail")
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+def _page(request, *, add_form=None, row_errors=None, added=None, status=200):
+    members = selectors.membership_list(tenant=request.tenant)
+    for member in members:
+        member.errors = (row_errors or {}).get(member.pk, [])
+    context = {
+        "members": members,
+        "add_form": add_form or AddForm(),
+        "roles": Role.choices,
+        "added": added,
+    }
+    response = render_settings(request, "frontend/console/settings/members.html", context, status)
+    if added:
+        response["Cache-Control"] = "no-store"  # a new user's password is in this page only
+    return response
+
+
+def _membership_or_404(membership_id: int):
+    membership = selectors.membership_get(membership_id=membership_id)
+    if membership is None:
+        raise Http404("no such member")
+    return membership
+
+
+@require_http_methods(["GET", "POST"])
 @tenant_view
+@roles.requires(roles.CHANGE_SETTINGS)
 def member_list(request, tenant_slug):
-    context = {"members": selectors.membership_list(tenant=request.tenant)}
-    return render_settings(request, "frontend/console/settings/members.html", context)
+    if request.method == "GET":
+        return _page(request)
+    form = AddForm(request.POST)
+    if form.is_valid():
+        result = call_service(
+            form, services.member_add_by_email, tenant=request.tenant,
+            email=form.cleaned_data["email"].strip(), role=form.cleaned_data["role"],
+            actor=services.Actor(user=request.user),
+        )  # fmt: skip
+        if not form.errors:
+            membership, password = result
+            return _page(request, added={"membership": membership, "password": password})
+    return _page(request, add_form=form, status=400)
 
 
-urlpatterns = [path("", member_list, name="settings-members")]
+@require_POST
+@tenant_view
+@roles.requires(roles.CHANGE_SETTINGS)
+def member_role(request, tenant_slug, membership_id):
+    membership = _membership_or_404(membership_id)
+    form = RoleForm(request.POST)
+    if form.is_valid():
+        role = form.cleaned_data["role"]
+        call_service(
+            form, services.membership_add, tenant=request.tenant, user=membership.user,
+            role=role, actor=services.Actor(user=request.user),
+        )  # fmt: skip
+        if not form.errors:
+            messages.success(request, f"{membership.user.get_username()} is now {role}.")
+            return redirect("settings-members", tenant_slug=tenant_slug)
+    return _page(request, row_errors={membership.pk: form_messages(form)}, status=400)
+
+
+@require_POST
+@tenant_view
+@roles.requires(roles.CHANGE_SETTINGS)
+def member_remove(request, tenant_slug, membership_id):
+    membership = _membership_or_404(membership_id)
+    form = forms.Form(request.POST)
+    form.full_clean()
+    call_service(
+        form, services.membership_remove, membership=membership,
+        actor=services.Actor(user=request.user),
+    )  # fmt: skip
+    if not form.errors:
+        messages.success(request, f"{membership.user.get_username()} was removed.")
+        return redirect("settings-members", tenant_slug=tenant_slug)
+    return _page(request, row_errors={membership.pk: form_messages(form)}, status=400)
+
+
+urlpatterns = [
+    path("", member_list, name="settings-members"),
+    path("<int:membership_id>/role", member_role, name="settings-member-role"),
+    path("<int:membership_id>/remove", member_remove, name="settings-member-remove"),
+]
