@@ -5,7 +5,7 @@ thread per connection answers. For each call:
 
     journal has it? -> recorded result (resume)
     else: run limits -> rate limit -> [billing reserve] -> LLM / tool / state / memory
-          -> journal.append (committed) -> span -> [billing settle] -> answer
+          -> journal insert (committed) -> span -> [billing settle] -> answer
 
 A stop (a limit, a cancel) is answered with {"type": "stopped"}, which the runtime
 raises as RunStopped; the supervisor (runner.py) kills the sandbox.
@@ -27,7 +27,7 @@ from django.db import close_old_connections, connection
 from django.utils.module_loading import import_string
 
 from controlplane.tenancy import tenant_scope
-from execution import contextfit, llm, ratelimit
+from execution import contextfit, llm, ratelimit, services
 from execution.journal import Journal, request_hash
 from execution.models import Run, StopReason
 from execution.ops import OpError, state_and_memory_ops
@@ -76,7 +76,7 @@ class Gateway:
             "now": lambda args: (time.time(), {}),
             "random": lambda args: (random.random(), {}),
             "context.fit": self._context_fit,
-            **state_and_memory_ops(run_id=run.pk, agent_id=run.agent_id),
+            **state_and_memory_ops(tenant_id=run.tenant_id, run_id=run.pk, agent_id=run.agent_id),
         }
         self._tool_specs: dict = {}
         self._server: socket.socket | None = None
@@ -229,10 +229,12 @@ class Gateway:
         return reply
 
     def _journal(self, step, op, digest, args, result, *, is_error: bool, started: float) -> None:
-        self.journal.append(
+        services.journal_step_insert(
+            tenant_id=self.tenant_id,
+            run_id=self.run_id,
             step=step,
             kind=op,
-            digest=digest,
+            request_hash=digest,
             request=_journal_request(op, args),
             result=result,
             is_error=is_error,

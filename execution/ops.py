@@ -1,11 +1,9 @@
-"""The gateway's small operations: ctx.state and ctx.memory, backed by the database."""
+"""The gateway's small operations: ctx.state and ctx.memory, backed by the database
+(read through selectors, written through services)."""
 
 import re
 
-from django.utils import timezone
-
-from execution.journal import json_safe
-from execution.models import MemoryItem, RunState
+from execution import selectors, services
 
 
 class OpError(Exception):
@@ -59,40 +57,29 @@ def _key(args: dict) -> str:
     return key
 
 
-def state_and_memory_ops(*, run_id: int, agent_id: int) -> dict:
+def state_and_memory_ops(*, tenant_id: int, run_id: int, agent_id: int) -> dict:
     def state_get(args):
-        row = RunState.objects.filter(run_id=run_id, key=_key(args)).first()
+        row = selectors.run_state_get(run_id=run_id, key=_key(args))
         return {"found": row is not None, "value": row.value if row else None}, {}
 
     def state_set(args):
-        from controlplane.tenancy import current_tenant_id
-
-        RunState.objects.update_or_create(
-            run_id=run_id,
-            key=_key(args),
-            defaults={"value": json_safe(args.get("value")), "tenant_id": current_tenant_id()},
+        services.run_state_set(
+            tenant_id=tenant_id, run_id=run_id, key=_key(args), value=args.get("value")
         )
         return None, {}
 
     def memory_put(args):
-        from controlplane.tenancy import current_tenant_id
-
-        value = json_safe(args.get("value"))
-        text = args.get("text") or (value if isinstance(value, str) else "")
-        MemoryItem.objects.update_or_create(
+        services.memory_item_put(
+            tenant_id=tenant_id,
             agent_id=agent_id,
             key=_key(args),
-            defaults={
-                "value": value,
-                "text": json_safe(f"{args['key']} {text}".lower()[:20000]),
-                "tenant_id": current_tenant_id(),
-                "updated_at": timezone.now(),
-            },
+            value=args.get("value"),
+            text=args.get("text") or "",
         )
         return None, {}
 
     def memory_get(args):
-        row = MemoryItem.objects.filter(agent_id=agent_id, key=_key(args)).first()
+        row = selectors.memory_item_get(agent_id=agent_id, key=_key(args))
         return {"found": row is not None, "value": row.value if row else None}, {}
 
     def memory_search(args):
@@ -104,7 +91,7 @@ def state_and_memory_ops(*, run_id: int, agent_id: int) -> dict:
         # Word overlap: enough for an agent's notes, which are few per agent. A real
         # index (full-text, embeddings) can replace this behind the same operation.
         scored = []
-        for item in MemoryItem.objects.filter(agent_id=agent_id).only("key", "value", "text"):
+        for item in selectors.memory_item_list(agent_id=agent_id):
             score = len(words & _words(item.text))
             if score:
                 scored.append((score, item.key, item.value))

@@ -12,15 +12,13 @@ import os
 import secrets
 import shutil
 import time
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
+from execution import selectors, services
 from execution.bundles import BundleError, bundle_unpack
 from execution.gateway import Gateway
-from execution.journal import json_safe
 from execution.models import Run, RunStatus, StopReason
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend
 from execution.sandbox.resources import Limits, remove_tree
@@ -55,7 +53,6 @@ def run_dirs(run_id: int) -> Path:
 class Supervisor:
     def __init__(self, *, run: Run, worker_id: str):
         self.run, self.worker_id = run, worker_id
-        self.lease = timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
 
     def execute(self) -> None:
         run = self.run
@@ -65,7 +62,7 @@ class Supervisor:
             tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name, trace_id=run.trace_id
         )
         if not run.trace_id:
-            Run.objects.filter(pk=run.pk).update(trace_id=tracer.trace_id)
+            services.run_trace_set(run=run, trace_id=tracer.trace_id)
         gateway = box = None
         status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
         try:
@@ -154,14 +151,11 @@ class Supervisor:
         return True
 
     def _renew(self, counters: dict) -> str:
-        now = timezone.now()
-        renewed = Run.objects.filter(
-            pk=self.run.pk, status=RunStatus.RUNNING, lease_owner=self.worker_id
-        ).update(lease_expires_at=now + self.lease, **counters)
-        if renewed != 1:
+        if not services.run_lease_renew(
+            run_id=self.run.pk, worker_id=self.worker_id, counters=counters
+        ):
             return "lost"
-        cancel = Run.objects.filter(pk=self.run.pk).values_list("cancel_requested", flat=True)
-        return "cancel" if cancel.first() else "ok"
+        return "cancel" if selectors.run_cancel_requested(run_id=self.run.pk) else "ok"
 
     def _verdict(self, gateway: Gateway, outcome, logs: str):
         if gateway.stop_reason:
@@ -185,20 +179,18 @@ class Supervisor:
 
         if len(json.dumps(output, default=str)) > MAX_OUTPUT_BYTES:
             return RunStatus.FAILED, "", f"the output is over {MAX_OUTPUT_BYTES} bytes", None
-        return RunStatus.SUCCEEDED, "", "", json_safe(output)
+        return RunStatus.SUCCEEDED, "", "", output
 
     def _finish(self, *, status, reason, error, output, logs, counters) -> None:
-        updated = Run.objects.filter(
-            pk=self.run.pk, status=RunStatus.RUNNING, lease_owner=self.worker_id
-        ).update(
+        written = services.run_finish(
+            run_id=self.run.pk,
+            worker_id=self.worker_id,
             status=status,
-            stop_reason=reason,
-            error=error.replace("\x00", ""),
+            reason=reason,
+            error=error,
             output=output,
-            logs=logs.replace("\x00", ""),
-            finished_at=timezone.now(),
-            lease_expires_at=None,
-            **counters,
+            logs=logs,
+            counters=counters,
         )
-        if updated != 1:
+        if not written:
             log.warning("run %s: outcome %s dropped, the lease is gone", self.run.pk, status)

@@ -10,7 +10,10 @@ from execution.models import (
     AllowedHost,
     Credential,
     JournalStep,
+    MemoryItem,
     Run,
+    RunState,
+    ToolCall,
     ToolDefinition,
 )
 
@@ -63,6 +66,32 @@ def run_steps(*, run: Run, after: int = 0) -> QuerySet[JournalStep]:
 
 def run_step_get(*, run: Run, step: int) -> JournalStep | None:
     return JournalStep.objects.filter(run=run, step=step).first()
+
+
+def run_cancel_requested(*, run_id: int) -> bool:
+    return bool(Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True).first())
+
+
+# --- what the gateway reads while a run is live ------------------------------------------
+
+
+def run_state_get(*, run_id: int, key: str) -> RunState | None:
+    return RunState.objects.filter(run_id=run_id, key=key).first()
+
+
+def memory_item_get(*, agent_id: int, key: str) -> MemoryItem | None:
+    return MemoryItem.objects.filter(agent_id=agent_id, key=key).first()
+
+
+def memory_item_list(*, agent_id: int) -> QuerySet[MemoryItem]:
+    """An agent's memories, with only what search needs."""
+    return MemoryItem.objects.filter(agent_id=agent_id).only("key", "value", "text")
+
+
+def tool_call_answer(*, tool_call_id: int) -> dict | None:
+    """A slow tool call's {"result", "is_error"} once the tools worker is done, else None."""
+    done = ToolCall.objects.filter(pk=tool_call_id, status="done")
+    return done.values("result", "is_error").first()
 
 
 # --- tools, credentials, allowlist -------------------------------------------------------

@@ -1,5 +1,12 @@
-"""Managed execution's operations: the only code that writes agents, runs, tools,
-credentials and allowlists. The run itself is executed by runner.Supervisor."""
+"""Managed execution's writes: the only code that writes agents, runs, the journal,
+state, memory, tools, credentials and allowlists. The run itself is executed by
+runner.Supervisor, which writes through the functions under "the worker's writes".
+
+What a tenant does (create an agent, a version, a run, a tool; cancel a run; set a
+credential; allow a host) writes an audit row. What a worker does on the run's behalf
+(claim, lease, outcome, journal, state, memory, slow tool calls) does not: the run and
+its journal are that record.
+"""
 
 import logging
 import os
@@ -7,7 +14,7 @@ import socket
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Max, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -20,18 +27,40 @@ from execution.models import (
     AgentVersion,
     AllowedHost,
     Credential,
+    JournalStep,
+    MemoryItem,
     Run,
+    RunState,
     RunStatus,
     StopReason,
+    ToolCall,
     ToolDefinition,
 )
-from execution.tools import BUILTIN_NAMES, schema_problem
+from execution.tools import (
+    BUILTIN_NAMES,
+    ToolCallError,
+    schema_problem,
+    tool_execute,
+    tool_lookup,
+)
 
 log = logging.getLogger(__name__)
 
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def json_safe(value):
+    """`value` with NUL characters replaced: PostgreSQL's jsonb cannot hold them, and an
+    agent's output or a tool's answer may contain anything."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    return value
 
 
 # --- agents ------------------------------------------------------------------------------
@@ -202,6 +231,10 @@ def run_execute(*, run_id: int, worker_id: str | None = None) -> None:
     Supervisor(run=run, worker_id=worker_id).execute()
 
 
+def _lease_held(*, run_id: int, worker_id: str):
+    return Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, lease_owner=worker_id)
+
+
 def runs_requeue_lost() -> int:
     """Re-enqueue runs whose worker died (lease expired) or whose message was lost
     (queued for long). Spans tenants: a platform job."""
@@ -216,6 +249,153 @@ def runs_requeue_lost() -> int:
         _enqueue_run(run)
         count += 1
     return count
+
+
+# --- the worker's writes: the supervisor's and the gateway's -----------------------------
+
+
+def run_trace_set(*, run: Run, trace_id: str) -> None:
+    Run.objects.filter(pk=run.pk).update(trace_id=trace_id)
+
+
+def run_lease_renew(*, run_id: int, worker_id: str, counters: dict) -> bool:
+    """Extend this worker's lease and write the run's counters; False once another
+    worker has taken the run over (or it has finished)."""
+    expires = timezone.now() + timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
+    renewed = _lease_held(run_id=run_id, worker_id=worker_id).update(
+        lease_expires_at=expires, **counters
+    )
+    return renewed == 1
+
+
+def run_finish(
+    *,
+    run_id: int,
+    worker_id: str,
+    status: str,
+    reason: str,
+    error: str,
+    output,
+    logs: str,
+    counters: dict,
+) -> bool:
+    """Write how the run ended, only while this worker holds the lease; False when it
+    no longer does (the outcome is dropped: the run's new owner writes its own)."""
+    updated = _lease_held(run_id=run_id, worker_id=worker_id).update(
+        status=status,
+        stop_reason=reason,
+        error=error.replace("\x00", ""),
+        output=json_safe(output),
+        logs=logs.replace("\x00", ""),
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+        **counters,
+    )
+    return updated == 1
+
+
+# Every column but the id, in the model's order; the table and columns are constants and
+# the values go as parameters.
+_JOURNAL_FIELDS = [f for f in JournalStep._meta.concrete_fields if not f.primary_key]
+_JOURNAL_INSERT = (
+    f"INSERT INTO {JournalStep._meta.db_table} "  # noqa: S608
+    f"({', '.join(f.column for f in _JOURNAL_FIELDS)}) "
+    f"VALUES ({', '.join(['%s'] * len(_JOURNAL_FIELDS))})"
+)
+
+
+def journal_step_insert(
+    *,
+    tenant_id: int,
+    run_id: int,
+    step: int,
+    kind: str,
+    request_hash: str,
+    request,
+    result,
+    is_error: bool,
+    duration_ms: float,
+) -> None:
+    """Insert one step; committed when this returns (autocommit: one statement).
+
+    Plain SQL through the fields' own adapters: this is on every gateway call's path,
+    and the ORM's save() costs more than the insert itself. The run's counters are
+    written by the supervisor once a second (run_lease_renew), not here.
+    """
+    values = {
+        "tenant_id": tenant_id,
+        "run_id": run_id,
+        "step": step,
+        "kind": kind,
+        "request_hash": request_hash,
+        "request": json_safe(request),
+        "result": json_safe(result),
+        "is_error": is_error,
+        "duration_ms": duration_ms,
+        "created_at": timezone.now(),
+    }
+    params = [f.get_db_prep_save(values[f.attname], connection) for f in _JOURNAL_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_JOURNAL_INSERT, params)
+
+
+def journal_steps_drop(*, run_id: int, from_step: int) -> None:
+    """Forget the journal from `from_step` on: the resumed agent took another path."""
+    JournalStep.objects.filter(run_id=run_id, step__gte=from_step).delete()
+
+
+def run_state_set(*, tenant_id: int, run_id: int, key: str, value) -> None:
+    RunState.objects.update_or_create(
+        run_id=run_id, key=key, defaults={"value": json_safe(value), "tenant_id": tenant_id}
+    )
+
+
+def memory_item_put(*, tenant_id: int, agent_id: int, key: str, value, text: str = "") -> None:
+    """Store one memory; `text` (or a string value) is what memory search matches."""
+    value = json_safe(value)
+    text = text or (value if isinstance(value, str) else "")
+    MemoryItem.objects.update_or_create(
+        agent_id=agent_id,
+        key=key,
+        defaults={
+            "value": value,
+            "text": json_safe(f"{key} {text}".lower()[:20000]),
+            "tenant_id": tenant_id,
+            "updated_at": timezone.now(),
+        },
+    )
+
+
+def tool_call_create(*, tenant_id: int, run_id: int, tool: str, arguments: dict) -> ToolCall:
+    """Hand a slow tool call to the tools queue (sent once the row is committed)."""
+    from execution import tasks
+
+    call = ToolCall.objects.create(
+        tenant_id=tenant_id, run_id=run_id, tool=tool, arguments=arguments
+    )
+    transaction.on_commit(
+        lambda: tasks.tool_call.apply_async(
+            kwargs={"tenant_id": tenant_id, "tool_call_id": call.pk},
+            queue=settings.EXECUTION_TOOL_QUEUE,
+        )
+    )
+    return call
+
+
+def tool_call_execute(*, tool_call_id: int) -> None:
+    """Run one queued slow tool call (the tools worker). Safe to run twice."""
+    if ToolCall.objects.filter(pk=tool_call_id, status="queued").update(status="running") != 1:
+        return  # done, or another delivery has it
+    call = ToolCall.objects.get(pk=tool_call_id)
+    spec = tool_lookup(name=call.tool)
+    try:
+        if spec is None:
+            raise ToolCallError(f"unknown tool {call.tool!r}")
+        value, attempts, used = tool_execute(spec=spec, arguments=call.arguments)
+        result, is_error = {"value": value, "attempts": attempts, "answered_by": used}, False
+    except ToolCallError as exc:
+        result, is_error = {"message": str(exc), "attempts": exc.attempts}, True
+    ToolCall.objects.filter(pk=tool_call_id).update(status="done", result=result, is_error=is_error)
 
 
 # --- tools, credentials, allowlist -------------------------------------------------------

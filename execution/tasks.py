@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from controlplane.tasks import TenantTask
-from execution import services, slowtools
+from execution import services
 
 
 @shared_task(
@@ -29,7 +29,7 @@ def run_agent(*, tenant_id: int, run_id: int) -> None:
     time_limit=330,
 )
 def tool_call(*, tenant_id: int, tool_call_id: int) -> None:
-    slowtools.tool_call_execute(tool_call_id=tool_call_id)
+    services.tool_call_execute(tool_call_id=tool_call_id)
 
 
 @shared_task(name="execution.requeue_lost_runs", ignore_result=True)
