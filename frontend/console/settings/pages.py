@@ -18,4 +18,5 @@ class SettingsPage:
 PAGES = [
     SettingsPage("members", "Members", "frontend.console.settings.members", "settings-members"),
     SettingsPage("keys", "API keys", "frontend.console.settings.keys", "settings-keys"),
+    SettingsPage("audit", "Audit log", "frontend.console.settings.audit", "settings-audit"),
 ]
