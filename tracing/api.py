@@ -6,8 +6,7 @@ from rest_framework.response import Response
 from controlplane.api_base import TenantAPIView
 from controlplane.models import Scope
 from controlplane.services import ServiceError
-from tracing import services
-from tracing.models import RedactionPolicy
+from tracing import selectors, services
 
 
 class PatternSerializer(serializers.Serializer):
@@ -27,8 +26,7 @@ class RedactionPolicyView(TenantAPIView):
 
     @extend_schema(summary="The tenant's redaction rules", responses=RedactionPolicySerializer)
     def get(self, request):
-        policy = RedactionPolicy.objects.first() or RedactionPolicy(version=0)
-        return Response(RedactionPolicySerializer(policy).data)
+        return Response(RedactionPolicySerializer(selectors.redaction_policy_get()).data)
 
     @extend_schema(
         summary="Replace the tenant's redaction rules (applies to spans ingested from now on)",

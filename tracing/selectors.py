@@ -1,6 +1,7 @@
 """Reads of the trace store: spans with their payloads put back together."""
 
 import uuid
+from collections import Counter
 
 from django.db.models import Q
 
@@ -9,7 +10,8 @@ from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, blob_key, from_canonical
-from tracing.models import Payload, PayloadKind, Span
+from tracing.ingest.policy import tenant_redaction
+from tracing.models import Payload, PayloadKind, RedactionPolicy, Span
 
 ZERO = bytes(DIGEST_BYTES)
 
@@ -258,3 +260,15 @@ def span_detail(*, span: Span) -> dict:
         "resource": origin.get("resource", {}),
         "redactions": span.redactions or {},
     }
+
+
+def redaction_policy_get() -> RedactionPolicy:
+    """The tenant's redaction rules; an unsaved, empty version 0 when it has none."""
+    return RedactionPolicy.objects.first() or RedactionPolicy(version=0)
+
+
+def redaction_preview(*, tenant_id: int, text: str) -> tuple[str, Counter]:
+    """What ingest would store for this text under the tenant's saved rules, and how many
+    of each kind it replaced: the redactor ingest itself uses, not a copy of its rules."""
+    counts: Counter = Counter()
+    return tenant_redaction(tenant_id).redactor.redact_value(text, counts), counts

@@ -4,6 +4,7 @@ import re
 from datetime import timedelta
 
 import orjson
+import re2
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -13,6 +14,7 @@ from controlplane.services import Actor, ServiceError, audit_record
 from tracing.ingest import dictionaries
 from tracing.ingest import policy as policy_cache
 from tracing.ingest.pipeline import IngestResult, spans_ingest
+from tracing.ingest.redact import compile_pattern
 from tracing.models import Payload, PayloadDictionary, PayloadKind, RedactionPolicy, Span, Trace
 
 __all__ = [
@@ -35,9 +37,13 @@ def _checked_patterns(patterns) -> list[dict]:
             raise ServiceError(f"custom_patterns[{index}].name must be a word like EMPLOYEE_ID")
         try:
             compiled = re.compile(pattern)
-        except (re.error, TypeError) as exc:
+            # Ingest runs the patterns with RE2, which refuses what it cannot run in
+            # linear time (lookarounds, backreferences) that Python's re accepts.
+            compile_pattern(pattern)
+        except (re.error, re2.error, TypeError) as exc:
+            reason = exc.args[0].decode() if isinstance(exc.args[0], bytes) else exc
             raise ServiceError(
-                f"custom_patterns[{index}].pattern does not compile: {exc}"
+                f"custom_patterns[{index}].pattern does not compile: {reason}"
             ) from None
         if compiled.groupindex:
             raise ServiceError(f"custom_patterns[{index}].pattern must not name groups")

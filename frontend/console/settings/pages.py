@@ -19,4 +19,7 @@ PAGES = [
     SettingsPage("members", "Members", "frontend.console.settings.members", "settings-members"),
     SettingsPage("keys", "API keys", "frontend.console.settings.keys", "settings-keys"),
     SettingsPage("audit", "Audit log", "frontend.console.settings.audit", "settings-audit"),
+    SettingsPage(
+        "redaction", "Redaction", "frontend.console.settings.redaction", "settings-redaction"
+    ),
 ]
