@@ -6,13 +6,16 @@ store is trusted no more than the one uploaded.
 """
 
 import ast
+import gzip
 import hashlib
 import io
 import re
 import stat
+import struct
 import tarfile
 import tomllib
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -59,56 +62,152 @@ def bundle_format(filename: str, data: bytes) -> str:
     raise BundleError(f"{filename or 'the upload'} is neither a .tar.gz nor a .zip archive")
 
 
+MAX_PATH_DEPTH = 32
+MAX_NAME_BYTES = 255  # one path component, as the filesystems take it
+# What one read of an archive may ask for. tarfile reads a PAX or GNU long-name header
+# in one piece before any member check could run (a 1.5 MB upload can declare a 1.5 GB
+# header), and members are read in chunks of this size, so a larger read is a hostile
+# header.
+MAX_READ_BYTES = 64 * 1024
+# Headers and padding around each member of a tar: a 512-byte header, up to 511 bytes
+# of padding, a PAX header with a path or extended attributes.
+TAR_MEMBER_OVERHEAD = 8 * 1024
+# A zip's central directory entry: 46 bytes, the name and its extras.
+ZIP_ENTRY_BYTES = 256
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= 120 else name[:120] + "...")
+
+
 def _safe_path(name: str, *, folder: bool = False) -> str:
     path = PurePosixPath(name.replace("\\", "/"))
     if path.is_absolute() or ".." in path.parts:
-        raise BundleError(f"archive member {name!r} leaves the bundle (path traversal)")
+        raise BundleError(f"archive member {_shown(name)} leaves the bundle (path traversal)")
     parts = [p for p in path.parts if p not in ("", ".")]
     if not parts and not folder:  # "./", as `tar -C dir .` writes it, is the root
-        raise BundleError(f"archive member {name!r} has no name")
+        raise BundleError(f"archive member {_shown(name)} has no name")
+    if len(parts) > MAX_PATH_DEPTH:
+        raise BundleError(
+            f"archive member {_shown(name)} is nested more than {MAX_PATH_DEPTH} folders deep"
+        )
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise BundleError(
+            f"archive member {_shown(name)} has a name longer than {MAX_NAME_BYTES} bytes"
+        )
     return "/".join(parts)
 
 
+class _BoundedReader:
+    """The decompressed tar stream, read through two bounds: no single read over
+    MAX_READ_BYTES, and nothing past `limit` in all. A read past either is refused
+    before it is made, so a hostile header is never held in memory."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.limit = raw, limit
+
+    def _within(self, end: int) -> None:
+        if end > self.limit:
+            raise BundleError(
+                f"the archive unpacks to more than {self.limit} bytes (files, headers and padding)"
+            )
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0 or size > MAX_READ_BYTES:
+            raise BundleError(
+                f"the archive holds a header of {size} bytes, over the limit of {MAX_READ_BYTES}"
+            )
+        self._within(self.raw.tell() + size)
+        return self.raw.read(size)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0:  # tarfile seeks to absolute offsets only
+            raise io.UnsupportedOperation("only absolute seeks")
+        self._within(offset)
+        return self.raw.seek(offset)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
+def _read_chunked(stream, size: int) -> bytes:
+    chunks = []
+    while size > 0 and (chunk := stream.read(min(size, MAX_READ_BYTES))):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _zip_directory_check(data: bytes, max_files: int) -> None:
+    """Refuse a zip whose central directory is too large before zipfile parses it:
+    zipfile builds an object per entry, and a 5 MB upload can declare 60,000 of them.
+    The end record is found as zipfile finds it."""
+    at = len(data) - 22
+    if not (at >= 0 and data[at : at + 4] == b"PK\x05\x06" and data[-2:] == b"\0\0"):
+        at = data.rfind(b"PK\x05\x06", max(0, len(data) - 22 - 0xFFFF))
+    if at < 0 or at + 22 > len(data):
+        raise BundleError("the archive cannot be read: the zip has no end of central directory")
+    if at >= 20 and data[at - 20 : at - 16] == b"PK\x06\x07":
+        raise BundleError("zip64 archives are not supported (bundles are small)")
+    entries, directory_size = struct.unpack_from("<HI", data, at + 10)
+    if entries > max_files or directory_size > max_files * ZIP_ENTRY_BYTES:
+        raise BundleError(f"the bundle has more than {max_files} files")
+
+
 def read_members(data: bytes, fmt: str) -> list[Member]:
-    """Every file of the archive, refusing traversal, links, devices and oversize."""
+    """Every file of the archive, refusing traversal, links, devices and oversize.
+    Folders count against the file limit; what is read is bounded before it is read."""
     max_total = settings.EXECUTION_BUNDLE_MAX_UNPACKED_BYTES
     max_files = settings.EXECUTION_BUNDLE_MAX_FILES
     members: list[Member] = []
-    total = 0
+    total = entries = 0
+
+    def count(name: str, *, folder: bool) -> str:
+        nonlocal entries
+        entries += 1
+        if entries > max_files:
+            raise BundleError(f"the bundle has more than {max_files} files")
+        return _safe_path(name, folder=folder)
 
     def add(name: str, size: int, read) -> None:
         nonlocal total
-        path = _safe_path(name)
+        path = count(name, folder=False)
         total += size
         if total > max_total:
             raise BundleError(f"the bundle unpacks to more than {max_total} bytes")
-        if len(members) >= max_files:
-            raise BundleError(f"the bundle has more than {max_files} files")
         members.append(Member(path, read()))
 
     try:
         if fmt == "tar.gz":
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            limit = max_total + (max_files + 1) * TAR_MEMBER_OVERHEAD
+            stream = _BoundedReader(gzip.GzipFile(fileobj=io.BytesIO(data)), limit)
+            with tarfile.open(fileobj=stream, mode="r:") as tar:
                 for info in tar:
                     if info.isdir():
-                        _safe_path(info.name, folder=True)
+                        count(info.name, folder=True)
                         continue
                     if not info.isfile():
                         raise BundleError(
-                            f"archive member {info.name!r} is a link or device; only files are allowed"
+                            f"archive member {_shown(info.name)} is a link or device; "
+                            "only files are allowed"
                         )
-                    add(info.name, info.size, lambda info=info: tar.extractfile(info).read())
+                    add(
+                        info.name,
+                        info.size,
+                        lambda info=info: _read_chunked(tar.extractfile(info), info.size),
+                    )
         else:
+            _zip_directory_check(data, max_files)
             with zipfile.ZipFile(io.BytesIO(data)) as zf:
                 for info in zf.infolist():
                     mode = info.external_attr >> 16
                     if stat.S_ISLNK(mode):
-                        raise BundleError(f"archive member {info.filename!r} is a symlink")
+                        raise BundleError(f"archive member {_shown(info.filename)} is a symlink")
                     if info.is_dir():
-                        _safe_path(info.filename, folder=True)
+                        count(info.filename, folder=True)
                         continue
                     add(info.filename, info.file_size, lambda info=info: zf.read(info))
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as exc:
         raise BundleError(f"the archive cannot be read: {exc}") from None
     seen = set()
     for member in members:

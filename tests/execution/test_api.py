@@ -1,10 +1,21 @@
 """The agents and runs API, through a real HTTP client against the live server."""
 
+import tracemalloc
+
 import pytest
 
 from controlplane.tenancy import tenant_scope
 from execution.models import Run
-from tests.execution.bundles import agent_with_bundle, make_bundle, tar_with_symlink
+from tests.execution.bundles import (
+    agent_with_bundle,
+    make_bundle,
+    tar_gz_with_folders,
+    tar_gz_with_long_name,
+    tar_gz_with_pax_header,
+    tar_with_symlink,
+    zip_bomb,
+    zip_with_entries,
+)
 
 AGENT = "def main(ctx, input):\n    return {'echo': input}\n"
 MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-5"\n'
@@ -106,6 +117,69 @@ def test_it_refuses_links_garbage_and_oversize(api, key, agent_id, settings):
     response = upload(api, key, agent_id, big)
     assert response.status_code == 413
     assert "over the limit of 2048" in response.json()["detail"]
+
+
+def _peak_memory(call):
+    """(result, peak bytes Python allocated, in every thread, while `call` ran)."""
+    tracemalloc.start()
+    try:
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_it_refuses_a_huge_pax_header_without_reading_it(api, key, agent_id):
+    # 1.5 GiB of header in a 1.6 MB upload: tarfile would read it whole before any check.
+    data = tar_gz_with_pax_header(1536 * 1024 * 1024)
+    assert len(data) < 2 * 1024 * 1024
+    response, peak = _peak_memory(lambda: upload(api, key, agent_id, data))
+    assert response.status_code == 400, response.text
+    assert "header of" in response.json()["detail"]
+    assert peak < 32 * 1024 * 1024, f"{peak} bytes allocated"
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (tar_gz_with_long_name(1024 * 1024), "header of"),
+        (
+            make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "a/" * 40 + "b.py": ""}),
+            "more than 32 folders deep",
+        ),
+        (
+            make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "a" * 300 + ".py": ""}),
+            "longer than 255",
+        ),
+        (zip_bomb(64 * 1024 * 1024), "unpacks to more than"),
+    ],
+    ids=["gnu-long-name", "deep-nesting", "long-name", "zip-bomb"],
+)
+def test_it_refuses_hostile_archives(api, key, agent_id, data, says):
+    response = upload(api, key, agent_id, data)
+    assert response.status_code == 400, response.text
+    assert says in response.json()["detail"]
+
+
+def test_it_counts_folders_against_the_file_limit(api, key, agent_id, settings):
+    settings.EXECUTION_BUNDLE_MAX_FILES = 4
+    files = {"flightdeck.toml": MANIFEST, "agent.py": AGENT}
+    ok = upload(api, key, agent_id, tar_gz_with_folders(files, ["lib", "lib/a"]))
+    assert ok.status_code == 201, ok.text
+    response = upload(api, key, agent_id, tar_gz_with_folders(files, ["lib", "lib/a", "lib/b"]))
+    assert response.status_code == 400, response.text
+    assert "more than 4 files" in response.json()["detail"]
+
+
+def test_it_refuses_a_zip_of_many_entries_before_parsing_them():
+    from execution.bundles import BundleError, bundle_check
+
+    data = zip_with_entries(55_000)
+    outcome, peak = _peak_memory(
+        lambda: pytest.raises(BundleError, bundle_check, filename="b.zip", data=data)
+    )
+    assert "more than" in str(outcome.value)
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes allocated"
 
 
 def test_it_queues_a_run_and_shows_it(api, key, acme):
