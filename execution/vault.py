@@ -4,10 +4,16 @@
 The key is EXECUTION_VAULT_KEY (a Fernet key) or, on the embedded default, derived from
 SECRET_KEY with HKDF. Plaintext leaves this module only into a tool's outgoing request,
 host side: never into the sandbox, a span, the journal, a log or an API response.
+What a server answers is scrubbed of the value in every form it plausibly echoes it
+(`scrub`) before anything else sees the answer.
 """
 
 import base64
+import html
+import json
+import re
 from functools import lru_cache
+from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -50,3 +56,55 @@ def credential_value(*, name: str) -> str:
     if credential is None:
         raise VaultError(f"no credential named {name!r}")
     return decrypt(credential.ciphertext)
+
+
+REDACTED = "[credential]"
+# Derived forms shorter than this would match ordinary text (the raw value is always
+# replaced).
+MIN_FORM_CHARS = 4
+# Where a value's base64 starts and ends inside the base64 of a longer string, by the
+# value's offset mod 3 there: the characters that depend on the value's bytes alone.
+_B64_SKIP = (0, 2, 3)
+
+
+def _base64_forms(raw: bytes) -> set[str]:
+    forms = set()
+    whole = base64.b64encode(raw).decode()
+    forms |= {whole, whole.rstrip("=")}
+    for offset, skip in enumerate(_B64_SKIP):
+        length = offset + len(raw)
+        end = length // 3 * 4 + length % 3
+        forms.add(base64.b64encode(bytes(offset) + raw).decode()[skip:end])
+    return forms | {f.translate(str.maketrans("+/", "-_")) for f in forms}
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The ways a server plausibly echoes `secret`: raw, JSON-escaped (with and without
+    \\u escapes and escaped slashes), URL-encoded (either hex case, `+` for spaces or
+    not), HTML-escaped, and base64 (standard and URL-safe, padded or not, also where the
+    value sits inside a longer encoded string such as "Bearer <secret>")."""
+    forms = {
+        secret,
+        html.escape(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
+    percent = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    forms |= percent | {re.sub(r"%[0-9A-F]{2}", lambda m: m[0].lower(), f) for f in percent}
+    forms |= _base64_forms(secret.encode())
+    forms |= {f.replace("/", "\\/") for f in forms}
+    return {f for f in forms if f == secret or len(f) >= MIN_FORM_CHARS}
+
+
+class Scrubber:
+    """Replaces a secret's forms in text with REDACTED, longest first, in one pass."""
+
+    def __init__(self, secret: str):
+        forms = sorted(secret_forms(secret) if secret else (), key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, forms))) if forms else None
+        # The longest form in bytes: text cut this far past a limit holds every form
+        # that starts before it whole, so scrubbing before the cut leaks no prefix.
+        self.reach = max((len(f.encode()) for f in forms), default=0)
+
+    def __call__(self, text: str) -> str:
+        return self.pattern.sub(REDACTED, text) if self.pattern else text

@@ -2,10 +2,13 @@
 
 Only hosts on the tenant's allowlist are reached, redirects are not followed (a
 redirect could leave the allowlist), and a credential is injected by name from the
-vault; its value is scrubbed from whatever comes back, so an echoing server cannot
-hand it to the agent.
+vault; its value is scrubbed from whatever comes back, in every form a server
+plausibly echoes it (vault.Scrubber), before the answer is cut to size, so an echoing
+server cannot hand it to the agent.
 """
 
+import contextlib
+import json
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,7 +16,7 @@ from django.conf import settings
 
 from execution.models import AllowedHost
 from execution.retry import UpstreamError, parse_retry_after
-from execution.vault import VaultError, credential_value
+from execution.vault import Scrubber, VaultError, credential_value
 
 HTTP_REQUEST_SCHEMA = {
     "type": "object",
@@ -48,40 +51,53 @@ def host_allowed(url: str) -> bool:
     return False
 
 
+def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """At most `limit` bytes of the body: the rest is never read into memory."""
+    chunks, size = [], 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
 def _send(*, method: str, url: str, headers: dict, timeout: float, secret: str | None, **body):
     if not host_allowed(url):
         raise UpstreamError(
             f"host of {url!r} is not on the tenant's allowlist", retryable=False, kind="tool_error"
         )
+    scrub = Scrubber(secret or "")
+    limit = settings.EXECUTION_TOOL_MAX_RESPONSE_BYTES
     try:
-        response = httpx.request(
+        with httpx.stream(
             method, url, headers=headers, timeout=timeout, follow_redirects=False, **body
-        )
+        ) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise UpstreamError(
+                    f"{method} {url} answered {response.status_code}",
+                    status=response.status_code,
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                )
+            # Read past the limit by the longest form of the secret and scrub before
+            # cutting: a secret that straddles the cut is replaced whole, not left as
+            # a prefix.
+            raw = _read_bounded(response, limit + scrub.reach)
+            encoding = response.encoding or "utf-8"
     except httpx.TimeoutException:
         raise UpstreamError(f"{method} {url} timed out") from None
     except httpx.TransportError as exc:
         raise UpstreamError(f"{method} {url} failed: {type(exc).__name__}") from None
-    if response.status_code == 429 or response.status_code >= 500:
-        raise UpstreamError(
-            f"{method} {url} answered {response.status_code}",
-            status=response.status_code,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-    text = response.text[: settings.EXECUTION_TOOL_MAX_RESPONSE_BYTES]
-    if secret:
-        text = text.replace(secret, "[credential]")
+    text = scrub(raw.decode(encoding, errors="replace"))
+    text = text.encode()[:limit].decode(errors="ignore")
     result = {
         "status": response.status_code,
         "content_type": response.headers.get("content-type", ""),
         "body": text,
     }
     if "json" in result["content_type"]:
-        try:
-            import json
-
+        with contextlib.suppress(ValueError):
             result["json"] = json.loads(text)
-        except ValueError:
-            pass
     return result
 
 

@@ -1,10 +1,14 @@
 """Tools through the gateway: the allowlist, the vault, webhooks, validation, retries
 with backoff and Retry-After, fallbacks, and the python tool's nested sandbox."""
 
+import base64
+import html
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -25,6 +29,28 @@ def main(ctx, input):
     return out
 """
 SECRET = "s3cr3t-token-value"
+# Quotes and backslashes (JSON escapes them), and what URL and HTML encoding change.
+LEAKY = 'Zq9"back\\slash/plus+eq= amp&<lt>-tail'
+MAX_RESPONSE = 256 * 1024
+
+
+def echoes(auth: str) -> list[str]:
+    """The ways echo servers hand back a header they were sent."""
+    raw, value = auth.encode(), auth.split(" ", 1)[1].encode()
+    return [
+        json.dumps({"auth": auth}),
+        json.dumps({"auth": auth}).replace("/", "\\/"),
+        base64.b64encode(raw).decode(),
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode(),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        base64.b64encode(value).decode(),
+        base64.urlsafe_b64encode(value).decode().rstrip("="),
+        quote(auth, safe=""),
+        re.sub("%[0-9A-F]{2}", lambda m: m[0].lower(), quote(auth, safe="")),  # lowercase hex
+        quote_plus(auth),
+        html.escape(auth),
+    ]
 
 
 class Upstream(ThreadingHTTPServer):
@@ -58,11 +84,17 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers = plan.pop(0)
         else:
             status, headers = 200, {}
-        data = json.dumps(
-            {"path": path, "auth": self.headers.get("authorization"), "got": body.decode() or None}
-        ).encode()
+        auth = self.headers.get("authorization")
+        content_type = "application/json"
+        if path == "/encoded":
+            data, content_type = "\n".join(echoes(auth)).encode(), "text/plain"
+        elif path == "/padded":  # the credential straddles the cut at the response limit
+            padding = b"x" * (MAX_RESPONSE - len("Bearer ") - 3)
+            data, content_type = padding + auth.encode(), "text/plain"
+        else:
+            data = json.dumps({"path": path, "auth": auth, "got": body.decode() or None}).encode()
         self.send_response(status)
-        self.send_header("content-type", "application/json")
+        self.send_header("content-type", content_type)
         self.send_header("content-length", str(len(data)))
         for key, value in headers.items():
             self.send_header(key, value)
@@ -113,6 +145,35 @@ def test_it_injects_vault_credentials_host_side_and_scrubs_them(tenant, upstream
     assert SECRET not in run.logs
     # Encrypted at rest.
     assert SECRET.encode() not in bytes(Credential.all_tenants.get(tenant=tenant).ciphertext)
+
+
+def test_it_scrubs_the_credential_in_every_form_an_echo_server_gives_it(tenant, upstream):
+    with tenant_scope(tenant):
+        services.credential_set(tenant=tenant, name="leaky", value=LEAKY, actor=Actor.system())
+    agent = caller(tenant, ["http_request"])
+    calls = [
+        ["http_request", {"url": upstream.base + path, "credential": "leaky"}]
+        for path in ("/encoded", "/padded", "/echo")
+    ]
+    run = run_now(tenant, agent, input={"calls": calls})
+    assert run.status == "succeeded", run.error
+    encoded, padded, echoed = (result["ok"] for result in run.output)
+    # The server was sent the real value, and echoed it in each of these forms.
+    assert upstream.seen_headers[0]["Authorization"] == f"Bearer {LEAKY}"
+    lines = encoded["body"].splitlines()
+    assert len(lines) == len(echoes("Bearer x")) and all("[credential]" in line for line in lines)
+    # What is left of each line is the encoded "Bearer " around it (at most 19
+    # characters, `{"auth": "Bearer "}`), not a piece of the value.
+    assert max(len(line.replace("[credential]", "")) for line in lines) <= 19, lines
+    assert echoed["json"]["auth"] == "Bearer [credential]"
+    # Cut at the response limit after scrubbing: no prefix of the value is left at the end.
+    assert len(padded["body"]) == MAX_RESPONSE and padded["body"].startswith("xxx")
+    assert not any(padded["body"].endswith(LEAKY[:n]) for n in range(2, len(LEAKY) + 1))
+    steps = JournalStep.all_tenants.filter(run_id=run.pk)
+    stored = json.dumps([s.result for s in steps] + [run.output])
+    for form in (json.dumps(LEAKY)[1:-1], quote(LEAKY, safe=""), html.escape(LEAKY)):
+        assert form not in stored and json.dumps(form)[1:-1] not in stored
+    assert base64.b64encode(LEAKY.encode()).decode().rstrip("=") not in stored
 
 
 def test_it_refuses_hosts_off_the_allowlist(tenant, upstream):
