@@ -58,6 +58,15 @@ def run_get(*, run_id: int) -> Run | None:
     return Run.objects.select_related("agent", "version").filter(pk=run_id).first()
 
 
+def run_of_trace(*, run_id: str, trace_id: str) -> Run | None:
+    """The run a trace's spans name (`flightdeck.run.id`), if it is the tenant's and
+    wrote that trace: an external exporter may put anything in the attribute."""
+    if not run_id.isdigit():
+        return None
+    run = run_get(run_id=int(run_id))
+    return run if run is not None and run.trace_id == trace_id else None
+
+
 def run_steps(*, run: Run, after: int = 0) -> QuerySet[JournalStep]:
     """A run's journal, in step order; with `after`, only the steps after that one (what a
     page showing a running run has not seen yet)."""
