@@ -16,6 +16,13 @@ def is_partial(request) -> bool:
     return request.headers.get("HX-Request") == "true" and not request.headers.get("HX-Boosted")
 
 
+def found_or_404(value, what: str):
+    """`value`, or a 404 when a selector found nothing (another tenant's row included)."""
+    if value is None:
+        raise Http404(f"no such {what}")
+    return value
+
+
 def tenant_view(view):
     """Reads `tenant_slug` from the URL, checks membership, sets request.tenant and
     request.membership and runs the view inside tenant_scope(). A tenant the user does

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from controlplane import services as controlplane_services
 from controlplane.auth import session_tenant
 from controlplane.models import Scope
+from execution import selectors as execution_selectors
 from frontend import present
 from frontend.decorators import is_partial, tenant_view
 from frontend.render import render_page
@@ -165,6 +166,7 @@ def trace_detail(request, tenant_slug, trace_id):
         "selected": selected if detail else "",
         "detail": detail,
         "big": collapse_below is not None,
+        "run": execution_selectors.run_of_trace(run_id=trace.run_id, trace_id=trace.trace_id.hex),
     }
     return render_page(request, "frontend/trace.html", context)
 

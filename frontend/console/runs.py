@@ -1,16 +1,214 @@
-"""Runs: the list of a tenant's managed runs."""
+"""Runs: the tenant's managed runs, one run's facts and journal, starting and cancelling.
 
-from django.urls import path
-from django.views.decorators.http import require_GET
+Reads go through execution's selectors, writes through its services with the person as
+the actor, exactly as the API does. Pages of runs that are still queued or running poll
+the same URL for their fragment (htmx) until the run has finished.
+"""
 
-from frontend.decorators import tenant_view
+import json
+
+from django.core.paginator import Paginator
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from controlplane.services import Actor, ServiceError
+from execution import selectors, services
+from execution.api import JournalStepSerializer
+from execution.models import RunStatus
+from frontend import roles
+from frontend.console import run_present
+from frontend.console.forms import RunStartForm
+from frontend.decorators import found_or_404, is_partial, tenant_view
 from frontend.render import render_page
+
+PAGE = 50
+# How often a page with a queued or running run asks for its fragment again.
+POLL = "every 1s"
+
+
+def _rows(runs) -> list[dict]:
+    return [
+        {
+            "run": run,
+            "active": run_present.is_active(run),
+            "duration_ms": run_present.run_duration_ms(run),
+        }
+        for run in runs
+    ]
 
 
 @require_GET
 @tenant_view
 def run_list(request, tenant_slug):
-    return render_page(request, "frontend/console/coming.html", {"title": "Runs"})
+    status, agent = request.GET.get("status", ""), request.GET.get("agent", "")
+    error, page = "", None
+    if status and status not in RunStatus.values:
+        error = f"status must be one of {', '.join(RunStatus.values)}"
+    else:
+        runs = selectors.run_list(status=status or None, agent=agent or None)
+        page = Paginator(runs, PAGE).get_page(request.GET.get("page"))
+    rows = _rows(page or [])
+    context = {
+        "rows": rows,
+        "page": page,
+        "error": error,
+        "live": any(r["active"] for r in rows),
+        "poll": POLL,
+        "filtering": bool(status or agent),
+    }
+    http_status = 400 if error else 200
+    if is_partial(request):
+        return render_page(request, "frontend/console/_run_rows.html", context, status=http_status)
+    context.update(
+        {
+            "statuses": RunStatus.values,
+            "agents": [a.name for a in selectors.agent_list()],
+        }
+    )
+    return render_page(request, "frontend/console/runs.html", context, status=http_status)
 
 
-urlpatterns = [path("", run_list, name="run-list")]
+def _json(value) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _live_context(run) -> dict:
+    return {
+        "run": run,
+        "active": run_present.is_active(run),
+        "duration_ms": run_present.run_duration_ms(run),
+        "usage": run_present.run_usage(run),
+        "output_json": _json(run.output),
+        "poll": POLL,
+    }
+
+
+def _detail(request, run, *, notice: str = "", status: int = 200):
+    steps = run_present.step_rows(selectors.run_steps(run=run))
+    context = {
+        **_live_context(run),
+        "steps": steps,
+        "last_step": steps[-1].step if steps else 0,
+        "input_json": _json(run.input),
+        "notice": notice,
+    }
+    return render_page(request, "frontend/console/run.html", context, status=status)
+
+
+@require_GET
+@tenant_view
+def run_detail(request, tenant_slug, run_id: int):
+    run = found_or_404(selectors.run_get(run_id=run_id), "run")
+    if not is_partial(request):
+        return _detail(request, run)
+    step = request.GET.get("step", "")
+    if step.isdigit():
+        # One step, whole, as GET /api/v1/runs/{id}/steps has it.
+        found = found_or_404(selectors.run_step_get(run=run, step=int(step)), "step")
+        data = JournalStepSerializer(found).data
+        context = {
+            "step": data,
+            "request_json": _json(data["request"]),
+            "result_json": _json(data["result"]),
+        }
+        return render_page(request, "frontend/console/_run_step.html", context)
+    # The live part, and the steps taken since the page's last one.
+    after = request.GET.get("after", "")
+    after = int(after) if after.isdigit() else 0
+    steps = run_present.step_rows(selectors.run_steps(run=run, after=after))
+    context = {
+        **_live_context(run),
+        "new_steps": steps,
+        "last_step": steps[-1].step if steps else after,
+    }
+    return render_page(request, "frontend/console/_run_live.html", context)
+
+
+@require_POST
+@tenant_view
+@roles.requires(roles.RUN)
+def run_cancel(request, tenant_slug, run_id: int):
+    run = found_or_404(selectors.run_get(run_id=run_id), "run")
+    try:
+        services.run_cancel(run=run, actor=Actor(user=request.user))
+    except ServiceError as exc:
+        return _detail(request, run, notice=str(exc), status=409)
+    return redirect("run-detail", tenant_slug, run.pk)
+
+
+def _startable_agents() -> dict:
+    """Agents that have a version to run, by name, with their versions newest first."""
+    agents = {}
+    for agent in selectors.agent_list():
+        versions = sorted(agent.versions.all(), key=lambda v: v.version, reverse=True)
+        if versions:
+            agents[agent.name] = (agent, versions)
+    return agents
+
+
+def _start_context(request, form, agents, chosen) -> dict:
+    agent, versions = agents.get(chosen, (None, []))
+    wanted = form["version"].value()
+    version = next((v for v in versions if str(v.version) == str(wanted)), None)
+    version = version or (versions[0] if versions else None)
+    # Each limit field shows the value the run gets when it is left empty.
+    effective = services.run_limits(manifest=version.manifest, requested=None) if version else {}
+    for key, value in effective.items():
+        if key in form.fields:
+            form.fields[key].widget.attrs["placeholder"] = value
+    # Choosing another agent fetches its versions and limits (this view's fragment).
+    form.fields["agent"].widget.attrs.update(
+        {
+            "hx-get": reverse("run-new", args=[request.tenant.slug]),
+            "hx-trigger": "change",
+            "hx-target": "#agent-fields",
+            "hx-swap": "outerHTML",
+        }
+    )
+    return {"form": form, "agent": agent, "version": version}
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view
+@roles.requires(roles.RUN)
+def run_new(request, tenant_slug):
+    agents = _startable_agents()
+    data = request.POST if request.method == "POST" else None
+    chosen = (data or request.GET).get("agent", "")
+    if chosen not in agents and len(agents) == 1 and data is None:
+        chosen = next(iter(agents))
+    versions = [v.version for v in agents[chosen][1]] if chosen in agents else []
+    form = RunStartForm(
+        data, agents=list(agents), versions=versions, initial={"agent": chosen, "input": "{}"}
+    )
+    status = 200
+    if data is not None:
+        if form.is_valid():
+            try:
+                run = services.run_create(
+                    tenant=request.tenant,
+                    agent=agents[form.cleaned_data["agent"]][0],
+                    version=form.cleaned_data["version"],
+                    input=form.cleaned_data["input"],
+                    limits=form.cleaned_data["limits"],
+                    actor=Actor(user=request.user),
+                )
+            except ServiceError as exc:
+                form.add_error(None, str(exc))
+            else:
+                return redirect("run-detail", tenant_slug, run.pk)
+        status = 400
+    context = _start_context(request, form, agents, chosen)
+    if is_partial(request):  # the agent changed: its versions and limits
+        return render_page(request, "frontend/console/_run_agent_fields.html", context)
+    context["has_agents"] = bool(agents)
+    return render_page(request, "frontend/console/run_new.html", context, status=status)
+
+
+urlpatterns = [
+    path("", run_list, name="run-list"),
+    path("new/", run_new, name="run-new"),
+    path("<int:run_id>/", run_detail, name="run-detail"),
+    path("<int:run_id>/cancel", run_cancel, name="run-cancel"),
+]

@@ -7,6 +7,7 @@ register = template.Library()
 register.filter("duration", present.duration)
 register.filter("count", present.count)
 register.filter("redacted", present.with_redactions)
+register.filter("pretty_json", present.pretty)
 
 
 @register.filter
