@@ -1,12 +1,11 @@
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane import services
-from controlplane.api_base import TenantAPIView
+from controlplane import selectors, services
+from controlplane.api_base import TenantAPIView, TenantListCreateView, list_create_schema, or_404
 from controlplane.health import health_report
 from controlplane.models import ApiKey, AuditEvent, Scope
 
@@ -70,30 +69,26 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
         fields = [*ApiKeySerializer.Meta.fields, "key"]
 
 
-class ApiKeyListView(TenantAPIView):
+@list_create_schema(
+    list_summary="The tenant's API keys",
+    create_summary="Create an API key (the key is in this response only)",
+)
+class ApiKeyListView(TenantListCreateView):
+    parser_classes = TenantAPIView.parser_classes  # DRF's defaults: JSON and forms
     required_scope = Scope.ADMIN
+    serializer_class = ApiKeySerializer
+    input_serializer_class = ApiKeyCreateSerializer
+    created_serializer_class = ApiKeyCreatedSerializer
 
-    @extend_schema(summary="The tenant's API keys", responses=ApiKeySerializer(many=True))
-    def get(self, request):
-        keys = ApiKey.objects.order_by("-created_at")
-        return Response(ApiKeySerializer(keys, many=True).data)
+    def rows(self, request):
+        return selectors.api_key_list()
 
-    @extend_schema(
-        summary="Create an API key (the key is in this response only)",
-        request=ApiKeyCreateSerializer,
-        responses={201: ApiKeyCreatedSerializer},
-    )
-    def post(self, request):
-        body = ApiKeyCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
+    def create(self, request, data):
         key, raw = services.api_key_create(
-            tenant=request.tenant,
-            name=body.validated_data["name"],
-            scopes=body.validated_data["scopes"],
-            actor=self.actor,
+            tenant=request.tenant, name=data["name"], scopes=data["scopes"], actor=self.actor
         )
         key.key = raw
-        return Response(ApiKeyCreatedSerializer(key).data, status=201)
+        return key
 
 
 class ApiKeyRevokeView(TenantAPIView):
@@ -101,7 +96,7 @@ class ApiKeyRevokeView(TenantAPIView):
 
     @extend_schema(summary="Revoke an API key", request=None, responses=ApiKeySerializer)
     def post(self, request, key_id: int):
-        key = get_object_or_404(ApiKey.objects, pk=key_id)
+        key = or_404(selectors.api_key_get(key_id=key_id))
         services.api_key_revoke(key=key, actor=self.actor)
         return Response(ApiKeySerializer(key).data)
 
@@ -122,7 +117,5 @@ class AuditEventListView(TenantAPIView):
         responses=AuditEventSerializer(many=True),
     )
     def get(self, request):
-        events = AuditEvent.objects.select_related("actor_user", "actor_api_key").order_by(
-            "-created_at", "-id"
-        )[:200]
+        events = selectors.audit_event_list()[:200]
         return Response(AuditEventSerializer(events, many=True).data)

@@ -2,14 +2,19 @@
 credentials and the host allowlist. Parse, call a service, render."""
 
 from django.conf import settings
-from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from controlplane.api_base import TenantAPIView
+from controlplane.api_base import (
+    Invalid,
+    TenantAPIView,
+    TenantListCreateView,
+    list_create_schema,
+    or_404,
+)
 from controlplane.services import ServiceError
 from execution import selectors, services
 from execution.models import (
@@ -24,11 +29,6 @@ from execution.models import (
 )
 
 
-class Invalid(APIException):
-    status_code = 400
-    default_code = "invalid"
-
-
 class Conflict(APIException):
     status_code = 409
     default_code = "conflict"
@@ -37,20 +37,6 @@ class Conflict(APIException):
 class TooLarge(APIException):
     status_code = 413
     default_code = "too_large"
-
-
-def _found(obj):
-    """The row a selector found, or 404: another tenant's row is not there."""
-    if obj is None:
-        raise Http404
-    return obj
-
-
-def _call(fn, **kwargs):
-    try:
-        return fn(**kwargs)
-    except ServiceError as exc:
-        raise Invalid(str(exc)) from None
 
 
 # --- agents ------------------------------------------------------------------------------
@@ -86,33 +72,25 @@ class AgentCreateSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=500, required=False, default="")
 
 
-class AgentListView(TenantAPIView):
-    parser_classes = [JSONParser]
+@list_create_schema(list_summary="The tenant's agents", create_summary="Create an agent")
+class AgentListView(TenantListCreateView):
+    serializer_class = AgentSerializer
+    input_serializer_class = AgentCreateSerializer
 
-    @extend_schema(summary="The tenant's agents", responses=AgentSerializer(many=True))
-    def get(self, request):
-        return Response(AgentSerializer(selectors.agent_list(), many=True).data)
+    def rows(self, request):
+        return selectors.agent_list()
 
-    @extend_schema(
-        summary="Create an agent", request=AgentCreateSerializer, responses={201: AgentSerializer}
-    )
-    def post(self, request):
-        body = AgentCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        agent = _call(
-            services.agent_create, tenant=request.tenant, actor=self.actor, **body.validated_data
-        )
-        return Response(AgentSerializer(agent).data, status=201)
+    def create(self, request, data):
+        return services.agent_create(tenant=request.tenant, actor=self.actor, **data)
 
 
-class AgentVersionListView(TenantAPIView):
+@list_create_schema(list_summary="An agent's versions", create_summary=None)
+class AgentVersionListView(TenantListCreateView):
     parser_classes = [MultiPartParser]
+    serializer_class = AgentVersionSerializer
 
-    @extend_schema(summary="An agent's versions", responses=AgentVersionSerializer(many=True))
-    def get(self, request, agent_id: int):
-        agent = _found(selectors.agent_get(agent_id=agent_id))
-        versions = selectors.agent_version_list(agent=agent)
-        return Response(AgentVersionSerializer(versions, many=True).data)
+    def rows(self, request, agent_id: int):
+        return selectors.agent_version_list(agent=or_404(selectors.agent_get(agent_id=agent_id)))
 
     @extend_schema(
         summary="Upload a bundle (.tar.gz or .zip with flightdeck.toml) as a new version",
@@ -126,20 +104,20 @@ class AgentVersionListView(TenantAPIView):
         responses={201: AgentVersionSerializer},
     )
     def post(self, request, agent_id: int):
-        agent = _found(selectors.agent_get(agent_id=agent_id))
+        # The body is a file, not a serializer's fields: this POST is the one of its own.
+        agent = or_404(selectors.agent_get(agent_id=agent_id))
         upload = request.FILES.get("bundle")
         if upload is None:
             raise Invalid("send the archive as the multipart field 'bundle'")
         limit = settings.EXECUTION_BUNDLE_MAX_BYTES
         if upload.size > limit:
             raise TooLarge(f"the bundle is {upload.size} bytes, over the limit of {limit}")
-        version = _call(
-            services.agent_version_create,
-            agent=agent,
-            filename=upload.name,
-            data=upload.read(),
-            actor=self.actor,
-        )
+        try:
+            version = services.agent_version_create(
+                agent=agent, filename=upload.name, data=upload.read(), actor=self.actor
+            )
+        except ServiceError as exc:
+            raise Invalid(str(exc)) from None
         return Response(AgentVersionSerializer(version).data, status=201)
 
 
@@ -188,59 +166,51 @@ class RunAcceptedSerializer(serializers.Serializer):
     trace_id = serializers.CharField()
 
 
-class RunListView(TenantAPIView):
-    parser_classes = [JSONParser]
+@list_create_schema(
+    list_summary="The tenant's runs, newest first (last 200)",
+    create_summary="Start a run (queued; runs on a worker)",
+    parameters=[
+        OpenApiParameter("status", str, enum=RunStatus.values),
+        OpenApiParameter("agent", str, description="agent name"),
+    ],
+)
+class RunListView(TenantListCreateView):
+    serializer_class = RunSerializer
+    input_serializer_class = RunCreateSerializer
+    created_serializer_class = RunAcceptedSerializer
+    created_status = 202
 
-    @extend_schema(
-        summary="The tenant's runs, newest first (last 200)",
-        parameters=[
-            OpenApiParameter("status", str, enum=RunStatus.values),
-            OpenApiParameter("agent", str, description="agent name"),
-        ],
-        responses=RunSerializer(many=True),
-    )
-    def get(self, request):
+    def rows(self, request):
         status = request.query_params.get("status")
         if status and status not in RunStatus.values:
             raise Invalid(f"status must be one of {RunStatus.values}")
-        runs = selectors.run_list(status=status, agent=request.query_params.get("agent"))
-        return Response(RunSerializer(runs[:200], many=True).data)
+        return selectors.run_list(status=status, agent=request.query_params.get("agent"))[:200]
 
-    @extend_schema(
-        summary="Start a run (queued; runs on a worker)",
-        request=RunCreateSerializer,
-        responses={202: RunAcceptedSerializer},
-    )
-    def post(self, request):
-        body = RunCreateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        ref = body.validated_data["agent"]
-        agent = selectors.agent_find(ref=ref)
+    def create(self, request, data):
+        agent = selectors.agent_find(ref=data["agent"])
         if agent is None:
-            raise Invalid(f"no agent {ref!r}")
-        run = _call(
-            services.run_create,
+            raise Invalid(f"no agent {data['agent']!r}")
+        return services.run_create(
             tenant=request.tenant,
             agent=agent,
-            version=body.validated_data.get("version"),
-            input=body.validated_data.get("input"),
-            limits=body.validated_data.get("limits"),
+            version=data.get("version"),
+            input=data.get("input"),
+            limits=data.get("limits"),
             actor=self.actor,
         )
-        return Response({"id": run.pk, "status": run.status, "trace_id": run.trace_id}, status=202)
 
 
 class RunDetailView(TenantAPIView):
     @extend_schema(summary="A run: status, steps, trace id, error", responses=RunSerializer)
     def get(self, request, run_id: int):
-        run = _found(selectors.run_get(run_id=run_id))
+        run = or_404(selectors.run_get(run_id=run_id))
         return Response(RunSerializer(run).data)
 
 
 class RunCancelView(TenantAPIView):
     @extend_schema(summary="Cancel a run", request=None, responses={202: RunSerializer, 409: None})
     def post(self, request, run_id: int):
-        run = _found(selectors.run_get(run_id=run_id))
+        run = or_404(selectors.run_get(run_id=run_id))
         try:
             run = services.run_cancel(run=run, actor=self.actor)
         except ServiceError as exc:
@@ -268,7 +238,7 @@ class RunStepsView(TenantAPIView):
         summary="A run's journal, in step order", responses=JournalStepSerializer(many=True)
     )
     def get(self, request, run_id: int):
-        run = _found(selectors.run_get(run_id=run_id))
+        run = or_404(selectors.run_get(run_id=run_id))
         steps = selectors.run_steps(run=run)[:1000]
         return Response(JournalStepSerializer(steps, many=True).data)
 
@@ -298,26 +268,17 @@ class ToolSerializer(serializers.ModelSerializer):
         extra_kwargs = {"name": {"validators": []}}
 
 
-class ToolListView(TenantAPIView):
-    parser_classes = [JSONParser]
+@list_create_schema(
+    list_summary="The tenant's webhook tools", create_summary="Define a webhook tool"
+)
+class ToolListView(TenantListCreateView):
+    serializer_class = ToolSerializer
 
-    @extend_schema(summary="The tenant's webhook tools", responses=ToolSerializer(many=True))
-    def get(self, request):
-        return Response(ToolSerializer(selectors.tool_list(), many=True).data)
+    def rows(self, request):
+        return selectors.tool_list()
 
-    @extend_schema(
-        summary="Define a webhook tool", request=ToolSerializer, responses={201: ToolSerializer}
-    )
-    def post(self, request):
-        body = ToolSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        tool = _call(
-            services.tool_definition_create,
-            tenant=request.tenant,
-            actor=self.actor,
-            **body.validated_data,
-        )
-        return Response(ToolSerializer(tool).data, status=201)
+    def create(self, request, data):
+        return services.tool_definition_create(tenant=request.tenant, actor=self.actor, **data)
 
 
 class CredentialSerializer(serializers.ModelSerializer):
@@ -330,28 +291,19 @@ class CredentialSerializer(serializers.ModelSerializer):
         extra_kwargs = {"name": {"validators": []}}
 
 
-class CredentialListView(TenantAPIView):
-    parser_classes = [JSONParser]
+@list_create_schema(
+    list_summary="The vault's credentials (names only)",
+    create_summary="Store a credential (write-only; encrypted at rest)",
+)
+class CredentialListView(TenantListCreateView):
     required_scope = "admin"
+    serializer_class = CredentialSerializer
 
-    @extend_schema(
-        summary="The vault's credentials (names only)", responses=CredentialSerializer(many=True)
-    )
-    def get(self, request):
-        return Response(CredentialSerializer(selectors.credential_list(), many=True).data)
+    def rows(self, request):
+        return selectors.credential_list()
 
-    @extend_schema(
-        summary="Store a credential (write-only; encrypted at rest)",
-        request=CredentialSerializer,
-        responses={201: CredentialSerializer},
-    )
-    def post(self, request):
-        body = CredentialSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        credential = _call(
-            services.credential_set, tenant=request.tenant, actor=self.actor, **body.validated_data
-        )
-        return Response(CredentialSerializer(credential).data, status=201)
+    def create(self, request, data):
+        return services.credential_set(tenant=request.tenant, actor=self.actor, **data)
 
 
 class AllowedHostSerializer(serializers.ModelSerializer):
@@ -362,28 +314,13 @@ class AllowedHostSerializer(serializers.ModelSerializer):
         extra_kwargs = {"host": {"validators": []}}
 
 
-class AllowedHostListView(TenantAPIView):
-    parser_classes = [JSONParser]
+@list_create_schema(list_summary="Hosts the tenant's tools may call", create_summary="Allow a host")
+class AllowedHostListView(TenantListCreateView):
     required_scope = {"GET": "read", "POST": "admin"}
+    serializer_class = AllowedHostSerializer
 
-    @extend_schema(
-        summary="Hosts the tenant's tools may call", responses=AllowedHostSerializer(many=True)
-    )
-    def get(self, request):
-        return Response(AllowedHostSerializer(selectors.allowed_host_list(), many=True).data)
+    def rows(self, request):
+        return selectors.allowed_host_list()
 
-    @extend_schema(
-        summary="Allow a host",
-        request=AllowedHostSerializer,
-        responses={201: AllowedHostSerializer},
-    )
-    def post(self, request):
-        body = AllowedHostSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        allowed = _call(
-            services.allowed_host_add,
-            tenant=request.tenant,
-            actor=self.actor,
-            host=body.validated_data["host"],
-        )
-        return Response(AllowedHostSerializer(allowed).data, status=201)
+    def create(self, request, data):
+        return services.allowed_host_add(tenant=request.tenant, actor=self.actor, host=data["host"])
