@@ -1,7 +1,9 @@
 """The settings pages, in the order of the sub-navigation.
 
-A new settings page is one entry here and one module with its views and `urlpatterns`:
-it gets `/t/<slug>/settings/<slug>/` and its link in the sub-navigation from this list.
+A new settings page is one entry here and one module beside this file, named after
+its slug (`allowed-hosts` → `allowed_hosts.py`), holding its views and `urlpatterns`
+with the page itself named `settings-<slug>`. It gets `/t/<slug>/settings/<slug>/` and
+its link in the sub-navigation from this list.
 """
 
 from dataclasses import dataclass
@@ -11,15 +13,22 @@ from dataclasses import dataclass
 class SettingsPage:
     slug: str  # the URL segment under settings/
     title: str
-    module: str  # dotted path of the module holding the page's urlpatterns
-    url_name: str  # the page's own URL, which the sub-navigation links to
+
+    @property
+    def module(self) -> str:
+        return f"frontend.console.settings.{self.slug.replace('-', '_')}"
+
+    @property
+    def url_name(self) -> str:
+        return f"settings-{self.slug}"
 
 
 PAGES = [
-    SettingsPage("members", "Members", "frontend.console.settings.members", "settings-members"),
-    SettingsPage("keys", "API keys", "frontend.console.settings.keys", "settings-keys"),
-    SettingsPage("audit", "Audit log", "frontend.console.settings.audit", "settings-audit"),
-    SettingsPage(
-        "redaction", "Redaction", "frontend.console.settings.redaction", "settings-redaction"
-    ),
+    SettingsPage("members", "Members"),
+    SettingsPage("keys", "API keys"),
+    SettingsPage("audit", "Audit log"),
+    SettingsPage("redaction", "Redaction"),
+    SettingsPage("tools", "Tools"),
+    SettingsPage("credentials", "Credentials"),
+    SettingsPage("allowed-hosts", "Allowed hosts"),
 ]

@@ -1,0 +1,44 @@
+"""Settings › Allowed hosts: the hosts the tenant's tools may call; admins add one."""
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import redirect
+from django.urls import path
+from django.views.decorators.http import require_http_methods
+
+from controlplane.services import Actor
+from execution import selectors, services
+from frontend import roles
+from frontend.console.settings.forms import call_service
+from frontend.console.settings.render import render_settings
+from frontend.decorators import tenant_view
+
+
+class HostForm(forms.Form):
+    host = forms.CharField(max_length=255, help_text="api.example.com, *.example.com or host:port")
+
+
+def _page(request, *, form=None, status=200):
+    context = {"hosts": selectors.allowed_host_list(), "form": form or HostForm()}
+    return render_settings(request, "frontend/console/settings/allowed_hosts.html", context, status)
+
+
+@require_http_methods(["GET", "POST"])
+@tenant_view
+@roles.requires(roles.CHANGE_SETTINGS)
+def allowed_host_list(request, tenant_slug):
+    if request.method == "GET":
+        return _page(request)
+    form = HostForm(request.POST)
+    if form.is_valid():
+        allowed = call_service(
+            form, services.allowed_host_add, tenant=request.tenant,
+            actor=Actor(user=request.user), host=form.cleaned_data["host"],
+        )  # fmt: skip
+        if not form.errors:
+            messages.success(request, f"Tools may call {allowed.host}.")
+            return redirect("settings-allowed-hosts", tenant_slug=tenant_slug)
+    return _page(request, form=form, status=400)
+
+
+urlpatterns = [path("", allowed_host_list, name="settings-allowed-hosts")]
