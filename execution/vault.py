@@ -1,8 +1,9 @@
 """The tenant's credential vault: secrets for tools, encrypted at rest with Fernet
 (AES-128-CBC + HMAC-SHA256, from `cryptography`).
 
-The key is EXECUTION_VAULT_KEY (a Fernet key) or, on the embedded default, derived from
-SECRET_KEY with HKDF. Plaintext leaves this module only into a tool's outgoing request,
+The keys are EXECUTION_VAULT_KEYS (Fernet keys, comma-separated: the first encrypts,
+all decrypt, for rotation) or, on the embedded default, one derived from SECRET_KEY with
+HKDF. Plaintext leaves this module only into a tool's outgoing request,
 host side: never into the sandbox, a span, the journal, a log or an API response.
 What a server answers is scrubbed of the value in every form it plausibly echoes it
 (`scrub`) before anything else sees the answer.

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from execution.sandbox import Backend, Sandbox, SandboxSpec
+from execution.sandbox.base import Backend, Sandbox, SandboxSpec
 from execution.sandbox.resources import CgroupSet, Limits
 
 SENTRY_THREADS = 512  # the Go runtime's threads of gVisor's sentry and gofer

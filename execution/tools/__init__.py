@@ -1,6 +1,6 @@
 """The tool registry: built-in tools (http_request, python) and the tenant's webhook tools.
 
-    spec = tool_resolve(name=..., allowed=manifest["tools"])   # ToolNotAllowed
+    spec = tool_resolve(name=..., allowed=manifest["tools"])   # ToolCallError "unknown_tool"
     problem = tool_validate(spec, arguments)                   # jsonschema
     result, attempts, used = tool_execute(spec=spec, arguments=arguments)
 
