@@ -1,11 +1,11 @@
-"""Celery entry points of the trace store (thin: the work is in tracing/query/index.py
+"""Celery entry points of the trace store (thin: the work is in tracing/search/index.py
 and tracing/services.py)."""
 
 from celery import shared_task
 
 from controlplane.tasks import TenantTask
 from tracing import services
-from tracing.query.index import search_index_spans
+from tracing.search.index import search_index_spans
 
 
 @shared_task(

@@ -21,7 +21,7 @@ from tests.tracing.searchdata import conversation_trace, in_process_provider
 from tracing.models import Span
 from tracing.query import traces
 from tracing.query.filters import parse_trace_filters, span_hex
-from tracing.query.index import search_index_spans
+from tracing.search.index import search_index_spans
 
 call_command("migrate", verbosity=0)
 acme = services.tenant_create(slug="acme", name="Acme")

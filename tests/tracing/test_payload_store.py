@@ -264,8 +264,8 @@ def test_it_keeps_a_list_two_traces_share_in_one_batch_as_a_row(acme):
 def test_it_indexes_messages_held_in_chat_spans(acme):
     from django.db import connection
 
-    from tracing.query.fulltext import traces_matching_sql
-    from tracing.query.index import search_index_spans
+    from tracing.search.fulltext import traces_matching_sql
+    from tracing.search.index import search_index_spans
 
     spans, _, _ = recorded(steps=6)
     ingest_in_batches(acme, spans, [])

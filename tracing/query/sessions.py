@@ -6,7 +6,7 @@ from django.utils.dateparse import parse_datetime
 
 from tracing.models import Span, StatusCode, Trace
 from tracing.query.filters import FilterError, decode_cursor, encode_cursor
-from tracing.query.index import SpanIndexer
+from tracing.selectors import Conversations, PayloadReader
 
 MAX_TRACES = 1000
 
@@ -84,13 +84,13 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
     """
     if not traces:
         return []
-    indexer = SpanIndexer(traces[0].tenant_id)
+    reader = PayloadReader(traces[0].tenant_id)
     spans = list(
         Span.objects.filter(trace_id__in=[t.trace_id for t in traces])
         .order_by("start_ns")
         .only("tenant_id", "trace_id", "span_id", "start_ns", "detail_packed")
     )
-    inputs = indexer.conversations.inputs(spans)
+    inputs = Conversations(reader).inputs(spans)
     by_trace: dict = {}
     for span in spans:
         refs = span.detail.get("refs", {})
@@ -110,7 +110,6 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
             group["digests"].extend(sequence[start:])
             shown = shown + sequence[start:]
         groups.append(group)
-    reader = indexer.reader
     reader.prefetch(
         {d for g in groups for d in g["digests"]} | {g["system"] for g in groups if g["system"]}
     )

@@ -10,8 +10,8 @@ from django.utils.dateparse import parse_datetime
 from controlplane.tenancy import current_tenant_id
 from tracing import labels
 from tracing.models import Span, StatusCode, Trace, TraceAttribute, span_name
-from tracing.query import fulltext
 from tracing.query.filters import FilterError, TraceFilters, decode_cursor, encode_cursor
+from tracing.search import fulltext
 
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
 

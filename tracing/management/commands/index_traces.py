@@ -7,7 +7,7 @@ from controlplane.models import Tenant
 from controlplane.tenancy import tenant_scope
 from tracing.models import Span
 from tracing.query.filters import span_hex
-from tracing.query.index import search_index_spans
+from tracing.search.index import search_index_spans
 
 CHUNK = 500
 

@@ -23,10 +23,12 @@ from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
 from tracing.models import PayloadKind, SearchText, Span, TraceText
-from tracing.query import fulltext
 from tracing.selectors import Conversations, PayloadReader
 
 MAX_VALUE = 255
+# Longer texts are indexed up to this many characters: tsvector has a 1 MB cap, and a
+# search for a word past the first 100 KB of one tool result is rare.
+MAX_TEXT = 100_000
 # Columns worth filtering on; token counts and ids that change on every span are not.
 _ATTRIBUTE_COLUMNS = [
     (key, column)
@@ -177,7 +179,7 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
 
     listed = _already_listed(traces)
     texts, known = _texts_to_store(indexer, traces, listed)
-    fulltext.texts_store(tenant_id, {d: t for d, t in texts.items() if d not in known})
+    _texts_insert(tenant_id, {d: t for d, t in texts.items() if d not in known})
 
     links, attributes = [], []
     for trace_id, index in traces.items():
@@ -267,3 +269,25 @@ def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None
             f"SELECT * FROM unnest({unnest}) ON CONFLICT DO NOTHING",
             arrays,
         )
+
+
+def _texts_insert(tenant_id: int, texts: dict[str, str]) -> None:
+    """Insert digest -> text rows not stored yet (a second run inserts nothing),
+    tokenised as fulltext.py reads them."""
+    if not texts:
+        return
+    document = "to_tsvector('simple', %s)" if connection.vendor == "postgresql" else "%s"
+    # PostgreSQL text cannot hold NUL characters.
+    rows = [
+        (tenant_id, digest, text[:MAX_TEXT].replace("\x00", " "))
+        for digest, text in sorted(texts.items())
+    ]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            values = ", ".join([f"(%s, %s, {document})"] * len(chunk))
+            cursor.execute(
+                "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
+                f"VALUES {values} ON CONFLICT DO NOTHING",
+                [v for row in chunk for v in row],
+            )

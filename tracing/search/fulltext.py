@@ -1,4 +1,4 @@
-"""Full-text search over stored texts: PostgreSQL tsvector or SQLite FTS5.
+"""Full-text search over the indexed texts: PostgreSQL tsvector or SQLite FTS5.
 
 Both sides tokenise the same way for the words people type (letters and digits;
 punctuation and underscores split words), and every term is a prefix match, so
@@ -13,9 +13,6 @@ import re
 
 from django.db import connection
 
-# Longer texts are indexed up to this many characters: tsvector has a 1 MB cap, and a
-# search for a word past the first 100 KB of one tool result is rare.
-MAX_TEXT = 100_000
 MAX_TERMS = 12
 _TERM = re.compile(r"[^\W_]+")
 
@@ -50,24 +47,3 @@ def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
         "WHERE tracing_searchtext_fts MATCH %s AND st.tenant_id = %s AND tt.tenant_id = %s",
         [match, tenant_id, tenant_id],
     )
-
-
-def texts_store(tenant_id: int, texts: dict[str, str]) -> None:
-    """Insert digest -> text rows not stored yet (a second run inserts nothing)."""
-    if not texts:
-        return
-    document = "to_tsvector('simple', %s)" if connection.vendor == "postgresql" else "%s"
-    # PostgreSQL text cannot hold NUL characters.
-    rows = [
-        (tenant_id, digest, text[:MAX_TEXT].replace("\x00", " "))
-        for digest, text in sorted(texts.items())
-    ]
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 100):
-            chunk = rows[start : start + 100]
-            values = ", ".join([f"(%s, %s, {document})"] * len(chunk))
-            cursor.execute(
-                "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
-                f"VALUES {values} ON CONFLICT DO NOTHING",
-                [v for row in chunk for v in row],
-            )
