@@ -180,6 +180,7 @@ def _span_context(trace, span_hex: str) -> dict | None:
     if span is None:
         return None
     detail = selectors.span_detail(span=span)
+    labels = selectors.span_labels(span=span)
     conversation = []
     system = present.system_view(detail["system_instructions"])
     if system:
@@ -191,7 +192,9 @@ def _span_context(trace, span_hex: str) -> dict | None:
         "span_hex": span_hex,
         "offset_ms": (span.start_ns - trace.start_ns) / 1e6,
         "status": present.STATUS.get(span.status_code, "unset"),
-        "op": present.operation_class(span.operation),
+        "name": selectors.span_display_name(span=span),
+        "labels": labels,
+        "op": present.operation_class(labels["operation"]),
         "conversation": conversation,
         "output": output,
         "tool_arguments": present.with_redactions(present.pretty(detail["tool_call_arguments"]))

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from controlplane.api_base import TenantAPIView
 from controlplane.models import Scope
 from tracing import selectors
-from tracing.models import Trace
+from tracing.models import Trace, span_name
 from tracing.query import sessions, traces
 from tracing.query.filters import (
     TRACE_FILTERS,
@@ -276,8 +276,8 @@ class TraceDetailView(ReadView):
 def span_payload(span) -> dict:
     """A span with everything it carried, payloads read back from the store."""
     row = {f: getattr(span, f) for f in traces.SPAN_FIELDS if f != "labels_id"}
-    row.update(span.label_values)
-    row["name"] = span.display_name
+    row.update(selectors.span_labels(span=span))
+    row["name"] = span_name(row)
     trace = Trace.objects.filter(trace_id=span.trace_id).only("start_ns").first()
     start = trace.start_ns if trace else span.start_ns
     detail = selectors.span_detail(span=span)

@@ -9,7 +9,6 @@ from datetime import date, datetime
 
 from django.db import models
 from django.utils import timezone
-from django.utils.functional import cached_property
 
 from controlplane.tenancy import TenantModel
 from tracing.digests import digest_bytes, digest_text
@@ -195,10 +194,6 @@ class SpanLabels(TenantModel):
         return " / ".join(getattr(self, f) for f in LABEL_FIELDS if getattr(self, f))
 
 
-def _label(field: str) -> property:
-    return property(lambda span: span.label_values[field], doc=f"The span's {field} label.")
-
-
 class Span(TenantModel):
     # The span's own identity is the key: no surrogate id and its index. An exporter's
     # retry resends the same span: it is stored once. On PostgreSQL the database has
@@ -209,17 +204,17 @@ class Span(TenantModel):
     trace_id = TraceIdField()
     span_id = models.BigIntegerField()
     parent_span_id = models.BigIntegerField(null=True, blank=True)
-    # NULL: the conventional name (most instrumented spans have it), which the other
-    # columns give back; see `display_name`.
+    # NULL: the conventional name (most instrumented spans have it), which the labels
+    # give back; see `span_name`.
     name = models.CharField(max_length=255, null=True)
     kind = models.SmallIntegerField(default=0)
     start_ns = models.BigIntegerField()
     end_ns = models.BigIntegerField()
     status_code = models.SmallIntegerField(choices=StatusCode.choices, default=StatusCode.UNSET)
     status_message = models.TextField(blank=True)
-    # Service, agent, operation, provider, models and tool: read as attributes of the
-    # same names. Label sets are never deleted on their own (a tenant's go with it), so
-    # no constraint; and no index: spans are not looked up by their labels.
+    # Service, agent, operation, provider, models and tool, read through
+    # `selectors.span_labels`. Label sets are never deleted on their own (a tenant's go
+    # with it), so no constraint; and no index: spans are not looked up by their labels.
     labels = models.ForeignKey(
         SpanLabels, on_delete=models.DO_NOTHING, null=True, db_index=False,
         db_constraint=False, related_name="+",
@@ -232,38 +227,15 @@ class Span(TenantModel):
     # Everything else the span carried: attributes, events, links, small tool values,
     # the digest of its resource and scope ("origin"), payload digests of large values
     # ("refs") and which attributes its columns hold ("m", a bitmask). Stored as JSON
-    # compressed with the tenant's span-detail dictionary (see `detail`): spans of one
-    # agent repeat the same keys and digests, which a dictionary stores once.
+    # compressed with the tenant's span-detail dictionary (read back through
+    # `selectors.span_stored_detail`): spans of one agent repeat the same keys and
+    # digests, which a dictionary stores once.
     detail_packed = models.BinaryField(default=b"")
     # How many values of each kind were redacted, e.g. {"EMAIL": 2}.
     redactions = models.JSONField(null=True, blank=True)
 
-    service_name = _label("service_name")
-    agent_name = _label("agent_name")
-    operation = _label("operation")
-    provider = _label("provider")
-    request_model = _label("request_model")
-    response_model = _label("response_model")
-    tool_name = _label("tool_name")
-
     def __str__(self):
-        return self.display_name
-
-    @cached_property
-    def label_values(self) -> dict:
-        from tracing.labels import values_of
-
-        return values_of(self.tenant_id, [self.labels_id])[self.labels_id]
-
-    @property
-    def display_name(self) -> str:
-        return span_name({f: getattr(self, f) for f in NAME_PARTS})
-
-    @cached_property
-    def detail(self) -> dict:
-        from tracing.ingest.dictionaries import unpack_json
-
-        return unpack_json(self.tenant_id, self.detail_packed)
+        return f"{self.trace_id.hex} {self.span_id_hex}"
 
     @property
     def span_id_hex(self) -> str:
@@ -274,11 +246,9 @@ class Span(TenantModel):
         return (self.end_ns - self.start_ns) / 1e6
 
 
-NAME_PARTS = ("name", "operation", "request_model", "tool_name", "agent_name")
-
-
 def span_name(row: dict) -> str:
-    """A span row's name (a dict of its columns), the conventional one where stored NULL."""
+    """A span's name from its row's name and labels (a dict with name, operation,
+    request_model, tool_name and agent_name), the conventional one where stored NULL."""
     if row["name"] is not None:
         return row["name"]
     return (

@@ -6,14 +6,32 @@ from collections import Counter
 from django.db.models import Q
 
 from controlplane.blobstore import get_blob_store
+from tracing import labels
 from tracing.digests import DIGEST_BYTES, digest_text
-from tracing.ingest.dictionaries import unpack
+from tracing.ingest.dictionaries import unpack, unpack_json
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, blob_key, from_canonical
 from tracing.ingest.policy import tenant_redaction
-from tracing.models import Payload, PayloadKind, RedactionPolicy, Span
+from tracing.models import Payload, PayloadKind, RedactionPolicy, Span, span_name
 
 ZERO = bytes(DIGEST_BYTES)
+
+
+def span_stored_detail(*, span: Span) -> dict:
+    """What a span's row holds besides its columns, unpacked: attributes, events,
+    links, small tool values, its origin's digest ("origin"), the digests of its large
+    values ("refs") and which attributes its columns hold ("m")."""
+    return unpack_json(span.tenant_id, span.detail_packed)
+
+
+def span_labels(*, span: Span) -> dict:
+    """The span's service, agent, operation, provider, models and tool, by name."""
+    return labels.values_of(span.tenant_id, [span.labels_id])[span.labels_id]
+
+
+def span_display_name(*, span: Span) -> str:
+    """The name the span was sent with, or the conventional one it was stored without."""
+    return span_name({"name": span.name, **span_labels(span=span)})
 
 
 class PayloadReader:
@@ -110,18 +128,17 @@ class Conversations:
 
     def __init__(self, reader: PayloadReader):
         self.reader = reader
-        self.spans: dict[tuple, Span] = {}
-        self.loaded: set = set()  # traces all of whose spans are in self.spans
+        self.refs: dict[tuple, dict] = {}  # (trace id, span id) -> the span's refs
+        self.spans: dict[tuple, Span] = {}  # loaded, their refs not unpacked yet
+        self.loaded: set = set()  # traces all of whose spans are known here
         self.resolved: dict[tuple, list[str]] = {}
 
-    def inputs(self, spans) -> dict[tuple, list[str]]:
-        """(trace id, span id) -> digests of the span's input messages, for spans that
-        have input messages."""
-        keys = []
-        for span in spans:
-            self.spans[(span.trace_id, span.span_id)] = span
-            if "in" in (span.detail or {}).get("refs", {}):
-                keys.append(("span", span.trace_id, span.span_id))
+    def inputs(self, refs: dict[tuple, dict]) -> dict[tuple, list[str]]:
+        """(trace id, span id) -> digests of the span's input messages, for the spans
+        given ((trace id, span id) -> the refs of their stored detail) that have input
+        messages."""
+        self.refs.update(refs)
+        keys = [("span", *key) for key, span_refs in refs.items() if "in" in span_refs]
         self._walk(keys)
         return {key[1:]: self._resolve(key) for key in keys}
 
@@ -137,7 +154,11 @@ class Conversations:
         while frontier:
             seen |= frontier
             self.reader.fetch(k[1] for k in frontier if k[0] == "row")
-            traces = {k[1] for k in frontier if k[0] == "span" and k[1:] not in self.spans}
+            traces = {
+                k[1]
+                for k in frontier
+                if k[0] == "span" and k[1:] not in self.refs and k[1:] not in self.spans
+            }
             self._load(traces - self.loaded)
             frontier = {d for k in frontier if (d := self._before(k)) is not None} - seen
 
@@ -147,12 +168,20 @@ class Conversations:
         for span in Span.objects.filter(trace_id__in=trace_ids).only(
             "tenant_id", "trace_id", "span_id", "detail_packed"
         ):
-            self.spans.setdefault((span.trace_id, span.span_id), span)
+            key = (span.trace_id, span.span_id)
+            if key not in self.refs:
+                self.spans.setdefault(key, span)
         self.loaded |= trace_ids
 
     def _refs(self, key) -> dict:
-        span = self.spans.get(key[1:])
-        return (span.detail or {}).get("refs", {}) if span is not None else {}
+        refs = self.refs.get(key[1:])
+        if refs is None:
+            span = self.spans.pop(key[1:], None)
+            if span is None:
+                return {}
+            # Unpacked only once a chain reaches it: most spans of a trace are not on one.
+            refs = self.refs[key[1:]] = span_stored_detail(span=span).get("refs", {})
+        return refs
 
     def _before(self, key):
         """The link this one continues, if any."""
@@ -216,7 +245,7 @@ def span_get(*, span_id: int, trace_id=None) -> Span | None:
 def span_detail(*, span: Span) -> dict:
     """Everything a span carried, large values read back from the payload store."""
     reader = PayloadReader(span.tenant_id)
-    detail = span.detail or {}
+    detail = span_stored_detail(span=span)
     refs = detail.get("refs", {})
     reader.fetch([d for d in refs.values() if isinstance(d, str)] + refs.get("out", []))
     attributes = dict(detail.get("attributes", {}))
@@ -229,7 +258,8 @@ def span_detail(*, span: Span) -> dict:
     }
     for key, digest in refs.items():
         if key == "in":
-            messages = Conversations(reader).inputs([span])[(span.trace_id, span.span_id)]
+            key = (span.trace_id, span.span_id)
+            messages = Conversations(reader).inputs({key: refs})[key]
             out["input_messages"] = reader.values(messages)
         elif key == "out":
             out["output_messages"] = reader.values(digest)
@@ -247,9 +277,12 @@ def span_detail(*, span: Span) -> dict:
     if "gen_ai.tool.call.result" in tool:
         out["tool_call_result"] = tool["gen_ai.tool.call.result"]
     held = detail.get("m", 0)
-    for bit, (key, column, _) in enumerate(COLUMN_ATTRIBUTES):
-        if held & (1 << bit):
-            attributes[key] = getattr(span, column)
+    if held:
+        label_values = span_labels(span=span)
+        for bit, (key, column, _) in enumerate(COLUMN_ATTRIBUTES):
+            if held & (1 << bit):
+                in_labels = column in label_values
+                attributes[key] = label_values[column] if in_labels else getattr(span, column)
     origin = reader.value(detail["origin"]) if detail.get("origin") else {}
     return {
         **out,

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from controlplane.models import Tenant
 from controlplane.services import Actor, ServiceError, audit_record
+from tracing import selectors
 from tracing.ingest import dictionaries
 from tracing.ingest import policy as policy_cache
 from tracing.ingest.pipeline import IngestResult, spans_ingest
@@ -116,7 +117,7 @@ def dictionaries_refresh(*, tenant_id: int) -> dict[int, int | None]:
     )
     details, digests = [], set()
     for span in spans:
-        detail = span.detail
+        detail = selectors.span_stored_detail(span=span)
         if detail:
             details.append(orjson.dumps(detail))
         for ref in detail.get("refs", {}).values():

@@ -37,16 +37,21 @@ def test_it_sends_run_spans_through_the_span_path(acme, globex):
     run = run_now(acme, agent)
     assert run.status == "succeeded", run.error
     with tenant_scope(acme):
-        spans = {
-            s.operation + (":" + s.tool_name if s.tool_name else ""): s for s in Span.objects.all()
-        }
+        spans, labels = {}, {}
+        for s in Span.objects.all():
+            values = selectors.span_labels(span=s)
+            key = values["operation"] + (":" + values["tool_name"] if values["tool_name"] else "")
+            spans[key], labels[key] = s, values
         assert set(spans) == {"invoke_agent", "chat", "execute_tool:echo", "execute_tool:ghost"}
         assert {s.run_id for s in spans.values()} == {str(run.pk)}
         assert {s.trace_id for s in spans.values()} == {uuid.UUID(run.trace_id)}
-        assert {s.service_name for s in spans.values()} == {"traced"}
+        assert {values["service_name"] for values in labels.values()} == {"traced"}
         root, chat = spans["invoke_agent"], spans["chat"]
         assert chat.parent_span_id == root.span_id
-        assert (chat.provider, chat.request_model) == ("anthropic", "claude-sonnet-5")
+        assert (labels["chat"]["provider"], labels["chat"]["request_model"]) == (
+            "anthropic",
+            "claude-sonnet-5",
+        )
         assert chat.input_tokens == run.input_tokens and chat.output_tokens == run.output_tokens
         # Redacted exactly as for external agents.
         assert chat.redactions == {"EMAIL": 1}

@@ -61,19 +61,20 @@ def test_it_reads_the_current_genai_conventions(acme):
         "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "hello"}], "finish_reason": "stop"}]),
         "custom.flag": True, "custom.list": ["a", "b"],
     })  # fmt: skip
-    assert (span.operation, span.provider, span.request_model, span.response_model) == (
+    labels = selectors.span_labels(span=span)
+    assert [labels[f] for f in ("operation", "provider", "request_model", "response_model")] == [
         "chat",
         "openai",
         "gpt-4.1",
         "gpt-4.1-2025",
-    )
-    assert (span.input_tokens, span.output_tokens, span.session_id, span.agent_name) == (
+    ]
+    assert (span.input_tokens, span.output_tokens, span.session_id, labels["agent_name"]) == (
         12,
         3,
         "c-9",
         "helper",
     )
-    assert span.service_name == "svc"
+    assert labels["service_name"] == "svc"
     assert detail["input_messages"] == messages
     assert detail["output_messages"][0]["finish_reason"] == "stop"
     # Unknown attributes are kept as they came.
@@ -92,7 +93,8 @@ def test_it_reads_the_older_genai_attributes(acme):
         "gen_ai.completion.0.tool_calls.0.id": "call_1", "gen_ai.completion.0.tool_calls.0.name": "weather",
         "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
     })  # fmt: skip
-    assert (span.operation, span.provider, span.input_tokens, span.output_tokens) == (
+    labels = selectors.span_labels(span=span)
+    assert (labels["operation"], labels["provider"], span.input_tokens, span.output_tokens) == (
         "chat",
         "openai",
         40,
@@ -117,7 +119,7 @@ def test_it_reads_messages_sent_as_span_events(acme):
                 ("gen_ai.user.message", {"content": "Hi"}),
                 ("gen_ai.choice", {"message": json.dumps({"role": "assistant", "content": "Hello!"}), "finish_reason": "stop"}),
                 ("exception", {"exception.message": "late"})])  # fmt: skip
-    assert span.operation == "chat"
+    assert selectors.span_labels(span=span)["operation"] == "chat"
     assert [m["role"] for m in detail["input_messages"]] == ["system", "user"]
     assert detail["output_messages"] == [
         {
@@ -141,7 +143,8 @@ def test_it_reads_openinference(acme):
         "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"expr": "2+2"}',
         "input.value": "2+2?",
     })  # fmt: skip
-    assert (span.operation, span.request_model, span.provider, span.session_id) == (
+    labels = selectors.span_labels(span=span)
+    assert (labels["operation"], labels["request_model"], labels["provider"], span.session_id) == (
         "chat",
         "gpt-4o",
         "openai",
@@ -160,7 +163,8 @@ def test_it_reads_openinference(acme):
         "openinference.span.kind": "TOOL", "tool.name": "calc",
         "input.value": '{"expr": "2+2"}', "output.value": "4",
     }, span_id="aaa19b7ec3c1b174")  # fmt: skip
-    assert (tool.operation, tool.tool_name) == ("execute_tool", "calc")
+    tool_labels = selectors.span_labels(span=tool)
+    assert (tool_labels["operation"], tool_labels["tool_name"]) == ("execute_tool", "calc")
     assert tool_detail["tool_call_arguments"] == '{"expr": "2+2"}'
     assert tool_detail["tool_call_result"] == "4"
 
@@ -198,6 +202,6 @@ def test_it_stores_a_conventional_span_name_as_null_and_gives_it_back(acme, name
     attrs = {"gen_ai.operation.name": "chat", **attrs}
     span, _ = ingest(acme, attrs, name=name)
     assert span.name == stored
-    assert span.display_name == name
+    assert selectors.span_display_name(span=span) == name
     with tenant_scope(acme):
         assert [row["name"] for row in traces.trace_spans(trace_id=span.trace_id)] == [name]

@@ -39,9 +39,10 @@ def test_it_stores_what_the_sdk_exporter_sends(live_server, acme, make_key, comp
     assert trace.span_count == 7 and len(spans) == 7
     assert trace.name == "invoke_agent support" and trace.service_name == "support-agent"
     assert trace.session_id == "conv-1" and trace.input_tokens == 303
-    assert [s.operation for s in spans] == ["invoke_agent"] + ["chat", "execute_tool"] * 3
+    labels = [selectors.span_labels(span=s) for s in spans]
+    assert [s["operation"] for s in labels] == ["invoke_agent"] + ["chat", "execute_tool"] * 3
     chat = spans[5]
-    assert chat.request_model == "claude-sonnet-4" and chat.provider == "anthropic"
+    assert labels[5]["request_model"] == "claude-sonnet-4" and labels[5]["provider"] == "anthropic"
 
     with tenant_scope(acme):
         detail = selectors.span_detail(span=chat)

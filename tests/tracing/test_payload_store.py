@@ -101,7 +101,7 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
         assert bytes(chats[0].detail_packed)[:1] == b"{"
         compact = dictionaries.COMPACT | trained[purposes.SPAN_DETAIL]
         assert bytes(chats[-1].detail_packed)[0] == compact
-        assert chats[-1].detail["refs"]["in"] and chats[0].detail["refs"]["in"]
+        assert stored_refs(chats[-1])["in"] and stored_refs(chats[0])["in"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -199,6 +199,10 @@ def recorded(**trace):
     return list(memory.get_finished_spans()), trace_id, conversation
 
 
+def stored_refs(span) -> dict:
+    return selectors.span_stored_detail(span=span)["refs"]
+
+
 def list_rows() -> int:
     return Payload.objects.filter(kind__in=(PayloadKind.LIST, PayloadKind.SPAN_LIST)).count()
 
@@ -222,7 +226,7 @@ def test_it_keeps_a_batchs_conversation_in_its_chat_spans(acme):
         assert [selectors.span_detail(span=c)["input_messages"][1:] for c in chats[12:]] == [
             again[1 : 2 * step + 1] for step in range(3)
         ]
-        forms = [c.detail["refs"]["in"] for c in chats[:12]]
+        forms = [stored_refs(c)["in"] for c in chats[:12]]
         assert sum(isinstance(f, dict) and "p" in f for f in forms) >= 8
         # One list row per trace and batch (four batches), not one a step.
         assert list_rows() <= 4
@@ -238,7 +242,7 @@ def test_it_chains_a_batch_whose_later_steps_come_first(acme):
     seen_cache.clear()
     with tenant_scope(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
-        assert all("p" in c.detail["refs"]["in"] for c in chats[1:])
+        assert all("p" in stored_refs(c)["in"] for c in chats[1:])
         for step, chat in enumerate(chats):
             messages = selectors.span_detail(span=chat)["input_messages"]
             assert messages[1:] == conversation[1 : 2 * step + 1]
@@ -255,7 +259,7 @@ def test_it_keeps_a_list_two_traces_share_in_one_batch_as_a_row(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         assert len(chats) == 6
         for chat in chats:
-            assert isinstance(chat.detail["refs"]["in"], str)  # stored once, as a row
+            assert isinstance(stored_refs(chat)["in"], str)  # stored once, as a row
             messages = selectors.span_detail(span=chat)["input_messages"]
             assert messages[1:] == conversation[1 : len(messages)]
 
@@ -273,7 +277,7 @@ def test_it_indexes_messages_held_in_chat_spans(acme):
     with tenant_scope(acme):
         # Only the last chat span: the user's question reaches the index through its
         # input, a chain back through every chat span of the batch.
-        assert isinstance(Span.objects.get(span_id=_signed(last_chat)).detail["refs"]["in"], dict)
+        assert isinstance(stored_refs(Span.objects.get(span_id=_signed(last_chat)))["in"], dict)
         search_index_spans(
             tenant_id=acme.id,
             spans=[(f"{last_chat.context.trace_id:032x}", f"{last_chat.context.span_id:016x}")],

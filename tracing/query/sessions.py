@@ -6,7 +6,7 @@ from django.utils.dateparse import parse_datetime
 
 from tracing.models import Span, StatusCode, Trace
 from tracing.query.filters import FilterError, decode_cursor, encode_cursor
-from tracing.selectors import Conversations, PayloadReader
+from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_TRACES = 1000
 
@@ -90,10 +90,14 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
         .order_by("start_ns")
         .only("tenant_id", "trace_id", "span_id", "start_ns", "detail_packed")
     )
-    inputs = Conversations(reader).inputs(spans)
+    refs_of = {
+        (span.trace_id, span.span_id): span_stored_detail(span=span).get("refs", {})
+        for span in spans
+    }
+    inputs = Conversations(reader).inputs(refs_of)
     by_trace: dict = {}
     for span in spans:
-        refs = span.detail.get("refs", {})
+        refs = refs_of[(span.trace_id, span.span_id)]
         if "in" in refs or "out" in refs:  # the spans that carry a conversation
             by_trace.setdefault(span.trace_id, []).append(span)
     shown: list[str] = []
@@ -102,7 +106,7 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
     for trace in traces:
         group = {"trace": trace, "system": None, "digests": []}
         for span in by_trace.get(trace.trace_id, []):
-            refs = span.detail.get("refs", {})
+            refs = refs_of[(span.trace_id, span.span_id)]
             if refs.get("sys") and refs["sys"] != system_shown:
                 system_shown = group["system"] = refs["sys"]
             sequence = inputs.get((span.trace_id, span.span_id), []) + list(refs.get("out", []))

@@ -17,13 +17,14 @@ from collections import defaultdict
 
 from django.db import connection
 
+from tracing import labels
 from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
 from tracing.models import PayloadKind, SearchText, Span, TraceText
-from tracing.selectors import Conversations, PayloadReader
+from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_VALUE = 255
 # Longer texts are indexed up to this many characters: tsvector has a 1 MB cap, and a
@@ -79,7 +80,8 @@ class _TraceIndex:
         self.messages: set[str] = set()  # of which: messages (may hold leaves)
         self.inline: dict[str, str] = {}  # digest -> text kept in span rows
         self.attributes: set[tuple[str, str]] = set()
-        self.conversations: list[Span] = []  # spans with input messages
+        # (trace id, span id) -> refs of the spans with input messages
+        self.conversations: dict[tuple, dict] = {}
 
 
 class SpanIndexer:
@@ -100,15 +102,15 @@ class SpanIndexer:
             self.resources[digest] = resource if isinstance(resource, dict) else {}
         return self.resources[digest]
 
-    def add_span(self, span: Span, into: _TraceIndex) -> None:
-        detail = span.detail or {}
+    def add_span(self, span: Span, label_values: dict, into: _TraceIndex) -> None:
+        detail = span_stored_detail(span=span)
         attrs = into.attributes
         for key, column in _ATTRIBUTE_COLUMNS:
-            value = getattr(span, column)
+            value = label_values[column] if column in label_values else getattr(span, column)
             if value:
                 attrs.add((key, str(value)[:MAX_VALUE]))
-        if span.service_name:
-            attrs.add(("service.name", span.service_name[:MAX_VALUE]))
+        if label_values["service_name"]:
+            attrs.add(("service.name", label_values["service_name"][:MAX_VALUE]))
         for key, value in (detail.get("attributes") or {}).items():
             text = _attribute_value(value)
             if text is not None:
@@ -122,7 +124,7 @@ class SpanIndexer:
         refs = detail.get("refs") or {}
         for key, ref in refs.items():
             if key == "in":
-                into.conversations.append(span)  # walked for all spans at once
+                into.conversations[(span.trace_id, span.span_id)] = refs  # walked together
             elif key == "out":
                 into.digests.update(ref)
                 into.messages.update(ref)
@@ -159,23 +161,25 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         return 0
     indexer = SpanIndexer(tenant_id)
     traces: dict[uuid.UUID, _TraceIndex] = defaultdict(_TraceIndex)
-    rows = Span.objects.filter(
-        trace_id__in={t for t, _ in wanted}, span_id__in={s for _, s in wanted}
-    ).defer("redactions")
-    found = 0
-    for span in rows:
-        if (span.trace_id, span.span_id) in wanted:
-            indexer.add_span(span, traces[span.trace_id])
-            found += 1
-    if not traces:
+    rows = [
+        span
+        for span in Span.objects.filter(
+            trace_id__in={t for t, _ in wanted}, span_id__in={s for _, s in wanted}
+        ).defer("redactions")
+        if (span.trace_id, span.span_id) in wanted
+    ]
+    if not rows:
         return 0
+    label_values = labels.values_of(tenant_id, {span.labels_id for span in rows})
+    for span in rows:
+        indexer.add_span(span, label_values[span.labels_id], traces[span.trace_id])
     inputs = indexer.conversations.inputs(
-        [span for index in traces.values() for span in index.conversations]
+        {key: refs for index in traces.values() for key, refs in index.conversations.items()}
     )
     for index in traces.values():
-        for span in index.conversations:
-            index.digests.update(inputs[(span.trace_id, span.span_id)])
-            index.messages.update(inputs[(span.trace_id, span.span_id)])
+        for key in index.conversations:
+            index.digests.update(inputs[key])
+            index.messages.update(inputs[key])
 
     listed = _already_listed(traces)
     texts, known = _texts_to_store(indexer, traces, listed)
@@ -196,7 +200,7 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"),
         ("bigint", "text", "text", "uuid"), attributes,
     )  # fmt: skip
-    return found
+    return len(rows)
 
 
 def _already_listed(traces: dict) -> dict[uuid.UUID, set[str]]:
