@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from controlplane import services
+from controlplane import services, tenantcache
 from controlplane.models import Role
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
 
@@ -19,19 +19,10 @@ def _tenant(slug: str, owner_email: str):
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
-    """The span path caches per tenant id (seen payloads, redaction keys, dictionaries,
-    span labels). SQLite hands out a rolled-back test's ids again, so a test must not inherit the
-    previous test's entries for what is, to it, a different tenant."""
-    from tracing import labels
-    from tracing.ingest import dictionaries, policy
-    from tracing.ingest.payloads import seen_cache
-
-    seen_cache.clear()
-    labels.clear()
-    policy._cache.clear()
-    for cache in (dictionaries._newest, dictionaries._dicts, dictionaries._samples):
-        cache.clear()
-    dictionaries._local.__dict__.clear()
+    """The span path caches per tenant id (controlplane.tenantcache). SQLite hands out a
+    rolled-back test's ids again, so a test must not inherit the previous test's entries
+    for what is, to it, a different tenant."""
+    tenantcache.reset()
     yield
 
 

@@ -3,25 +3,20 @@ tools a tenant's spans carry, each combination stored once (`SpanLabels`).
 
 A span row holds the combination's id instead of the strings. A combination never
 changes once written, so its id means the same thing for ever and both directions are
-cached per process (bounded: a tenant sending a new tool name on every span must not
-grow a worker without limit); entries are added only once the rows are committed.
+cached per process (`controlplane.tenantcache`: bounded, and filled only once the rows
+are committed).
 """
 
 import hashlib
-import threading
-from collections import OrderedDict
 
-from django.db import transaction
-
+from controlplane.tenantcache import TenantCache
 from tracing.ingest.rows import insert_ignoring_conflicts
 from tracing.models import LABEL_FIELDS, SpanLabels
 
 EMPTY = dict.fromkeys(LABEL_FIELDS, "")
 
-CACHE_SIZE = 50_000
-_ids: OrderedDict[tuple[int, tuple], int] = OrderedDict()
-_values: OrderedDict[tuple[int, int], dict] = OrderedDict()
-_lock = threading.Lock()
+ids_cache = TenantCache("span label ids", size=50_000)  # combination -> id
+values_cache = TenantCache("span label values", size=50_000)  # id -> {field: value}
 
 
 def label_key(values: tuple) -> bytes:
@@ -35,7 +30,7 @@ def ids_for(tenant_id: int, combinations: set[tuple]) -> dict[tuple, int]:
     writes the spans: the cache learns the new ids when it commits."""
     found = {}
     for c in combinations:
-        id_ = _ids.get((tenant_id, c))
+        id_ = ids_cache.get(tenant_id, c)
         if id_ is not None:
             found[c] = id_
     missing = [c for c in combinations if c not in found]
@@ -49,7 +44,7 @@ def ids_for(tenant_id: int, combinations: set[tuple]) -> dict[tuple, int]:
                 [(tenant_id, label_key(c), *c) for c in new],
             )
             fresh.update(_select(tenant_id, new))
-        transaction.on_commit(lambda: _remember(tenant_id, fresh))
+        _remember(tenant_id, fresh)
         found.update(fresh)
     return found
 
@@ -59,7 +54,7 @@ def values_of(tenant_id: int, labels_ids) -> dict[int, dict]:
     out: dict = {None: EMPTY}
     wanted = []
     for id_ in set(labels_ids) - {None}:
-        values = _values.get((tenant_id, id_))
+        values = values_cache.get(tenant_id, id_)
         if values is None:
             wanted.append(id_)
         else:
@@ -80,16 +75,8 @@ def _select(tenant_id: int, combinations: list[tuple]) -> dict[tuple, int]:
 
 
 def _remember(tenant_id: int, ids: dict[tuple, int]) -> None:
-    with _lock:
-        for values, id_ in ids.items():
-            _ids[(tenant_id, values)] = id_
-            _values[(tenant_id, id_)] = dict(zip(LABEL_FIELDS, values, strict=True))
-        for cache in (_ids, _values):
-            while len(cache) > CACHE_SIZE:
-                cache.popitem(last=False)
-
-
-def clear() -> None:
-    with _lock:
-        _ids.clear()
-        _values.clear()
+    ids_cache.put(tenant_id, ids)
+    values_cache.put(
+        tenant_id,
+        {id_: dict(zip(LABEL_FIELDS, values, strict=True)) for values, id_ in ids.items()},
+    )

@@ -13,8 +13,8 @@ from controlplane.models import Tenant
 from controlplane.services import Actor, ServiceError, audit_record
 from tracing import selectors
 from tracing.ingest import dictionaries
-from tracing.ingest import policy as policy_cache
 from tracing.ingest.pipeline import IngestResult, spans_ingest
+from tracing.ingest.policy import setups as redaction_setups
 from tracing.ingest.redact import compile_pattern
 from tracing.models import Payload, PayloadDictionary, PayloadKind, RedactionPolicy, Span, Trace
 
@@ -79,7 +79,7 @@ def redaction_policy_update(
         data={"version": policy.version, "patterns": [p["name"] for p in patterns],
               "drop_keys": drop, "never_scan_keys": never},
     )  # fmt: skip
-    transaction.on_commit(lambda: policy_cache.forget(tenant.pk))
+    transaction.on_commit(lambda: redaction_setups.invalidate(tenant.pk))
     return policy
 
 

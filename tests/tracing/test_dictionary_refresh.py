@@ -7,11 +7,11 @@ import pytest
 from django.utils import timezone
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from controlplane import tenantcache
 from controlplane.tenancy import tenant_scope
 from tests.tracing.otlp import agent_trace, ingest_in_batches, provider_for
 from tracing import selectors, services
 from tracing.ingest import dictionaries
-from tracing.ingest.payloads import seen_cache
 from tracing.models import Payload, PayloadDictionary, PayloadKind, Span
 from tracing.tasks import refresh_dictionaries
 
@@ -54,9 +54,7 @@ def test_it_trains_a_new_dictionary_when_traffic_moves_on_and_reads_old_payloads
 
     # New payloads are compressed with it; payloads from before still read back.
     ingest_in_batches(acme, tool_results(5, seed=4), [])
-    seen_cache.clear()
-    dictionaries._dicts.clear()
-    dictionaries._local.__dict__.clear()
+    tenantcache.reset()
     with tenant_scope(acme):
         headers = {bytes(d)[0] for d in Payload.objects.filter(kind=PayloadKind.VALUE)
                    .values_list("data", flat=True) if d}  # fmt: skip

@@ -3,6 +3,7 @@
 import pytest
 from django.db import transaction
 
+from controlplane import tenantcache
 from controlplane.tenancy import tenant_scope
 from tracing import labels
 from tracing.models import SpanLabels
@@ -17,7 +18,7 @@ def test_it_stores_each_combination_once_per_tenant_and_reads_it_back(acme, glob
         ids = labels.ids_for(acme.id, {CHAT, TOOL})
     with transaction.atomic():
         assert labels.ids_for(acme.id, {CHAT}) == {CHAT: ids[CHAT]}  # cached
-    labels.clear()
+    tenantcache.reset()
     with transaction.atomic():
         assert labels.ids_for(acme.id, {CHAT, TOOL}) == ids  # from the table
         other = labels.ids_for(globex.id, {CHAT})
@@ -36,12 +37,13 @@ def test_it_forgets_ids_of_a_rolled_back_batch_and_stays_bounded(acme, monkeypat
     with pytest.raises(RuntimeError), transaction.atomic():
         labels.ids_for(acme.id, {CHAT})
         raise RuntimeError("the batch failed")
-    assert (acme.id, CHAT) not in labels._ids  # learnt only on commit
-    monkeypatch.setattr(labels, "CACHE_SIZE", 3)
+    assert labels.ids_cache.get(acme.id, CHAT) is None  # learnt only on commit
+    monkeypatch.setattr(labels.ids_cache, "size", 3)
+    monkeypatch.setattr(labels.values_cache, "size", 3)
     many = {(f"service-{i}", "", "chat", "", "", "", "") for i in range(10)}
     with transaction.atomic():
         ids = labels.ids_for(acme.id, many)
-    assert len(labels._ids) <= 3 and len(labels._values) <= 3
+    assert len(labels.ids_cache) <= 3 and len(labels.values_cache) <= 3
     assert {v["service_name"] for v in labels.values_of(acme.id, ids.values()).values()} >= {
         f"service-{i}" for i in range(10)
     }

@@ -4,13 +4,14 @@ import pytest
 from django.db.models import Count, Sum
 from django.db.models.functions import Length
 
+from controlplane import tenantcache
 from controlplane.blobstore import get_blob_store
 from controlplane.tenancy import tenant_scope
 from tests.factories import TenantFactory
 from tests.tracing.otlp import agent_trace, ingest_in_batches, provider_for
 from tracing import selectors
 from tracing.exporter import InProcessSpanExporter
-from tracing.ingest.payloads import blob_key, seen_cache
+from tracing.ingest.payloads import blob_key
 from tracing.models import Payload, PayloadKind, Span
 
 
@@ -38,7 +39,7 @@ def test_it_reads_back_every_step_of_a_long_conversation(acme):
     provider = provider_for(InProcessSpanExporter(acme.id))
     _, conversation = agent_trace(provider, steps=12)
     provider.shutdown()
-    seen_cache.clear()  # read from the database and blob store, not from memory
+    tenantcache.reset()  # read from the database and blob store, not from memory
     with tenant_scope(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         for step, chat in enumerate(chats):
@@ -90,9 +91,7 @@ def test_it_trains_a_tenant_dictionary_and_still_reads_older_payloads(acme):
         trained = dict(PayloadDictionary.objects.values_list("purpose", "serial"))
     assert sorted(trained) == [purposes.PAYLOAD, purposes.SPAN_DETAIL]
     assert sorted(trained.values()) == [1, 2]
-    dictionaries._newest.clear()
-    dictionaries._dicts.clear()
-    seen_cache.clear()
+    tenantcache.reset()
     with tenant_scope(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         assert selectors.span_detail(span=chats[1])["input_messages"][1:] == first[1:3]
@@ -181,8 +180,7 @@ def test_it_reads_every_stored_body_form(acme):
     assert standard[:4] == dictionaries.ZSTD_MAGIC
     assert compact[0] == dictionaries.COMPACT | serial and len(compact) < len(standard)
     assert plain[0] == dictionaries.COMPACT  # no dictionary
-    dictionaries._dicts.clear()
-    dictionaries._local.__dict__.clear()
+    tenantcache.reset()
     for stored in (body, standard, compact, plain):
         assert dictionaries.unpack(acme.id, stored) == body
     tiny = dictionaries.Packer(acme.id, dictionaries.Purpose.PAYLOAD, serial).pack(b"sok")
@@ -217,7 +215,7 @@ def test_it_keeps_a_batchs_conversation_in_its_chat_spans(acme):
     ingest_in_batches(acme, spans, [7, 10])  # chains that cross batches, mid-step too
     later, _, again = recorded(steps=3, session="conv-batches")  # resends from the start
     ingest_in_batches(acme, later, [])
-    seen_cache.clear()
+    tenantcache.reset()
     with tenant_scope(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         for step, chat in enumerate(chats[:12]):
@@ -239,7 +237,7 @@ def test_it_keeps_a_batchs_conversation_in_its_chat_spans(acme):
 def test_it_chains_a_batch_whose_later_steps_come_first(acme):
     spans, _, conversation = recorded(steps=5)
     ingest_in_batches(acme, list(reversed(spans)), [])
-    seen_cache.clear()
+    tenantcache.reset()
     with tenant_scope(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         assert all("p" in stored_refs(c)["in"] for c in chats[1:])
@@ -254,7 +252,7 @@ def test_it_keeps_a_list_two_traces_share_in_one_batch_as_a_row(acme):
     first, _, conversation = recorded(steps=3)
     second, _, _ = recorded(steps=3)  # the same conversation, another trace
     ingest_in_batches(acme, first + second, [])
-    seen_cache.clear()
+    tenantcache.reset()
     with tenant_scope(acme):
         chats = list(Span.objects.filter(labels__operation="chat").order_by("start_ns"))
         assert len(chats) == 6

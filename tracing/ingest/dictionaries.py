@@ -15,6 +15,7 @@ import zstandard
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
 from tracing.models import PayloadDictionary
 
@@ -73,17 +74,23 @@ COMPACT = 0x80
 MAX_SERIAL = 0x7F
 
 _lock = threading.Lock()
-# (tenant, purpose) -> (checked at, serial of the newest dictionary)
-_newest: dict[tuple[int, int], tuple[float, int | None]] = {}
-_dicts: dict[tuple[int, str, int], zstandard.ZstdCompressionDict] = {}
-_samples: dict[tuple[int, int], list[bytes]] = {}  # new bodies seen so far
-_local = threading.local()
+# Per tenant: purpose -> (checked at, serial of the newest dictionary).
+newest_cache = TenantCache("newest dictionaries", size=10_000)
+# Per tenant: ("serial" or "dict_id", number) -> the dictionary. Up to 112 KB each.
+dicts_cache = TenantCache("dictionaries", size=1_000)
+# Per tenant: (thread, what it is for) -> compressor or decompressor. They are not
+# thread-safe: each is used only by the thread that made it. A compressor holds over a
+# MB of tables, so few are kept.
+coders_cache = TenantCache("zstd coders", size=256)
+# Per tenant: purpose -> the new bodies seen so far. The process's own collection, not
+# rows: kept at once. Bounded: up to max_bytes each while a tenant has no dictionary.
+samples_cache = TenantCache("dictionary samples", size=100, after_commit=False)
 
 
 def _load(tenant_id: int, by: str, value: int) -> zstandard.ZstdCompressionDict | None:
     """A tenant's dictionary by its serial or (for standard frames) its zstd id."""
-    key = (tenant_id, by, value)
-    if key not in _dicts:
+    found = dicts_cache.get(tenant_id, (by, value))
+    if found is None:
         field = "serial" if by == "serial" else "dict_id"
         row = (
             PayloadDictionary.objects.unscoped()
@@ -92,25 +99,36 @@ def _load(tenant_id: int, by: str, value: int) -> zstandard.ZstdCompressionDict 
         )
         if row is None:
             return None
-        _dicts[key] = zstandard.ZstdCompressionDict(bytes(row.data))
-    return _dicts[key]
+        found = zstandard.ZstdCompressionDict(bytes(row.data))
+        dicts_cache.put(tenant_id, {(by, value): found})
+    return found
 
 
 def newest(tenant_id: int, purpose: int = Purpose.PAYLOAD) -> int | None:
     """The serial of the tenant's newest dictionary for this purpose."""
     now = time.monotonic()
-    hit = _newest.get((tenant_id, purpose))
+    hit = newest_cache.get(tenant_id, purpose)
     if hit and now - hit[0] < RECHECK_SECONDS:
         return hit[1]
-    row = (
+    serial = (
         PayloadDictionary.objects.unscoped()
         .filter(tenant_id=tenant_id, purpose=purpose)
         .order_by("-serial")
         .values_list("serial", flat=True)
         .first()
     )
-    _newest[(tenant_id, purpose)] = (now, row)
-    return row
+    newest_cache.put(tenant_id, {purpose: (now, serial)})
+    return serial
+
+
+def _coder(tenant_id: int, key: tuple, make):
+    """This thread's compressor or decompressor for key, made by make() the first time."""
+    key = (threading.get_ident(), *key)
+    coder = coders_cache.get(tenant_id, key)
+    if coder is None:
+        coder = make()
+        coders_cache.put(tenant_id, {key: coder})
+    return coder
 
 
 def offer(tenant_id: int, bodies: list[bytes], purpose: int = Purpose.PAYLOAD) -> int | None:
@@ -118,7 +136,10 @@ def offer(tenant_id: int, bodies: list[bytes], purpose: int = Purpose.PAYLOAD) -
     a time) and train a dictionary once there are enough of them."""
     recipe = RECIPES[purpose]
     with _lock:
-        pool = _samples.setdefault((tenant_id, purpose), [])
+        pool = samples_cache.get(tenant_id, purpose)
+        if pool is None:
+            pool = []
+            samples_cache.put(tenant_id, {purpose: pool})
         room = recipe.max_bytes - sum(map(len, pool))
         for body in bodies:
             if room <= 0:
@@ -129,7 +150,7 @@ def offer(tenant_id: int, bodies: list[bytes], purpose: int = Purpose.PAYLOAD) -
         full = total >= recipe.max_bytes - 4096
         if not full and (len(pool) < recipe.min_samples or total < recipe.min_bytes):
             return None
-        del _samples[(tenant_id, purpose)]
+        samples_cache.put(tenant_id, {purpose: []})
     return train(tenant_id, pool, purpose)
 
 
@@ -139,9 +160,10 @@ def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) 
     # Every web worker of a new tenant gets here at about the same time: one trains,
     # the others wait and take its dictionary.
     with _lock, rows.tenant_turn(tenant_id):
-        _newest.pop((tenant_id, purpose), None)  # another process may have trained one
-        if newest(tenant_id, purpose) is not None:
-            return _newest[(tenant_id, purpose)][1]
+        newest_cache.invalidate(tenant_id)  # another process may have trained one
+        serial = newest(tenant_id, purpose)
+        if serial is not None:
+            return serial
         chosen = _capped(samples, recipe.max_bytes)
         trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
         return _store(tenant_id, purpose, trained)
@@ -196,10 +218,10 @@ def _store(tenant_id: int, purpose: int, trained) -> int | None:
             )  # fmt: skip
     except IntegrityError:
         # Another process stored one first: use that.
-        _newest.pop((tenant_id, purpose), None)
+        newest_cache.invalidate(tenant_id)
         return newest(tenant_id, purpose)
-    _dicts[(tenant_id, "serial", serial)] = trained
-    _newest[(tenant_id, purpose)] = (time.monotonic(), serial)
+    dicts_cache.put(tenant_id, {("serial", serial): trained})
+    newest_cache.put(tenant_id, {purpose: (time.monotonic(), serial)})
     return serial
 
 
@@ -209,16 +231,16 @@ class Packer:
 
     def __init__(self, tenant_id: int, purpose: int, serial: int | None):
         self.serial = serial or 0
-        cache = _local.__dict__.setdefault("compressors", {})
-        key = (tenant_id, purpose, self.serial)
-        if key not in cache:
+
+        def make():
             data = _load(tenant_id, "serial", serial) if serial else None
             params = zstandard.ZstdCompressionParameters.from_level(
                 RECIPES[purpose].level, format=zstandard.FORMAT_ZSTD1_MAGICLESS,
                 write_dict_id=False, write_checksum=False, write_content_size=True,
             )  # fmt: skip
-            cache[key] = zstandard.ZstdCompressor(dict_data=data, compression_params=params)
-        self.compressor = cache[key]
+            return zstandard.ZstdCompressor(dict_data=data, compression_params=params)
+
+        self.compressor = _coder(tenant_id, ("compress", purpose, self.serial), make)
         self.header = bytes([COMPACT | self.serial])
 
     def pack(self, body: bytes) -> bytes:
@@ -232,19 +254,19 @@ def unpack(tenant_id: int, data: bytes) -> bytes:
     if not compact and data[:4] != ZSTD_MAGIC:
         return data  # kept as it is
     if compact:
-        key, frame = (tenant_id, "serial", data[0] & MAX_SERIAL), data[1:]
+        by, number, frame = "serial", data[0] & MAX_SERIAL, data[1:]
         fmt = zstandard.FORMAT_ZSTD1_MAGICLESS
     else:
-        key, frame = (tenant_id, "dict_id", zstandard.get_frame_parameters(data).dict_id), data
+        by, number, frame = "dict_id", zstandard.get_frame_parameters(data).dict_id, data
         fmt = zstandard.FORMAT_ZSTD1
-    cache = _local.__dict__.setdefault("decompressors", {})
-    if key not in cache:
-        number = key[2]  # 0: compressed without a dictionary
-        data_dict = _load(*key) if number else None
+
+    def make():
+        data_dict = _load(tenant_id, by, number) if number else None  # 0: no dictionary
         if number and data_dict is None:
-            raise KeyError(f"zstd dictionary ({key[1]} {number}) of tenant {tenant_id} is missing")
-        cache[key] = zstandard.ZstdDecompressor(dict_data=data_dict, format=fmt)
-    return cache[key].decompress(frame)
+            raise KeyError(f"zstd dictionary ({by} {number}) of tenant {tenant_id} is missing")
+        return zstandard.ZstdDecompressor(dict_data=data_dict, format=fmt)
+
+    return _coder(tenant_id, ("decompress", by, number), make).decompress(frame)
 
 
 class DetailPacker:

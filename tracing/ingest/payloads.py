@@ -18,14 +18,14 @@ or trace may continue the chain: the last list of each trace in the batch.
 """
 
 import hashlib
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from datetime import date
 
 import orjson
 from django.db import connection
 
 from controlplane.blobstore import get_blob_store, tenant_key
+from controlplane.tenantcache import TenantCache
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
 from tracing.ingest.rows import json_param
@@ -61,34 +61,8 @@ def blob_key(tenant_id: int, digest: str) -> str:
     return tenant_key(tenant_id, "blobs", name[:2], f"{name}.zst")
 
 
-class SeenCache:
-    """Process-wide memory of payloads known to be committed: digest -> (redactions, day).
-
-    Bounded; the oldest entries go first. Entries are added only after the transaction
-    that stored them commits.
-    """
-
-    def __init__(self, size: int = 200_000):
-        self.size = size
-        self.entries: OrderedDict[tuple[int, str], tuple[dict | None, date]] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, tenant_id: int, digest: str):
-        return self.entries.get((tenant_id, digest))
-
-    def add_many(self, tenant_id: int, items: dict[str, tuple[dict | None, date]]) -> None:
-        with self.lock:
-            for digest, value in items.items():
-                self.entries[(tenant_id, digest)] = value
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self.lock:
-            self.entries.clear()
-
-
-seen_cache = SeenCache()
+# Payloads known to be committed: digest -> (redaction counts, day last seen).
+seen_cache = TenantCache("seen payloads", size=200_000)
 
 
 class PayloadBatch:
@@ -344,4 +318,4 @@ class PayloadBatch:
 
     def committed(self) -> None:
         """After commit: remember everything this batch stored or touched."""
-        seen_cache.add_many(self.tenant_id, {d: (r, self.today) for d, r in self.known.items()})
+        seen_cache.put(self.tenant_id, {d: (r, self.today) for d, r in self.known.items()})

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from controlplane.tenantcache import TenantCache
 from tracing.ingest.redact import Redactor
 from tracing.models import RedactionPolicy
 
@@ -21,7 +22,8 @@ class TenantRedaction:
     version: int
 
 
-_cache: dict[int, tuple[float, TenantRedaction]] = {}
+# tenant -> (checked at, its set-up); redaction_policy_update invalidates it.
+setups = TenantCache("redaction set-ups", size=10_000)
 
 
 def _key(purpose: str, tenant_id: int, version: int = 0) -> bytes:
@@ -31,13 +33,13 @@ def _key(purpose: str, tenant_id: int, version: int = 0) -> bytes:
 
 def tenant_redaction(tenant_id: int) -> TenantRedaction:
     now = time.monotonic()
-    hit = _cache.get(tenant_id)
+    hit = setups.get(tenant_id, "setup")
     if hit and now - hit[0] < CACHE_SECONDS:
         return hit[1]
     policy = RedactionPolicy.objects.unscoped().filter(tenant_id=tenant_id).first()
     version = policy.version if policy else 0
     if hit and hit[1].version == version:
-        _cache[tenant_id] = (now, hit[1])
+        setups.put(tenant_id, {"setup": (now, hit[1])})
         return hit[1]
     setup = TenantRedaction(
         # Placeholders stay linkable across policy versions; digests do not.
@@ -50,9 +52,5 @@ def tenant_redaction(tenant_id: int) -> TenantRedaction:
         never_scan_keys=frozenset(policy.never_scan_keys if policy else ()),
         version=version,
     )
-    _cache[tenant_id] = (now, setup)
+    setups.put(tenant_id, {"setup": (now, setup)})
     return setup
-
-
-def forget(tenant_id: int) -> None:
-    _cache.pop(tenant_id, None)
