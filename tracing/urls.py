@@ -1,0 +1,13 @@
+from django.urls import path
+
+from tracing import api, api_read, views
+
+urlpatterns = [
+    path("v1/traces", views.otlp_traces, name="otlp-traces"),
+    path("api/v1/redaction-policy", api.RedactionPolicyView.as_view(), name="redaction-policy"),
+    path("api/v1/traces", api_read.TraceListView.as_view(), name="traces"),
+    path("api/v1/traces/<str:trace_id>", api_read.TraceDetailView.as_view(), name="trace"),
+    path("api/v1/spans/<str:span_id>", api_read.SpanDetailView.as_view(), name="span"),
+    path("api/v1/sessions", api_read.SessionListView.as_view(), name="sessions"),
+    path("api/v1/sessions/<path:session_id>", api_read.SessionDetailView.as_view(), name="session"),
+]
