@@ -91,7 +91,8 @@ RECENT_TRACES, MAX_SPANS, MAX_PAYLOADS = 300, 20_000, 5_000
 
 
 def dictionaries_due() -> list[int]:
-    """Tenants whose dictionaries were trained or last checked DICTIONARY_REFRESH_AGE ago."""
+    """Tenants whose dictionaries were trained or last checked DICTIONARY_REFRESH_AGE ago.
+    Spans tenants: a platform job (beat)."""
     rows = (
         PayloadDictionary.objects.unscoped()
         .values("tenant_id")

@@ -15,6 +15,7 @@ import zstandard
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from controlplane.tenancy import tenant_scope
 from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
 from tracing.models import PayloadDictionary
@@ -92,11 +93,8 @@ def _load(tenant_id: int, by: str, value: int) -> zstandard.ZstdCompressionDict 
     found = dicts_cache.get(tenant_id, (by, value))
     if found is None:
         field = "serial" if by == "serial" else "dict_id"
-        row = (
-            PayloadDictionary.objects.unscoped()
-            .filter(tenant_id=tenant_id, **{field: value})
-            .first()
-        )
+        with tenant_scope(tenant_id):
+            row = PayloadDictionary.objects.filter(**{field: value}).first()
         if row is None:
             return None
         found = zstandard.ZstdCompressionDict(bytes(row.data))
@@ -110,13 +108,13 @@ def newest(tenant_id: int, purpose: int = Purpose.PAYLOAD) -> int | None:
     hit = newest_cache.get(tenant_id, purpose)
     if hit and now - hit[0] < RECHECK_SECONDS:
         return hit[1]
-    serial = (
-        PayloadDictionary.objects.unscoped()
-        .filter(tenant_id=tenant_id, purpose=purpose)
-        .order_by("-serial")
-        .values_list("serial", flat=True)
-        .first()
-    )
+    with tenant_scope(tenant_id):
+        serial = (
+            PayloadDictionary.objects.filter(purpose=purpose)
+            .order_by("-serial")
+            .values_list("serial", flat=True)
+            .first()
+        )
     newest_cache.put(tenant_id, {purpose: (now, serial)})
     return serial
 
@@ -206,8 +204,9 @@ def refresh(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD
 
 def _store(tenant_id: int, purpose: int, trained) -> int | None:
     """Store a trained dictionary as the tenant's newest of its purpose (under _lock)."""
-    used = PayloadDictionary.objects.unscoped().filter(tenant_id=tenant_id)
-    serial = (used.aggregate(top=Max("serial"))["top"] or 0) + 1
+    with tenant_scope(tenant_id):
+        top = PayloadDictionary.objects.aggregate(top=Max("serial"))["top"]
+    serial = (top or 0) + 1
     if serial > MAX_SERIAL:
         return None
     try:

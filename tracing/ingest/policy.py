@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from controlplane.tenancy import tenant_scope
 from controlplane.tenantcache import TenantCache
 from tracing.ingest.redact import Redactor
 from tracing.models import RedactionPolicy
@@ -36,7 +37,8 @@ def tenant_redaction(tenant_id: int) -> TenantRedaction:
     hit = setups.get(tenant_id, "setup")
     if hit and now - hit[0] < CACHE_SECONDS:
         return hit[1]
-    policy = RedactionPolicy.objects.unscoped().filter(tenant_id=tenant_id).first()
+    with tenant_scope(tenant_id):
+        policy = RedactionPolicy.objects.first()
     version = policy.version if policy else 0
     if hit and hit[1].version == version:
         setups.put(tenant_id, {"setup": (now, hit[1])})
