@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from execution.models import FINISHED_STATUSES
+from frontend import present
 
 SUMMARY_CHARS = 120
 
@@ -39,6 +40,15 @@ class Usage:
     @property
     def percent(self) -> int:
         return min(round(100 * self.used / self.cap), 100) if self.cap else 0
+
+    @property
+    def figures(self) -> str:
+        """Used against the cap as a person reads it: 9 / 12, 302 / 200k, 1.6s / 60s."""
+        return f"{_figure(self.used)}{self.unit} / {_figure(self.cap)}{self.unit}"
+
+
+def _figure(value: float) -> str:
+    return present.count(value) if float(value).is_integer() else f"{value:g}"
 
 
 def run_usage(run) -> list[Usage]:
@@ -74,7 +84,7 @@ def _compact(value) -> str:
 def request_summary(kind: str, request) -> str:
     request = request if isinstance(request, dict) else {}
     if kind == "llm.messages":
-        parts = [str(request.get("model") or "default model")]
+        parts = [str(request.get("model") or "the agent's model")]
         if request.get("max_tokens"):
             parts.append(f"max {request['max_tokens']} tokens")
         return _clip(", ".join(parts))

@@ -180,6 +180,7 @@ def test_it_shows_a_run_with_its_journal_and_limits_against_their_caps(client, a
     assert '<meter min="0" max="20" high="16.0" value="3"' in html
     assert '<meter min="0" max="4" high="3.2" value="2"' in html
     assert re.search(r'<meter min="0" max="\d+" high="[\d.]+" value="150"', html)  # tokens
+    assert "3 / 20" in text and "150 / 200k" in text and "s / 120s" in text
     assert "Wall time" in text
     assert (
         "1 llm.messages claude-sonnet-5, max 512 tokens Let me compute. → echo [120 in / 30 out]"
@@ -244,6 +245,9 @@ def test_it_serves_an_agents_versions_and_limits_when_the_agent_changes(client, 
     client.force_login(acme.owner)
     fragment = client.get("/t/acme/runs/new/", {"agent": "asker"}, **HX).content.decode()
     assert fragment.lstrip().startswith('<div id="agent-fields"')
+    # Its limits come along out of band: v2 (the latest) has no max_steps of its own.
+    assert '<fieldset class="limits" id="run-limits" hx-swap-oob="true">' in fragment
+    assert 'name="max_steps" placeholder="200"' in fragment
     assert (
         '<option value="2">v2</option>' in fragment and '<option value="1">v1</option>' in fragment
     )
