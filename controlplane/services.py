@@ -56,23 +56,37 @@ def tenant_create(*, slug: str, name: str = "", actor: Actor | None = None) -> T
     return tenant
 
 
-def _owner_guard(*, tenant: Tenant, actor: Actor, membership: Membership | None, role: str | None):
-    """A tenant always keeps an owner, and only an owner makes or unmakes one.
+def membership_change_problem(
+    *, tenant: Tenant, actor: Actor, membership: Membership | None, role: str | None,
+    lock: bool = False,
+) -> str | None:  # fmt: skip
+    """Why this change of a membership may not happen, or None. A tenant always keeps an
+    owner, and only an owner makes or unmakes one.
 
-    `role` is the membership's new role, None when it is removed. Platform staff and the
-    system (no membership in the tenant) may do either, as long as an owner remains."""
+    `role` is the new role, None when the membership is removed. Platform staff and the
+    system (no membership, or staff) may do either, as long as an owner remains. `lock`
+    (inside a transaction) holds the owners' rows until it ends, so that two owners
+    demoting each other at once cannot both succeed."""
     was_owner = membership is not None and membership.role == Role.OWNER
     if not was_owner and role != Role.OWNER:
-        return
-    if actor.user is not None:
+        return None
+    if actor.user is not None and not actor.user.is_staff:
         acting = Membership.all_tenants.filter(tenant=tenant, user=actor.user).first()
         if acting is not None and acting.role != Role.OWNER:
-            raise ServiceError("only an owner can make someone an owner or change an owner")
+            return "only an owner can make someone an owner or change an owner"
     if was_owner and role != Role.OWNER:
-        # Locked so that two owners demoting each other at once cannot both succeed.
-        owners = Membership.all_tenants.select_for_update().filter(tenant=tenant, role=Role.OWNER)
+        owners = Membership.all_tenants.filter(tenant=tenant, role=Role.OWNER)
+        if lock:
+            owners = owners.select_for_update()
         if len(owners) <= 1:
-            raise ServiceError("a tenant always keeps an owner: make someone else owner first")
+            return "a tenant always keeps an owner: make someone else owner first"
+    return None
+
+
+def _owner_guard(**change) -> None:
+    problem = membership_change_problem(**change, lock=True)
+    if problem:
+        raise ServiceError(problem)
 
 
 @transaction.atomic
@@ -167,6 +181,19 @@ def api_key_create(
         data={"name": name, "scopes": key.scopes, "prefix": key.prefix},
     )
     return key, raw
+
+
+@transaction.atomic
+def api_key_rename(*, key: ApiKey, name: str, actor: Actor) -> ApiKey:
+    old = ApiKey.all_tenants.values_list("name", flat=True).get(pk=key.pk)
+    key.name = name
+    if old != name:
+        key.save(update_fields=["name"])
+        audit_record(
+            tenant=key.tenant, actor=actor, action="api_key.rename", target=key,
+            data={"from": old, "to": name},
+        )  # fmt: skip
+    return key
 
 
 @transaction.atomic
