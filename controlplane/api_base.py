@@ -5,13 +5,13 @@ from django.http import Http404
 from django.utils.functional import cached_property
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework.exceptions import APIException
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane import services
 from controlplane.models import ApiKey, Scope
+from controlplane.parsers import JSONParser
 from controlplane.tenancy import _current_tenant_id
 
 

@@ -168,6 +168,11 @@ REST_FRAMEWORK = {
         "controlplane.auth.TenantSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["controlplane.auth.HasTenantScope"],
+    "DEFAULT_PARSER_CLASSES": [
+        "controlplane.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "controlplane.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,

@@ -1,6 +1,9 @@
 """The REST API of managed execution: agents and their versions, runs, tools,
 credentials and the host allowlist. Parse, call a service, render."""
 
+import math
+import re
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -27,6 +30,30 @@ from execution.models import (
     RunStatus,
     ToolDefinition,
 )
+
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+MAX_INPUT_DEPTH = 64
+
+
+def json_value_problem(value, depth: int = 0) -> str | None:
+    """Why a run's input cannot be stored and replayed, or None: nesting past
+    MAX_INPUT_DEPTH (the parser and the journal recurse) or NUL in a string (PostgreSQL's
+    jsonb refuses it)."""
+    if depth > MAX_INPUT_DEPTH:
+        return f"is nested more than {MAX_INPUT_DEPTH} levels deep"
+    if isinstance(value, str):
+        return "must not contain NUL characters" if "\x00" in value else None
+    if isinstance(value, dict):
+        items = [*value.keys(), *value.values()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    for item in items:
+        problem = json_value_problem(item, depth + 1)
+        if problem:
+            return problem
+    return None
 
 
 class Conflict(APIException):
@@ -154,10 +181,21 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class RunCreateSerializer(serializers.Serializer):
-    agent = serializers.CharField(help_text="the agent's id or name")
-    version = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    agent = serializers.RegexField(
+        r"^[-a-zA-Z0-9_]+\Z", max_length=100, help_text="the agent's id or name",
+        error_messages={"invalid": "an agent's id or name (letters, digits, - and _)"},
+    )  # fmt: skip
+    version = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=2**31 - 1
+    )
     input = serializers.JSONField(required=False, allow_null=True)
     limits = serializers.DictField(required=False, default=dict)
+
+    def validate_input(self, value):
+        problem = json_value_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
 
 class RunAcceptedSerializer(serializers.Serializer):
@@ -265,7 +303,27 @@ class ToolSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "created_at"]
-        extra_kwargs = {"name": {"validators": []}}
+        extra_kwargs = {
+            "name": {"validators": []},
+            # The slow-tool task's soft time limit bounds a call.
+            "timeout_seconds": {"min_value": 0.1, "max_value": 300},
+        }
+
+    def validate_timeout_seconds(self, value):
+        if not math.isfinite(value):
+            raise serializers.ValidationError("must be a number of seconds")
+        return value
+
+    def validate_credential_header(self, value):
+        # A header name is an RFC 9110 token: CR/LF would split the request.
+        if not HEADER_NAME.fullmatch(value):
+            raise serializers.ValidationError("must be an HTTP header name, e.g. X-Api-Key")
+        return value
+
+    def validate_credential_format(self, value):
+        if any(c in value for c in "\r\n\x00"):
+            raise serializers.ValidationError("must not contain CR, LF or NUL")
+        return value
 
 
 @list_create_schema(

@@ -9,6 +9,7 @@ import ast
 import gzip
 import hashlib
 import io
+import math
 import re
 import stat
 import struct
@@ -42,6 +43,7 @@ LIMIT_KEYS = {
     "loop_repeats",
 }
 RATE_KEYS = {"llm_per_minute", "tools_per_minute"}
+MAX_PER_MINUTE = 1_000_000  # a token bucket's rate; more is no limit at all
 
 
 class BundleError(ValueError):
@@ -253,11 +255,8 @@ def parse_manifest(members: list[Member]) -> dict:
     limits = raw.get("limits", {})
     if not isinstance(limits, dict):
         raise BundleError(f"{MANIFEST}: [limits] must be a table")
-    check_limits(limits, where=f"{MANIFEST} [limits]")
-    rates = raw.get("rate_limits", {})
-    unknown = set(rates) - RATE_KEYS if isinstance(rates, dict) else {"(not a table)"}
-    if unknown:
-        raise BundleError(f"{MANIFEST} [rate_limits]: unknown keys {sorted(unknown)}")
+    limits = check_limits(limits, where=f"{MANIFEST} [limits]")
+    rates = check_rate_limits(raw.get("rate_limits", {}), where=f"{MANIFEST} [rate_limits]")
     input_schema = raw.get("input_schema")
     if input_schema is not None:
         if not isinstance(input_schema, dict):
@@ -291,18 +290,44 @@ def input_problem(manifest: dict, value) -> str | None:
     return f"input{where}: {errors[0].message}"
 
 
-def check_limits(limits: dict, *, where: str) -> None:
+def _whole(value, *, where: str, key: str, maximum: int) -> int:
+    """A positive whole number up to `maximum`. 2.0 is 2; 0.5, nan, inf and "x" are
+    refused here rather than failing the run later (cgroups and rlimits take integers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BundleError(f"{where}: {key} must be a positive whole number, got {value!r}")
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        raise BundleError(f"{where}: {key} must be a positive whole number, got {value!r}")
+    if value <= 0:
+        raise BundleError(f"{where}: {key} must be a positive whole number, got {value!r}")
+    if value > maximum:
+        raise BundleError(f"{where}: {key}={value!r} is above the platform maximum {maximum}")
+    return int(value)
+
+
+def check_limits(limits: dict, *, where: str) -> dict:
+    """The limits as whole numbers; BundleError names the first bad one."""
     unknown = set(limits) - LIMIT_KEYS
     if unknown:
         raise BundleError(
             f"{where}: unknown limits {sorted(unknown)} (known: {sorted(LIMIT_KEYS)})"
         )
     maxima = settings.EXECUTION_MAX_LIMITS
-    for key, value in limits.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise BundleError(f"{where}: {key} must be a positive number")
-        if value > maxima[key]:
-            raise BundleError(f"{where}: {key}={value} is above the platform maximum {maxima[key]}")
+    return {
+        key: _whole(value, where=where, key=key, maximum=maxima[key])
+        for key, value in limits.items()
+    }
+
+
+def check_rate_limits(rates, *, where: str) -> dict:
+    if not isinstance(rates, dict):
+        raise BundleError(f"{where} must be a table")
+    unknown = set(rates) - RATE_KEYS
+    if unknown:
+        raise BundleError(f"{where}: unknown keys {sorted(unknown)} (known: {sorted(RATE_KEYS)})")
+    return {
+        key: _whole(value, where=where, key=key, maximum=MAX_PER_MINUTE)
+        for key, value in rates.items()
+    }
 
 
 def bundle_check(*, filename: str, data: bytes) -> tuple[str, dict]:

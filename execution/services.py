@@ -118,10 +118,10 @@ def agent_version_create(*, agent: Agent, filename: str, data: bytes, actor: Act
 def run_limits(*, manifest: dict, requested: dict | None) -> dict:
     """Platform defaults, then the manifest's, then the request's; each within the maxima."""
     try:
-        bundles.check_limits(requested or {}, where="limits")
+        requested = bundles.check_limits(requested or {}, where="limits")
     except bundles.BundleError as exc:
         raise ServiceError(str(exc)) from None
-    return {**settings.EXECUTION_DEFAULT_LIMITS, **manifest.get("limits", {}), **(requested or {})}
+    return {**settings.EXECUTION_DEFAULT_LIMITS, **manifest.get("limits", {}), **requested}
 
 
 def _enqueue_run(run: Run) -> None:

@@ -24,6 +24,7 @@ from tracing.query.filters import (
     parse_span_id,
     parse_trace_filters,
     parse_trace_id,
+    parse_whole,
     span_hex,
 )
 
@@ -110,9 +111,13 @@ def trace_counts(request, tenant_slug):
     try:
         filters = parse_trace_filters(request.GET, strict=False)
     except FilterError:
-        return HttpResponse("")
+        return HttpResponse("")  # the list shows the filter's error already
     seen = request.GET.get("seen", "")
-    counts = traces.trace_counts(filters=filters, after_id=int(seen) if seen.isdigit() else None)
+    try:
+        after_id = parse_whole(seen, "seen") if seen else None
+    except FilterError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    counts = traces.trace_counts(filters=filters, after_id=after_id)
     return render_page(request, "frontend/_counts.html", {"counts": counts})
 
 
@@ -136,9 +141,12 @@ def trace_detail(request, tenant_slug, trace_id):
     t1 = max((r["end_ns"] for r in rows), default=trace.end_ns)
     collapse_below = 1 if len(rows) > BIG_TRACE else None
     offset = request.GET.get("offset", "")
-    if is_partial(request) and offset.isdigit():
+    if is_partial(request) and offset:
         # The next chunk of tree rows, asked for as the tree scrolls into view.
-        start = int(offset)
+        try:
+            start = parse_whole(offset, "offset")
+        except FilterError as exc:
+            return HttpResponse(str(exc), status=400, content_type="text/plain")
         html = present.span_rows_html(rows, t0=t0, total_ns=t1 - t0, collapse_below=collapse_below,
                                       start=start, stop=start + ROW_CHUNK)  # fmt: skip
         more = start + ROW_CHUNK < len(rows)

@@ -208,13 +208,73 @@ def test_it_refuses_bad_runs_with_clear_errors(api, key, acme):
         ({"agent": "ghost"}, "no agent 'ghost'"),
         ({"agent": "echo", "version": 9}, "has no version 9"),
         ({"agent": "echo", "limits": {"max_stepz": 3}}, "unknown limits ['max_stepz']"),
-        ({"agent": "echo", "limits": {"wall_seconds": -1}}, "must be a positive number"),
+        ({"agent": "echo", "limits": {"wall_seconds": -1}}, "must be a positive whole number"),
+        # These answered 500, or were accepted and failed the run later.
+        ({"agent": "²"}, "'agent'"),
+        ({"agent": "echo", "limits": {"memory_mb": 0.0001}}, "memory_mb must be a positive whole"),
+        ({"agent": "echo", "limits": {"cpu_seconds": "x"}}, "cpu_seconds must be a positive whole"),
+        ({"agent": "echo", "input": {"text": "a\x00b"}}, "'input'"),
+        ({"agent": "echo", "input": nested(100)}, "nested more than"),
     ]
     for body, says in cases:
         response = api.post("/api/v1/runs", key=key, json=body)
         assert response.status_code == 400, (body, response.text)
         assert says in str(response.json()["detail"]), (body, response.json())
     assert api.post("/api/v1/runs", key=key, json={}).json()["error"] == "invalid"
+    deep = '{"agent": "echo", "input": ' + "[" * 5000 + "]" * 5000 + "}"
+    response = api.post(
+        "/api/v1/runs", key=key, content=deep, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400 and "nested too deeply" in response.json()["detail"]
+    whole = api.post("/api/v1/runs", key=key, json={"agent": "echo", "limits": {"max_steps": 5.0}})
+    assert whole.status_code == 202, whole.text
+    with tenant_scope(acme):
+        assert Run.objects.get().limits["max_steps"] == 5
+
+
+def nested(depth: int):
+    value = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "table,says",
+    [
+        ("[limits]\nmemory_mb = nan", "memory_mb must be a positive whole number, got nan"),
+        ("[limits]\nmemory_mb = 0.0001", "memory_mb must be a positive whole number"),
+        ("[limits]\nwall_seconds = inf", "wall_seconds must be a positive whole number"),
+        ('[rate_limits]\nllm_per_minute = "x"', "llm_per_minute must be a positive whole number"),
+        ("[rate_limits]\ntools_per_minute = -5", "tools_per_minute must be a positive whole"),
+        ("[rate_limits]\nllm_per_minute = 1e308", "llm_per_minute=1e+308 is above the platform"),
+        ('rate_limits = "fast"', "[rate_limits] must be a table"),
+    ],
+)
+def test_it_refuses_manifest_limits_that_are_not_whole_numbers(api, key, agent_id, table, says):
+    files = {"flightdeck.toml": MANIFEST + table + "\n", "agent.py": AGENT}
+    response = upload(api, key, agent_id, make_bundle(files))
+    assert response.status_code == 400, response.text
+    assert says in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("timeout_seconds", -1),
+        ("timeout_seconds", 1e308),
+        ("timeout_seconds", 0),
+        ("credential_header", "X-Key\r\nX-Injected: 1"),
+        ("credential_header", "X Key"),
+        ("credential_format", "Bearer {}\r\nX-Injected: 1"),
+    ],
+)
+def test_it_refuses_tool_definitions_with_bad_fields(api, acme, make_key, field, value):
+    tool = {"name": "lookup", "url": "https://api.example.com/lookup", field: value}
+    response = api.post("/api/v1/tools", key=make_key(acme, "read", "write"), json=tool)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["error"] == "invalid" and list(body["detail"]) == [field], body
 
 
 INPUT_SCHEMA = """

@@ -75,6 +75,9 @@ def test_it_counts_matching_traces_errors_and_new_ones(client, acme, traces):
     assert "1 new" in text
     resp = client.get("/t/acme/traces/counts", {"q": "refund"}, **HX)
     assert "<strong>1</strong> trace" in resp.content.decode()
+    for seen in ("²", "9" * 30, "-1"):
+        resp = client.get("/t/acme/traces/counts", {"seen": seen}, **HX)
+        assert resp.status_code == 400 and "seen" in resp.content.decode()
 
 
 def test_it_shows_a_trace_with_its_tree_and_a_span_conversation(client, acme, traces):
@@ -98,6 +101,9 @@ def test_it_shows_a_trace_with_its_tree_and_a_span_conversation(client, acme, tr
     assert full.status_code == 302 and full["Location"].endswith(f"?span={last_chat}")
     deep = client.get(full["Location"]).content.decode()
     assert 'class="detail"' in deep and "It has shipped." in deep
+    for offset in ("²", "9" * 30):
+        resp = client.get(f"/t/acme/traces/{traces['first']}/", {"offset": offset}, **HX)
+        assert resp.status_code == 400 and "offset" in resp.content.decode()
 
 
 def test_it_answers_404_for_another_tenants_trace_span_and_session(client, acme, traces):

@@ -57,6 +57,13 @@ def reader(acme, make_key):
     return make_key(acme, "read")
 
 
+def cursor(*parts: str) -> str:
+    """A cursor as the API encodes one, carrying what we choose."""
+    from tracing.query.filters import encode_cursor
+
+    return encode_cursor(*parts)
+
+
 def listed(client, key, **params) -> list[str]:
     resp = get(client, key, "/api/v1/traces", **params)
     assert resp.status_code == 200, resp.content
@@ -142,6 +149,17 @@ def test_it_pages_with_a_cursor(client, corpus, reader):
         ({"cursor": "not a cursor"}, "cursor"),
         ({"servce": "typo"}, "servce"),
         ({"service": "a", "status": "error", "sesion_id": "x"}, "sesion_id"),
+        # Each of these answered 500.
+        ({"limit": "²"}, "limit"),
+        ({"limit": "9" * 5000}, "limit"),
+        ({"since": "99999999999d"}, "since"),
+        ({"until": "9999-12-31T23:59:59-23:59"}, "until"),
+        ({"cursor": cursor("2025-13-45T00:00:00+00:00", "1")}, "cursor"),
+        ({"cursor": cursor("2025-01-01T00:00:00+00:00", "²")}, "cursor"),
+        ({"cursor": cursor("2025-01-01T00:00:00+00:00", "9" * 30)}, "cursor"),
+        ({"service": "a\x00b"}, "service"),
+        ({"q": "\x00"}, "q"),
+        ({"attr": "k=\x00"}, "attr"),
     ],
 )
 def test_it_answers_400_naming_the_bad_filter(client, acme, reader, params, named):
@@ -150,6 +168,21 @@ def test_it_answers_400_naming_the_bad_filter(client, acme, reader, params, name
     body = resp.json()
     assert body["error"] == "invalid" and list(body["detail"]) == [named]
     assert body["detail"][named][0]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "²"},
+        {"cursor": cursor("2025-13-45T00:00:00+00:00", "conv-1")},
+        {"cursor": cursor("2025-01-01T00:00:00+00:00", "é\x00")},
+        {"cursor": cursor("not a time", "conv-1")},
+    ],
+)
+def test_it_answers_400_naming_a_bad_session_page(client, acme, reader, params):
+    resp = get(client, reader, "/api/v1/sessions", **params)
+    assert resp.status_code == 400, resp.content
+    assert list(resp.json()["detail"]) == list(params)
 
 
 def test_it_returns_a_traces_span_tree(client, corpus, reader):
@@ -231,6 +264,7 @@ def test_it_answers_404_and_400_for_unknown_and_malformed_ids(client, corpus, re
     resp = get(client, reader, f"/api/v1/spans/{'ab' * 8}", trace="x")
     assert resp.status_code == 400 and list(resp.json()["detail"]) == ["trace"]
     assert get(client, reader, "/api/v1/sessions/no-such-session").status_code == 404
+    assert get(client, reader, "/api/v1/sessions/a%00b").status_code == 404
 
 
 def test_it_needs_a_key_with_the_read_scope(client, corpus, acme, make_key):

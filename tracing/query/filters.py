@@ -62,15 +62,32 @@ def _time(name: str, raw: str, now: datetime) -> datetime:
     relative = _RELATIVE.match(raw)
     if relative:
         amount, unit = relative.groups()
-        return now - timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            return now - timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError:
+            raise FilterError(name, f"{raw!r} reaches back before year 1") from None
+    return parse_time(name, raw)
+
+
+def parse_time(name: str, raw: str) -> datetime:
+    """An ISO 8601 time in UTC. In UTC because the database refuses offsets past ±15:59
+    and a time near year 1 or 9999 can leave the calendar once moved to UTC."""
     try:
         value = parse_datetime(raw)
-    except ValueError:
+        if value is not None:
+            value = value.replace(tzinfo=UTC) if timezone.is_naive(value) else value
+            value = value.astimezone(UTC)
+    except (ValueError, OverflowError):
         value = None
     if value is None:
         raise FilterError(name, f"{raw!r} is not a time (use ISO 8601 or 15m, 24h, 7d)")
-    if timezone.is_naive(value):
-        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def _text(name: str, value: str) -> str:
+    # The database refuses NUL in text; refused here it is the caller's 400, not a 500.
+    if "\x00" in value:
+        raise FilterError(name, "must not contain NUL characters")
     return value
 
 
@@ -78,7 +95,15 @@ def _single(params, name: str) -> str:
     values = [v for v in params.getlist(name) if v.strip()]
     if len(values) > 1:
         raise FilterError(name, "give it once")
-    return values[0].strip() if values else ""
+    return _text(name, values[0].strip()) if values else ""
+
+
+def parse_whole(raw: str, name: str, *, maximum: int = 2**63 - 1) -> int:
+    """A whole number from 0 to `maximum` in ASCII digits (str.isdigit also takes '²')."""
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(maximum))
+    if not digits or int(raw) > maximum:
+        raise FilterError(name, f"must be a whole number from 0 to {maximum}")
+    return int(raw)
 
 
 def parse_trace_filters(params, *, strict: bool = True, now: datetime | None = None):
@@ -121,7 +146,7 @@ def parse_trace_filters(params, *, strict: bool = True, now: datetime | None = N
     for raw in params.getlist("attr"):
         if not raw.strip():
             continue
-        key, sep, value = raw.partition("=")
+        key, sep, value = _text("attr", raw).partition("=")
         if not sep or not key.strip():
             raise FilterError("attr", f"{raw!r} is not key=value")
         f.attrs.append((key.strip()[:255], value.strip()[:255]))
@@ -134,9 +159,13 @@ def parse_limit(params) -> int:
     raw = _single(params, "limit")
     if not raw:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    try:
+        limit = parse_whole(raw, "limit", maximum=MAX_LIMIT)
+    except FilterError:
+        limit = 0
+    if limit < 1:
         raise FilterError("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
+    return limit
 
 
 # --- cursors ---------------------------------------------------------------------------
@@ -155,9 +184,23 @@ def decode_cursor(raw: str, count: int) -> list[str]:
     except (ValueError, UnicodeDecodeError):
         raise FilterError("cursor", "is not a cursor this API gave out") from None
     parts = text.split("|", count - 1)
-    if len(parts) != count:
+    if len(parts) != count or "\x00" in text:
         raise FilterError("cursor", "is not a cursor this API gave out")
     return parts
+
+
+def cursor_time(raw: str) -> datetime:
+    try:
+        return parse_time("cursor", raw)
+    except FilterError:
+        raise FilterError("cursor", "is not a cursor this API gave out") from None
+
+
+def cursor_id(raw: str) -> int:
+    try:
+        return parse_whole(raw, "cursor")
+    except FilterError:
+        raise FilterError("cursor", "is not a cursor this API gave out") from None
 
 
 def parse_trace_id(raw: str, name: str = "trace_id") -> uuid.UUID:

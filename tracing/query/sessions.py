@@ -2,10 +2,9 @@
 conversation a session's traces hold."""
 
 from django.db.models import Count, Max, Min, Q, Sum
-from django.utils.dateparse import parse_datetime
 
 from tracing.models import Span, StatusCode, Trace
-from tracing.query.filters import FilterError, decode_cursor, encode_cursor
+from tracing.query.filters import cursor_time, decode_cursor, encode_cursor
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_TRACES = 1000
@@ -30,9 +29,7 @@ def session_page(*, cursor: str = "", limit: int = 50) -> tuple[list[dict], str 
     )
     if cursor:
         when, session_id = decode_cursor(cursor, 2)
-        last = parse_datetime(when) if when else None
-        if last is None:
-            raise FilterError("cursor", "is not a cursor this API gave out")
+        last = cursor_time(when)
         qs = qs.filter(Q(last_start__lt=last) | Q(last_start=last, session_id__lt=session_id))
     rows = list(qs.order_by("-last_start", "-session_id")[: limit + 1])
     next_cursor = None
@@ -44,6 +41,8 @@ def session_page(*, cursor: str = "", limit: int = 50) -> tuple[list[dict], str 
 
 def session_traces(*, session_id: str) -> list[Trace]:
     """The session's traces in the order they started (the first MAX_TRACES)."""
+    if "\x00" in session_id:
+        return []  # no session id holds NUL (the database refuses it in a query, too)
     return list(
         Trace.objects.filter(session_id=session_id).order_by("start_time", "id")[:MAX_TRACES]
     )

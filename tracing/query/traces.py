@@ -5,12 +5,17 @@ import uuid
 from django.core.cache import cache
 from django.db.models import Count, Max, Q, QuerySet
 from django.db.models.expressions import RawSQL
-from django.utils.dateparse import parse_datetime
 
 from controlplane.tenancy import current_tenant_id
 from tracing import labels
 from tracing.models import Span, StatusCode, Trace, TraceAttribute, span_name
-from tracing.query.filters import FilterError, TraceFilters, decode_cursor, encode_cursor
+from tracing.query.filters import (
+    TraceFilters,
+    cursor_id,
+    cursor_time,
+    decode_cursor,
+    encode_cursor,
+)
 from tracing.search import fulltext
 
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
@@ -62,10 +67,8 @@ def trace_page(
     qs = traces_filtered(filters)
     if cursor:
         when, row_id = decode_cursor(cursor, 2)
-        start = parse_datetime(when) if when else None
-        if start is None or not row_id.isdigit():
-            raise FilterError("cursor", "is not a cursor this API gave out")
-        qs = qs.filter(Q(start_time__lt=start) | Q(start_time=start, id__lt=int(row_id)))
+        start, row_id = cursor_time(when), cursor_id(row_id)
+        qs = qs.filter(Q(start_time__lt=start) | Q(start_time=start, id__lt=row_id))
     rows = list(qs.order_by("-start_time", "-id")[: limit + 1])
     next_cursor = None
     if len(rows) > limit:
