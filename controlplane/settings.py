@@ -215,6 +215,8 @@ INGEST_MAX_BODY_BYTES = env_int("INGEST_MAX_BODY_BYTES", 16 * 1024 * 1024, minim
 # bursts of twice that pass.
 INGEST_SPANS_PER_SECOND = env_int("INGEST_SPANS_PER_SECOND", 50_000, minimum=0)
 OTLP_GRPC_ADDRESS = env_str("OTLP_GRPC_ADDRESS", "127.0.0.1:4317")
+# The Celery queue `tracing.index_spans` goes to (Celery's default queue unless set).
+SEARCH_INDEX_QUEUE = env_str("SEARCH_INDEX_QUEUE", "celery")
 
 # --- Execution ------------------------------------------------------------------------
 

@@ -27,8 +27,7 @@ def _enqueue(*, tenant_id: int, spans: list, queue: str | None) -> None:
 
 @receiver(spans_ingested, dispatch_uid="tracing.index_spans")
 def index_ingested_spans(sender, *, tenant_id, spans, **kwargs):
-    # None: Celery's default queue. Tests give each run a queue of its own.
-    queue = getattr(settings, "SEARCH_INDEX_QUEUE", None)
+    queue = settings.SEARCH_INDEX_QUEUE  # tests give each run a queue of its own
     for start in range(0, len(spans), CHUNK):
         chunk = [list(pair) for pair in spans[start : start + CHUNK]]
         # Same as index_spans.delay_on_commit (the signal comes after the spans' commit,
