@@ -51,7 +51,7 @@ from execution.models import Run  # noqa: E402
 from execution.runner import run_dirs  # noqa: E402
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend  # noqa: E402
 from execution.sandbox.resources import Limits, remove_tree  # noqa: E402
-from tests.execution.bundles import agent_with_bundle, run_now  # noqa: E402
+from execution.testing import agent_with_bundle, run_now  # noqa: E402
 
 
 def pct(values, q):
