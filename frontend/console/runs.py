@@ -23,6 +23,8 @@ from frontend.decorators import found_or_404, is_partial, tenant_view
 from frontend.render import render_page
 
 PAGE = 50
+# Steps sent at once: a run may take 10,000, each with its request and result.
+STEP_CHUNK = 500
 # How often a page with a queued or running run asks for its fragment again.
 POLL = "every 1s"
 
@@ -84,16 +86,39 @@ def _live_context(run) -> dict:
     }
 
 
+def _steps_after(run, after: int) -> tuple[list, int | None]:
+    """The next STEP_CHUNK steps after `after`, and the step to continue after when there
+    are more (None when these are the last)."""
+    found = list(selectors.run_steps(run=run, after=after)[: STEP_CHUNK + 1])
+    rows = run_present.step_rows(found[:STEP_CHUNK])
+    return rows, (rows[-1].step if len(found) > STEP_CHUNK else None)
+
+
 def _detail(request, run, *, notice: str = "", status: int = 200):
-    steps = run_present.step_rows(selectors.run_steps(run=run))
-    context = {
-        **_live_context(run),
-        "steps": steps,
-        "last_step": steps[-1].step if steps else 0,
-        "input_json": _json(run.input),
-        "notice": notice,
-    }
+    context = _live_context(run)
+    steps, more = _steps_after(run, 0)
+    context.update(
+        {
+            "steps": steps,
+            "last_step": steps[-1].step if steps else 0,
+            # While it runs, the page's polling brings the rest; afterwards, scrolling does.
+            "more_after": None if context["active"] else more,
+            "input_json": _json(run.input),
+            "notice": notice,
+        }
+    )
     return render_page(request, "frontend/console/run.html", context, status=status)
+
+
+def _step_context(run, number: int) -> dict:
+    """One step, whole, as GET /api/v1/runs/{id}/steps has it."""
+    step = found_or_404(selectors.run_step_get(run=run, step=number), "step")
+    data = JournalStepSerializer(step).data
+    return {
+        "step": data,
+        "request_json": _json(data["request"]),
+        "result_json": _json(data["result"]),
+    }
 
 
 @require_GET
@@ -104,24 +129,25 @@ def run_detail(request, tenant_slug, run_id: int):
         return _detail(request, run)
     step = request.GET.get("step", "")
     if step.isdigit():
-        # One step, whole, as GET /api/v1/runs/{id}/steps has it.
-        found = found_or_404(selectors.run_step_get(run=run, step=int(step)), "step")
-        data = JournalStepSerializer(found).data
-        context = {
-            "step": data,
-            "request_json": _json(data["request"]),
-            "result_json": _json(data["result"]),
-        }
-        return render_page(request, "frontend/console/_run_step.html", context)
-    # The live part, and the steps taken since the page's last one.
+        return render_page(
+            request, "frontend/console/_run_step.html", _step_context(run, int(step))
+        )
     after = request.GET.get("after", "")
     after = int(after) if after.isdigit() else 0
-    steps = run_present.step_rows(selectors.run_steps(run=run, after=after))
-    context = {
-        **_live_context(run),
-        "new_steps": steps,
-        "last_step": steps[-1].step if steps else after,
-    }
+    steps, more = _steps_after(run, after)
+    if request.GET.get("more"):
+        # The next steps of a finished run, asked for as the journal scrolls.
+        context = {"run": run, "steps": steps, "more_after": more}
+        return render_page(request, "frontend/console/_run_steps.html", context)
+    # The live part, and the steps taken since the page's last one.
+    context = _live_context(run)
+    context.update(
+        {
+            "new_steps": steps,
+            "last_step": steps[-1].step if steps else after,
+            "more_after": None if context["active"] else more,
+        }
+    )
     return render_page(request, "frontend/console/_run_live.html", context)
 
 

@@ -218,6 +218,28 @@ def test_it_sends_the_steps_a_running_page_has_not_seen_and_stops_polling_at_the
     assert '"answer": 42' in visible(done) and "Duration" in done
 
 
+def test_it_sends_a_long_journal_in_chunks(client, acme, journal, monkeypatch):
+    from frontend.console import runs
+
+    monkeypatch.setattr(runs, "STEP_CHUNK", 2)
+    client.force_login(acme.owner)
+    url = f"/t/acme/runs/{journal.pk}/"
+    # Running: the first chunk, then the page's polling brings the rest.
+    page = client.get(url).content.decode()
+    assert re.findall(r'id="step-(\d+)"', page) == ["1", "2"] and "steps-more" not in page
+    assert f'hx-get="{url}?after=2"' in page
+    # Finished: the rest arrives as the journal scrolls, a chunk at a time.
+    finish(journal, status="failed", finished_at=timezone.now(), error="boom")
+    page = client.get(url).content.decode()
+    assert re.findall(r'id="step-(\d+)"', page) == ["1", "2"] and 'hx-trigger="every' not in page
+    assert f'hx-get="{url}?after=2&amp;more=1" hx-trigger="intersect once"' in page
+    rest = client.get(url, {"after": 2, "more": 1}, **HX).content.decode()
+    assert re.findall(r'id="step-(\d+)"', rest) == ["3"] and "steps-more" not in rest
+    # A poll that sees the run finish with steps still to send leaves the same trigger.
+    last = client.get(url, {"after": 0}, **HX).content.decode()
+    assert re.findall(r'id="step-(\d+)"', last) == ["1", "2"] and "after=2&amp;more=1" in last
+
+
 def test_it_starts_a_run_through_the_service_with_the_person_as_actor(client, acme, asker):
     client.force_login(acme.owner)
     form = client.get("/t/acme/runs/new/", {"agent": "asker"}).content.decode()
