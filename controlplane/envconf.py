@@ -4,6 +4,7 @@ Each reader raises ImproperlyConfigured naming the variable, so a bad value stop
 process at start-up with one clear line instead of failing later inside a request.
 """
 
+import ipaddress
 import os
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,6 +46,20 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}")
     return value
+
+
+def env_cidrs(name: str) -> list[str]:
+    """Comma-separated networks in CIDR notation ("10.0.0.0/8, fd00::/8"), normalised;
+    host bits set (10.0.0.1/8) is a mistake, not a network."""
+    networks = []
+    for part in (os.environ.get(name) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part.strip())))
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{name}: {part.strip()!r} is not a CIDR ({exc})") from None
+    return networks
 
 
 def database_from_url(url: str) -> dict:

@@ -15,6 +15,7 @@ from controlplane.envconf import (
     broker_url_checked,
     database_from_url,
     env_bool,
+    env_cidrs,
     env_int,
     env_str,
 )
@@ -291,6 +292,12 @@ EXECUTION_RETRY_CAP_MS = env_int("EXECUTION_RETRY_CAP_MS", 10_000, minimum=0)
 # How long a call waits for a rate limit token before the agent gets a rate_limited error.
 EXECUTION_RATE_LIMIT_MAX_WAIT_MS = env_int("EXECUTION_RATE_LIMIT_MAX_WAIT_MS", 10_000, minimum=0)
 EXECUTION_TOOL_MAX_RESPONSE_BYTES = 256 * 1024
+# Tools never reach loopback, private, link-local, CGNAT, multicast or metadata addresses
+# unless their networks are listed here ("10.20.0.0/16, fd00:1::/64"); the platform's own
+# listeners on this host never (execution/tools/egress.py).
+EGRESS_ALLOW_PRIVATE_NETWORKS = env_cidrs("EGRESS_ALLOW_PRIVATE_NETWORKS")
+# The web server's port, as the Procfile binds gunicorn: one of the platform's listeners.
+WEB_PORT = env_int("FLIGHTDECK_PORT", 8000, minimum=1)
 # Fernet keys for the credential vault, comma-separated, newest first (rotation). Unset:
 # derived from SECRET_KEY.
 EXECUTION_VAULT_KEYS = env_str("EXECUTION_VAULT_KEYS", "")

@@ -30,6 +30,7 @@ from execution.models import (
     RunStatus,
     ToolDefinition,
 )
+from execution.tools.egress import host_entry_problem
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_INPUT_DEPTH = 64
@@ -370,6 +371,12 @@ class AllowedHostSerializer(serializers.ModelSerializer):
         fields = ["id", "host", "created_at"]
         read_only_fields = ["id", "created_at"]
         extra_kwargs = {"host": {"validators": []}}
+
+    def validate_host(self, value: str) -> str:
+        problem = host_entry_problem(value.strip().lower())
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
 
 @list_create_schema(list_summary="Hosts the tenant's tools may call", create_summary="Allow a host")

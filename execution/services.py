@@ -43,6 +43,7 @@ from execution.tools import (
     tool_execute,
     tool_lookup,
 )
+from execution.tools.egress import host_entry_problem
 
 log = logging.getLogger(__name__)
 
@@ -438,10 +439,9 @@ def credential_set(*, tenant: Tenant, name: str, value: str, actor: Actor) -> Cr
 @transaction.atomic
 def allowed_host_add(*, tenant: Tenant, host: str, actor: Actor) -> AllowedHost:
     host = host.strip().lower()
-    if not host or "/" in host or " " in host:
-        raise ServiceError(
-            f"{host!r} is not a host (use api.example.com, *.example.com or host:port)"
-        )
+    problem = host_entry_problem(host)
+    if problem:
+        raise ServiceError(f"host: {problem}")
     allowed, _ = AllowedHost.objects.get_or_create(host=host, defaults={"tenant": tenant})
     audit_record(
         tenant=tenant, actor=actor, action="allowed_host.add", target=allowed, data={"host": host}

@@ -1,13 +1,15 @@
 """Host-side HTTP tools: `http_request` and tenant webhooks.
 
-Only hosts on the tenant's allowlist are reached, redirects are not followed (a
-redirect could leave the allowlist), and a credential is injected by name from the
+Only hosts on the tenant's allowlist are reached, and only at addresses egress.py
+lets through (checked at call time and connected to as checked); redirects are not
+followed (a redirect could leave the allowlist), and a credential is injected by name from the
 vault; its value is scrubbed from whatever comes back, in every form a server
 plausibly echoes it (vault.Scrubber), before the answer is cut to size, so an echoing
 server cannot hand it to the agent.
 """
 
 import contextlib
+import ipaddress
 import json
 from urllib.parse import urlsplit
 
@@ -16,6 +18,7 @@ from django.conf import settings
 
 from execution.models import AllowedHost
 from execution.retry import UpstreamError, parse_retry_after
+from execution.tools.egress import BadEntry, egress_client, host_entry_parse
 from execution.vault import Scrubber, VaultError, credential_value
 
 HTTP_REQUEST_SCHEMA = {
@@ -40,11 +43,18 @@ def host_allowed(url: str) -> bool:
     host = (parts.hostname or "").lower()
     if not host:
         return False
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port out of range or not a number
+        return False
+    with contextlib.suppress(ValueError):
+        host = str(ipaddress.ip_address(host))  # as entries store it: [0::1] is ::1
     for entry in AllowedHost.objects.values_list("host", flat=True):
-        entry = entry.lower()
-        name, _, entry_port = entry.partition(":") if not entry.startswith("[") else (entry, "", "")
-        if entry_port and int(entry_port) != port:
+        try:
+            name, entry_port = host_entry_parse(entry)
+        except BadEntry:
+            continue  # a malformed entry from before entries were checked matches nothing
+        if entry_port is not None and entry_port != port:
             continue
         if name == host or (name.startswith("*.") and host.endswith(name[1:])):
             return True
@@ -70,7 +80,7 @@ def _send(*, method: str, url: str, headers: dict, timeout: float, secret: str |
     scrub = Scrubber(secret or "")
     limit = settings.EXECUTION_TOOL_MAX_RESPONSE_BYTES
     try:
-        with httpx.stream(
+        with egress_client().stream(
             method, url, headers=headers, timeout=timeout, follow_redirects=False, **body
         ) as response:
             if response.status_code == 429 or response.status_code >= 500:

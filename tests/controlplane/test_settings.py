@@ -32,6 +32,10 @@ def start(tmp_path, **env):
         ({"BLOB_STORE_URL": "s3://b?endpoint=x"}, "unknown options ['endpoint']"),
         ({"CELERY_BROKER_URL": "sqs://"}, "CELERY_BROKER_URL scheme 'sqs'"),
         ({"DEBUG": "maybe"}, "DEBUG='maybe' is not a boolean"),
+        (
+            {"EGRESS_ALLOW_PRIVATE_NETWORKS": "10.0.0.0/8, 10.0.0.1/33"},
+            "EGRESS_ALLOW_PRIVATE_NETWORKS: '10.0.0.1/33' is not a CIDR",
+        ),
         ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
     ],
 )

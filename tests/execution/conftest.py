@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def _execution_settings(settings, messages_api, tmp_path_factory):
 
     llm._client.cache_clear()
     yield
+
+
+@pytest.fixture
+def upstream():
+    """A loopback HTTP server for tools to call (tests/execution/upstream.py)."""
+    from tests.execution.upstream import Upstream
+
+    server = Upstream()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
 
 
 @pytest.fixture(scope="session", autouse=True)
