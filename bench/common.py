@@ -78,13 +78,19 @@ class Platform:
         self.procs.append(
             subprocess.Popen(
                 [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-        )  # fmt: skip
+        )
         wait_for_port(s3_port)
         endpoint = f"http://127.0.0.1:{s3_port}"
-        self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                               aws_access_key_id="bench", aws_secret_access_key="bench")  # fmt: skip
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
         self.s3.create_bucket(Bucket="bench")
         self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
         self.env["BLOB_STORE_URL"] = f"s3://bench?endpoint_url={endpoint}"
@@ -94,12 +100,24 @@ class Platform:
     ) -> None:
         self.procs.append(
             subprocess.Popen(
-                [str(Path(PY).parent / "gunicorn"), "controlplane.wsgi",
-                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
-                 "--threads", str(threads), "--preload", "--log-level", "warning"],
-                cwd=ROOT, env=self.env, start_new_session=True,
+                [
+                    str(Path(PY).parent / "gunicorn"),
+                    "controlplane.wsgi",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(workers),
+                    "--threads",
+                    str(threads),
+                    "--preload",
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                start_new_session=True,
             )
-        )  # fmt: skip
+        )
         wait_for_port(self.port)
 
     def stop(self) -> None:

@@ -136,9 +136,13 @@ def runs_per_second(tenant, sandbox: str, n=40) -> float:
 
     def queue():
         return services.run_create(
-            tenant=tenant, agent=noop, version=None, input=None, limits=None,
+            tenant=tenant,
+            agent=noop,
+            version=None,
+            input=None,
+            limits=None,
             actor=Actor.system(),
-        )  # fmt: skip
+        )
 
     try:
         with tenant_scope(tenant):

@@ -43,8 +43,10 @@ COMMON = (
     "spell add even land here must big high such follow act why ask men change went light "
     "order file error result query user request response data value status service function"
 ).split()
-RARE = ["".join(RNG.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(RNG.randint(4, 10)))
-        for _ in range(2000)]  # fmt: skip
+RARE = [
+    "".join(RNG.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(RNG.randint(4, 10)))
+    for _ in range(2000)
+]
 WEIGHTS = [1 / (rank + 1) for rank in range(len(COMMON))]
 
 
@@ -89,32 +91,82 @@ def trace_spans(steps: int, t0: int) -> list[dict]:
         call_id = f"toolu_{RNG.randrange(10**12):012d}"
         tool = RNG.choice(TOOLS)
         args = {"query": prose(6), "limit": RNG.randint(1, 20)}
-        reply = {"role": "assistant", "parts": [
-            {"type": "text", "content": prose(40)},
-            {"type": "tool_call", "id": call_id, "name": tool, "arguments": args}]}  # fmt: skip
-        spans.append({"trace_id": trace_id, "span_id": RNG.randbytes(8), "parent": root,
-            "name": "chat claude-sonnet-4", "start": now, "end": now + 900_000_000, "attrs": [
-            ("gen_ai.operation.name", "chat"), ("gen_ai.provider.name", "anthropic"),
-            ("gen_ai.request.model", "claude-sonnet-4"), ("gen_ai.response.model", "claude-sonnet-4-20250514"),
-            ("gen_ai.usage.input_tokens", 400 + 300 * step), ("gen_ai.usage.output_tokens", 80),
-            ("gen_ai.conversation.id", session),
-            ("gen_ai.system_instructions", json.dumps([{"type": "text", "content": SYSTEM}])),
-            ("gen_ai.input.messages", json.dumps(conversation)),
-            ("gen_ai.output.messages", json.dumps([reply])),
-            ("gen_ai.response.finish_reasons", "tool_use")]})  # fmt: skip
+        reply = {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": prose(40)},
+                {"type": "tool_call", "id": call_id, "name": tool, "arguments": args},
+            ],
+        }
+        spans.append(
+            {
+                "trace_id": trace_id,
+                "span_id": RNG.randbytes(8),
+                "parent": root,
+                "name": "chat claude-sonnet-4",
+                "start": now,
+                "end": now + 900_000_000,
+                "attrs": [
+                    ("gen_ai.operation.name", "chat"),
+                    ("gen_ai.provider.name", "anthropic"),
+                    ("gen_ai.request.model", "claude-sonnet-4"),
+                    ("gen_ai.response.model", "claude-sonnet-4-20250514"),
+                    ("gen_ai.usage.input_tokens", 400 + 300 * step),
+                    ("gen_ai.usage.output_tokens", 80),
+                    ("gen_ai.conversation.id", session),
+                    (
+                        "gen_ai.system_instructions",
+                        json.dumps([{"type": "text", "content": SYSTEM}]),
+                    ),
+                    ("gen_ai.input.messages", json.dumps(conversation)),
+                    ("gen_ai.output.messages", json.dumps([reply])),
+                    ("gen_ai.response.finish_reasons", "tool_use"),
+                ],
+            }
+        )
         now += 900_000_000
         result = prose(RNG.randint(150, 450))  # search hits, file contents, query rows
-        spans.append({"trace_id": trace_id, "span_id": RNG.randbytes(8), "parent": root,
-            "name": f"execute_tool {tool}", "start": now, "end": now + 200_000_000, "attrs": [
-            ("gen_ai.operation.name", "execute_tool"), ("gen_ai.tool.name", tool),
-            ("gen_ai.tool.call.id", call_id), ("gen_ai.tool.call.arguments", json.dumps(args)),
-            ("gen_ai.tool.call.result", result)]})  # fmt: skip
+        spans.append(
+            {
+                "trace_id": trace_id,
+                "span_id": RNG.randbytes(8),
+                "parent": root,
+                "name": f"execute_tool {tool}",
+                "start": now,
+                "end": now + 200_000_000,
+                "attrs": [
+                    ("gen_ai.operation.name", "execute_tool"),
+                    ("gen_ai.tool.name", tool),
+                    ("gen_ai.tool.call.id", call_id),
+                    ("gen_ai.tool.call.arguments", json.dumps(args)),
+                    ("gen_ai.tool.call.result", result),
+                ],
+            }
+        )
         now += 200_000_000
-        conversation += [reply, {"role": "tool", "parts": [
-            {"type": "tool_call_response", "id": call_id, "response": result}]}]  # fmt: skip
-    spans.insert(0, {"trace_id": trace_id, "span_id": root, "parent": b"", "name": "invoke_agent support",
-        "start": t0, "end": now, "attrs": [("gen_ai.operation.name", "invoke_agent"),
-        ("gen_ai.agent.name", "support"), ("gen_ai.conversation.id", session)]})  # fmt: skip
+        conversation += [
+            reply,
+            {
+                "role": "tool",
+                "parts": [{"type": "tool_call_response", "id": call_id, "response": result}],
+            },
+        ]
+    spans.insert(
+        0,
+        {
+            "trace_id": trace_id,
+            "span_id": root,
+            "parent": b"",
+            "name": "invoke_agent support",
+            "start": t0,
+            "end": now,
+            "attrs": [
+                ("gen_ai.operation.name", "invoke_agent"),
+                ("gen_ai.agent.name", "support"),
+                ("gen_ai.conversation.id", session),
+            ],
+        },
+    )
     return spans
 
 
@@ -125,14 +177,21 @@ def requests_for(traces: int, steps: int) -> list[bytes]:
     for start in range(0, len(spans), BATCH_SPANS):
         request = ExportTraceServiceRequest()
         rs = request.resource_spans.add()
-        rs.resource.attributes.extend([kv("service.name", "support-agent"),
-                                       kv("telemetry.sdk.language", "python")])  # fmt: skip
+        rs.resource.attributes.extend(
+            [kv("service.name", "support-agent"), kv("telemetry.sdk.language", "python")]
+        )
         ss = rs.scope_spans.add()
         ss.scope.name = "agent.instrumentation"
         for s in spans[start : start + BATCH_SPANS]:
-            span = ss.spans.add(trace_id=s["trace_id"], span_id=s["span_id"], parent_span_id=s["parent"],
-                                name=s["name"], kind=3, start_time_unix_nano=s["start"],
-                                end_time_unix_nano=s["end"])  # fmt: skip
+            span = ss.spans.add(
+                trace_id=s["trace_id"],
+                span_id=s["span_id"],
+                parent_span_id=s["parent"],
+                name=s["name"],
+                kind=3,
+                start_time_unix_nano=s["start"],
+                end_time_unix_nano=s["end"],
+            )
             span.attributes.extend(kv(k, v) for k, v in s["attrs"])
         bodies.append(request.SerializeToString())
     return bodies, len(spans)
@@ -166,9 +225,17 @@ def run(kind: str, traces: int, steps: int) -> dict:
                 time.sleep(0.01)
             elapsed = time.perf_counter() - started
         stored = platform.database_bytes() - db_before + platform.blob_bytes() - blobs_before
-        return {"kind": kind, "traces": traces, "steps": steps, "spans": total,
-                "spans_per_s": total / elapsed, "raw_bytes": raw, "stored_bytes": stored,
-                "stored_per_span": stored / total, "ratio": stored / raw}  # fmt: skip
+        return {
+            "kind": kind,
+            "traces": traces,
+            "steps": steps,
+            "spans": total,
+            "spans_per_s": total / elapsed,
+            "raw_bytes": raw,
+            "stored_bytes": stored,
+            "stored_per_span": stored / total,
+            "ratio": stored / raw,
+        }
     finally:
         platform.stop()
 
@@ -192,10 +259,12 @@ def main() -> None:
             ratios = sorted(r["ratio"] for r in runs)
             r = sorted(runs, key=lambda r: r["ratio"])[len(runs) // 2]
             rate_target = " (>= 5000 spans/s)" if kind == "embedded" and steps == 10 else ""
-            print(f"{kind:<12} {traces:>4}x{steps:<4} {r['spans']:>6} {statistics.median(rates):>8.0f} "
-                  f"{r['stored_per_span']:>8.0f} {statistics.median(ratios):>11.4f}  <= {target:.4f}{rate_target}"
-                  f"  [spans/s {rates[0]:.0f}-{rates[-1]:.0f}, stored/raw {ratios[0]:.4f}-{ratios[-1]:.4f};"
-                  f" raw {r['raw_bytes'] / 1e6:.1f} MB, stored {r['stored_bytes'] / 1e6:.2f} MB]")  # fmt: skip
+            print(
+                f"{kind:<12} {traces:>4}x{steps:<4} {r['spans']:>6} {statistics.median(rates):>8.0f} "
+                f"{r['stored_per_span']:>8.0f} {statistics.median(ratios):>11.4f}  <= {target:.4f}{rate_target}"
+                f"  [spans/s {rates[0]:.0f}-{rates[-1]:.0f}, stored/raw {ratios[0]:.4f}-{ratios[-1]:.4f};"
+                f" raw {r['raw_bytes'] / 1e6:.1f} MB, stored {r['stored_bytes'] / 1e6:.2f} MB]"
+            )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,15 @@ def _body(spans: list[dict], service: str) -> bytes:
     ss = rs.scope_spans.add()
     ss.scope.name = "agent.instrumentation"
     for s in spans:
-        span = ss.spans.add(trace_id=s["trace_id"], span_id=s["span_id"], parent_span_id=s["parent"],
-                            name=s["name"], kind=3, start_time_unix_nano=s["start"],
-                            end_time_unix_nano=s["end"])  # fmt: skip
+        span = ss.spans.add(
+            trace_id=s["trace_id"],
+            span_id=s["span_id"],
+            parent_span_id=s["parent"],
+            name=s["name"],
+            kind=3,
+            start_time_unix_nano=s["start"],
+            end_time_unix_nano=s["end"],
+        )
         span.attributes.extend(kv(k, v) for k, v in s["attrs"])
         if s.get("error"):
             span.status.code = 2
@@ -79,9 +85,15 @@ def _copy(template: list[dict], t0: int, index: int) -> list[dict]:
                 v = ["support", "billing", "research"][index % 3]
             attrs.append((k, v))
         attrs.append(("customer.tier", ["free", "pro", "enterprise"][index % 3]))
-        span = {**s, "trace_id": trace_id, "span_id": ids[s["span_id"]],
-                "parent": ids.get(s["parent"], b""), "start": s["start"] + shift,
-                "end": s["end"] + shift, "attrs": attrs}  # fmt: skip
+        span = {
+            **s,
+            "trace_id": trace_id,
+            "span_id": ids[s["span_id"]],
+            "parent": ids.get(s["parent"], b""),
+            "start": s["start"] + shift,
+            "end": s["end"] + shift,
+            "attrs": attrs,
+        }
         if error and s["name"].startswith("execute_tool"):
             span["error"] = f"tool timed out after 30 s (request {RNG.randrange(10**6)})"
             error = False
@@ -127,32 +139,64 @@ def big_trace(platform: Platform) -> str:
     trace_id = RNG.randbytes(16)
     root = RNG.randbytes(8)
     t0 = time.time_ns() - 3_600 * 10**9
-    spans = [{"trace_id": trace_id, "span_id": root, "parent": b"", "name": "invoke_agent crawler",
-              "start": t0, "end": t0 + 100 * 10**9,
-              "attrs": [("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "crawler")]}]  # fmt: skip
+    spans = [
+        {
+            "trace_id": trace_id,
+            "span_id": root,
+            "parent": b"",
+            "name": "invoke_agent crawler",
+            "start": t0,
+            "end": t0 + 100 * 10**9,
+            "attrs": [("gen_ai.operation.name", "invoke_agent"), ("gen_ai.agent.name", "crawler")],
+        }
+    ]
     for step in range(100):
         sid = RNG.randbytes(8)
         s0 = t0 + step * 10**9
-        spans.append({"trace_id": trace_id, "span_id": sid, "parent": root, "name": f"step {step}",
-                      "start": s0, "end": s0 + 10**9, "attrs": []})  # fmt: skip
+        spans.append(
+            {
+                "trace_id": trace_id,
+                "span_id": sid,
+                "parent": root,
+                "name": f"step {step}",
+                "start": s0,
+                "end": s0 + 10**9,
+                "attrs": [],
+            }
+        )
         for i in range(19):
             chat = i % 2 == 0
             attrs = [("gen_ai.operation.name", "chat" if chat else "execute_tool")]
             if chat:
-                attrs += [("gen_ai.request.model", "claude-sonnet-4"), ("gen_ai.usage.input_tokens", 900),
-                          ("gen_ai.usage.output_tokens", 60)]  # fmt: skip
+                attrs += [
+                    ("gen_ai.request.model", "claude-sonnet-4"),
+                    ("gen_ai.usage.input_tokens", 900),
+                    ("gen_ai.usage.output_tokens", 60),
+                ]
             else:
                 attrs += [
                     ("gen_ai.tool.name", "fetch_page"),
                     ("gen_ai.tool.call.result", f"page {step}.{i}"),
                 ]
-            spans.append({"trace_id": trace_id, "span_id": RNG.randbytes(8), "parent": sid,
-                          "name": "chat claude-sonnet-4" if chat else "execute_tool fetch_page",
-                          "start": s0 + i * 50_000_000, "end": s0 + (i + 1) * 50_000_000, "attrs": attrs})  # fmt: skip
+            spans.append(
+                {
+                    "trace_id": trace_id,
+                    "span_id": RNG.randbytes(8),
+                    "parent": sid,
+                    "name": "chat claude-sonnet-4" if chat else "execute_tool fetch_page",
+                    "start": s0 + i * 50_000_000,
+                    "end": s0 + (i + 1) * 50_000_000,
+                    "attrs": attrs,
+                }
+            )
     headers = {"Authorization": f"Bearer {platform.key}", "Content-Type": "application/x-protobuf"}
     for start in range(0, len(spans), 512):
-        httpx.post(f"{platform.url}/v1/traces", content=_body(spans[start : start + 512], "crawler"),
-                   headers=headers, timeout=60).raise_for_status()  # fmt: skip
+        httpx.post(
+            f"{platform.url}/v1/traces",
+            content=_body(spans[start : start + 512], "crawler"),
+            headers=headers,
+            timeout=60,
+        ).raise_for_status()
     return trace_id.hex()
 
 
@@ -161,18 +205,38 @@ def long_conversation(platform: Platform) -> tuple[str, str]:
     (whose input is the whole conversation, 79 messages)."""
     spans = trace_spans(40, time.time_ns() - 1_800 * 10**9)
     headers = {"Authorization": f"Bearer {platform.key}", "Content-Type": "application/x-protobuf"}
-    httpx.post(f"{platform.url}/v1/traces", content=_body(spans, "support-agent"),
-               headers=headers, timeout=60).raise_for_status()  # fmt: skip
+    httpx.post(
+        f"{platform.url}/v1/traces",
+        content=_body(spans, "support-agent"),
+        headers=headers,
+        timeout=60,
+    ).raise_for_status()
     last_chat = [s for s in spans if s["name"].startswith("chat")][-1]
     return spans[0]["trace_id"].hex(), last_chat["span_id"].hex()
 
 
 def start_worker(platform: Platform) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [PY, "-m", "celery", "-A", "controlplane", "worker", "--concurrency", "1", "--loglevel",
-         "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"],
-        cwd=ROOT, env=platform.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            PY,
+            "-m",
+            "celery",
+            "-A",
+            "controlplane",
+            "worker",
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=ROOT,
+        env=platform.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     platform.procs.append(proc)
     return proc
 
@@ -191,16 +255,27 @@ def wait_indexed(platform: Platform, traces: int, timeout: float = 1800) -> floa
 
 
 def log_in(platform: Platform) -> httpx.Client:
-    manage(platform.env, "shell", "-c", (
-        "from django.contrib.auth import get_user_model; from controlplane.models import Tenant, Membership; "
-        "u = get_user_model().objects.create_user('bench@bench.local', 'bench@bench.local', 'bench-password-1'); "
-        "Membership.all_tenants.create(tenant=Tenant.objects.get(slug='bench'), user=u, role='owner')"
-    ))  # fmt: skip
+    manage(
+        platform.env,
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth import get_user_model; from controlplane.models import Tenant, Membership; "
+            "u = get_user_model().objects.create_user('bench@bench.local', 'bench@bench.local', 'bench-password-1'); "
+            "Membership.all_tenants.create(tenant=Tenant.objects.get(slug='bench'), user=u, role='owner')"
+        ),
+    )
     client = httpx.Client(base_url=platform.url, timeout=60)
     page = client.get("/login/")
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    resp = client.post("/login/", data={"username": "bench@bench.local", "password": "bench-password-1",
-                                        "csrfmiddlewaretoken": token})  # fmt: skip
+    resp = client.post(
+        "/login/",
+        data={
+            "username": "bench@bench.local",
+            "password": "bench-password-1",
+            "csrfmiddlewaretoken": token,
+        },
+    )
     assert resp.status_code == 302, resp.text[:500]
     return client
 
@@ -228,8 +303,10 @@ def run(kind: str, spans_wanted: int) -> list[tuple]:
         talk_trace, talk_span = long_conversation(platform)
         loaded = time.perf_counter() - t
         indexed = wait_indexed(platform, traces + 2)
-        print(f"[{kind}] loaded {spans + 2001 + 81:,} spans in {traces + 2:,} traces in {loaded:.0f} s; "
-              f"search index caught up {indexed:.0f} s after the last span")  # fmt: skip
+        print(
+            f"[{kind}] loaded {spans + 2001 + 81:,} spans in {traces + 2:,} traces in {loaded:.0f} s; "
+            f"search index caught up {indexed:.0f} s after the last span"
+        )
         if kind == "postgres+s3":
             import psycopg
 
@@ -237,8 +314,9 @@ def run(kind: str, spans_wanted: int) -> list[tuple]:
             url = platform.env["DATABASE_URL"].replace("postgres://", "postgresql://")
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("ANALYZE")
-        api = httpx.Client(base_url=platform.url, timeout=60,
-                           headers={"Authorization": f"Bearer {platform.key}"})  # fmt: skip
+        api = httpx.Client(
+            base_url=platform.url, timeout=60, headers={"Authorization": f"Bearer {platform.key}"}
+        )
         filters = [
             {"service": "billing-agent", "status": "error"},
             {"model": "claude-haiku-4"},
@@ -256,13 +334,33 @@ def run(kind: str, spans_wanted: int) -> list[tuple]:
 
         ui = log_in(platform)
         rows = [
-            ("trace list, filtered (API)", timed(lambda i: get("/api/v1/traces", filters[i % len(filters)])), 50),
-            ("trace list, filtered (page)", timed(lambda i: get("/t/bench/traces/", filters[i % len(filters)], ui)), None),
-            ("full-text search (API)", timed(lambda i: get("/api/v1/traces", {"q": words[i % len(words)]})), None),
+            (
+                "trace list, filtered (API)",
+                timed(lambda i: get("/api/v1/traces", filters[i % len(filters)])),
+                50,
+            ),
+            (
+                "trace list, filtered (page)",
+                timed(lambda i: get("/t/bench/traces/", filters[i % len(filters)], ui)),
+                None,
+            ),
+            (
+                "full-text search (API)",
+                timed(lambda i: get("/api/v1/traces", {"q": words[i % len(words)]})),
+                None,
+            ),
             ("2,000-span trace (API)", timed(lambda i: get(f"/api/v1/traces/{big}"), 30), 100),
-            ("2,000-span trace (page)", timed(lambda i: get(f"/t/bench/traces/{big}/", None, ui), 30), 100),
-            ("span, 79-message input (API)", timed(lambda i: get(f"/api/v1/spans/{talk_span}", {"trace_id": talk_trace}), 30), None),
-        ]  # fmt: skip
+            (
+                "2,000-span trace (page)",
+                timed(lambda i: get(f"/t/bench/traces/{big}/", None, ui), 30),
+                100,
+            ),
+            (
+                "span, 79-message input (API)",
+                timed(lambda i: get(f"/api/v1/spans/{talk_span}", {"trace_id": talk_trace}), 30),
+                None,
+            ),
+        ]
         talk = get(f"/api/v1/spans/{talk_span}", {"trace_id": talk_trace}).json()
         assert len(talk["input_messages"]) == 79, len(talk["input_messages"])
         check = get(f"/api/v1/traces/{big}").json()

@@ -57,9 +57,13 @@ def tenant_create(*, slug: str, name: str = "", actor: Actor | None = None) -> T
 
 
 def membership_change_problem(
-    *, tenant: Tenant, actor: Actor, membership: Membership | None, role: str | None,
+    *,
+    tenant: Tenant,
+    actor: Actor,
+    membership: Membership | None,
+    role: str | None,
     lock: bool = False,
-) -> str | None:  # fmt: skip
+) -> str | None:
     """Why this change of a membership may not happen, or None. A tenant always keeps an
     owner, and only an owner makes or unmakes one.
 
@@ -190,9 +194,12 @@ def api_key_rename(*, key: ApiKey, name: str, actor: Actor) -> ApiKey:
     if old != name:
         key.save(update_fields=["name"])
         audit_record(
-            tenant=key.tenant, actor=actor, action="api_key.rename", target=key,
+            tenant=key.tenant,
+            actor=actor,
+            action="api_key.rename",
+            target=key,
             data={"from": old, "to": name},
-        )  # fmt: skip
+        )
     return key
 
 

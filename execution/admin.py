@@ -40,8 +40,16 @@ class JournalStepInline(admin.TabularInline):
 
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
-    list_display = ["id", "tenant", "agent", "status", "stop_reason", "step_count", "trace_id",
-                    "created_at"]  # fmt: skip
+    list_display = [
+        "id",
+        "tenant",
+        "agent",
+        "status",
+        "stop_reason",
+        "step_count",
+        "trace_id",
+        "created_at",
+    ]
     list_filter = ["tenant", "status", "stop_reason"]
     search_fields = ["trace_id", "agent__name"]
     ordering = ["-created_at"]

@@ -183,9 +183,11 @@ class RunSerializer(serializers.ModelSerializer):
 
 class RunCreateSerializer(serializers.Serializer):
     agent = serializers.RegexField(
-        r"^[-a-zA-Z0-9_]+\Z", max_length=100, help_text="the agent's id or name",
+        r"^[-a-zA-Z0-9_]+\Z",
+        max_length=100,
+        help_text="the agent's id or name",
         error_messages={"invalid": "an agent's id or name (letters, digits, - and _)"},
-    )  # fmt: skip
+    )
     version = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=2**31 - 1
     )

@@ -87,12 +87,24 @@ def message_view(message) -> dict:
             parts.append(_text_part(part.get("content", "")))
         elif kind == "tool_call":
             arguments = pretty(part.get("arguments"))
-            parts.append({"kind": "tool_call", "name": part.get("name", ""),
-                          "id": part.get("id", ""), "html": with_redactions(arguments)})  # fmt: skip
+            parts.append(
+                {
+                    "kind": "tool_call",
+                    "name": part.get("name", ""),
+                    "id": part.get("id", ""),
+                    "html": with_redactions(arguments),
+                }
+            )
         elif kind == "tool_call_response":
             response = pretty(part.get("response"))
-            parts.append({"kind": "tool_result", "id": part.get("id", ""),
-                          "html": with_redactions(response), "long": len(response) > LONG_TEXT})  # fmt: skip
+            parts.append(
+                {
+                    "kind": "tool_result",
+                    "id": part.get("id", ""),
+                    "html": with_redactions(response),
+                    "long": len(response) > LONG_TEXT,
+                }
+            )
         else:
             parts.append(
                 {"kind": "other", "type": kind or "part", "html": with_redactions(pretty(part))}
@@ -119,10 +131,15 @@ def attribute_rows(attributes: dict) -> list[tuple[str, SafeString]]:
 
 
 OPERATION_LABELS = {
-    "chat": "chat", "text_completion": "llm", "generate_content": "llm",
-    "execute_tool": "tool", "invoke_agent": "agent", "create_agent": "agent",
-    "embeddings": "embed", "retrieval": "retrieve",
-}  # fmt: skip
+    "chat": "chat",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "execute_tool": "tool",
+    "invoke_agent": "agent",
+    "create_agent": "agent",
+    "embeddings": "embed",
+    "retrieval": "retrieve",
+}
 
 
 def operation_class(operation: str) -> str:
@@ -133,9 +150,14 @@ STATUS = {0: "unset", 1: "ok", 2: "error"}
 
 
 def span_rows_html(
-    rows: list[dict], *, t0: int, total_ns: int, collapse_below: int | None,
-    start: int = 0, stop: int | None = None,
-) -> str:  # fmt: skip
+    rows: list[dict],
+    *,
+    t0: int,
+    total_ns: int,
+    collapse_below: int | None,
+    start: int = 0,
+    stop: int | None = None,
+) -> str:
     """The tree rows of a trace view (name column and waterfall bar), as one string.
 
     Written out directly rather than through a template loop: a 2,000-span trace renders

@@ -33,8 +33,14 @@ PAGE = 50
 # arrive in chunks as the tree is scrolled.
 BIG_TRACE = 300
 ROW_CHUNK = 400
-TIME_RANGES = [("", "All time"), ("15m", "Last 15 min"), ("1h", "Last hour"),
-               ("24h", "Last 24 hours"), ("7d", "Last 7 days"), ("30d", "Last 30 days")]  # fmt: skip
+TIME_RANGES = [
+    ("", "All time"),
+    ("15m", "Last 15 min"),
+    ("1h", "Last hour"),
+    ("24h", "Last 24 hours"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+]
 
 
 class LoginView(auth_views.LoginView):
@@ -147,11 +153,20 @@ def trace_detail(request, tenant_slug, trace_id):
             start = parse_whole(offset, "offset")
         except FilterError as exc:
             return HttpResponse(str(exc), status=400, content_type="text/plain")
-        html = present.span_rows_html(rows, t0=t0, total_ns=t1 - t0, collapse_below=collapse_below,
-                                      start=start, stop=start + ROW_CHUNK)  # fmt: skip
+        html = present.span_rows_html(
+            rows,
+            t0=t0,
+            total_ns=t1 - t0,
+            collapse_below=collapse_below,
+            start=start,
+            stop=start + ROW_CHUNK,
+        )
         more = start + ROW_CHUNK < len(rows)
-        return render_page(request, "frontend/_span_rows.html",
-                       {"rows_html": html, "trace": trace, "next_offset": start + ROW_CHUNK if more else None})  # fmt: skip
+        return render_page(
+            request,
+            "frontend/_span_rows.html",
+            {"rows_html": html, "trace": trace, "next_offset": start + ROW_CHUNK if more else None},
+        )
     # Opening with ?span=<id>: that span's detail is in the page, and its rows load with it.
     selected = request.GET.get("span", "")
     first = ROW_CHUNK
@@ -281,12 +296,18 @@ def setup(request, tenant_slug):
 def setup_key(request, tenant_slug):
     """Create an ingest key for the exporter settings (admins only), shown once."""
     if Scope.ADMIN not in request.membership.scopes:
-        return render_page(request, "frontend/setup.html",
-                       {"setup": _setup_context(request), "forbidden": True}, status=403)  # fmt: skip
+        return render_page(
+            request,
+            "frontend/setup.html",
+            {"setup": _setup_context(request), "forbidden": True},
+            status=403,
+        )
     _, raw = controlplane_services.api_key_create(
-        tenant=request.tenant, name="exporter (created in the UI)", scopes=[Scope.INGEST],
+        tenant=request.tenant,
+        name="exporter (created in the UI)",
+        scopes=[Scope.INGEST],
         actor=controlplane_services.Actor(user=request.user),
-    )  # fmt: skip
+    )
     response = render_page(request, "frontend/setup.html", {"setup": _setup_context(request, raw)})
     response["Cache-Control"] = "no-store"  # the key is in this page only
     return response

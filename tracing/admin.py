@@ -18,8 +18,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Trace)
 class TraceAdmin(ReadOnlyAdmin):
-    list_display = ["trace_id", "tenant", "name", "service_name", "status", "span_count",
-                    "start_time", "duration_ms"]  # fmt: skip
+    list_display = [
+        "trace_id",
+        "tenant",
+        "name",
+        "service_name",
+        "status",
+        "span_count",
+        "start_time",
+        "duration_ms",
+    ]
     list_filter = ["tenant", "status"]
     search_fields = ["name", "service_name", "session_id"]
     ordering = ["-start_time"]
@@ -33,9 +41,12 @@ class RedactionPolicyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         try:
             saved = services.redaction_policy_update(
-                tenant=obj.tenant, custom_patterns=obj.custom_patterns, drop_keys=obj.drop_keys,
-                never_scan_keys=obj.never_scan_keys, actor=Actor(user=request.user),
-            )  # fmt: skip
+                tenant=obj.tenant,
+                custom_patterns=obj.custom_patterns,
+                drop_keys=obj.drop_keys,
+                never_scan_keys=obj.never_scan_keys,
+                actor=Actor(user=request.user),
+            )
         except ServiceError as exc:
             self.message_user(request, f"Not saved: {exc}", level="error")
             return

@@ -38,11 +38,12 @@ class RedactionPolicyView(TenantAPIView):
         body.is_valid(raise_exception=True)
         try:
             policy = services.redaction_policy_update(
-                tenant=request.tenant, actor=self.actor,
+                tenant=request.tenant,
+                actor=self.actor,
                 custom_patterns=[dict(p) for p in body.validated_data["custom_patterns"]],
                 drop_keys=body.validated_data["drop_keys"],
                 never_scan_keys=body.validated_data["never_scan_keys"],
-            )  # fmt: skip
+            )
         except ServiceError as exc:
             raise ValidationError({"detail": str(exc)}) from None
         return Response(RedactionPolicySerializer(policy).data)

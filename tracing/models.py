@@ -160,9 +160,14 @@ def conventional_name(operation: str, request_model: str, tool_name: str, agent_
 
 # Low-cardinality labels: a span row holds the id of their combination (SpanLabels).
 LABEL_FIELDS = (
-    "service_name", "agent_name", "operation", "provider", "request_model", "response_model",
+    "service_name",
+    "agent_name",
+    "operation",
+    "provider",
+    "request_model",
+    "response_model",
     "tool_name",
-)  # fmt: skip
+)
 
 
 class SpanLabels(TenantModel):
@@ -216,9 +221,13 @@ class Span(TenantModel):
     # `selectors.span_labels`. Label sets are never deleted on their own (a tenant's go
     # with it), so no constraint; and no index: spans are not looked up by their labels.
     labels = models.ForeignKey(
-        SpanLabels, on_delete=models.DO_NOTHING, null=True, db_index=False,
-        db_constraint=False, related_name="+",
-    )  # fmt: skip
+        SpanLabels,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        db_index=False,
+        db_constraint=False,
+        related_name="+",
+    )
     input_tokens = models.IntegerField(null=True, blank=True)
     output_tokens = models.IntegerField(null=True, blank=True)
     session_id = models.CharField(max_length=255, blank=True)

@@ -19,9 +19,12 @@ from tracing.ingest.redact import compile_pattern
 from tracing.models import Payload, PayloadDictionary, PayloadKind, RedactionPolicy, Span, Trace
 
 __all__ = [
-    "IngestResult", "spans_ingest", "redaction_policy_update", "dictionaries_due",
+    "IngestResult",
+    "spans_ingest",
+    "redaction_policy_update",
+    "dictionaries_due",
     "dictionaries_refresh",
-]  # fmt: skip
+]
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 
@@ -75,10 +78,17 @@ def redaction_policy_update(
     policy.updated_at = timezone.now()
     policy.save()
     audit_record(
-        tenant=tenant, actor=actor, action="redaction_policy.update", target=policy,
-        data={"version": policy.version, "patterns": [p["name"] for p in patterns],
-              "drop_keys": drop, "never_scan_keys": never},
-    )  # fmt: skip
+        tenant=tenant,
+        actor=actor,
+        action="redaction_policy.update",
+        target=policy,
+        data={
+            "version": policy.version,
+            "patterns": [p["name"] for p in patterns],
+            "drop_keys": drop,
+            "never_scan_keys": never,
+        },
+    )
     transaction.on_commit(lambda: redaction_setups.invalidate(tenant.pk))
     return policy
 

@@ -9,10 +9,17 @@ from tracing.search.index import search_index_spans
 
 
 @shared_task(
-    base=TenantTask, name="tracing.index_spans", acks_late=True, reject_on_worker_lost=True,
-    autoretry_for=(OSError,), retry_backoff=True, max_retries=5, soft_time_limit=300,
-    time_limit=330, ignore_result=True,
-)  # fmt: skip
+    base=TenantTask,
+    name="tracing.index_spans",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+    soft_time_limit=300,
+    time_limit=330,
+    ignore_result=True,
+)
 def index_spans(*, tenant_id: int, spans: list) -> None:
     """Add newly stored spans to the search index. Safe to run twice."""
     search_index_spans(tenant_id=tenant_id, spans=[tuple(s) for s in spans])
@@ -26,9 +33,13 @@ def refresh_dictionaries_due() -> None:
 
 
 @shared_task(
-    base=TenantTask, name="tracing.refresh_dictionaries", acks_late=True,
-    soft_time_limit=300, time_limit=330, ignore_result=True,
-)  # fmt: skip
+    base=TenantTask,
+    name="tracing.refresh_dictionaries",
+    acks_late=True,
+    soft_time_limit=300,
+    time_limit=330,
+    ignore_result=True,
+)
 def refresh_dictionaries(*, tenant_id: int) -> None:
     """Train new dictionaries from recent traffic if they compress it clearly better.
     Safe to run twice: the second finds the new ones as good as itself."""

@@ -19,8 +19,13 @@ from tracing.ingest.decode import (
 )
 from tracing.ingest.receive import IngestRefused, ingest_key, receive
 
-GRPC_STATUS_NUMBERS = {"INVALID_ARGUMENT": 3, "UNAUTHENTICATED": 16, "PERMISSION_DENIED": 7,
-                       "RESOURCE_EXHAUSTED": 8, "UNAVAILABLE": 14}  # fmt: skip
+GRPC_STATUS_NUMBERS = {
+    "INVALID_ARGUMENT": 3,
+    "UNAUTHENTICATED": 16,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "UNAVAILABLE": 14,
+}
 
 
 def _refusal(refused: IngestRefused, as_protobuf: bool) -> HttpResponse:
@@ -34,10 +39,14 @@ def _refusal(refused: IngestRefused, as_protobuf: bool) -> HttpResponse:
         )
     else:
         response = JsonResponse(
-            {"error": refused.error, "detail": refused.message,
-             "code": GRPC_STATUS_NUMBERS[refused.grpc_code], "message": refused.message},
+            {
+                "error": refused.error,
+                "detail": refused.message,
+                "code": GRPC_STATUS_NUMBERS[refused.grpc_code],
+                "message": refused.message,
+            },
             status=refused.status,
-        )  # fmt: skip
+        )
     if refused.retry_after:
         response["Retry-After"] = str(refused.retry_after)
     return response

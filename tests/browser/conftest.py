@@ -18,8 +18,15 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # Background networking off: this machine has no network but the loopback, and
 # Chromium's own update and sync requests would only fail and slow it down.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="session")

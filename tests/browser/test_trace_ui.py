@@ -29,14 +29,22 @@ def test_it_searches_opens_a_trace_reads_a_chat_and_follows_the_session(
         provider = provider_for(exporter(live_server, make_key(acme, "ingest")))
         first = conversation_trace(provider, session="conv-browser", start_ns=BASE_NS)
         second = conversation_trace(
-            provider, session="conv-browser", user="Thanks. Can I get a refund instead?",
-            tool_result="Refund of 42.00 EUR approved for order 1000", answer="Your refund is on its way.",
-            start_ns=BASE_NS + 30 * 10**9, duration_ms=4200,
-        )  # fmt: skip
+            provider,
+            session="conv-browser",
+            user="Thanks. Can I get a refund instead?",
+            tool_result="Refund of 42.00 EUR approved for order 1000",
+            answer="Your refund is on its way.",
+            start_ns=BASE_NS + 30 * 10**9,
+            duration_ms=4200,
+        )
         conversation_trace(
-            provider, agent="billing", session="conv-other", user="Invoice please",
-            error=True, start_ns=BASE_NS + 60 * 10**9,
-        )  # fmt: skip
+            provider,
+            agent="billing",
+            session="conv-other",
+            user="Invoice please",
+            error=True,
+            start_ns=BASE_NS + 60 * 10**9,
+        )
         provider.shutdown()
         drain()  # the search index, as the worker would build it
 
@@ -159,14 +167,18 @@ def test_it_keeps_a_2000_span_trace_usable(live_server, page, shot, acme, make_k
     provider = provider_for(exporter(live_server, make_key(acme, "ingest")))
     provider._active_span_processor._span_processors = ()  # noqa: SLF001 - see below
     # Batches of 512, as agents export in production (not one request per span).
-    provider.add_span_processor(BatchSpanProcessor(exporter(live_server, make_key(acme, "ingest")),
-                                                   max_export_batch_size=512))  # fmt: skip
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            exporter(live_server, make_key(acme, "ingest")), max_export_batch_size=512
+        )
+    )
     tracer = provider.get_tracer("big")
     from opentelemetry import trace as otel
 
     t0 = BASE_NS
-    root = tracer.start_span("invoke_agent crawler", start_time=t0,
-                             attributes={"gen_ai.operation.name": "invoke_agent"})  # fmt: skip
+    root = tracer.start_span(
+        "invoke_agent crawler", start_time=t0, attributes={"gen_ai.operation.name": "invoke_agent"}
+    )
     for step in range(100):
         s0 = t0 + step * 10**9
         step_span = tracer.start_span(
@@ -175,9 +187,11 @@ def test_it_keeps_a_2000_span_trace_usable(live_server, page, shot, acme, make_k
         for i in range(19):
             op = "chat" if i % 2 == 0 else "execute_tool"
             child = tracer.start_span(
-                f"{op} {i}", context=otel.set_span_in_context(step_span), start_time=s0 + i * 5 * 10**7,
+                f"{op} {i}",
+                context=otel.set_span_in_context(step_span),
+                start_time=s0 + i * 5 * 10**7,
                 attributes={"gen_ai.operation.name": op},
-            )  # fmt: skip
+            )
             child.end(end_time=s0 + (i + 1) * 5 * 10**7)
         step_span.end(end_time=s0 + 10**9)
     root.end(end_time=t0 + 100 * 10**9)

@@ -59,7 +59,7 @@ def test_it_changes_redaction_rules_through_the_service(staff_client, acme):
             "custom_patterns": '[{"name": "ticket", "pattern": "TCK-\\\\d+"}]',
             "drop_keys": '["secret"]',
             "never_scan_keys": "[]",
-        },  # fmt: skip
+        },
         follow=True,
     )
     assert resp.status_code == 200

@@ -20,11 +20,14 @@ def staff_client(client):
 def _tenant_form(tenant, rows: list[dict]) -> dict:
     """The tenant change form with its membership inline, one dict per row."""
     data = {
-        "slug": tenant.slug, "name": tenant.name, "is_active": "on",
+        "slug": tenant.slug,
+        "name": tenant.name,
+        "is_active": "on",
         "membership_set-TOTAL_FORMS": str(len(rows)),
         "membership_set-INITIAL_FORMS": str(sum(1 for r in rows if r.get("id"))),
-        "membership_set-MIN_NUM_FORMS": "0", "membership_set-MAX_NUM_FORMS": "1000",
-    }  # fmt: skip
+        "membership_set-MIN_NUM_FORMS": "0",
+        "membership_set-MAX_NUM_FORMS": "1000",
+    }
     for i, row in enumerate(rows):
         for key, value in {"tenant": tenant.pk, **row}.items():
             data[f"membership_set-{i}-{key}"] = value
@@ -47,8 +50,9 @@ def test_it_audits_memberships_added_changed_and_removed_inline(staff_client, ac
     assert Membership.all_tenants.get(tenant=acme, user=newcomer).role == Role.VIEWER
     audited = AuditEvent.all_tenants.filter(tenant=acme, action="membership.set")
     assert {(e.data["user"], e.data["role"]) for e in audited} >= {
-        ("bob@acme.test", "member"), ("nina@acme.test", "viewer")
-    }  # fmt: skip
+        ("bob@acme.test", "member"),
+        ("nina@acme.test", "viewer"),
+    }
     assert all(e.actor_user.username == "ops@flightdeck.test" for e in audited)
 
     rows = [_row(alice), _row(bob, role="member", DELETE="on")]

@@ -15,10 +15,12 @@ def channel_in(folder):
         "filesystem://",
         transport="controlplane.fsqueue:Transport",
         transport_options={
-            "data_folder_in": str(folder), "data_folder_out": str(folder),
-            "control_folder": str(folder), "store_processed": False,
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "control_folder": str(folder),
+            "store_processed": False,
         },
-    )  # fmt: skip
+    )
     return conn, conn.default_channel
 
 

@@ -15,12 +15,17 @@ def test_it_escapes_text_and_shows_redaction_placeholders_as_markers():
 
 
 def test_it_turns_semconv_messages_into_conversation_parts():
-    view = present.message_view({"role": "assistant", "parts": [
-        {"type": "text", "content": "Looking it up."},
-        {"type": "tool_call", "id": "c1", "name": "lookup", "arguments": {"order": 7}},
-        {"type": "tool_call_response", "id": "c1", "response": "x" * 2000},
-        {"type": "reasoning", "content": "hm"},
-    ]})  # fmt: skip
+    view = present.message_view(
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "text", "content": "Looking it up."},
+                {"type": "tool_call", "id": "c1", "name": "lookup", "arguments": {"order": 7}},
+                {"type": "tool_call_response", "id": "c1", "response": "x" * 2000},
+                {"type": "reasoning", "content": "hm"},
+            ],
+        }
+    )
     kinds = [p["kind"] for p in view["parts"]]
     assert view["role"] == "assistant" and kinds == ["text", "tool_call", "tool_result", "other"]
     assert (

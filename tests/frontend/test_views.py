@@ -22,7 +22,7 @@ def traces(acme, globex, settings, django_capture_on_commit_callbacks):
                     answer="Refund issued.",
                     error=True,
                     start_ns=BASE_NS + 10**10,
-                ),  # fmt: skip
+                ),
                 "globex": conversation_trace(in_process_provider(globex), session="g-1"),
             }
         drain()

@@ -23,41 +23,61 @@ def agent_trace(provider, *, steps: int = 2, session: str = "conv-1", fail_tool:
     tracer = provider.get_tracer("flightdeck.tests")
     conversation = [text("user", "Where is my order? My e-mail is jane.doe@example.com")]
     with tracer.start_as_current_span(
-        "invoke_agent support", kind=SpanKind.INTERNAL,
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support",
-                    "gen_ai.conversation.id": session},
-    ) as root:  # fmt: skip
+        "invoke_agent support",
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "support",
+            "gen_ai.conversation.id": session,
+        },
+    ) as root:
         for step in range(steps):
             call_id = f"call_{step}"
             reply = {
                 "role": "assistant",
-                "parts": [{"type": "tool_call", "id": call_id, "name": "lookup_order",
-                           "arguments": {"order": 1000 + step}}],
-            }  # fmt: skip
+                "parts": [
+                    {
+                        "type": "tool_call",
+                        "id": call_id,
+                        "name": "lookup_order",
+                        "arguments": {"order": 1000 + step},
+                    }
+                ],
+            }
             with tracer.start_as_current_span(
-                "chat claude-sonnet-4", kind=SpanKind.CLIENT,
+                "chat claude-sonnet-4",
+                kind=SpanKind.CLIENT,
                 attributes={
-                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
-                    "gen_ai.request.model": "claude-sonnet-4", "gen_ai.response.model": "claude-sonnet-4-20250514",
-                    "gen_ai.usage.input_tokens": 100 + step, "gen_ai.usage.output_tokens": 20,
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.request.model": "claude-sonnet-4",
+                    "gen_ai.response.model": "claude-sonnet-4-20250514",
+                    "gen_ai.usage.input_tokens": 100 + step,
+                    "gen_ai.usage.output_tokens": 20,
                     "gen_ai.conversation.id": session,
-                    "gen_ai.system_instructions": json.dumps([{"type": "text", "content": "You are a support agent."}]),
+                    "gen_ai.system_instructions": json.dumps(
+                        [{"type": "text", "content": "You are a support agent."}]
+                    ),
                     "gen_ai.input.messages": json.dumps(conversation),
                     "gen_ai.output.messages": json.dumps([reply]),
                 },
-            ):  # fmt: skip
+            ):
                 pass
             conversation.append(reply)
             result = (
                 f"Order {1000 + step} shipped to 221B Baker Street. " + "tracking details " * 20
             )
             with tracer.start_as_current_span(
-                "execute_tool lookup_order", kind=SpanKind.INTERNAL,
-                attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_order",
-                            "gen_ai.tool.call.id": call_id,
-                            "gen_ai.tool.call.arguments": json.dumps({"order": 1000 + step}),
-                            "gen_ai.tool.call.result": result},
-            ) as tool:  # fmt: skip
+                "execute_tool lookup_order",
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": "lookup_order",
+                    "gen_ai.tool.call.id": call_id,
+                    "gen_ai.tool.call.arguments": json.dumps({"order": 1000 + step}),
+                    "gen_ai.tool.call.result": result,
+                },
+            ) as tool:
                 if fail_tool:
                     tool.set_status(Status(StatusCode.ERROR, "lookup failed"))
             conversation.append(

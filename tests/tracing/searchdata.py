@@ -56,11 +56,19 @@ def index_queue(settings):
 
 
 def conversation_trace(
-    provider, *, agent="support", model="claude-sonnet-4", session="conv-1",
-    user="Where is my order? My e-mail is jane.doe@example.com", answer="It has shipped.",
-    tool_result="Order 1000 shipped to 221B Baker Street", error=False, start_ns=None,
-    duration_ms=1500, attrs=None,
-) -> str:  # fmt: skip
+    provider,
+    *,
+    agent="support",
+    model="claude-sonnet-4",
+    session="conv-1",
+    user="Where is my order? My e-mail is jane.doe@example.com",
+    answer="It has shipped.",
+    tool_result="Order 1000 shipped to 221B Baker Street",
+    error=False,
+    start_ns=None,
+    duration_ms=1500,
+    attrs=None,
+) -> str:
     """invoke_agent → chat (tool call) → execute_tool → chat (answer); returns the trace id
     hex. Times are fixed so duration and time filters can be tested."""
     tracer = provider.get_tracer("flightdeck.tests")
@@ -68,40 +76,69 @@ def conversation_trace(
     end = t0 + int(duration_ms * 1e6)
     step = (end - t0) // 4
     system = json.dumps([{"type": "text", "content": "You are a helpful support agent."}])
-    call = {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1",
-            "name": "lookup_order", "arguments": {"order": 1000}}]}  # fmt: skip
-    result = {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1",
-              "response": tool_result}]}  # fmt: skip
+    call = {
+        "role": "assistant",
+        "parts": [
+            {
+                "type": "tool_call",
+                "id": "call_1",
+                "name": "lookup_order",
+                "arguments": {"order": 1000},
+            }
+        ],
+    }
+    result = {
+        "role": "tool",
+        "parts": [{"type": "tool_call_response", "id": "call_1", "response": tool_result}],
+    }
     root = tracer.start_span(
-        f"invoke_agent {agent}", kind=SpanKind.INTERNAL, start_time=t0,
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
-                    "gen_ai.conversation.id": session, **(attrs or {})},
-    )  # fmt: skip
+        f"invoke_agent {agent}",
+        kind=SpanKind.INTERNAL,
+        start_time=t0,
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent,
+            "gen_ai.conversation.id": session,
+            **(attrs or {}),
+        },
+    )
     ctx = otel.set_span_in_context(root)
 
     def chat(start, messages, output):
         span = tracer.start_span(
-            f"chat {model}", context=ctx, kind=SpanKind.CLIENT, start_time=start,
+            f"chat {model}",
+            context=ctx,
+            kind=SpanKind.CLIENT,
+            start_time=start,
             attributes={
-                "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
-                "gen_ai.request.model": model, "gen_ai.response.model": f"{model}-20250514",
-                "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 20,
-                "gen_ai.conversation.id": session, "gen_ai.system_instructions": system,
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "anthropic",
+                "gen_ai.request.model": model,
+                "gen_ai.response.model": f"{model}-20250514",
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 20,
+                "gen_ai.conversation.id": session,
+                "gen_ai.system_instructions": system,
                 "gen_ai.input.messages": json.dumps(messages),
                 "gen_ai.output.messages": json.dumps([output]),
             },
-        )  # fmt: skip
+        )
         span.end(end_time=start + step)
 
     conversation = [text("user", user)]
     chat(t0 + 1000, conversation, call)
     tool = tracer.start_span(
-        "execute_tool lookup_order", context=ctx, start_time=t0 + step,
-        attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_order",
-                    "gen_ai.tool.call.id": "call_1",
-                    "gen_ai.tool.call.arguments": json.dumps({"order": 1000}),
-                    "gen_ai.tool.call.result": tool_result},
-    )  # fmt: skip
+        "execute_tool lookup_order",
+        context=ctx,
+        start_time=t0 + step,
+        attributes={
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": "lookup_order",
+            "gen_ai.tool.call.id": "call_1",
+            "gen_ai.tool.call.arguments": json.dumps({"order": 1000}),
+            "gen_ai.tool.call.result": tool_result,
+        },
+    )
     if error:
         tool.set_status(Status(StatusCode.ERROR, "lookup_order timed out"))
     tool.end(end_time=t0 + 2 * step)

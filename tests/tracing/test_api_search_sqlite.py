@@ -68,7 +68,12 @@ def test_it_searches_full_text_with_sqlite_fts5(tmp_path):
     )
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", SCRIPT],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sqlite fts5 ok" in out.stdout

@@ -27,23 +27,34 @@ def corpus(acme, globex, settings, django_capture_on_commit_callbacks):
             ids = {
                 "order": conversation_trace(support, start_ns=BASE_NS, duration_ms=1500),
                 "refund": conversation_trace(
-                    billing, agent="billing", model="gpt-5", session="conv-2",
-                    user="I want a refund for invoice 42", tool_result="Refund declined: unpaid",
-                    error=True, start_ns=BASE_NS + 60 * S, duration_ms=9000,
+                    billing,
+                    agent="billing",
+                    model="gpt-5",
+                    session="conv-2",
+                    user="I want a refund for invoice 42",
+                    tool_result="Refund declined: unpaid",
+                    error=True,
+                    start_ns=BASE_NS + 60 * S,
+                    duration_ms=9000,
                     attrs={"customer.tier": "gold"},
                 ),
                 "followup": conversation_trace(
-                    support, user="And when will it arrive?", answer="Tomorrow morning.",
-                    start_ns=BASE_NS + 120 * S, duration_ms=300, attrs={"customer.tier": "free"},
+                    support,
+                    user="And when will it arrive?",
+                    answer="Tomorrow morning.",
+                    start_ns=BASE_NS + 120 * S,
+                    duration_ms=300,
+                    attrs={"customer.tier": "free"},
                 ),
                 "old": conversation_trace(
                     support, session="conv-0", user="Hello there", start_ns=BASE_NS - 86400 * S
                 ),
-            }  # fmt: skip
+            }
             ids["globex"] = conversation_trace(
-                in_process_provider(globex, "support-agent"), user="globex refund secret",
+                in_process_provider(globex, "support-agent"),
+                user="globex refund secret",
                 start_ns=BASE_NS + 30 * S,
-            )  # fmt: skip
+            )
         assert drain() >= 5  # the in-process exporter sends span by span
     return ids
 
@@ -74,8 +85,11 @@ def test_it_lists_the_tenants_traces_newest_first(client, corpus, reader):
     resp = get(client, reader, "/api/v1/traces")
     body = resp.json()
     assert [t["trace_id"] for t in body["items"]] == [
-        corpus["followup"], corpus["refund"], corpus["order"], corpus["old"]
-    ]  # fmt: skip
+        corpus["followup"],
+        corpus["refund"],
+        corpus["order"],
+        corpus["old"],
+    ]
     assert body["next_cursor"] is None
     refund = body["items"][1]
     assert refund["status"] == "error" and refund["error_count"] == 2
@@ -194,8 +208,10 @@ def test_it_returns_a_traces_span_tree(client, corpus, reader):
     assert root["name"] == "invoke_agent billing" and root["parent_span_id"] is None
     assert root["status"] == "error" and root["start_offset_ms"] == 0
     assert [c["name"] for c in root["children"]] == [
-        "chat gpt-5", "execute_tool lookup_order", "chat gpt-5"
-    ]  # fmt: skip
+        "chat gpt-5",
+        "execute_tool lookup_order",
+        "chat gpt-5",
+    ]
     chat, tool, _ = root["children"]
     assert chat["parent_span_id"] == root["span_id"] and chat["children"] == []
     assert chat["request_model"] == "gpt-5" and chat["input_tokens"] == 100
@@ -220,8 +236,11 @@ def test_it_returns_a_spans_payloads_reassembled(client, corpus, reader):
         "Where is my order? My e-mail is [EMAIL:"
     )
     assert span["input_messages"][1]["parts"][0] == {
-        "type": "tool_call", "id": "call_1", "name": "lookup_order", "arguments": {"order": 1000}
-    }  # fmt: skip
+        "type": "tool_call",
+        "id": "call_1",
+        "name": "lookup_order",
+        "arguments": {"order": 1000},
+    }
     assert span["output_messages"] == [
         {"role": "assistant", "parts": [{"type": "text", "content": "It has shipped."}]}
     ]
@@ -304,9 +323,10 @@ def test_it_indexes_each_text_once_per_trace_and_can_run_twice(corpus, acme):
         texts = SearchText.objects.count()
         # The system prompt, sent by every chat span of every trace, is one text...
         prompt = [
-            d for d in SearchText.objects.values_list("digest", flat=True)
+            d
+            for d in SearchText.objects.values_list("digest", flat=True)
             if TraceText.objects.filter(digest=d).count() == 4
-        ]  # fmt: skip
+        ]
         assert prompt
         # ...and each trace lists every text once, though its second chat resent them.
         per_trace = TraceText.objects.filter(trace_id=corpus["order"])
@@ -336,12 +356,29 @@ def _span_ids(trace_hex):
 
 def test_it_documents_the_read_api_in_openapi(client):
     schema = client.get("/api/schema/", {"format": "json"}).json()
-    for path in ("/api/v1/traces", "/api/v1/traces/{trace_id}", "/api/v1/spans/{span_id}",
-                 "/api/v1/sessions", "/api/v1/sessions/{session_id}"):  # fmt: skip
+    for path in (
+        "/api/v1/traces",
+        "/api/v1/traces/{trace_id}",
+        "/api/v1/spans/{span_id}",
+        "/api/v1/sessions",
+        "/api/v1/sessions/{session_id}",
+    ):
         assert "get" in schema["paths"][path], path
     names = {p["name"] for p in schema["paths"]["/api/v1/traces"]["get"]["parameters"]}
-    assert names >= {"q", "since", "until", "service", "agent", "status", "model",
-                     "min_duration_ms", "session_id", "attr", "cursor", "limit"}  # fmt: skip
+    assert names >= {
+        "q",
+        "since",
+        "until",
+        "service",
+        "agent",
+        "status",
+        "model",
+        "min_duration_ms",
+        "session_id",
+        "attr",
+        "cursor",
+        "limit",
+    }
     summary = schema["components"]["schemas"]["TraceSummary"]["properties"]
     assert {"trace_id", "status", "duration_ms", "model", "input_tokens"} <= set(summary)
 

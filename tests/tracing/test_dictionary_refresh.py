@@ -21,16 +21,22 @@ PAYLOAD = PayloadDictionary.Purpose.PAYLOAD
 def tool_results(count: int, seed: int):
     """Finished spans of a different agent: tool results in a vocabulary of their own."""
     rng = random.Random(seed)
-    words = ["".join(rng.choice("bcdfghklmnprstvz") for _ in range(rng.randint(5, 9)))
-             for _ in range(400)]  # fmt: skip
+    words = [
+        "".join(rng.choice("bcdfghklmnprstvz") for _ in range(rng.randint(5, 9)))
+        for _ in range(400)
+    ]
     memory = InMemorySpanExporter()
     tracer = provider_for(memory, service="crawler").get_tracer("tests")
     for _ in range(count):
         result = " ".join(rng.choice(words) for _ in range(80))
-        with tracer.start_as_current_span("execute_tool fetch", attributes={
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "fetch",
-            "gen_ai.tool.call.result": result,
-        }):  # fmt: skip
+        with tracer.start_as_current_span(
+            "execute_tool fetch",
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "fetch",
+                "gen_ai.tool.call.result": result,
+            },
+        ):
             pass
     return list(memory.get_finished_spans())
 
@@ -56,8 +62,11 @@ def test_it_trains_a_new_dictionary_when_traffic_moves_on_and_reads_old_payloads
     ingest_in_batches(acme, tool_results(5, seed=4), [])
     tenantcache.reset()
     with tenant_scope(acme):
-        headers = {bytes(d)[0] for d in Payload.objects.filter(kind=PayloadKind.VALUE)
-                   .values_list("data", flat=True) if d}  # fmt: skip
+        headers = {
+            bytes(d)[0]
+            for d in Payload.objects.filter(kind=PayloadKind.VALUE).values_list("data", flat=True)
+            if d
+        }
         assert dictionaries.COMPACT | serials[PAYLOAD] in headers
         assert dictionaries.COMPACT | first in headers
         assert selectors.span_detail(span=old_chat)["input_messages"] == before

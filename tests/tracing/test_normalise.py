@@ -27,15 +27,39 @@ def value(v):
 
 
 def ingest(tenant, attrs: dict, *, span_id="eee19b7ec3c1b174", events=(), name="span"):
-    doc = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": value("svc")}]},
-        "scopeSpans": [{"spans": [{
-            "traceId": TRACE, "spanId": span_id, "name": name,
-            "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000200000000",
-            "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
-            "events": [{"name": n, "timeUnixNano": "1700000000100000000",
-                        "attributes": [{"key": k, "value": value(v)} for k, v in a.items()]}
-                       for n, a in events],
-        }]}]}]}  # fmt: skip
+    doc = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": value("svc")}]},
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": TRACE,
+                                "spanId": span_id,
+                                "name": name,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000000200000000",
+                                "attributes": [
+                                    {"key": k, "value": value(v)} for k, v in attrs.items()
+                                ],
+                                "events": [
+                                    {
+                                        "name": n,
+                                        "timeUnixNano": "1700000000100000000",
+                                        "attributes": [
+                                            {"key": k, "value": value(v)} for k, v in a.items()
+                                        ],
+                                    }
+                                    for n, a in events
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
     result = spans_ingest(
         tenant_id=tenant.id, request=decode_request(orjson.dumps(doc), "application/json")
     )
@@ -52,15 +76,31 @@ def ingest(tenant, attrs: dict, *, span_id="eee19b7ec3c1b174", events=(), name="
 @pytest.mark.django_db
 def test_it_reads_the_current_genai_conventions(acme):
     messages = [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
-    span, detail = ingest(acme, {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
-        "gen_ai.request.model": "gpt-4.1", "gen_ai.response.model": "gpt-4.1-2025",
-        "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3,
-        "gen_ai.conversation.id": "c-9", "gen_ai.agent.name": "helper",
-        "gen_ai.input.messages": json.dumps(messages),
-        "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": "hello"}], "finish_reason": "stop"}]),
-        "custom.flag": True, "custom.list": ["a", "b"],
-    })  # fmt: skip
+    span, detail = ingest(
+        acme,
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "gpt-4.1",
+            "gen_ai.response.model": "gpt-4.1-2025",
+            "gen_ai.usage.input_tokens": 12,
+            "gen_ai.usage.output_tokens": 3,
+            "gen_ai.conversation.id": "c-9",
+            "gen_ai.agent.name": "helper",
+            "gen_ai.input.messages": json.dumps(messages),
+            "gen_ai.output.messages": json.dumps(
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "text", "content": "hello"}],
+                        "finish_reason": "stop",
+                    }
+                ]
+            ),
+            "custom.flag": True,
+            "custom.list": ["a", "b"],
+        },
+    )
     labels = selectors.span_labels(span=span)
     assert [labels[f] for f in ("operation", "provider", "request_model", "response_model")] == [
         "chat",
@@ -84,15 +124,24 @@ def test_it_reads_the_current_genai_conventions(acme):
 
 @pytest.mark.django_db
 def test_it_reads_the_older_genai_attributes(acme):
-    span, detail = ingest(acme, {
-        "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4",
-        "gen_ai.usage.prompt_tokens": 40, "gen_ai.usage.completion_tokens": 7,
-        "gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "Be brief.",
-        "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": "Weather in Paris?",
-        "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.finish_reason": "tool_calls",
-        "gen_ai.completion.0.tool_calls.0.id": "call_1", "gen_ai.completion.0.tool_calls.0.name": "weather",
-        "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
-    })  # fmt: skip
+    span, detail = ingest(
+        acme,
+        {
+            "gen_ai.system": "openai",
+            "gen_ai.request.model": "gpt-4",
+            "gen_ai.usage.prompt_tokens": 40,
+            "gen_ai.usage.completion_tokens": 7,
+            "gen_ai.prompt.0.role": "system",
+            "gen_ai.prompt.0.content": "Be brief.",
+            "gen_ai.prompt.1.role": "user",
+            "gen_ai.prompt.1.content": "Weather in Paris?",
+            "gen_ai.completion.0.role": "assistant",
+            "gen_ai.completion.0.finish_reason": "tool_calls",
+            "gen_ai.completion.0.tool_calls.0.id": "call_1",
+            "gen_ai.completion.0.tool_calls.0.name": "weather",
+            "gen_ai.completion.0.tool_calls.0.arguments": '{"city": "Paris"}',
+        },
+    )
     labels = selectors.span_labels(span=span)
     assert (labels["operation"], labels["provider"], span.input_tokens, span.output_tokens) == (
         "chat",
@@ -114,11 +163,22 @@ def test_it_reads_the_older_genai_attributes(acme):
 
 @pytest.mark.django_db
 def test_it_reads_messages_sent_as_span_events(acme):
-    span, detail = ingest(acme, {"gen_ai.system": "anthropic", "gen_ai.request.model": "claude-3"},
-        events=[("gen_ai.system.message", {"content": "You help."}),
-                ("gen_ai.user.message", {"content": "Hi"}),
-                ("gen_ai.choice", {"message": json.dumps({"role": "assistant", "content": "Hello!"}), "finish_reason": "stop"}),
-                ("exception", {"exception.message": "late"})])  # fmt: skip
+    span, detail = ingest(
+        acme,
+        {"gen_ai.system": "anthropic", "gen_ai.request.model": "claude-3"},
+        events=[
+            ("gen_ai.system.message", {"content": "You help."}),
+            ("gen_ai.user.message", {"content": "Hi"}),
+            (
+                "gen_ai.choice",
+                {
+                    "message": json.dumps({"role": "assistant", "content": "Hello!"}),
+                    "finish_reason": "stop",
+                },
+            ),
+            ("exception", {"exception.message": "late"}),
+        ],
+    )
     assert selectors.span_labels(span=span)["operation"] == "chat"
     assert [m["role"] for m in detail["input_messages"]] == ["system", "user"]
     assert detail["output_messages"] == [
@@ -133,16 +193,24 @@ def test_it_reads_messages_sent_as_span_events(acme):
 
 @pytest.mark.django_db
 def test_it_reads_openinference(acme):
-    span, detail = ingest(acme, {
-        "openinference.span.kind": "LLM", "llm.model_name": "gpt-4o", "llm.provider": "openai",
-        "llm.token_count.prompt": 10, "llm.token_count.completion": 5, "session.id": "s-1",
-        "llm.input_messages.0.message.role": "user", "llm.input_messages.0.message.content": "2+2?",
-        "llm.output_messages.0.message.role": "assistant",
-        "llm.output_messages.0.message.tool_calls.0.tool_call.id": "t1",
-        "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "calc",
-        "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"expr": "2+2"}',
-        "input.value": "2+2?",
-    })  # fmt: skip
+    span, detail = ingest(
+        acme,
+        {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-4o",
+            "llm.provider": "openai",
+            "llm.token_count.prompt": 10,
+            "llm.token_count.completion": 5,
+            "session.id": "s-1",
+            "llm.input_messages.0.message.role": "user",
+            "llm.input_messages.0.message.content": "2+2?",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.id": "t1",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.name": "calc",
+            "llm.output_messages.0.message.tool_calls.0.tool_call.function.arguments": '{"expr": "2+2"}',
+            "input.value": "2+2?",
+        },
+    )
     labels = selectors.span_labels(span=span)
     assert (labels["operation"], labels["request_model"], labels["provider"], span.session_id) == (
         "chat",
@@ -159,10 +227,16 @@ def test_it_reads_openinference(acme):
     ]
     assert detail["attributes"]["input.value"] == "2+2?"
 
-    tool, tool_detail = ingest(acme, {
-        "openinference.span.kind": "TOOL", "tool.name": "calc",
-        "input.value": '{"expr": "2+2"}', "output.value": "4",
-    }, span_id="aaa19b7ec3c1b174")  # fmt: skip
+    tool, tool_detail = ingest(
+        acme,
+        {
+            "openinference.span.kind": "TOOL",
+            "tool.name": "calc",
+            "input.value": '{"expr": "2+2"}',
+            "output.value": "4",
+        },
+        span_id="aaa19b7ec3c1b174",
+    )
     tool_labels = selectors.span_labels(span=tool)
     assert (tool_labels["operation"], tool_labels["tool_name"]) == ("execute_tool", "calc")
     assert tool_detail["tool_call_arguments"] == '{"expr": "2+2"}'
@@ -176,8 +250,11 @@ def test_it_keeps_long_event_attributes_redacted(acme):
         + "  File 'agent.py', line 3\n" * 20
         + "mail ops@example.com"
     )
-    span, detail = ingest(acme, {"gen_ai.operation.name": "chat"},
-                          events=[("exception", {"exception.stacktrace": trace})])  # fmt: skip
+    span, detail = ingest(
+        acme,
+        {"gen_ai.operation.name": "chat"},
+        events=[("exception", {"exception.stacktrace": trace})],
+    )
     kept = detail["events"][0]["attributes"]["exception.stacktrace"]
     assert kept.startswith("Traceback") and "[EMAIL:" in kept and "ops@example.com" not in kept
     assert span.redactions == {"EMAIL": 1}
@@ -188,14 +265,24 @@ def test_it_keeps_long_event_attributes_redacted(acme):
     ("name", "attrs", "stored"),
     [
         ("chat claude-sonnet-4", {"gen_ai.request.model": "claude-sonnet-4"}, None),
-        ("execute_tool lookup_order", {"gen_ai.operation.name": "execute_tool",
-                                       "gen_ai.tool.name": "lookup_order"}, None),
-        ("invoke_agent support", {"gen_ai.operation.name": "invoke_agent",
-                                  "gen_ai.agent.name": "support"}, None),
+        (
+            "execute_tool lookup_order",
+            {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup_order"},
+            None,
+        ),
+        (
+            "invoke_agent support",
+            {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"},
+            None,
+        ),
         ("chat", {}, None),  # no model: the operation alone is the conventional name
-        ("Summarise the ticket", {"gen_ai.request.model": "claude-sonnet-4"}, "Summarise the ticket"),
+        (
+            "Summarise the ticket",
+            {"gen_ai.request.model": "claude-sonnet-4"},
+            "Summarise the ticket",
+        ),
     ],
-)  # fmt: skip
+)
 def test_it_stores_a_conventional_span_name_as_null_and_gives_it_back(acme, name, attrs, stored):
     from tracing.query import traces
 

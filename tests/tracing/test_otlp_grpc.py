@@ -14,9 +14,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def test_it_stores_what_the_sdk_grpc_exporter_sends(grpc_address, acme, make_key):
     exporter = OTLPSpanExporter(
-        endpoint=grpc_address, insecure=True,
+        endpoint=grpc_address,
+        insecure=True,
         headers=(("authorization", f"Bearer {make_key(acme, 'ingest')}"),),
-    )  # fmt: skip
+    )
     provider = provider_for(exporter, service="grpc-agent")
     trace_id, _ = agent_trace(provider, steps=2)
     provider.shutdown()

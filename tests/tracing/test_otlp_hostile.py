@@ -19,10 +19,14 @@ TRACE = "5b8efff798038103d269b633813fc60c"
 
 def span(span_id: str, name: str, attributes=(), **fields) -> dict:
     return {
-        "traceId": TRACE, "spanId": span_id, "name": name,
-        "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001000000000",
-        "attributes": list(attributes), **fields,
-    }  # fmt: skip
+        "traceId": TRACE,
+        "spanId": span_id,
+        "name": name,
+        "startTimeUnixNano": "1700000000000000000",
+        "endTimeUnixNano": "1700000001000000000",
+        "attributes": list(attributes),
+        **fields,
+    }
 
 
 def tokens(value: dict, key="gen_ai.usage.input_tokens") -> list:
@@ -34,25 +38,33 @@ def batch(*spans) -> dict:
 
 
 BAD_SPANS = {
-    "start at 2^63": span("0000000000000001", "start-2-63", startTimeUnixNano=str(2**63),
-                          endTimeUnixNano=str(2**63)),
+    "start at 2^63": span(
+        "0000000000000001", "start-2-63", startTimeUnixNano=str(2**63), endTimeUnixNano=str(2**63)
+    ),
     "end at 2^64-1": span("0000000000000002", "end-2-64", endTimeUnixNano=str(2**64 - 1)),
     "+inf tokens": span("0000000000000003", "inf-tokens", tokens({"doubleValue": "Infinity"})),
-    "-inf tokens": span("0000000000000004", "ninf-tokens",
-                        tokens({"doubleValue": "-Infinity"}, "gen_ai.usage.output_tokens")),
+    "-inf tokens": span(
+        "0000000000000004",
+        "ninf-tokens",
+        tokens({"doubleValue": "-Infinity"}, "gen_ai.usage.output_tokens"),
+    ),
     "1e308 tokens": span("0000000000000005", "huge-tokens", tokens({"doubleValue": 1e308})),
-    "40-digit tokens": span("0000000000000006", "digits-tokens",
-                            tokens({"stringValue": "9" * 40}, "llm.token_count.prompt")),
+    "40-digit tokens": span(
+        "0000000000000006",
+        "digits-tokens",
+        tokens({"stringValue": "9" * 40}, "llm.token_count.prompt"),
+    ),
     "int64 tokens": span("0000000000000007", "int64-tokens", tokens({"intValue": str(2**63 - 1)})),
     "negative tokens": span("0000000000000008", "negative-tokens", tokens({"intValue": "-5"})),
-}  # fmt: skip
+}
 
 
 def post_json(live_server, key, doc) -> httpx.Response:
     return httpx.post(
-        f"{live_server.url}/v1/traces", content=json.dumps(doc),
+        f"{live_server.url}/v1/traces",
+        content=json.dumps(doc),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
 
 
 def test_it_rejects_out_of_range_spans_and_keeps_the_rest(live_server, acme, make_key):
@@ -111,9 +123,10 @@ def test_it_refuses_over_range_protobuf_spans_over_http_and_grpc(
 
     request = decode_request(json.dumps(doc).encode(), "application/json")
     resp = httpx.post(
-        f"{live_server.url}/v1/traces", content=request.SerializeToString(),
+        f"{live_server.url}/v1/traces",
+        content=request.SerializeToString(),
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"},
-    )  # fmt: skip
+    )
     assert resp.status_code == 200, resp.content
     answer = trace_service_pb2.ExportTraceServiceResponse.FromString(resp.content)
     assert answer.partial_success.rejected_spans == 2

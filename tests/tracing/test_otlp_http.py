@@ -20,9 +20,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def exporter(live_server, key, **kwargs):
     return OTLPSpanExporter(
-        endpoint=f"{live_server.url}/v1/traces", headers={"Authorization": f"Bearer {key}"},
+        endpoint=f"{live_server.url}/v1/traces",
+        headers={"Authorization": f"Bearer {key}"},
         **kwargs,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("compression", [Compression.NoCompression, Compression.Gzip])
@@ -69,8 +70,11 @@ def test_it_stores_a_retried_span_once(live_server, acme, make_key):
         one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174")
     ).encode()
     for _ in range(2):
-        resp = httpx.post(f"{live_server.url}/v1/traces", content=body,
-                          headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})  # fmt: skip
+        resp = httpx.post(
+            f"{live_server.url}/v1/traces",
+            content=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
         assert resp.status_code == 200, resp.text
     with tenant_scope(acme):
         assert Span.objects.count() == 1
@@ -95,9 +99,11 @@ def test_it_counts_and_publishes_a_span_once_when_a_retry_races_the_first_attemp
     spans_ingested.connect(listener)
     try:
         first, retry = [
-            pipeline.spans_ingest(tenant_id=acme.id, request=decode_request(body, "application/json"))
+            pipeline.spans_ingest(
+                tenant_id=acme.id, request=decode_request(body, "application/json")
+            )
             for _ in range(2)
-        ]  # fmt: skip
+        ]
     finally:
         spans_ingested.disconnect(listener)
     assert (first.accepted, first.duplicates) == (1, 0)
@@ -174,16 +180,34 @@ def test_it_stores_a_span_once_when_two_requests_write_it_at_the_same_time(acme,
 
 def one_span_request(trace_id: str, span_id: str, name: str = "chat", **attrs) -> dict:
     return {
-        "resourceSpans": [{
-            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-agent"}}]},
-            "scopeSpans": [{"scope": {"name": "manual"}, "spans": [{
-                "traceId": trace_id, "spanId": span_id, "name": name, "kind": 3,
-                "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000001500000000",
-                "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attrs.items()],
-                "status": {"code": 2, "message": "boom"},
-            }]}],
-        }]
-    }  # fmt: skip
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "json-agent"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "manual"},
+                        "spans": [
+                            {
+                                "traceId": trace_id,
+                                "spanId": span_id,
+                                "name": name,
+                                "kind": 3,
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000001500000000",
+                                "attributes": [
+                                    {"key": k, "value": {"stringValue": v}}
+                                    for k, v in attrs.items()
+                                ],
+                                "status": {"code": 2, "message": "boom"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
 
 
 def test_it_keeps_the_valid_spans_of_a_partly_invalid_batch(live_server, acme, make_key):
@@ -193,9 +217,10 @@ def test_it_keeps_the_valid_spans_of_a_partly_invalid_batch(live_server, acme, m
         "spans"
     ]
     resp = httpx.post(
-        f"{live_server.url}/v1/traces", json=good,
+        f"{live_server.url}/v1/traces",
+        json=good,
         headers={"Authorization": f"Bearer {make_key(acme, 'ingest')}"},
-    )  # fmt: skip
+    )
     assert resp.status_code == 200
     partial = resp.json()["partialSuccess"]
     assert partial["rejectedSpans"] == "1"
@@ -236,8 +261,9 @@ def test_it_refuses_bad_requests_with_clear_answers(live_server, acme, make_key,
     assert resp.status_code == 400
 
     settings.INGEST_MAX_BODY_BYTES = 2048
-    big = json.dumps(one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174",
-                                      note="x" * 5000)).encode()  # fmt: skip
+    big = json.dumps(
+        one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174", note="x" * 5000)
+    ).encode()
     assert post(live_server, key, big, "application/json").status_code == 413
     # A small gzip body that inflates past the limit is refused too.
     resp = post(
@@ -265,8 +291,13 @@ def test_it_answers_503_and_stores_nothing_when_the_blob_store_is_down(
 ):
     from controlplane.blobstore import get_blob_store
 
-    settings.BLOB_STORE = {"backend": "s3", "bucket": "nowhere", "endpoint_url": "http://127.0.0.1:9",
-                           "region": "us-east-1", "prefix": ""}  # fmt: skip
+    settings.BLOB_STORE = {
+        "backend": "s3",
+        "bucket": "nowhere",
+        "endpoint_url": "http://127.0.0.1:9",
+        "region": "us-east-1",
+        "prefix": "",
+    }
     get_blob_store.cache_clear()
     try:
         import random
@@ -274,8 +305,13 @@ def test_it_answers_503_and_stores_nothing_when_the_blob_store_is_down(
         noise = " ".join(
             str(random.random()) for _ in range(800)
         )  # does not compress to inline size
-        body = json.dumps(one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174",
-                                           **{"gen_ai.tool.call.result": noise})).encode()  # fmt: skip
+        body = json.dumps(
+            one_span_request(
+                "5b8efff798038103d269b633813fc60c",
+                "eee19b7ec3c1b174",
+                **{"gen_ai.tool.call.result": noise},
+            )
+        ).encode()
         resp = post(live_server, make_key(acme, "ingest"), body, "application/json")
     finally:
         get_blob_store.cache_clear()

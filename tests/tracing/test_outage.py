@@ -33,19 +33,40 @@ def admin_sql(*statements: str) -> None:
 def server(tmp_path):
     name = f"flightdeck_outage_{os.getpid()}"
     admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}")
-    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
-           "FLIGHTDECK_VAR_DIR": str(tmp_path), "DEBUG": "0", "LOG_LEVEL": "WARNING"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}",
+        "FLIGHTDECK_VAR_DIR": str(tmp_path),
+        "DEBUG": "0",
+        "LOG_LEVEL": "WARNING",
+    }
     manage = [sys.executable, "manage.py"]
     subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    key = subprocess.run([*manage, "create_tenant", "outage"], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout.splitlines()[-1]  # fmt: skip
+    key = subprocess.run(
+        [*manage, "create_tenant", "outage"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()[-1]
     (tmp_path / "static").mkdir()
     port = free_port()
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "controlplane.wsgi", "--bind",
-         f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "controlplane.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--threads",
+            "2",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -59,8 +80,10 @@ def server(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
-        admin_sql(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true",
-                  f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # fmt: skip
+        admin_sql(
+            f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true",
+            f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",
+        )
 
 
 def stop_database(name: str) -> None:

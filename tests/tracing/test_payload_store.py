@@ -59,8 +59,13 @@ def test_it_keeps_large_payloads_in_the_blob_store_per_tenant(acme, globex):
 
     # Does not compress to 1 KiB; seeded, so the same text every run.
     noise = base64.b64encode(random.Random(5).randbytes(1800)).decode()
-    body = json.dumps(one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174",
-                                       **{"gen_ai.tool.call.result": noise})).encode()  # fmt: skip
+    body = json.dumps(
+        one_span_request(
+            "5b8efff798038103d269b633813fc60c",
+            "eee19b7ec3c1b174",
+            **{"gen_ai.tool.call.result": noise},
+        )
+    ).encode()
     for tenant in (acme, globex):
         spans_ingest(tenant_id=tenant.id, request=decode_request(body, "application/json"))
     with tenant_scope(acme):
@@ -133,8 +138,10 @@ def test_it_trains_a_tenants_first_dictionary_once_when_workers_offer_at_once(ac
     serials = []
 
     def worker(n):
-        samples = [f"order {i} of worker {n}, to warehouse {i % 7} on day {i % 30}".encode() * 8
-                   for i in range(400)]  # each worker its own traffic  # fmt: skip
+        samples = [
+            f"order {i} of worker {n}, to warehouse {i % 7} on day {i % 30}".encode() * 8
+            for i in range(400)
+        ]  # each worker its own traffic
         try:
             serials.append(dictionaries.train(acme.id, samples))
         finally:

@@ -31,8 +31,11 @@ def test_it_applies_the_tenants_rules_to_later_spans(api, live_server, acme, glo
         raw="a@b.co and more",
     )
 
-    policy = {"custom_patterns": [{"name": "employee", "pattern": r"EMP-\d{6}"}],
-              "drop_keys": ["secret"], "never_scan_keys": ["raw"]}  # fmt: skip
+    policy = {
+        "custom_patterns": [{"name": "employee", "pattern": r"EMP-\d{6}"}],
+        "drop_keys": ["secret"],
+        "never_scan_keys": ["raw"],
+    }
     resp = api.request("PUT", "/api/v1/redaction-policy", key=admin, json=policy)
     assert resp.status_code == 200 and resp.json()["version"] == 1
     assert api.get("/api/v1/redaction-policy", key=admin).json()["custom_patterns"] == [

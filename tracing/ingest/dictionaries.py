@@ -212,9 +212,12 @@ def _store(tenant_id: int, purpose: int, trained) -> int | None:
     try:
         with transaction.atomic():
             PayloadDictionary.all_tenants.create(
-                tenant_id=tenant_id, dict_id=trained.dict_id(), serial=serial,
-                purpose=purpose, data=trained.as_bytes(),
-            )  # fmt: skip
+                tenant_id=tenant_id,
+                dict_id=trained.dict_id(),
+                serial=serial,
+                purpose=purpose,
+                data=trained.as_bytes(),
+            )
     except IntegrityError:
         # Another process stored one first: use that.
         newest_cache.invalidate(tenant_id)
@@ -234,9 +237,12 @@ class Packer:
         def make():
             data = _load(tenant_id, "serial", serial) if serial else None
             params = zstandard.ZstdCompressionParameters.from_level(
-                RECIPES[purpose].level, format=zstandard.FORMAT_ZSTD1_MAGICLESS,
-                write_dict_id=False, write_checksum=False, write_content_size=True,
-            )  # fmt: skip
+                RECIPES[purpose].level,
+                format=zstandard.FORMAT_ZSTD1_MAGICLESS,
+                write_dict_id=False,
+                write_checksum=False,
+                write_content_size=True,
+            )
             return zstandard.ZstdCompressor(dict_data=data, compression_params=params)
 
         self.compressor = _coder(tenant_id, ("compress", purpose, self.serial), make)

@@ -173,8 +173,11 @@ def span_problem(span) -> str | None:
 def _token_problem(span) -> str | None:
     """A token count the column cannot hold (±inf, 1e308, 40 digits) rejects the span:
     storing it clipped or dropped would misstate cost."""
-    sent = {kv.key: any_value(kv.value) for kv in span.attributes
-            if kv.key in INPUT_TOKEN_KEYS or kv.key in OUTPUT_TOKEN_KEYS}  # fmt: skip
+    sent = {
+        kv.key: any_value(kv.value)
+        for kv in span.attributes
+        if kv.key in INPUT_TOKEN_KEYS or kv.key in OUTPUT_TOKEN_KEYS
+    }
     if not sent:
         return None
     for keys in (INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS):
@@ -299,10 +302,13 @@ def _legacy_messages(attrs: dict, which: str) -> list | None:
         for call in calls if isinstance(calls, list) else []:
             if isinstance(call, dict):
                 fn = call.get("function") or {}
-                message["parts"].append(_tool_call(
-                    call.get("id"), fn.get("name", call.get("name")),
-                    fn.get("arguments", call.get("arguments")),
-                ))  # fmt: skip
+                message["parts"].append(
+                    _tool_call(
+                        call.get("id"),
+                        fn.get("name", call.get("name")),
+                        fn.get("arguments", call.get("arguments")),
+                    )
+                )
         for call in _take_flattened_calls(fields, _LEGACY_TOOL_CALL):
             message["parts"].append(
                 _tool_call(call.get("id"), call.get("name"), call.get("arguments"))
@@ -449,8 +455,11 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
         if key not in attrs:
             continue
         sent, held = attrs[key], getattr(n, column)
-        exact = (isinstance(sent, int) and not isinstance(sent, bool)) if limit is None else (
-            isinstance(sent, str) and len(sent) <= limit)  # fmt: skip
+        exact = (
+            (isinstance(sent, int) and not isinstance(sent, bool))
+            if limit is None
+            else (isinstance(sent, str) and len(sent) <= limit)
+        )
         if exact and sent == held:
             del attrs[key]
             n.columns_hold |= 1 << bit

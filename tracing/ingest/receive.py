@@ -22,9 +22,15 @@ RETRY_AFTER_UNAVAILABLE = 5
 class IngestRefused(Exception):
     """The request is refused as a whole. `status` is the HTTP status to answer."""
 
-    GRPC_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                  413: "RESOURCE_EXHAUSTED", 415: "INVALID_ARGUMENT",
-                  429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}  # fmt: skip
+    GRPC_CODES = {
+        400: "INVALID_ARGUMENT",
+        401: "UNAUTHENTICATED",
+        403: "PERMISSION_DENIED",
+        413: "RESOURCE_EXHAUSTED",
+        415: "INVALID_ARGUMENT",
+        429: "RESOURCE_EXHAUSTED",
+        503: "UNAVAILABLE",
+    }
 
     def __init__(self, status: int, error: str, message: str, retry_after: int | None = None):
         super().__init__(message)
@@ -39,9 +45,13 @@ class IngestRefused(Exception):
 
 
 STORAGE_ERRORS = (
-    OperationalError, InterfaceError, DatabaseError, BlobStoreUnavailable,
-    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-)  # fmt: skip
+    OperationalError,
+    InterfaceError,
+    DatabaseError,
+    BlobStoreUnavailable,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
 
 
 @contextmanager
@@ -59,9 +69,11 @@ def storage_guard():
     except STORAGE_ERRORS as exc:
         logger.warning("ingest unavailable: %s: %s", type(exc).__name__, exc)
         raise IngestRefused(
-            503, "unavailable", "storage is unavailable, retry later",
+            503,
+            "unavailable",
+            "storage is unavailable, retry later",
             retry_after=RETRY_AFTER_UNAVAILABLE,
-        ) from exc  # fmt: skip
+        ) from exc
 
 
 def ingest_key(authorization: str | None) -> ApiKey:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 FIELDS = (
     "service_name", "agent_name", "operation", "provider", "request_model", "response_model",
     "tool_name",
-)  # fmt: skip
+)
 
 
 def labels_from_columns(apps, schema_editor):

@@ -131,10 +131,22 @@ def trace_facets(limit: int = 100) -> dict[str, list[str]]:
 
 
 SPAN_FIELDS = (
-    "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status_code",
-    "status_message", "labels_id", "input_tokens", "output_tokens", "session_id", "run_id",
-    "tool_call_id", "redactions",
-)  # fmt: skip
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status_code",
+    "status_message",
+    "labels_id",
+    "input_tokens",
+    "output_tokens",
+    "session_id",
+    "run_id",
+    "tool_call_id",
+    "redactions",
+)
 
 
 def trace_spans(*, trace_id: uuid.UUID) -> list[dict]:

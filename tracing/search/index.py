@@ -197,9 +197,11 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         "tracing_tracetext", ("tenant_id", "digest", "trace_id"), ("bigint", "text", "uuid"), links
     )
     _insert(
-        "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"),
-        ("bigint", "text", "text", "uuid"), attributes,
-    )  # fmt: skip
+        "tracing_traceattribute",
+        ("tenant_id", "key", "value", "trace_id"),
+        ("bigint", "text", "text", "uuid"),
+        attributes,
+    )
     return len(rows)
 
 

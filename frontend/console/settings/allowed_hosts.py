@@ -32,9 +32,12 @@ def allowed_host_list(request, tenant_slug):
     form = HostForm(request.POST)
     if form.is_valid():
         allowed = call_service(
-            form, services.allowed_host_add, tenant=request.tenant,
-            actor=Actor(user=request.user), host=form.cleaned_data["host"],
-        )  # fmt: skip
+            form,
+            services.allowed_host_add,
+            tenant=request.tenant,
+            actor=Actor(user=request.user),
+            host=form.cleaned_data["host"],
+        )
         if not form.errors:
             messages.success(request, f"Tools may call {allowed.host}.")
             return redirect("settings-allowed-hosts", tenant_slug=tenant_slug)

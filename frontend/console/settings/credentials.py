@@ -18,9 +18,11 @@ from frontend.decorators import tenant_view
 class CredentialForm(forms.Form):
     name = forms.SlugField(max_length=100, help_text="Tools refer to it by this name")
     value = forms.CharField(
-        max_length=10_000, strip=False, widget=forms.PasswordInput(render_value=False),
+        max_length=10_000,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False),
         help_text="Encrypted at rest; never shown again, never sent to agents",
-    )  # fmt: skip
+    )
 
 
 def _page(request, *, form=None, status=200):
@@ -37,9 +39,12 @@ def credential_list(request, tenant_slug):
     form = CredentialForm(request.POST)
     if form.is_valid():
         call_service(
-            form, services.credential_set, tenant=request.tenant,
-            actor=Actor(user=request.user), **form.cleaned_data,
-        )  # fmt: skip
+            form,
+            services.credential_set,
+            tenant=request.tenant,
+            actor=Actor(user=request.user),
+            **form.cleaned_data,
+        )
         if not form.errors:
             messages.success(request, f"Credential {form.cleaned_data['name']} is stored.")
             return redirect("settings-credentials", tenant_slug=tenant_slug)

@@ -40,10 +40,13 @@ def key_list(request, tenant_slug):
     form = CreateForm(request.POST)
     if form.is_valid():
         created = call_service(
-            form, services.api_key_create, tenant=request.tenant,
-            name=form.cleaned_data["name"], scopes=form.cleaned_data["scopes"],
+            form,
+            services.api_key_create,
+            tenant=request.tenant,
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
             actor=services.Actor(user=request.user),
-        )  # fmt: skip
+        )
         if not form.errors:
             key, raw = created
             return _page(request, created={"key": key, "raw": raw})

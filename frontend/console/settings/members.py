@@ -57,10 +57,13 @@ def member_list(request, tenant_slug):
     form = AddForm(request.POST)
     if form.is_valid():
         result = call_service(
-            form, services.member_add_by_email, tenant=request.tenant,
-            email=form.cleaned_data["email"].strip(), role=form.cleaned_data["role"],
+            form,
+            services.member_add_by_email,
+            tenant=request.tenant,
+            email=form.cleaned_data["email"].strip(),
+            role=form.cleaned_data["role"],
             actor=services.Actor(user=request.user),
-        )  # fmt: skip
+        )
         if not form.errors:
             membership, password = result
             return _page(request, added={"membership": membership, "password": password})
@@ -76,9 +79,13 @@ def member_role(request, tenant_slug, membership_id):
     if form.is_valid():
         role = form.cleaned_data["role"]
         call_service(
-            form, services.membership_add, tenant=request.tenant, user=membership.user,
-            role=role, actor=services.Actor(user=request.user),
-        )  # fmt: skip
+            form,
+            services.membership_add,
+            tenant=request.tenant,
+            user=membership.user,
+            role=role,
+            actor=services.Actor(user=request.user),
+        )
         if not form.errors:
             messages.success(request, f"{membership.user.get_username()} is now {role}.")
             return redirect("settings-members", tenant_slug=tenant_slug)
@@ -93,9 +100,11 @@ def member_remove(request, tenant_slug, membership_id):
     form = forms.Form(request.POST)
     form.full_clean()
     call_service(
-        form, services.membership_remove, membership=membership,
+        form,
+        services.membership_remove,
+        membership=membership,
         actor=services.Actor(user=request.user),
-    )  # fmt: skip
+    )
     if not form.errors:
         messages.success(request, f"{membership.user.get_username()} was removed.")
         return redirect("settings-members", tenant_slug=tenant_slug)

@@ -32,17 +32,23 @@ def _lines(text: str) -> list[str]:
 
 class PolicyForm(forms.Form):
     custom_patterns = forms.CharField(
-        required=False, widget=forms.Textarea, label="Patterns",
+        required=False,
+        widget=forms.Textarea,
+        label="Patterns",
         help_text="One a line: NAME = RE2 pattern, e.g. EMPLOYEE_ID = EMP-\\d{6}",
-    )  # fmt: skip
+    )
     drop_keys = forms.CharField(
-        required=False, widget=forms.Textarea, label="Attributes never stored",
+        required=False,
+        widget=forms.Textarea,
+        label="Attributes never stored",
         help_text="One attribute key a line",
-    )  # fmt: skip
+    )
     never_scan_keys = forms.CharField(
-        required=False, widget=forms.Textarea, label="Attributes stored as sent",
+        required=False,
+        widget=forms.Textarea,
+        label="Attributes stored as sent",
         help_text="One attribute key a line; not scanned",
-    )  # fmt: skip
+    )
 
     def clean_custom_patterns(self) -> list[dict]:
         patterns = []
@@ -62,11 +68,13 @@ class PolicyForm(forms.Form):
     @classmethod
     def of(cls, policy) -> "PolicyForm":
         patterns = "\n".join(f"{p['name']} = {p['pattern']}" for p in policy.custom_patterns)
-        return cls(initial={
-            "custom_patterns": patterns,
-            "drop_keys": "\n".join(policy.drop_keys),
-            "never_scan_keys": "\n".join(policy.never_scan_keys),
-        })  # fmt: skip
+        return cls(
+            initial={
+                "custom_patterns": patterns,
+                "drop_keys": "\n".join(policy.drop_keys),
+                "never_scan_keys": "\n".join(policy.never_scan_keys),
+            }
+        )
 
 
 class TestForm(forms.Form):
@@ -93,9 +101,13 @@ def redaction_policy(request, tenant_slug):
     form = PolicyForm(request.POST)
     if form.is_valid():
         policy = call_service(
-            form, services.redaction_policy_update, explain=_line_numbers,
-            tenant=request.tenant, actor=Actor(user=request.user), **form.cleaned_data,
-        )  # fmt: skip
+            form,
+            services.redaction_policy_update,
+            explain=_line_numbers,
+            tenant=request.tenant,
+            actor=Actor(user=request.user),
+            **form.cleaned_data,
+        )
         if not form.errors:
             messages.success(request, f"Saved as version {policy.version}: new spans use it.")
             return redirect("settings-redaction", tenant_slug=tenant_slug)

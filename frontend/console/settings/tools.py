@@ -16,14 +16,20 @@ from frontend.console.settings.forms import call_service
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
-SCHEMA_EXAMPLE = {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}  # fmt: skip
+SCHEMA_EXAMPLE = {
+    "type": "object",
+    "properties": {"query": {"type": "string"}},
+    "required": ["query"],
+}
 
 
 class ToolForm(forms.ModelForm):
     schema = forms.JSONField(
-        initial=SCHEMA_EXAMPLE, label="Arguments (JSON schema)",
-        widget=forms.Textarea, help_text="The arguments the agent sends, checked before the call",
-    )  # fmt: skip
+        initial=SCHEMA_EXAMPLE,
+        label="Arguments (JSON schema)",
+        widget=forms.Textarea,
+        help_text="The arguments the agent sends, checked before the call",
+    )
     credential = forms.ChoiceField(required=False, help_text="Sent in the header below")
     url = forms.URLField(
         max_length=500, assume_scheme="https", label="URL (arguments are POSTed there as JSON)"
@@ -33,9 +39,18 @@ class ToolForm(forms.ModelForm):
     class Meta:
         model = ToolDefinition
         fields = [
-            "name", "description", "url", "schema", "credential", "credential_header",
-            "credential_format", "slow", "timeout_seconds", "fallback", "rate_per_minute",
-        ]  # fmt: skip
+            "name",
+            "description",
+            "url",
+            "schema",
+            "credential",
+            "credential_header",
+            "credential_format",
+            "slow",
+            "timeout_seconds",
+            "fallback",
+            "rate_per_minute",
+        ]
         labels = {"slow": "Slow (runs on the tools queue)"}
 
     def __init__(self, *args, credentials: list[str], **kwargs):
@@ -62,9 +77,12 @@ def tool_list(request, tenant_slug):
     form = ToolForm(request.POST, credentials=credentials)
     if form.is_valid():
         tool = call_service(
-            form, services.tool_definition_create, tenant=request.tenant,
-            actor=Actor(user=request.user), **form.cleaned_data,
-        )  # fmt: skip
+            form,
+            services.tool_definition_create,
+            tenant=request.tenant,
+            actor=Actor(user=request.user),
+            **form.cleaned_data,
+        )
         if not form.errors:
             messages.success(request, f"Tool {tool.name} is defined: agents may list it.")
             return redirect("settings-tools", tenant_slug=tenant_slug)

@@ -22,11 +22,18 @@ def _as(tenant, service, **kwargs):
 
 def _tool(**changes) -> dict:
     return {
-        "name": "lookup", "description": "Looks an order up", "url": "https://api.example.com/lookup",
-        "schema": json.dumps(SCHEMA), "credential": "", "credential_header": "Authorization",
-        "credential_format": "Bearer {}", "timeout_seconds": "5", "fallback": "",
-        "rate_per_minute": "", **changes,
-    }  # fmt: skip
+        "name": "lookup",
+        "description": "Looks an order up",
+        "url": "https://api.example.com/lookup",
+        "schema": json.dumps(SCHEMA),
+        "credential": "",
+        "credential_header": "Authorization",
+        "credential_format": "Bearer {}",
+        "timeout_seconds": "5",
+        "fallback": "",
+        "rate_per_minute": "",
+        **changes,
+    }
 
 
 def test_it_defines_a_webhook_tool_with_its_schema_and_audits_it(client, acme):
@@ -77,8 +84,9 @@ def test_it_stores_credentials_by_name_and_never_shows_a_value(client, acme):
     assert vault.decrypt(bytes(credential.ciphertext)) == "second s3cret"
     actions = AuditEvent.all_tenants.filter(tenant=acme, target_type="credential")
     assert sorted(actions.values_list("action", flat=True)) == [
-        "credential.create", "credential.update"
-    ]  # fmt: skip
+        "credential.create",
+        "credential.update",
+    ]
     assert all("s3cret" not in json.dumps(e.data) for e in actions)
     html = client.get(CREDENTIALS).content.decode()
     assert "orders-token" in html and "s3cret" not in html
@@ -121,8 +129,11 @@ def test_it_shows_viewers_and_members_these_pages_without_controls_and_refuses_t
     _as(acme, services.credential_set, name="orders-token", value="s3cret")
     for user in (acme_viewer, acme_member):
         client.force_login(user)
-        pages = [(TOOLS, "define-tool", _tool()), (CREDENTIALS, "store-credential",
-                 {"name": "x", "value": "y"}), (HOSTS, "allow-host", {"host": "evil.test"})]  # fmt: skip
+        pages = [
+            (TOOLS, "define-tool", _tool()),
+            (CREDENTIALS, "store-credential", {"name": "x", "value": "y"}),
+            (HOSTS, "allow-host", {"host": "evil.test"}),
+        ]
         for url, form_id, data in pages:
             html = client.get(url).content.decode()
             assert f'id="{form_id}"' not in html, url
@@ -138,8 +149,11 @@ def test_it_keeps_each_tenants_tools_credentials_and_hosts_to_itself(client, acm
     _as(globex, services.credential_set, name="globex-token", value="x")
     _as(globex, services.tool_definition_create, name="globex-tool", url="https://g.example.com/")
     client.force_login(acme.owner)
-    for url, theirs in [(TOOLS, "globex-tool"), (CREDENTIALS, "globex-token"),
-                        (HOSTS, "globex.example.com")]:  # fmt: skip
+    for url, theirs in [
+        (TOOLS, "globex-tool"),
+        (CREDENTIALS, "globex-token"),
+        (HOSTS, "globex.example.com"),
+    ]:
         assert theirs not in client.get(url).content.decode()
         assert client.get(url.replace("/acme/", "/globex/")).status_code == 404
     # A globex credential name is not a choice for an acme tool.

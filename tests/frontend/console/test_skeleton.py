@@ -13,9 +13,13 @@ from tests.factories import MembershipFactory, UserFactory
 def test_it_shows_the_console_sections_in_the_top_navigation(client, acme):
     client.force_login(acme.owner)
     html = client.get("/t/acme/runs/").content.decode()
-    for label, href in [("Traces", "/t/acme/traces/"), ("Sessions", "/t/acme/sessions/"),
-                        ("Runs", "/t/acme/runs/"), ("Agents", "/t/acme/agents/"),
-                        ("Settings", "/t/acme/settings/")]:  # fmt: skip
+    for label, href in [
+        ("Traces", "/t/acme/traces/"),
+        ("Sessions", "/t/acme/sessions/"),
+        ("Runs", "/t/acme/runs/"),
+        ("Agents", "/t/acme/agents/"),
+        ("Settings", "/t/acme/settings/"),
+    ]:
         assert f'href="{href}"' in html and f">{label}</a>" in html
     assert 'href="/t/acme/runs/" aria-current="page"' in html
 
@@ -38,9 +42,13 @@ def test_it_answers_404_for_another_tenants_console(client, acme, globex):
 
 @pytest.mark.parametrize(
     ("role", "run", "change_settings"),
-    [(Role.VIEWER, False, False), (Role.MEMBER, True, False),
-     (Role.ADMIN, True, True), (Role.OWNER, True, True)],
-)  # fmt: skip
+    [
+        (Role.VIEWER, False, False),
+        (Role.MEMBER, True, False),
+        (Role.ADMIN, True, True),
+        (Role.OWNER, True, True),
+    ],
+)
 def test_it_lets_viewers_read_members_run_and_admins_change_settings(
     acme, role, run, change_settings
 ):
