@@ -6,6 +6,7 @@ import math
 
 from django import forms
 
+from execution.api import json_value_problem
 from execution.bundles import LIMIT_KEYS
 
 LIMITS = sorted(LIMIT_KEYS)
@@ -63,11 +64,16 @@ class RunStartForm(forms.Form):
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
+            value = json.loads(raw)
         except ValueError as exc:
             raise forms.ValidationError(f"The input is not valid JSON: {exc}") from None
         except RecursionError:
             raise forms.ValidationError("The input is nested too deeply.") from None
+        # What the API refuses in an input (too deep to replay, NUL that jsonb cannot hold).
+        problem = json_value_problem(value)
+        if problem:
+            raise forms.ValidationError(f"The input {problem}.")
+        return value
 
     def clean(self):
         cleaned = super().clean()

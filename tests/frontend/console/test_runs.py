@@ -280,6 +280,8 @@ def test_it_serves_an_agents_versions_and_limits_when_the_agent_changes(client, 
     [
         ({"input": "{question: 1}"}, "The input is not valid JSON: Expecting property name"),
         ({"input": "[" * 5000 + "]" * 5000}, "The input is nested too deeply."),
+        ({"input": "[" * 70 + "]" * 70}, "The input is nested more than 64 levels deep."),
+        ({"input": '{"question": "a\\u0000b"}'}, "The input must not contain NUL characters."),
         ({"input": '{"question": 7}'}, "refuses this input['question']: 7 is not of type"),
         ({"input": "{}"}, "refuses this input: 'question' is a required property"),
         ({"max_steps": "lots"}, "max_steps must be a number, not 'lots'"),
