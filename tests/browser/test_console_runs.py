@@ -245,4 +245,9 @@ def test_it_shows_a_viewer_no_controls_refuses_their_posts_and_hides_other_tenan
         f"{live_server.url}/t/globex/runs/{runs['globex']}/",
     ):
         assert alice.goto(url).status == 404, url
+    # What the viewer could not do, the owner can: cancel the queued run.
+    alice.goto(f"{base}/runs/{runs['acme']}/")
+    alice.click("#cancel-run")
+    expect(alice.locator("#run-live .run-status")).to_have_text("stopped · cancelled")
+    expect(alice.locator("#cancel-run")).to_have_count(0)
     owner.close()

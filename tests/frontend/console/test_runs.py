@@ -320,6 +320,17 @@ def test_it_cancels_a_run_and_says_so_when_it_has_already_finished(client, acme,
     assert f"run {run.pk} has already finished (stopped)" in visible(again.content.decode())
 
 
+def test_it_shows_a_running_run_as_cancelling_until_its_worker_stops_it(client, acme, journal):
+    client.force_login(acme.owner)
+    resp = client.post(f"/t/acme/runs/{journal.pk}/cancel")
+    assert resp.status_code == 302
+    journal.refresh_from_db()
+    assert journal.cancel_requested and journal.status == "running"
+    page = client.get(f"/t/acme/runs/{journal.pk}/").content.decode()
+    assert "running · cancelling" in visible(page) and 'id="cancel-run"' not in page
+    assert 'hx-trigger="every 1s"' in page  # it goes on polling until the run has stopped
+
+
 def test_it_lets_a_viewer_read_runs_but_not_start_or_cancel_them(
     client, acme, acme_viewer, journal
 ):
