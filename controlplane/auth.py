@@ -10,7 +10,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 from rest_framework.permissions import BasePermission
 
-from controlplane import selectors, services
+from controlplane import selectors, services, throttle
 from controlplane.models import ApiKey, Scope
 
 SESSION_TENANT_KEY = "flightdeck_tenant_id"
@@ -47,8 +47,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         token = bearer_token(header)
         if token is None:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'")
+        attempt = throttle.api_key_attempt(throttle.client_address(request.META), token)
+        try:
+            attempt.check()
+        except throttle.Throttled as exc:
+            raise exceptions.Throttled(wait=exc.retry_after, detail=str(exc)) from None
         key = services.api_key_authenticate(raw_key=token)
         if key is None:
+            attempt.failed()
             raise exceptions.AuthenticationFailed("unknown or revoked API key")
         return ApiKeyPrincipal(key), key
 

@@ -129,6 +129,11 @@ WHITENOISE_USE_FINDERS = True
 REDIS_URL = env_str("REDIS_URL")
 # Every Redis key the platform writes starts with this (lets deployments share a Redis).
 REDIS_PREFIX = env_str("FLIGHTDECK_REDIS_PREFIX", "fd:")
+# Failed sign-ins and unknown API keys (controlplane/throttle.py): each client address and
+# each account (username, key prefix) gets this many, then one more per refill period.
+AUTH_FAILURES_PER_ADDRESS = env_int("AUTH_FAILURES_PER_ADDRESS", 20, minimum=1)
+AUTH_FAILURES_PER_ACCOUNT = env_int("AUTH_FAILURES_PER_ACCOUNT", 5, minimum=1)
+AUTH_FAILURE_REFILL_SECONDS = env_int("AUTH_FAILURE_REFILL_SECONDS", 60, minimum=1)
 BLOB_STORE = blob_store_from_url(env_str("BLOB_STORE_URL", f"file://{VAR_DIR / 'blobs'}"))
 
 CELERY_BROKER_URL = broker_url_checked(env_str("CELERY_BROKER_URL", "filesystem://"))

@@ -16,6 +16,7 @@ from controlplane.models import Scope
 from execution import selectors as execution_selectors
 from frontend import present
 from frontend.decorators import is_partial, tenant_view
+from frontend.forms import LoginForm
 from frontend.render import render_page
 from tracing import selectors
 from tracing.query import sessions, traces
@@ -46,6 +47,14 @@ TIME_RANGES = [
 class LoginView(auth_views.LoginView):
     template_name = "frontend/login.html"
     redirect_authenticated_user = True
+    form_class = LoginForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.throttled:
+            response.status_code = 429
+            response["Retry-After"] = str(form.throttled.retry_after)
+        return response
 
 
 @require_GET

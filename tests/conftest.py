@@ -26,6 +26,24 @@ def _fresh_process_caches():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    """Failed-auth buckets outlive a test in Redis (the database's roll back with it), and
+    every test client is 127.0.0.1: one test's failures must not lock out the next."""
+    yield
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        import redis
+
+        from controlplane.throttle import PREFIX
+
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        keys = list(client.scan_iter(f"{settings.REDIS_PREFIX}rl:{PREFIX}*"))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture
 def acme(db):
     """Tenant acme, owned by alice."""
@@ -75,3 +93,14 @@ def api(live_server):
         delete=lambda path, **kw: call("DELETE", path, **kw),
         request=call,
     )
+
+
+@pytest.fixture
+def grpc_address():
+    """An OTLP/gRPC server on a free port, in this process."""
+    from tracing.grpc_server import make_server
+
+    server, port = make_server("127.0.0.1:0", workers=2)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)

@@ -12,12 +12,20 @@ from tracing.ingest.receive import IngestRefused, ingest_key, receive
 logger = logging.getLogger(__name__)
 
 
+def peer_address(peer: str) -> str:
+    """'ipv4:10.0.0.7:51234' or 'ipv6:[::1]:51234' -> the address alone."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1:].partition("]")[0]
+    return rest.rpartition(":")[0] if kind == "ipv4" else peer
+
+
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):  # noqa: N802 - the gRPC method's name
         close_old_connections()
         metadata = dict(context.invocation_metadata())
         try:
-            key = ingest_key(metadata.get("authorization"))
+            key = ingest_key(metadata.get("authorization"), address=peer_address(context.peer()))
             result = receive(key=key, request=request)
         except IngestRefused as refused:
             if refused.retry_after:

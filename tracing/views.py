@@ -8,6 +8,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from controlplane.throttle import client_address
 from tracing.ingest.decode import (
     JSON,
     PROTOBUF,
@@ -58,7 +59,7 @@ def otlp_traces(request):
     kind = media_type(request.content_type)
     as_protobuf = kind != JSON
     try:
-        key = ingest_key(request.headers.get("Authorization"))
+        key = ingest_key(request.headers.get("Authorization"), address=client_address(request.META))
         if kind not in (PROTOBUF, JSON):
             raise IngestRefused(
                 415,

@@ -8,7 +8,7 @@ import redis
 from django.conf import settings
 from django.db import DatabaseError, DataError, InterfaceError, OperationalError
 
-from controlplane import ratelimit, services
+from controlplane import ratelimit, services, throttle
 from controlplane.auth import bearer_token
 from controlplane.blobstore import BlobStoreUnavailable
 from controlplane.models import ApiKey, Scope
@@ -76,14 +76,21 @@ def storage_guard():
         ) from exc
 
 
-def ingest_key(authorization: str | None) -> ApiKey:
+def ingest_key(authorization: str | None, *, address: str) -> ApiKey:
     token = bearer_token(authorization)
     if token is None:
         raise IngestRefused(
             401, "not_authenticated", "send an API key as 'Authorization: Bearer <key>'"
         )
+    attempt = throttle.api_key_attempt(address, token)
     with storage_guard():
+        try:
+            attempt.check()
+        except throttle.Throttled as exc:
+            raise IngestRefused(429, "throttled", str(exc), retry_after=exc.retry_after) from None
         key = services.api_key_authenticate(raw_key=token)
+        if key is None:
+            attempt.failed()
     if key is None:
         raise IngestRefused(401, "authentication_failed", "unknown or revoked API key")
     if Scope.INGEST not in key.scopes and Scope.ADMIN not in key.scopes:
