@@ -154,6 +154,15 @@ def user_get_or_create(*, email: str) -> tuple[object, str | None]:
     return user, password
 
 
+def staff_user_create(*, email: str) -> tuple[object, str | None]:
+    """Platform staff: Django's admin across tenants. A new user's password is returned once."""
+    user, password = user_get_or_create(email=email)
+    if not (user.is_staff and user.is_superuser):
+        user.is_staff = user.is_superuser = True
+        user.save(update_fields=["is_staff", "is_superuser"])
+    return user, password
+
+
 def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 

@@ -1,8 +1,20 @@
+from django.shortcuts import redirect
 from django.urls import include, path
+from django.views.decorators.http import require_GET
 
 from frontend.console import agents, runs
+from frontend.decorators import tenant_view
+
+
+@require_GET
+@tenant_view
+def console_home(request, tenant_slug):
+    """The console's own address, /t/<slug>/: it opens on the tenant's traces."""
+    return redirect("trace-list", tenant_slug=tenant_slug)
+
 
 urlpatterns = [
+    path("", console_home, name="console"),
     path("runs/", include(runs)),
     path("agents/", include(agents)),
     path("settings/", include("frontend.console.settings.urls")),

@@ -50,3 +50,25 @@ def test_it_sets_up_the_demo_once(settings, tmp_path):
     key = services.api_key_authenticate(raw_key=key_line.removeprefix("api key: "))
     assert key.tenant.slug == "demo"
     assert oct((tmp_path / "demo-credentials.txt").stat().st_mode)[-3:] == "600"
+
+
+@pytest.mark.django_db
+def test_it_makes_the_demo_owner_an_ordinary_owner_and_prints_the_console(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    lines = run("demo_setup")
+    assert "Flightdeck is starting: the console is http://127.0.0.1:8000/t/demo/" in lines
+    assert not any("/admin/" in line for line in lines)
+    owner = Membership.all_tenants.get(tenant__slug="demo")
+    assert owner.role == "owner" and not owner.user.is_staff and not owner.user.is_superuser
+
+
+@pytest.mark.django_db
+def test_it_creates_a_staff_user_and_prints_the_password_once(client):
+    lines = run("create_staff", "ops@flightdeck.test")
+    password = next(line for line in lines if line.startswith("password: ")).removeprefix(
+        "password: "
+    )
+    assert client.login(username="ops@flightdeck.test", password=password)
+    assert client.get("/admin/").status_code == 200
+    again = run("create_staff", "ops@flightdeck.test")
+    assert "password: (unchanged: the user existed already)" in again and password not in again

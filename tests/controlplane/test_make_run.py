@@ -79,6 +79,7 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
             timeout=5,
         )
         assert tenant.status_code == 200 and tenant.json()["slug"] == "demo"
+        _the_demo_owner_uses_the_console_not_the_admin(output, port)
         assert (tmp_path / "var" / "flightdeck.sqlite3").exists()
         # Every process of the Procfile comes up (they print once they are ready).
         for ready in (f"OTLP/gRPC listening on 127.0.0.1:{grpc_port}", "celery@", "beat: Starting"):
@@ -111,3 +112,27 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _the_demo_owner_uses_the_console_not_the_admin(output: str, port: int) -> None:
+    console = f"http://127.0.0.1:{port}/t/demo/"
+    assert f"the console is {console}" in output and "/admin/" not in output, output[-3000:]
+    login = re.search(r"^login: (\S+)$", output, re.M).group(1)
+    password = re.search(r"^password: (\S+)$", output, re.M).group(1)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as browser:
+        browser.get("/login/")
+        resp = browser.post(
+            "/login/",
+            data={
+                "username": login,
+                "password": password,
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"],
+            },
+            headers={"Referer": f"http://127.0.0.1:{port}/login/"},
+        )
+        assert resp.status_code == 302
+        page = browser.get(console, follow_redirects=True)
+        assert page.status_code == 200 and str(page.url).endswith("/t/demo/traces/")
+        assert 'href="/t/demo/settings/"' in page.text
+        admin = browser.get("/admin/")
+        assert admin.status_code == 302 and admin.headers["location"].startswith("/admin/login/")

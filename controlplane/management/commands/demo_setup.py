@@ -21,8 +21,8 @@ class Command(BaseCommand):
             tenant = services.tenant_create(slug=DEMO_SLUG, name="Demo")
             user, password = services.user_get_or_create(email=DEMO_OWNER)
             password_line = password or "(unchanged: the user existed already)"
-            user.is_staff = user.is_superuser = True  # the demo owner may use the admin console
-            user.save(update_fields=["is_staff", "is_superuser"])
+            # An ordinary owner, who sees the demo tenant only: Django's admin is for
+            # platform staff (`manage.py create_staff EMAIL`).
             services.membership_add(tenant=tenant, user=user, role=Role.OWNER)
             _, key = services.api_key_create(
                 tenant=tenant,
@@ -35,7 +35,9 @@ class Command(BaseCommand):
             os.chmod(creds, 0o600)
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
-        self.stdout.write(f"\nFlightdeck is starting at http://{host}:{port}/")
+        self.stdout.write(
+            f"\nFlightdeck is starting: the console is http://{host}:{port}/t/{DEMO_SLUG}/"
+        )
         if creds.exists():
             self.stdout.write(creds.read_text())
         self.stdout.write(

@@ -75,6 +75,6 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"Queued example run {run.pk}; once the worker is up: "
                     f"curl -H 'Authorization: Bearer <api key>' {base}/api/v1/runs/{run.pk}\n"
-                    f"  its steps: {base}/api/v1/runs/{run.pk}/steps; its trace (log in as the "
-                    f"demo owner): {base}/admin/tracing/trace/?q={agent.name}"
+                    f"  its steps: {base}/api/v1/runs/{run.pk}/steps; in the console (log in as "
+                    f"the demo owner): {base}/t/{found.slug}/runs/{run.pk}/"
                 )

@@ -34,9 +34,15 @@ def test_it_opens_settings_on_its_first_page_with_every_page_in_the_sub_navigati
     assert f'href="/t/acme/settings/{PAGES[0].slug}/" aria-current="page"' in html
 
 
+def test_it_opens_the_console_on_the_tenants_traces(client, acme):
+    client.force_login(acme.owner)
+    resp = client.get("/t/acme/")
+    assert resp.status_code == 302 and resp["Location"] == "/t/acme/traces/"
+
+
 def test_it_answers_404_for_another_tenants_console(client, acme, globex):
     client.force_login(acme.owner)
-    for path in ["runs/", "agents/", "settings/", *[f"settings/{p.slug}/" for p in PAGES]]:
+    for path in ["", "runs/", "agents/", "settings/", *[f"settings/{p.slug}/" for p in PAGES]]:
         assert client.get(f"/t/globex/{path}").status_code == 404, path
 
 
