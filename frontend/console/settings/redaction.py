@@ -33,19 +33,19 @@ def _lines(text: str) -> list[str]:
 class PolicyForm(forms.Form):
     custom_patterns = forms.CharField(
         required=False,
-        widget=forms.Textarea,
+        widget=forms.Textarea(attrs={"rows": 4}),
         label="Patterns",
         help_text="One a line: NAME = RE2 pattern, e.g. EMPLOYEE_ID = EMP-\\d{6}",
     )
     drop_keys = forms.CharField(
         required=False,
-        widget=forms.Textarea,
+        widget=forms.Textarea(attrs={"rows": 3}),
         label="Attributes never stored",
         help_text="One attribute key a line",
     )
     never_scan_keys = forms.CharField(
         required=False,
-        widget=forms.Textarea,
+        widget=forms.Textarea(attrs={"rows": 3}),
         label="Attributes stored as sent",
         help_text="One attribute key a line; not scanned",
     )
@@ -78,7 +78,7 @@ class PolicyForm(forms.Form):
 
 
 class TestForm(forms.Form):
-    text = forms.CharField(widget=forms.Textarea, max_length=20_000, strip=False)
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), max_length=20_000, strip=False)
 
 
 def _page(request, *, form=None, test_form=None, preview=None, status=200):

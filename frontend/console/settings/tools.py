@@ -27,7 +27,7 @@ class ToolForm(forms.ModelForm):
     schema = forms.JSONField(
         initial=SCHEMA_EXAMPLE,
         label="Arguments (JSON schema)",
-        widget=forms.Textarea,
+        widget=forms.Textarea(attrs={"rows": 6}),
         help_text="The arguments the agent sends, checked before the call",
     )
     credential = forms.ChoiceField(required=False, help_text="Sent in the header below")
