@@ -112,7 +112,7 @@ def test_it_allows_a_host_and_shows_a_bad_one_in_the_form(client, acme):
     assert AllowedHost.all_tenants.get(tenant=acme).host == "api.example.com"
     assert AuditEvent.all_tenants.filter(tenant=acme, action="allowed_host.add").exists()
     for data, message in [
-        ({"host": "https://api.example.com/x"}, "is not a host (use api.example.com"),
+        ({"host": "https://api.example.com/x"}, "is not a host"),
         ({"host": "two words"}, "is not a host"),
         ({"host": ""}, "This field is required."),
         ({"host": "a" * 256}, "at most 255 characters"),
