@@ -8,6 +8,7 @@ the same URL for their fragment (htmx) until the run has finished.
 import json
 
 from django.core.paginator import Paginator
+from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -21,6 +22,7 @@ from frontend.console import run_present
 from frontend.console.forms import RunStartForm
 from frontend.decorators import found_or_404, is_partial, tenant_view
 from frontend.render import render_page
+from tracing.query.filters import FilterError, parse_whole
 
 PAGE = 50
 # Steps sent at once: a run may take 10,000, each with its request and result.
@@ -121,19 +123,24 @@ def _step_context(run, number: int) -> dict:
     }
 
 
+def _step_number(params, name: str) -> int | None:
+    raw = params.get(name, "")
+    return parse_whole(raw, name, maximum=2**31 - 1) if raw else None
+
+
 @require_GET
 @tenant_view
 def run_detail(request, tenant_slug, run_id: int):
     run = found_or_404(selectors.run_get(run_id=run_id), "run")
     if not is_partial(request):
         return _detail(request, run)
-    step = request.GET.get("step", "")
-    if step.isdigit():
-        return render_page(
-            request, "frontend/console/_run_step.html", _step_context(run, int(step))
-        )
-    after = request.GET.get("after", "")
-    after = int(after) if after.isdigit() else 0
+    try:
+        step = _step_number(request.GET, "step")
+        after = _step_number(request.GET, "after") or 0
+    except FilterError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    if step is not None:
+        return render_page(request, "frontend/console/_run_step.html", _step_context(run, step))
     steps, more = _steps_after(run, after)
     if request.GET.get("more"):
         # The next steps of a finished run, asked for as the journal scrolls.

@@ -348,6 +348,18 @@ def test_it_lets_a_viewer_read_runs_but_not_start_or_cancel_them(
         assert Run.objects.count() == 1 and Run.objects.get().status == "running"
 
 
+def test_it_answers_a_bad_step_number_with_a_400_naming_it(client, acme, journal):
+    client.force_login(acme.owner)
+    url = f"/t/acme/runs/{journal.pk}/"
+    for name, raw in [("step", "²"), ("after", "²"), ("after", "9" * 30), ("step", "-1")]:
+        resp = client.get(url, {name: raw}, **HX)
+        assert resp.status_code == 400, (name, raw)
+        assert resp.content.decode().startswith(f"{name}: must be a whole number"), resp.content
+    assert client.get("/t/acme/runs/", {"page": "²"}).status_code == 200  # the first page
+    assert client.get("/t/acme/runs/99999999999999999999/").status_code == 404
+    assert client.get("/t/acme/agents/99999999999999999999/").status_code == 404
+
+
 def test_it_answers_404_for_another_tenants_run(client, acme, globex):
     stranger = agent_with_bundle(globex, name="asker", code=AGENT, manifest=MANIFEST)
     theirs = start(globex, stranger)
