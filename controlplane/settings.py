@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "controlplane",
     "execution",
     "tracing",
+    "billing",
     "frontend",
 ]
 
@@ -273,6 +274,7 @@ EXECUTION_MAX_LIMITS = {
     "max_tool_calls": 5_000,
     "max_parallel_tools": 32,
     "budget_tokens": 10_000_000,
+    "budget_usd": 100_000,  # a run's own spend cap (billing holds it)
     "loop_repeats": 100,
 }
 EXECUTION_PYTHON_TOOL_LIMITS = {
@@ -306,8 +308,21 @@ WEB_PORT = env_int("FLIGHTDECK_PORT", 8000, minimum=1)
 # Fernet keys for the credential vault, comma-separated, newest first (rotation). Unset:
 # derived from SECRET_KEY.
 EXECUTION_VAULT_KEYS = env_str("EXECUTION_VAULT_KEYS", "")
-# Billing's reserve/settle seam: a dotted path to a class with reserve() and settle().
-EXECUTION_BUDGET_HOOK = env_str("EXECUTION_BUDGET_HOOK")
+# Billing's reserve/settle seam: a dotted path to a class with admit(), reserve() and
+# settle() (execution/budget.py); set it empty to run without budgets.
+EXECUTION_BUDGET_HOOK = env_str("EXECUTION_BUDGET_HOOK", "billing.hook.BudgetHook")
+# Where budget windows keep their spend: "database" (a conditional UPDATE, the default)
+# or "redis" (a Lua script; needs REDIS_URL).
+BILLING_BUDGET_STORE = env_str("BILLING_BUDGET_STORE", "database")
+if BILLING_BUDGET_STORE not in ("database", "redis") or (
+    BILLING_BUDGET_STORE == "redis" and not REDIS_URL
+):
+    raise ImproperlyConfigured(
+        "BILLING_BUDGET_STORE must be 'database' or 'redis' (with REDIS_URL set)"
+    )
+# Cost every stored span (a task queued after ingest commits, like search indexing).
+BILLING_COST_ON_INGEST = env_bool("BILLING_COST_ON_INGEST", True)
+BILLING_QUEUE = env_str("BILLING_QUEUE") or None  # None: Celery's default queue
 CELERY_BEAT_SCHEDULE["tracing.refresh_dictionaries_due"] = {
     "task": "tracing.refresh_dictionaries_due",
     "schedule": 6 * 3600.0,  # a tenant is refreshed once its dictionaries are a week old

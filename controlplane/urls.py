@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/audit", api.AuditEventListView.as_view(), name="audit"),
     path("", include("execution.urls")),
     path("", include("tracing.urls")),
+    path("", include("billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("frontend.urls")),

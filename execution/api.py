@@ -3,6 +3,7 @@ credentials and the host allowlist. Parse, call a service, render."""
 
 import math
 import re
+from decimal import Decimal
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -20,6 +21,7 @@ from controlplane.api_base import (
 )
 from controlplane.services import ServiceError
 from execution import selectors, services
+from execution.budget import BudgetRefused
 from execution.models import (
     Agent,
     AgentVersion,
@@ -60,6 +62,11 @@ def json_value_problem(value, depth: int = 0) -> str | None:
 class Conflict(APIException):
     status_code = 409
     default_code = "conflict"
+
+
+class BudgetSpent(APIException):
+    status_code = 402
+    default_code = "budget_exceeded"
 
 
 class TooLarge(APIException):
@@ -155,6 +162,15 @@ class AgentVersionListView(TenantListCreateView):
 class RunSerializer(serializers.ModelSerializer):
     agent = serializers.CharField(source="agent.name")
     version = serializers.IntegerField(source="version.version")
+    cost_usd = serializers.SerializerMethodField(help_text="USD: the sum of its settlements")
+
+    def get_cost_usd(self, run) -> str:
+        costs = self.context.get("costs")
+        if costs is None:
+            from billing.selectors import run_costs
+
+            costs = run_costs([run.pk])
+        return costs.get(run.pk, "0")
 
     class Meta:
         model = Run
@@ -172,6 +188,7 @@ class RunSerializer(serializers.ModelSerializer):
             "tool_call_count",
             "input_tokens",
             "output_tokens",
+            "cost_usd",
             "trace_id",
             "attempts",
             "logs",
@@ -193,6 +210,10 @@ class RunCreateSerializer(serializers.Serializer):
     )
     input = serializers.JSONField(required=False, allow_null=True)
     limits = serializers.DictField(required=False, default=dict)
+    budget_usd = serializers.DecimalField(
+        required=False, max_digits=14, decimal_places=6, min_value=Decimal("0.000001"),
+        help_text="this run's own spend cap in USD (also [limits] budget_usd in the manifest)",
+    )  # fmt: skip
 
     def validate_input(self, value):
         problem = json_value_problem(value)
@@ -227,18 +248,31 @@ class RunListView(TenantListCreateView):
             raise Invalid(f"status must be one of {RunStatus.values}")
         return selectors.run_list(status=status, agent=request.query_params.get("agent"))[:200]
 
+    def get(self, request):
+        from billing.selectors import run_costs
+
+        page = list(self.rows(request))
+        costs = run_costs([r.pk for r in page])  # one query for the page
+        return Response(RunSerializer(page, many=True, context={"costs": costs}).data)
+
     def create(self, request, data):
         agent = selectors.agent_find(ref=data["agent"])
         if agent is None:
             raise Invalid(f"no agent {data['agent']!r}")
-        return services.run_create(
-            tenant=request.tenant,
-            agent=agent,
-            version=data.get("version"),
-            input=data.get("input"),
-            limits=data.get("limits"),
-            actor=self.actor,
-        )
+        limits = data.get("limits")
+        if data.get("budget_usd") is not None:
+            limits = {**(limits or {}), "budget_usd": float(data["budget_usd"])}
+        try:
+            return services.run_create(
+                tenant=request.tenant,
+                agent=agent,
+                version=data.get("version"),
+                input=data.get("input"),
+                limits=limits,
+                actor=self.actor,
+            )
+        except BudgetRefused as exc:
+            raise BudgetSpent(str(exc)) from None
 
 
 class RunDetailView(TenantAPIView):

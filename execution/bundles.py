@@ -40,6 +40,7 @@ LIMIT_KEYS = {
     "max_tool_calls",
     "max_parallel_tools",
     "budget_tokens",
+    "budget_usd",
     "loop_repeats",
 }
 RATE_KEYS = {"llm_per_minute", "tools_per_minute"}

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.utils.module_loading import import_string
 
 from controlplane.tenancy import tenant_scope
 from execution import contextfit, llm, ratelimit, services
+from execution.budget import BudgetRefused, budget_hook
 from execution.journal import Journal, request_hash
 from execution.models import Run, StopReason
 from execution.ops import OpError, state_and_memory_ops
@@ -67,9 +67,8 @@ class Gateway:
             "entrypoint": manifest["entrypoint"],
             "input": run.input,
         }
-        hook = settings.EXECUTION_BUDGET_HOOK
-        # Billing's reserve/settle seam: an object with reserve(...) and settle(...).
-        self.budget = import_string(hook)() if hook else None
+        # Billing's reserve/settle seam (execution/budget.py).
+        self.budget = budget_hook()
         self.ops = {
             "llm.messages": self._llm,
             "tool": self._tool,
@@ -330,9 +329,7 @@ class Gateway:
         problem = llm.check_params(params)
         if problem:
             raise OpError("llm_error", problem, span)
-        reservation = (
-            self.budget.reserve(run_id=self.run_id, request=params) if self.budget else None
-        )
+        reservation = self._reserve("llm", params, span)
         try:
             message, attempts = llm.messages_create(params)
         except UpstreamError as exc:
@@ -364,6 +361,16 @@ class Gateway:
         )
         return message, span
 
+    def _reserve(self, kind: str, request: dict, span: dict):
+        """The budget's reservation for this call; a refusal stops the run."""
+        if self.budget is None:
+            return None
+        try:
+            return self.budget.reserve(run_id=self.run_id, kind=kind, request=request)
+        except BudgetRefused as exc:
+            self.stop(StopReason.BUDGET)
+            raise OpError("budget", str(exc), span) from None
+
     def _tool(self, args: dict) -> tuple[object, dict]:
         name, arguments = args.get("name"), args.get("arguments", {})
         span = {
@@ -378,15 +385,22 @@ class Gateway:
             problem = tool_validate(spec, arguments)
             if problem:
                 raise ToolCallError(problem, type_="invalid_arguments")
-            with self.tool_slots:  # the bound on parallel tool calls within this run
-                if spec.slow:
-                    from execution.slowtools import slow_tool_call
+            reservation = self._reserve("tool", {"name": spec.name}, span)
+            called = False
+            try:
+                with self.tool_slots:  # the bound on parallel tool calls within this run
+                    called = True
+                    if spec.slow:
+                        from execution.slowtools import slow_tool_call
 
-                    result, attempts, used = slow_tool_call(
-                        gateway=self, spec=spec, arguments=arguments
-                    )
-                else:
-                    result, attempts, used = tool_execute(spec=spec, arguments=arguments)
+                        result, attempts, used = slow_tool_call(
+                            gateway=self, spec=spec, arguments=arguments
+                        )
+                    else:
+                        result, attempts, used = tool_execute(spec=spec, arguments=arguments)
+            finally:
+                if self.budget:
+                    self.budget.settle(reservation=reservation, usage={"called": called})
         except ToolCallError as exc:
             span["flightdeck.tool.error"] = exc.type
             raise OpError("tool_error", str(exc), span) from None

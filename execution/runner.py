@@ -17,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 
 from execution import selectors, services
+from execution.budget import BudgetRefused
 from execution.bundles import BundleError, bundle_unpack
 from execution.gateway import Gateway
 from execution.models import Run, RunStatus, StopReason
@@ -63,7 +64,8 @@ class Supervisor:
         )
         if not run.trace_id:
             services.run_trace_set(run=run, trace_id=tracer.trace_id)
-        gateway = box = None
+        gateway = box = sandbox_hold = None
+        cpu_used = 0.0
         status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
         try:
             bundle_unpack(
@@ -79,6 +81,13 @@ class Supervisor:
                 tracer=tracer,
                 socket_path=folder / "sock" / "gw.sock",
             ).start()
+            if gateway.budget is not None:
+                # The sandbox's CPU time is held like a call: its limit at the CPU price.
+                sandbox_hold = gateway.budget.reserve(
+                    run_id=run.pk,
+                    kind="sandbox",
+                    request={"cpu_seconds": run.limits["cpu_seconds"]},
+                )
             # Append mode: stdout and stderr share the file (see tools/python.py).
             with open(folder / "agent.log", "a+b") as agent_log:
                 box = get_backend().start(
@@ -108,6 +117,8 @@ class Supervisor:
             status, reason, error, output = self._verdict(gateway, outcome, logs)
         except BundleError as exc:
             error = f"the bundle cannot be used: {exc}"
+        except BudgetRefused as exc:
+            status, reason, error = RunStatus.STOPPED, StopReason.BUDGET, str(exc)
         except Exception as exc:
             log.exception("run %s failed on the host side", run.pk)
             error = f"the platform failed to run the agent: {type(exc).__name__}: {exc}"
@@ -115,7 +126,10 @@ class Supervisor:
             if gateway is not None:
                 gateway.close()
             if box is not None:
+                cpu_used = _cpu_seconds(box)
                 box.close()
+            if sandbox_hold is not None:
+                gateway.budget.settle(reservation=sandbox_hold, usage={"cpu_seconds": cpu_used})
             remove_tree(folder)
         tracer.finish(status=status, error=error)
         counters = gateway.counters() if gateway is not None else {}
@@ -194,3 +208,12 @@ class Supervisor:
         )
         if not written:
             log.warning("run %s: outcome %s dropped, the lease is gone", self.run.pk, status)
+
+
+def _cpu_seconds(box) -> float:
+    """The sandbox's CPU time: its cgroup's count, or without cgroups its wall time (an
+    upper bound for one process), never more than its limit."""
+    used = box.cgroups.cpu_seconds()
+    if used is None:
+        used = time.monotonic() - box.started
+    return round(min(used, box.spec.limits.cpu_seconds), 3)

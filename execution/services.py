@@ -22,6 +22,7 @@ from django.utils import timezone
 from controlplane.models import Tenant
 from controlplane.services import Actor, ServiceError, audit_record
 from execution import bundles, vault
+from execution.budget import budget_hook
 from execution.models import (
     Agent,
     AgentVersion,
@@ -166,6 +167,9 @@ def run_create(
         input=input,
         limits=run_limits(manifest=found.manifest, requested=limits),
     )
+    hook = budget_hook()
+    if hook is not None:
+        hook.admit(run=run)  # BudgetRefused leaves this transaction: no run is created
     audit_record(tenant=tenant, actor=actor, action="run.create", target=run)
     _enqueue_run(run)
     return run

@@ -122,6 +122,10 @@ class TraceSummarySerializer(serializers.Serializer):
     error_count = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
+    cost_usd = serializers.CharField(
+        allow_null=True, help_text="USD, counting each LLM call once; null until costed"
+    )
+    cost_unknown = serializers.BooleanField(help_text="a call's model has no price")
 
 
 class SpanSummarySerializer(serializers.Serializer):
@@ -148,6 +152,10 @@ class SpanSummarySerializer(serializers.Serializer):
     redactions = serializers.DictField(
         child=serializers.IntegerField(), help_text="values redacted, by kind"
     )
+    cost_usd = serializers.CharField(
+        allow_null=True, help_text="USD, counting each LLM call once; null until costed"
+    )
+    cost_unknown = serializers.BooleanField(help_text="a call's model has no price")
 
 
 class SpanNodeSerializer(SpanSummarySerializer):
@@ -178,6 +186,10 @@ class SessionSummarySerializer(serializers.Serializer):
     output_tokens = serializers.IntegerField()
     service_name = serializers.CharField()
     agent_name = serializers.CharField()
+    cost_usd = serializers.CharField(
+        allow_null=True, help_text="USD, counting each LLM call once; null until costed"
+    )
+    cost_unknown = serializers.BooleanField(help_text="a call's model has no price")
 
 
 PAGE_PARAMETERS = [
@@ -208,6 +220,32 @@ def session_json(row: dict) -> dict:
     }
 
 
+def with_costs(items: list[dict], *, dimension: str = "trace", key: str = "trace_id") -> list:
+    """Billing's cost_usd and cost_unknown on each item (one query). Null until the
+    item's spans are costed, seconds after ingest; cost_unknown: a call had no price."""
+    from billing.selectors import totals
+
+    costs = totals(dimension, [i[key] for i in items])
+    for item in items:
+        found = costs.get(item[key])
+        item["cost_usd"] = found["cost_usd"] if found else None
+        item["cost_unknown"] = found["cost_unknown"] if found else False
+    return items
+
+
+def _with_span_costs(nodes: list[dict], trace_id) -> None:
+    from billing.selectors import span_costs
+
+    costs = span_costs(trace_id=trace_id)
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        found = costs.get(parse_span_id(node["span_id"])) if node["span_id"] else None
+        node["cost_usd"] = found["cost_usd"] if found else None
+        node["cost_unknown"] = found["cost_unknown"] if found else False
+        stack.extend(node["children"])
+
+
 # --- views ---------------------------------------------------------------------------
 
 
@@ -230,7 +268,8 @@ class TraceListView(ReadView):
             )
         except FilterError as exc:
             raise _invalid(exc) from None
-        return Response({"items": [trace_summary(t) for t in rows], "next_cursor": next_cursor})
+        items = with_costs([trace_summary(t) for t in rows])
+        return Response({"items": items, "next_cursor": next_cursor})
 
 
 def _trace_or_404(raw: str) -> Trace:
@@ -270,7 +309,9 @@ class TraceDetailView(ReadView):
     def get(self, request, trace_id: str):
         trace = _trace_or_404(trace_id)
         rows = traces.trace_spans(trace_id=trace.trace_id)
-        return Response({"trace": trace_summary(trace), "spans": span_tree(rows, trace.start_ns)})
+        spans = span_tree(rows, trace.start_ns)
+        _with_span_costs(spans, trace.trace_id)
+        return Response({"trace": with_costs([trace_summary(trace)])[0], "spans": spans})
 
 
 def span_payload(span) -> dict:
@@ -283,7 +324,16 @@ def span_payload(span) -> dict:
     detail = selectors.span_detail(span=span)
     detail.pop("redactions", None)
     detail.pop("scope", None)
-    return {**span_summary(row, start), "trace_id": span.trace_id.hex, **detail}
+    from billing.selectors import span_costs
+
+    cost = span_costs(trace_id=span.trace_id).get(span.span_id, {})
+    return {
+        **span_summary(row, start),
+        "cost_usd": cost.get("cost_usd"),
+        "cost_unknown": cost.get("cost_unknown", False),
+        "trace_id": span.trace_id.hex,
+        **detail,
+    }
 
 
 class SpanDetailView(ReadView):
@@ -329,7 +379,8 @@ class SessionListView(ReadView):
             )
         except FilterError as exc:
             raise _invalid(exc) from None
-        return Response({"items": [session_json(r) for r in rows], "next_cursor": next_cursor})
+        items = with_costs([session_json(r) for r in rows], dimension="session", key="session_id")
+        return Response({"items": items, "next_cursor": next_cursor})
 
 
 class SessionDetailView(ReadView):
@@ -346,6 +397,7 @@ class SessionDetailView(ReadView):
         if not rows:
             raise NotFound(f"no session {session_id}")
         summary = sessions.session_summary(rows)
+        session = with_costs([session_json(summary)], dimension="session", key="session_id")[0]
         return Response(
-            {"session": session_json(summary), "traces": [trace_summary(t) for t in rows]}
+            {"session": session, "traces": with_costs([trace_summary(t) for t in rows])}
         )

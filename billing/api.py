@@ -1,0 +1,202 @@
+"""The billing REST API: prices, budgets, the budget check, a run's cost, usage and
+statements. Parse, call a service or selector, render."""
+
+import csv
+import io
+from datetime import date, timedelta
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.response import Response
+
+from billing import selectors, services
+from billing.models import Budget
+from billing.store import Unreachable
+from controlplane.api_base import TenantAPIView
+from controlplane.models import Scope
+from controlplane.services import ServiceError
+
+
+def _invalid(exc: ServiceError) -> ValidationError:
+    field = getattr(exc, "field", None)
+    return ValidationError({field: [str(exc)]} if field else [str(exc)])
+
+
+def _call(fn, **kwargs):
+    try:
+        return fn(**kwargs)
+    except ServiceError as exc:
+        raise _invalid(exc) from None
+
+
+class PricesView(TenantAPIView):
+    parser_classes = [JSONParser]
+    required_scope = {"GET": Scope.READ, "PUT": Scope.ADMIN}
+
+    @extend_schema(
+        summary="The effective price book: the newest version, the tenant's overrides in place"
+    )
+    def get(self, request):
+        return Response(selectors.price_book_effective())
+
+    @extend_schema(
+        summary="Set the tenant's price overrides (replaces them all)",
+        description='Body: {"entries": [{"provider", "model", "input_usd_per_mtok", '
+        '"output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok"}]}',
+    )
+    def put(self, request):
+        data = request.data if isinstance(request.data, dict) else {}
+        if "entries" not in data:
+            raise ValidationError({"entries": ["is required: a list of price entries"]})
+        _call(services.price_overrides_set, tenant=request.tenant, entries=data["entries"],
+              actor=self.actor)  # fmt: skip
+        return Response(selectors.price_book_effective())
+
+
+class BudgetListView(TenantAPIView):
+    parser_classes = [JSONParser]
+    required_scope = {"GET": Scope.READ, "POST": Scope.ADMIN}
+
+    @extend_schema(summary="The tenant's budgets, each with its current spend and reservations")
+    def get(self, request):
+        budgets = list(Budget.objects.order_by("pk")[:1000])
+        return Response(selectors.budgets_with_spend(budgets))
+
+    @extend_schema(
+        summary="Create a budget",
+        description='{"scope": "tenant"|"agent"|"run", "agent": name, "period": '
+        '"day"|"month"|"lifetime", "cap_usd": "50.00", "thresholds": [0.5, 0.8, 1.0]}',
+    )
+    def post(self, request):
+        budget = _call(services.budget_create, tenant=request.tenant, data=request.data,
+                       actor=self.actor)  # fmt: skip
+        return Response(selectors.budgets_with_spend([budget])[0], status=201)
+
+
+class BudgetDetailView(TenantAPIView):
+    parser_classes = [JSONParser]
+    required_scope = {"GET": Scope.READ, "PUT": Scope.ADMIN, "DELETE": Scope.ADMIN}
+
+    def _budget(self, budget_id: int) -> Budget:
+        return get_object_or_404(Budget.objects, pk=budget_id)
+
+    @extend_schema(summary="One budget with its spend")
+    def get(self, request, budget_id: int):
+        return Response(selectors.budgets_with_spend([self._budget(budget_id)])[0])
+
+    @extend_schema(summary="Change a budget's cap, thresholds or agent")
+    def put(self, request, budget_id: int):
+        budget = _call(services.budget_update, budget=self._budget(budget_id), data=request.data,
+                       actor=self.actor)  # fmt: skip
+        return Response(selectors.budgets_with_spend([budget])[0])
+
+    @extend_schema(summary="Delete a budget", responses={204: None})
+    def delete(self, request, budget_id: int):
+        services.budget_delete(budget=self._budget(budget_id), actor=self.actor)
+        return Response(status=204)
+
+
+class BudgetCheckView(TenantAPIView):
+    required_scope = Scope.READ
+
+    @extend_schema(
+        summary="May this agent make its next call? (for external agents, before each call)",
+        parameters=[OpenApiParameter("agent", str, required=True)],
+    )
+    def get(self, request):
+        agent = request.query_params.get("agent", "")
+        if not agent:
+            raise ValidationError({"agent": ["is required: the agent's name"]})
+        try:
+            return Response(selectors.budget_check(tenant_id=request.tenant.pk, agent=agent))
+        except Unreachable:
+            return Response({"error": "unavailable", "detail": "the budget store cannot be reached"},
+                            status=503)  # fmt: skip
+
+
+class RunCostView(TenantAPIView):
+    required_scope = Scope.READ
+
+    @extend_schema(summary="A run's cost line by line: LLM tokens, tools, sandbox, storage")
+    def get(self, request, run_id: int):
+        from execution.models import Run
+
+        run = get_object_or_404(Run.objects, pk=run_id)
+        return Response(selectors.run_cost(run=run))
+
+
+def _day(params, name: str, default: date) -> date:
+    raw = params.get(name)
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ValidationError({name: ["must be a date (YYYY-MM-DD)"]}) from None
+
+
+def _csv(rows: list[dict], filename: str) -> HttpResponse:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    resp = HttpResponse(buf.getvalue(), content_type="text/csv")
+    resp["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return resp
+
+
+class UsageView(TenantAPIView):
+    required_scope = Scope.READ
+
+    @extend_schema(
+        summary="Cost and tokens by day, agent, model and cost kind",
+        parameters=[
+            OpenApiParameter("group_by", str, description="comma-separated: day,agent,model,kind"),
+            OpenApiParameter("from", str, description="first day, YYYY-MM-DD (30 days ago)"),
+            OpenApiParameter("to", str, description="last day, YYYY-MM-DD (today)"),
+            OpenApiParameter("format", str, enum=["json", "csv"]),
+        ],
+    )
+    def get(self, request):
+        params = request.query_params
+        unknown = set(params) - {"group_by", "from", "to", "format"}
+        if unknown:
+            raise ValidationError({sorted(unknown)[0]: ["unknown parameter"]})
+        groups = [g for g in params.get("group_by", "day").split(",") if g]
+        bad = [g for g in groups if g not in selectors.GROUPS]
+        if bad or not groups:
+            raise ValidationError(
+                {"group_by": [f"must name some of {', '.join(selectors.GROUPS)}"]}
+            )
+        today = timezone.now().date()
+        until = _day(params, "to", today)
+        since = _day(params, "from", until - timedelta(days=30))
+        if since > until:
+            raise ValidationError({"from": ["must not be after 'to'"]})
+        fmt = params.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise ValidationError({"format": ["must be json or csv"]})
+        rows = selectors.usage(since=since, until=until, group_by=groups)
+        if fmt == "csv":
+            return _csv(rows, f"usage-{since}-{until}.csv")
+        return Response({
+            "from": since.isoformat(), "to": until.isoformat(), "group_by": groups, "items": rows,
+            "cost_unknown": selectors.unknown_models(since=since, until=until),
+        })  # fmt: skip
+
+
+class StatementView(TenantAPIView):
+    required_scope = Scope.READ
+
+    @extend_schema(summary="The tenant's statement of one month (YYYY-MM)")
+    def get(self, request, month: str):
+        try:
+            selectors.month_bounds(month)
+        except ValueError:
+            raise ValidationError({"month": ["must be YYYY-MM"]}) from None
+        return Response(selectors.statement(month=month))

@@ -1,0 +1,279 @@
+"""Cost on ingest: every LLM call's cost from its span's tokens and model, counted once,
+and the roll-ups that reports read, kept incrementally.
+
+A span of an LLM call (operation chat, text_completion or generate_content, with
+token usage) gets one SpanCost row. Two spans that report the same call are counted
+once: the same `gen_ai.response.id` in one trace, or a parent and child both carrying
+usage (OpenLLMetry's or OpenInference's span with the anthropic SDK's own span inside).
+Whichever of them is stored first counts; the other keeps its figures with
+counted=false and its tokens leave the trace's sums.
+
+Rows are inserted with ON CONFLICT DO NOTHING and only the rows a call inserted move
+the roll-ups and budgets, so a task that runs twice (a redelivery) or a batch sent
+again changes nothing. Batches of one trace take turns (a row lock on the trace), so
+the once-only rule holds when two batches of one trace are costed at once.
+"""
+
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from django.db import connection, transaction
+from django.db.models import Q
+
+from billing import budgets
+from billing.models import CostKind, SpanCost
+from billing.prices import price_for
+from billing.store import Unreachable, get_store
+from controlplane.tenancy import tenant_scope
+from tracing import labels
+from tracing import services as tracing_services
+from tracing.ingest import rows
+from tracing.models import Span, Trace
+
+LLM_OPERATIONS = ("chat", "text_completion", "generate_content", "")
+CACHE_READ_KEYS = (
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "llm.token_count.prompt_details.cache_read",
+)
+CACHE_WRITE_KEYS = (
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "llm.token_count.prompt_details.cache_write",
+)
+RESPONSE_ID_KEYS = ("gen_ai.response.id",)
+COST_COLUMNS = (
+    "tenant_id", "trace_id", "span_id", "parent_span_id", "day", "call_key", "agent_name",
+    "session_id", "run_id", "provider", "model", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "cost_nusd", "price_version", "price_override",
+    "counted", "over_budget",
+)  # fmt: skip
+_SUMS = ("cost_nusd", "input_tokens", "output_tokens", "cache_read_tokens",
+         "cache_write_tokens", "calls", "unknown_calls")  # fmt: skip
+
+
+def _first_int(attrs: dict, keys) -> int:
+    for key in keys:
+        value = attrs.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return int(value)
+    return 0
+
+
+def _day(ns: int):
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).date()
+
+
+def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
+    """Cost the newly stored spans [(trace id hex, span id hex)]; returns how many LLM
+    calls this call recorded. Safe to run twice."""
+    wanted: dict[uuid.UUID, set[int]] = defaultdict(set)
+    for trace_hex, span_hex in spans:
+        wanted[uuid.UUID(hex=trace_hex)].add(
+            int.from_bytes(bytes.fromhex(span_hex), "big", signed=True)
+        )
+    if not wanted:
+        return 0
+    with tenant_scope(tenant_id), rows.write_turn(), transaction.atomic():
+        # Batches of these traces take turns from here to commit.
+        list(
+            Trace.objects.select_for_update()
+            .filter(trace_id__in=wanted).order_by("trace_id").values_list("pk", flat=True)
+        )  # fmt: skip
+        candidates = [
+            s for s in Span.objects.filter(trace_id__in=wanted)
+            .filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
+            if s.span_id in wanted[s.trace_id]
+        ]  # fmt: skip
+        if not candidates:
+            return 0
+        values = labels.values_of(tenant_id, {s.labels_id for s in candidates})
+        candidates = [s for s in candidates if values[s.labels_id]["operation"] in LLM_OPERATIONS]
+        new_rows = _cost_rows(tenant_id, candidates, values)
+        inserted = {
+            (t if isinstance(t, uuid.UUID) else uuid.UUID(bytes=bytes(t)), s)
+            for t, s in rows.insert_ignoring_conflicts(
+                "billing_spancost", COST_COLUMNS, [_param(r) for r in new_rows],
+                returning=("trace_id", "span_id"),
+            )
+        }  # fmt: skip
+        mine = [r for r in new_rows if (r["trace_id"], r["span_id"]) in inserted]
+        _rollups_add(tenant_id, [r for r in mine if r["counted"]])
+        for r in mine:
+            if not r["counted"]:
+                tracing_services.trace_tokens_uncount(
+                    trace_id=r["trace_id"], input_tokens=r["input_tokens"],
+                    output_tokens=r["output_tokens"],
+                )  # fmt: skip
+        _charge_external(tenant_id, [r for r in mine if r["counted"] and r["cost_nusd"]])
+    return len(mine)
+
+
+def _cost_rows(tenant_id: int, candidates: list[Span], values: dict) -> list[dict]:
+    traces = {s.trace_id for s in candidates}
+    # What is counted already in these traces: calls by response id, spans by id.
+    stored = SpanCost.objects.filter(trace_id__in=traces, counted=True).values_list(
+        "trace_id", "span_id", "parent_span_id", "call_key"
+    )
+    counted_spans, counted_parents, counted_calls = set(), set(), set()
+    for trace_id, span_id, parent, call_key in stored:
+        counted_spans.add((trace_id, span_id))
+        if parent is not None:
+            counted_parents.add((trace_id, parent))
+        if call_key:
+            counted_calls.add((trace_id, call_key))
+    out = []
+    # Parents start first: within a batch the outer span of a call counts.
+    for s in sorted(candidates, key=lambda s: (s.trace_id, s.start_ns, s.span_id)):
+        v = values[s.labels_id]
+        attrs = (s.detail or {}).get("attributes", {})
+        call_key = str(attrs.get("gen_ai.response.id") or "")[:255]
+        duplicate = (
+            (s.trace_id, s.parent_span_id) in counted_spans
+            or (s.trace_id, s.span_id) in counted_parents
+            or (call_key and (s.trace_id, call_key) in counted_calls)
+        )
+        model = v["response_model"] or v["request_model"]
+        day = _day(s.start_ns)
+        row = {
+            "tenant_id": tenant_id, "trace_id": s.trace_id, "span_id": s.span_id,
+            "parent_span_id": s.parent_span_id, "day": day, "call_key": call_key,
+            "agent_name": v["agent_name"] or v["service_name"], "session_id": s.session_id,
+            "run_id": s.run_id, "provider": v["provider"], "model": model[:255],
+            "input_tokens": s.input_tokens or 0, "output_tokens": s.output_tokens or 0,
+            "cache_read_tokens": _first_int(attrs, CACHE_READ_KEYS),
+            "cache_write_tokens": _first_int(attrs, CACHE_WRITE_KEYS),
+            "cost_nusd": None, "price_version": None, "price_override": False,
+            "counted": not duplicate, "over_budget": False,
+        }  # fmt: skip
+        price = price_for(tenant_id=tenant_id, provider=v["provider"], model=model, day=day)
+        if price is not None:
+            row["cost_nusd"] = price.cost_nusd(
+                input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+                cache_read=row["cache_read_tokens"], cache_write=row["cache_write_tokens"],
+            )  # fmt: skip
+            row["price_version"], row["price_override"] = price.version, price.override
+        if not duplicate:
+            counted_spans.add((s.trace_id, s.span_id))
+            if s.parent_span_id is not None:
+                counted_parents.add((s.trace_id, s.parent_span_id))
+            if call_key:
+                counted_calls.add((s.trace_id, call_key))
+        out.append(row)
+    return out
+
+
+def _param(row: dict) -> tuple:
+    adapt = connection.ops.adapt_datefield_value
+    return tuple(
+        rows.uuid_param(row[c]) if c == "trace_id" else adapt(row[c]) if c == "day" else row[c]
+        for c in COST_COLUMNS
+    )
+
+
+def _sums(row: dict) -> list:
+    unknown = row["cost_nusd"] is None
+    return [row["cost_nusd"] or 0, row["input_tokens"], row["output_tokens"],
+            row["cache_read_tokens"], row["cache_write_tokens"], 1, int(unknown)]  # fmt: skip
+
+
+def _add(totals: dict, key, sums: list) -> None:
+    held = totals.get(key)
+    totals[key] = sums if held is None else [a + b for a, b in zip(held, sums, strict=True)]
+
+
+def _rollups_add(tenant_id: int, counted: list[dict]) -> None:
+    daily, totals = {}, {}
+    for r in counted:
+        sums = _sums(r)
+        _add(daily, (r["day"], CostKind.LLM, r["agent_name"], r["model"]), sums)
+        _add(totals, ("trace", r["trace_id"].hex), sums)
+        if r["run_id"]:
+            _add(totals, ("run", r["run_id"]), sums)
+        if r["session_id"]:
+            _add(totals, ("session", r["session_id"]), sums)
+    _upsert_daily(tenant_id, daily)
+    _upsert_totals(tenant_id, totals)
+
+
+def _upsert(table: str, keys: tuple, rows_: list[tuple]) -> None:
+    if not rows_:
+        return
+    columns = ("tenant_id", *keys, *_SUMS)
+    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    adds = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in _SUMS)
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows_), 200):
+            chunk = rows_[start : start + 200]
+            cursor.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - fixed names
+                f"{', '.join([placeholder] * len(chunk))} "
+                f"ON CONFLICT (tenant_id, {', '.join(keys)}) DO UPDATE SET {adds}",
+                [v for row in chunk for v in row],
+            )
+
+
+def _upsert_daily(tenant_id: int, daily: dict) -> None:
+    adapt = connection.ops.adapt_datefield_value
+    _upsert(
+        "billing_usagedaily",
+        ("day", "kind", "agent_name", "model"),
+        [(tenant_id, adapt(d), str(k), a[:255], m[:255], *s) for (d, k, a, m), s in daily.items()],
+    )
+
+
+def _upsert_totals(tenant_id: int, totals: dict) -> None:
+    _upsert(
+        "billing_costtotal",
+        ("dimension", "key"),
+        [(tenant_id, dim, key[:255], *s) for (dim, key), s in totals.items()],
+    )
+
+
+def usage_add(*, tenant_id: int, kind: str, agent: str, run_id: int, cost_nusd: int) -> None:
+    """Tool calls' and sandbox time's cost into the roll-ups (the gateway settled it)."""
+    from django.utils import timezone
+
+    sums = [cost_nusd, 0, 0, 0, 0, 1, 0]
+    _upsert_daily(tenant_id, {(timezone.now().date(), kind, agent, ""): sums})
+    _upsert_totals(tenant_id, {("run", str(run_id)): sums})
+
+
+def _charge_external(tenant_id: int, costed: list[dict]) -> None:
+    """External agents' calls count against the tenant's and their agent's budgets here
+    (a managed run's calls were reserved and settled by its gateway). A call recorded
+    while a budget is over its cap is flagged over_budget."""
+    if not costed:
+        return
+    from execution.models import Run
+
+    run_ids = {int(r["run_id"]) for r in costed if r["run_id"].isdigit()}
+    managed = {
+        str(pk) for pk in Run.objects.filter(pk__in=run_ids).values_list("pk", flat=True)
+    } if run_ids else set()  # fmt: skip
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in costed:
+        if r["run_id"] not in managed:
+            groups[(r["agent_name"], r["day"])].append(r)
+    store = get_store()
+    for (agent, day), group in groups.items():
+        windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=None, day=day)
+        if not windows:
+            continue
+        amount = sum(r["cost_nusd"] for r in group)
+        try:
+            spent = store.settle(windows, 0, amount)
+        except Unreachable:
+            # The spans are stored and costed; the budgets miss this spend, and the
+            # log says so (the tenant's roll-ups still have it).
+            import logging
+
+            logging.getLogger(__name__).exception("budget store unreachable: spend not charged")
+            continue
+        budgets.thresholds_record(windows=windows, spent_after=spent, added=amount)
+        if any(s > w.cap_nusd for w, s in zip(windows, spent, strict=True)):
+            keys = Q()
+            for r in group:
+                keys |= Q(trace_id=r["trace_id"], span_id=r["span_id"])
+            SpanCost.objects.filter(keys).update(over_budget=True)

@@ -1,0 +1,213 @@
+"""The gateway's budget hook (EXECUTION_BUDGET_HOOK): reserve the worst case before a
+call, settle the actual cost after, release the rest.
+
+    reserve ──▶ windows of the call's budgets (tenant, agent, run) ── store.reserve
+       │            refused: BudgetRefused, the run stops with reason `budget`
+       ▼
+    the call (LLM, tool, sandbox CPU time)
+       ▼
+    settle ──▶ store.settle(reserved, actual) ──▶ thresholds ──▶ ledger rows
+
+An LLM call's worst case is its input tokens (estimated from the request's JSON
+length) plus max_tokens of output, at the model's prices; a tool call's is the book's
+price per call; the sandbox's is its CPU-second limit at the CPU-second price.
+"""
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing import budgets
+from billing.models import BillingAccount, CostKind, LedgerEntry, LedgerKind
+from billing.prices import platform_price, price_for, to_nusd
+from billing.store import Refused, Unreachable, Window, get_store
+from execution.budget import BudgetRefused
+
+log = logging.getLogger(__name__)
+# JSON characters per token, at least: the estimate of a request's input tokens
+# errs high (Claude's tokens average 3.5-4 characters of English; JSON escapes add).
+CHARS_PER_TOKEN = 3
+PROVIDER = "anthropic"  # the gateway's LLM upstream
+
+
+@dataclass
+class Reservation:
+    id: uuid.UUID
+    tenant_id: int
+    run_id: int
+    kind: str
+    amount_nusd: int
+    windows: list[Window] = field(default_factory=list)
+    price: object = None
+    detail: dict = field(default_factory=dict)
+
+
+def estimate_input_tokens(request: dict) -> int:
+    body = [request.get("system"), request.get("messages"), request.get("tools")]
+    return len(json.dumps(body, default=str)) // CHARS_PER_TOKEN + 1
+
+
+def _fail_open(tenant_id: int) -> bool:
+    try:
+        return (
+            BillingAccount.objects.unscoped().filter(tenant_id=tenant_id, fail_open=True).exists()
+        )
+    except Exception:  # noqa: BLE001 - the database is what is down: refuse
+        return False
+
+
+class BudgetHook:
+    """One per run's gateway; its methods are called from the gateway's threads."""
+
+    def __init__(self):
+        self.store = get_store()
+        self._runs: dict[int, tuple[int, str]] = {}
+
+    def _run(self, run_id: int) -> tuple[int, str]:
+        if run_id not in self._runs:
+            from execution.models import Run
+
+            run = Run.objects.unscoped().select_related("agent").get(pk=run_id)
+            self._runs[run_id] = (run.tenant_id, run.agent.name)
+        return self._runs[run_id]
+
+    # --- admission -----------------------------------------------------------------
+
+    def admit(self, *, run) -> None:
+        """At run_create: the run's own cap (`budget_usd`), and a refusal when any budget
+        the run answers to is spent already."""
+        from billing import services
+
+        cap = (run.limits or {}).get("budget_usd")
+        if cap:
+            services.run_budget_create(run=run, cap_usd=cap)
+        windows = budgets.windows_for(tenant_id=run.tenant_id, agent=run.agent.name, run_id=run.pk)
+        try:
+            states = self.store.state(windows)
+        except Unreachable:
+            if _fail_open(run.tenant_id):
+                return
+            raise BudgetRefused("the budget store cannot be reached") from None
+        for w, (spent, _reserved) in zip(windows, states, strict=True):
+            if spent >= w.cap_nusd:
+                raise BudgetRefused(f"{w.label} is spent")
+
+    # --- reserve / settle ----------------------------------------------------------
+
+    def reserve(self, *, run_id: int, request: dict, kind: str = CostKind.LLM) -> Reservation:
+        tenant_id, agent = self._run(run_id)
+        windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=run_id)
+        r = Reservation(uuid.uuid4(), tenant_id, run_id, kind, 0, windows)
+        if kind == CostKind.LLM:
+            r.price = price_for(
+                tenant_id=tenant_id, provider=PROVIDER, model=request.get("model", ""),
+                day=timezone.now().date(),
+            )  # fmt: skip
+            if r.price is None:
+                r.detail = {"model": request.get("model", ""), "cost_unknown": True}
+                if windows:
+                    raise BudgetRefused(
+                        f"model {request.get('model')!r} has no price, so "
+                        f"{windows[0].label} cannot be held to"
+                    )
+            else:
+                tokens_in = estimate_input_tokens(request)
+                tokens_out = int(request.get("max_tokens") or 0)
+                worst_in = max(r.price.input, r.price.cache_write)
+                r.amount_nusd = int((tokens_in * worst_in + tokens_out * r.price.output) * 1000) + 1
+                r.detail = {"model": r.price.model, "estimated_input_tokens": tokens_in,
+                            "max_tokens": tokens_out}  # fmt: skip
+        elif kind == CostKind.TOOL:
+            r.amount_nusd = to_nusd(platform_price("tool_call_usd"))
+            r.detail = {"tool": str(request.get("name", ""))}
+        elif kind == CostKind.SANDBOX:
+            seconds = Decimal(str(request.get("cpu_seconds", 0)))
+            r.amount_nusd = to_nusd(seconds * platform_price("sandbox_cpu_second_usd"))
+            r.detail = {"cpu_seconds_limit": float(seconds)}
+        if not windows:
+            return r  # nothing to hold: the settlement alone is written
+        try:
+            self.store.reserve(windows, r.amount_nusd)
+        except Refused as exc:
+            raise BudgetRefused(f"{exc.window.label} would be passed by this call") from None
+        except Unreachable as exc:
+            if not _fail_open(tenant_id):
+                raise BudgetRefused(f"the budget store cannot be reached: {exc}") from None
+            log.warning("run %s: budget store unreachable, tenant opted out: %s", run_id, exc)
+            r.windows = []
+            return r
+        self._ledger(r, [(LedgerKind.RESERVE, r.amount_nusd, r.detail)])
+        return r
+
+    def settle(self, *, reservation: Reservation | None, usage: dict | None) -> int:
+        """Settle the call's actual cost (0 when it failed upstream); returns it."""
+        r = reservation
+        if r is None:
+            return 0
+        actual, detail = self._actual(r, usage or {})
+        entries = [(LedgerKind.SETTLE, actual, detail)]
+        if r.windows and r.amount_nusd > actual:
+            entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
+        with transaction.atomic():
+            if r.windows:
+                try:
+                    spent = self.store.settle(r.windows, r.amount_nusd if r.windows else 0, actual)
+                except Unreachable:
+                    # The money was spent either way; the ledger keeps it, and the
+                    # reservation stays held until the window's period ends.
+                    log.exception("run %s: could not settle in the budget store", r.run_id)
+                else:
+                    budgets.thresholds_record(windows=r.windows, spent_after=spent, added=actual)
+            self._ledger(r, entries)
+            if r.kind != CostKind.LLM and actual:
+                # LLM calls reach the roll-ups through their spans; the rest from here.
+                from billing.costs import usage_add
+
+                _, agent = self._run(r.run_id)
+                usage_add(tenant_id=r.tenant_id, kind=r.kind, agent=agent,
+                          run_id=r.run_id, cost_nusd=actual)  # fmt: skip
+        return actual
+
+    def _actual(self, r: Reservation, usage: dict) -> tuple[int, dict]:
+        if r.kind == CostKind.LLM:
+            if r.price is None or not usage:
+                return 0, {**r.detail, "usage": usage or None}
+            tokens = {
+                "input_tokens": int(usage.get("input_tokens") or 0),
+                "output_tokens": int(usage.get("output_tokens") or 0),
+                "cache_read": int(usage.get("cache_read_input_tokens") or 0),
+                "cache_write": int(usage.get("cache_creation_input_tokens") or 0),
+            }
+            return r.price.cost_nusd(**tokens), {
+                "model": r.price.model, **tokens, "price_version": r.price.version,
+                "price_override": r.price.override,
+            }  # fmt: skip
+        if r.kind == CostKind.TOOL:
+            return (r.amount_nusd if usage.get("called", True) else 0), r.detail
+        if r.kind == CostKind.SANDBOX:
+            seconds = Decimal(str(usage.get("cpu_seconds", 0)))
+            cost = to_nusd(seconds * platform_price("sandbox_cpu_second_usd"))
+            return cost, {"cpu_seconds": float(seconds)}
+        return 0, r.detail
+
+    def _ledger(self, r: Reservation, entries: list) -> None:
+        detail_budgets = [w.budget_id for w in r.windows]
+        LedgerEntry.all_tenants.bulk_create(
+            [
+                LedgerEntry(
+                    tenant_id=r.tenant_id,
+                    run_id=r.run_id,
+                    reservation=r.id,
+                    entry=entry,
+                    kind=r.kind,
+                    amount_nusd=amount,
+                    detail={**detail, "budgets": detail_budgets} if detail_budgets else detail,
+                )  # fmt: skip
+                for entry, amount, detail in entries
+            ]
+        )

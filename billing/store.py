@@ -1,0 +1,207 @@
+"""Where budget windows keep their spend: the one place a cap is enforced.
+
+Each window holds `spent` (settled) and `reserved` (held for calls in flight), in
+nano-dollars. Three operations, each atomic over all the windows of one call:
+- reserve(amount): add to `reserved` of every window, or of none when any would pass
+  its cap (spent + reserved + amount > cap); the refused window is named;
+- settle(reserved, actual): move a reservation to `spent` (the rest is released);
+- state(): each window's (spent, reserved).
+
+Whatever number of calls race, a cap can only be passed by calls that reserved less
+than they spent, so the settled total stays within the cap plus what was in flight.
+
+Two backends, chosen by BILLING_BUDGET_STORE:
+- "database": a conditional UPDATE per window in one transaction; PostgreSQL locks each
+  window row until commit (windows are taken in key order, so two calls cannot
+  deadlock), SQLite's writers take the write turn (`rows.write_turn`).
+- "redis": one Lua script per operation, atomic on the Redis server.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+
+from tracing.ingest.rows import write_turn
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    tenant_id: int
+    budget_id: int
+    key: str  # the period: "2026-12-01", "2026-12", "lifetime", "run:42"
+    cap_nusd: int
+    thresholds: tuple  # fractions of the cap, as given ("0.5", "0.8", "1.0")
+    label: str  # how an error names the budget
+
+    @property
+    def sort_key(self):
+        return (self.budget_id, self.key)
+
+
+class Refused(Exception):
+    """The reservation would pass a cap (window says which), or the store is down."""
+
+    def __init__(self, message: str, window: Window | None = None):
+        super().__init__(message)
+        self.window = window
+
+
+class Unreachable(Exception):
+    """The budget store could not be asked."""
+
+
+class DatabaseStore:
+    def _ensure(self, cursor, windows) -> None:
+        values = ", ".join(["(%s, %s, %s, 0, 0)"] * len(windows))
+        params = [p for w in windows for p in (w.tenant_id, w.budget_id, w.key)]
+        cursor.execute(
+            "INSERT INTO billing_budgetwindow (tenant_id, budget_id, key, spent_nusd, "  # noqa: S608
+            f"reserved_nusd) VALUES {values} ON CONFLICT DO NOTHING",
+            params,
+        )
+
+    def reserve(self, windows: list[Window], amount: int) -> None:
+        if not windows:
+            return
+        try:
+            with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+                self._ensure(cursor, windows)
+                for w in sorted(windows, key=lambda w: w.sort_key):
+                    cursor.execute(
+                        "UPDATE billing_budgetwindow SET reserved_nusd = reserved_nusd + %s "
+                        "WHERE budget_id = %s AND key = %s "
+                        "AND spent_nusd + reserved_nusd + %s <= %s",
+                        [amount, w.budget_id, w.key, amount, w.cap_nusd],
+                    )
+                    if cursor.rowcount != 1:
+                        # Leaving the block rolls back what the earlier windows took.
+                        raise Refused(f"{w.label} would be passed", w)
+        except DatabaseError as exc:
+            raise Unreachable(str(exc)) from exc
+
+    def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
+        """Each window's spent after the settlement, in the order given."""
+        if not windows:
+            return []
+        spent = {}
+        try:
+            with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+                if not reserved:
+                    self._ensure(cursor, windows)
+                for w in sorted(windows, key=lambda w: w.sort_key):
+                    cursor.execute(
+                        "UPDATE billing_budgetwindow SET spent_nusd = spent_nusd + %s, "
+                        "reserved_nusd = reserved_nusd - %s WHERE budget_id = %s AND key = %s "
+                        "RETURNING spent_nusd",
+                        [actual, reserved, w.budget_id, w.key],
+                    )
+                    row = cursor.fetchone()
+                    spent[w.sort_key] = row[0] if row else 0
+        except DatabaseError as exc:
+            raise Unreachable(str(exc)) from exc
+        return [spent[w.sort_key] for w in windows]
+
+    def state(self, windows: list[Window]) -> list[tuple[int, int]]:
+        from billing.models import BudgetWindow
+
+        if not windows:
+            return []
+        found = {
+            (b, k): (s, r)
+            for b, k, s, r in BudgetWindow.objects.unscoped()
+            .filter(budget_id__in={w.budget_id for w in windows}, key__in={w.key for w in windows})
+            .values_list("budget_id", "key", "spent_nusd", "reserved_nusd")
+        }
+        return [found.get(w.sort_key, (0, 0)) for w in windows]
+
+
+# KEYS: the windows' hashes. ARGV: amount, then each window's cap.
+_RESERVE = """
+local amount = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+  if spent + reserved + amount > tonumber(ARGV[i + 1]) then
+    return i
+  end
+end
+for _, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'reserved', amount)
+end
+return 0
+"""
+# ARGV: reserved, actual. Returns each window's spent after.
+_SETTLE = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if tonumber(ARGV[1]) ~= 0 then
+    redis.call('HINCRBY', key, 'reserved', -tonumber(ARGV[1]))
+  end
+  out[i] = redis.call('HINCRBY', key, 'spent', tonumber(ARGV[2]))
+end
+return out
+"""
+
+
+@lru_cache(maxsize=1)
+def _redis():
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return client, client.register_script(_RESERVE), client.register_script(_SETTLE)
+
+
+class RedisStore:
+    """Windows as Redis hashes {spent, reserved}. Integers only: HINCRBY is exact."""
+
+    @staticmethod
+    def key(w: Window) -> str:
+        # One hash slot per tenant ({...}), so a cluster can run a call's script.
+        return f"{settings.REDIS_PREFIX}budget:{{{w.tenant_id}}}:{w.budget_id}:{w.key}"
+
+    def _call(self, fn):
+        import redis
+
+        try:
+            return fn()
+        except redis.RedisError as exc:
+            raise Unreachable(str(exc)) from exc
+
+    def reserve(self, windows: list[Window], amount: int) -> None:
+        if not windows:
+            return
+        _, reserve, _ = _redis()
+        refused = self._call(
+            lambda: reserve(
+                keys=[self.key(w) for w in windows], args=[amount, *(w.cap_nusd for w in windows)]
+            )
+        )
+        if int(refused):
+            w = windows[int(refused) - 1]
+            raise Refused(f"{w.label} would be passed", w)
+
+    def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
+        if not windows:
+            return []
+        _, _, settle = _redis()
+        out = self._call(
+            lambda: settle(keys=[self.key(w) for w in windows], args=[reserved, actual])
+        )
+        return [int(v) for v in out]
+
+    def state(self, windows: list[Window]) -> list[tuple[int, int]]:
+        if not windows:
+            return []
+        client, _, _ = _redis()
+        pipe = client.pipeline(transaction=False)
+        for w in windows:
+            pipe.hmget(self.key(w), "spent", "reserved")
+        rows = self._call(pipe.execute)
+        return [(int(s or 0), int(r or 0)) for s, r in rows]
+
+
+def get_store():
+    kind = settings.BILLING_BUDGET_STORE
+    return RedisStore() if kind == "redis" else DatabaseStore()

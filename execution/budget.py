@@ -1,0 +1,20 @@
+"""The seam between managed execution and whoever keeps budgets (billing).
+
+EXECUTION_BUDGET_HOOK names a class; the gateway makes one per run and calls
+`reserve(run_id=, kind=, request=)` before each LLM call, tool call and the sandbox's
+CPU time, and `settle(reservation=, usage=)` after; `run_create` calls `admit(run=)`.
+Any of them raises BudgetRefused to refuse: the run stops with reason `budget`.
+"""
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+
+class BudgetRefused(Exception):
+    """A budget refuses the call or the run; the message names the budget."""
+
+
+def budget_hook():
+    """A new hook object, or None when no hook is configured."""
+    path = settings.EXECUTION_BUDGET_HOOK
+    return import_string(path)() if path else None

@@ -1,0 +1,152 @@
+"""Hard caps under concurrency: many managed runs of one tenant spend against one cap
+through their real gateways (one thread per run, the real store, the local Messages
+API), and a run through the whole worker path is stopped with reason `budget`."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.db.models import Sum
+
+from billing.budgets import windows_for
+from billing.models import Budget, LedgerEntry
+from billing.store import get_store
+from controlplane.tenancy import tenant_scope
+from execution.gateway import Gateway
+from execution.models import Run, RunStatus, StopReason
+from execution.spans import RunTracer
+from tests.execution.bundles import agent_with_bundle, run_now
+
+MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-4-5"\n'
+NOOP = "def main(ctx, input):\n    return None\n"
+RUNS = 50
+CAP = 20_000_000  # $0.02: a few dozen calls, while each reserves about $0.001
+
+
+def _gateway(run, tmp_path) -> Gateway:
+    tracer = RunTracer(tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name,
+                       trace_id=run.trace_id)  # fmt: skip
+    return Gateway(run=run, manifest=run.version.manifest, limits=run.limits, tracer=tracer,
+                   socket_path=tmp_path / f"{run.pk}.sock")  # fmt: skip
+
+
+def _drive(gateway: Gateway, tenant, errors: list) -> None:
+    try:
+        with tenant_scope(tenant):
+            for i in range(200):
+                reply = gateway.handle("llm.messages", {
+                    "max_tokens": 64,
+                    "messages": [{"role": "user", "content": f"run {gateway.run_id} call {i}"}],
+                })  # fmt: skip
+                # Back to the pool between calls, as the gateway does for busy agents.
+                connection.close()
+                if not reply["ok"]:
+                    return
+    except Exception as exc:  # noqa: BLE001 - reported by the test
+        errors.append(repr(exc))
+    finally:
+        connection.close()
+
+
+def _concurrent_runs_hold_the_cap(tenant, tmp_path):
+    from controlplane.services import Actor
+    from execution import services
+
+    agent = agent_with_bundle(tenant, code=NOOP, manifest=MANIFEST)
+    with tenant_scope(tenant):
+        budget = Budget.objects.create(tenant=tenant, scope="tenant", period="day", cap_nusd=CAP)
+        runs = [
+            services.run_create(
+                tenant=tenant,
+                agent=agent,
+                version=None,
+                input=None,
+                limits=None,
+                actor=Actor.system(),
+            )  # fmt: skip
+            for _ in range(RUNS)
+        ]
+        gateways = [_gateway(Run.objects.select_related("agent", "version").get(pk=r.pk), tmp_path)
+                    for r in runs]  # fmt: skip
+    errors: list = []
+    threads = [threading.Thread(target=_drive, args=(g, tenant, errors)) for g in gateways]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not errors, errors[:3]
+    assert all(not t.is_alive() for t in threads)
+    with tenant_scope(tenant):
+        settles = LedgerEntry.objects.filter(entry="settle", kind="llm")
+        settled = settles.aggregate(s=Sum("amount_nusd"))["s"]
+        calls = settles.exclude(amount_nusd=0).count()
+        reserved = LedgerEntry.objects.filter(entry="reserve").aggregate(s=Sum("amount_nusd"))["s"]
+        released = LedgerEntry.objects.filter(entry="release").aggregate(s=Sum("amount_nusd"))["s"]
+        windows = [w for w in windows_for(tenant_id=tenant.id, agent=agent.name, run_id=None)
+                   if w.budget_id == budget.pk]  # fmt: skip
+    spent, held = get_store().state(windows)[0]
+    # Every reservation was at least the call's actual cost, so the cap held outright.
+    assert calls > 10 and settled <= CAP
+    assert spent == settled and held == 0 and reserved == settled + released
+    # Every run went on until a call of it was refused, and stopped for the budget.
+    assert {g.stop_reason for g in gateways} == {StopReason.BUDGET}
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_fifty_concurrent_runs_never_spend_past_a_cap_on_postgresql(transactional_db, acme,
+                                                                    tmp_path, settings):  # fmt: skip
+    assert connection.vendor == "postgresql"
+    settings.BILLING_BUDGET_STORE = "database"
+    _concurrent_runs_hold_the_cap(acme, tmp_path)
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_fifty_concurrent_runs_never_spend_past_a_cap_on_redis(transactional_db, acme, tmp_path,
+                                                               settings):  # fmt: skip
+    settings.BILLING_BUDGET_STORE = "redis"
+    _concurrent_runs_hold_the_cap(acme, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_managed_run_over_its_own_budget_is_stopped_for_the_budget(transactional_db, acme):
+    code = (
+        "def main(ctx, input):\n"
+        "    for i in range(100):\n"
+        "        ctx.llm.messages(max_tokens=200, messages=[{'role': 'user', 'content': f'q{i}'}])\n"
+    )
+    agent = agent_with_bundle(acme, code=code, manifest=MANIFEST + "[limits]\nbudget_usd = 0.01\n")
+    run = run_now(acme, agent)
+    assert (run.status, run.stop_reason) == (RunStatus.STOPPED, StopReason.BUDGET)
+    with tenant_scope(acme):
+        budget = Budget.objects.get(run=run)
+        settled = LedgerEntry.objects.filter(run=run, entry="settle").aggregate(
+            s=Sum("amount_nusd"))["s"]  # fmt: skip
+    assert budget.cap_nusd == 10_000_000 and 0 < settled <= budget.cap_nusd
+
+
+def test_a_run_is_refused_with_402_naming_the_spent_budget(api, acme, make_key):
+    agent = agent_with_bundle(acme, code=NOOP, manifest=MANIFEST)
+    with tenant_scope(acme):
+        budget = Budget.objects.create(tenant=acme, scope="agent", agent=agent.name,
+                                       period="month", cap_nusd=1000)  # fmt: skip
+        windows = windows_for(tenant_id=acme.id, agent=agent.name, run_id=None)
+        get_store().settle(windows, 0, 1000)
+    key = make_key(acme, "write", "read")
+    resp = api.post("/api/v1/runs", key=key, json={"agent": agent.name})
+    assert resp.status_code == 402
+    assert (
+        resp.json()["error"] == "budget_exceeded" and f"budget {budget.pk}" in resp.json()["detail"]
+    )
+    with tenant_scope(acme):
+        assert not Run.objects.exists()
+    ok = api.post("/api/v1/runs", key=key, json={"agent": agent.name, "budget_usd": "0.5"})
+    assert ok.status_code == 402  # the agent's budget is still spent
+    budget.delete()
+    ok = api.post("/api/v1/runs", key=key, json={"agent": agent.name, "budget_usd": "0.5"})
+    assert ok.status_code == 202
+    cost = api.get(f"/api/v1/runs/{ok.json()['id']}/cost", key=key).json()
+    assert cost["cost_usd"] == "0" and set(cost["by_kind"]) == {"llm", "tool", "sandbox", "storage"}
+    with tenant_scope(acme):
+        assert Budget.objects.get(run_id=ok.json()["id"]).cap_nusd == 500_000_000
