@@ -30,6 +30,7 @@ from tracing import labels
 from tracing import services as tracing_services
 from tracing.ingest import rows
 from tracing.models import Span, Trace
+from tracing.selectors import span_stored_detail
 
 LLM_OPERATIONS = ("chat", "text_completion", "generate_content", "")
 CACHE_READ_KEYS = (
@@ -127,7 +128,7 @@ def _cost_rows(tenant_id: int, candidates: list[Span], values: dict) -> list[dic
     # Parents start first: within a batch the outer span of a call counts.
     for s in sorted(candidates, key=lambda s: (s.trace_id, s.start_ns, s.span_id)):
         v = values[s.labels_id]
-        attrs = (s.detail or {}).get("attributes", {})
+        attrs = span_stored_detail(span=s).get("attributes", {})
         call_key = str(attrs.get("gen_ai.response.id") or "")[:255]
         duplicate = (
             (s.trace_id, s.parent_span_id) in counted_spans
