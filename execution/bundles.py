@@ -305,8 +305,22 @@ def _whole(value, *, where: str, key: str, maximum: int) -> int:
     return int(value)
 
 
+def _usd(value, *, where: str, key: str, maximum: int) -> float:
+    """A positive amount of money up to `maximum` (budget_usd: billing holds it)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise BundleError(f"{where}: {key} must be a positive amount of USD, got {value!r}")
+    if value > maximum:
+        raise BundleError(f"{where}: {key}={value!r} is above the platform maximum {maximum}")
+    return float(value)
+
+
 def check_limits(limits: dict, *, where: str) -> dict:
-    """The limits as whole numbers; BundleError names the first bad one."""
+    """The limits as whole numbers (budget_usd as USD); BundleError names the first bad one."""
     unknown = set(limits) - LIMIT_KEYS
     if unknown:
         raise BundleError(
@@ -314,7 +328,9 @@ def check_limits(limits: dict, *, where: str) -> dict:
         )
     maxima = settings.EXECUTION_MAX_LIMITS
     return {
-        key: _whole(value, where=where, key=key, maximum=maxima[key])
+        key: (_usd if key == "budget_usd" else _whole)(
+            value, where=where, key=key, maximum=maxima[key]
+        )
         for key, value in limits.items()
     }
 
