@@ -1,15 +1,12 @@
 """Settings › Allowed hosts: the hosts the tenant's tools may call; admins add one."""
 
 from django import forms
-from django.contrib import messages
-from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from controlplane.services import Actor
 from execution import selectors, services
 from frontend import roles
-from frontend.console.settings.forms import call_service
+from frontend.console.settings.forms import saved, submit
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
@@ -30,18 +27,10 @@ def allowed_host_list(request, tenant_slug):
     if request.method == "GET":
         return _page(request)
     form = HostForm(request.POST)
-    if form.is_valid():
-        allowed = call_service(
-            form,
-            services.allowed_host_add,
-            tenant=request.tenant,
-            actor=Actor(user=request.user),
-            host=form.cleaned_data["host"],
-        )
-        if not form.errors:
-            messages.success(request, f"Tools may call {allowed.host}.")
-            return redirect("settings-allowed-hosts", tenant_slug=tenant_slug)
-    return _page(request, form=form, status=400)
+    allowed = submit(request, form, services.allowed_host_add)
+    if form.errors:
+        return _page(request, form=form, status=400)
+    return saved(request, f"Tools may call {allowed.host}.", "settings-allowed-hosts")
 
 
 urlpatterns = [path("", allowed_host_list, name="settings-allowed-hosts")]

@@ -2,15 +2,12 @@
 admins store a new one or replace one by its name."""
 
 from django import forms
-from django.contrib import messages
-from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from controlplane.services import Actor
 from execution import selectors, services
 from frontend import roles
-from frontend.console.settings.forms import call_service
+from frontend.console.settings.forms import saved, submit
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
@@ -37,18 +34,11 @@ def credential_list(request, tenant_slug):
     if request.method == "GET":
         return _page(request)
     form = CredentialForm(request.POST)
-    if form.is_valid():
-        call_service(
-            form,
-            services.credential_set,
-            tenant=request.tenant,
-            actor=Actor(user=request.user),
-            **form.cleaned_data,
-        )
-        if not form.errors:
-            messages.success(request, f"Credential {form.cleaned_data['name']} is stored.")
-            return redirect("settings-credentials", tenant_slug=tenant_slug)
-    return _page(request, form=form, status=400)
+    submit(request, form, services.credential_set)
+    if form.errors:
+        return _page(request, form=form, status=400)
+    name = form.cleaned_data["name"]
+    return saved(request, f"Credential {name} is stored.", "settings-credentials")
 
 
 urlpatterns = [path("", credential_list, name="settings-credentials")]

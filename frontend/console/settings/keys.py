@@ -2,16 +2,14 @@
 one (the key is shown once, in the response that created it) and revoke them."""
 
 from django import forms
-from django.contrib import messages
 from django.http import Http404
-from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
 from controlplane import selectors, services
 from controlplane.models import Scope
 from frontend import roles
-from frontend.console.settings.forms import call_service
+from frontend.console.settings.forms import saved, submit
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
@@ -38,19 +36,11 @@ def key_list(request, tenant_slug):
     if request.method == "GET":
         return _page(request)
     form = CreateForm(request.POST)
-    if form.is_valid():
-        created = call_service(
-            form,
-            services.api_key_create,
-            tenant=request.tenant,
-            name=form.cleaned_data["name"],
-            scopes=form.cleaned_data["scopes"],
-            actor=services.Actor(user=request.user),
-        )
-        if not form.errors:
-            key, raw = created
-            return _page(request, created={"key": key, "raw": raw})
-    return _page(request, form=form, status=400)
+    created = submit(request, form, services.api_key_create)
+    if form.errors:
+        return _page(request, form=form, status=400)
+    key, raw = created
+    return _page(request, created={"key": key, "raw": raw})
 
 
 @require_POST
@@ -61,8 +51,7 @@ def key_revoke(request, tenant_slug, key_id):
     if key is None:
         raise Http404("no such key")
     services.api_key_revoke(key=key, actor=services.Actor(user=request.user))
-    messages.success(request, f"Key {key.name} ({key.prefix}…) is revoked.")
-    return redirect("settings-keys", tenant_slug=tenant_slug)
+    return saved(request, f"Key {key.name} ({key.prefix}…) is revoked.", "settings-keys")
 
 
 urlpatterns = [

@@ -2,16 +2,14 @@
 e-mail, change roles and remove members (a tenant always keeps an owner)."""
 
 from django import forms
-from django.contrib import messages
 from django.http import Http404
-from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
 from controlplane import selectors, services
 from controlplane.models import Role
 from frontend import roles
-from frontend.console.settings.forms import call_service, form_messages
+from frontend.console.settings.forms import form_messages, saved, submit
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
@@ -55,19 +53,11 @@ def member_list(request, tenant_slug):
     if request.method == "GET":
         return _page(request)
     form = AddForm(request.POST)
-    if form.is_valid():
-        result = call_service(
-            form,
-            services.member_add_by_email,
-            tenant=request.tenant,
-            email=form.cleaned_data["email"].strip(),
-            role=form.cleaned_data["role"],
-            actor=services.Actor(user=request.user),
-        )
-        if not form.errors:
-            membership, password = result
-            return _page(request, added={"membership": membership, "password": password})
-    return _page(request, add_form=form, status=400)
+    result = submit(request, form, services.member_add_by_email)
+    if form.errors:
+        return _page(request, add_form=form, status=400)
+    membership, password = result
+    return _page(request, added={"membership": membership, "password": password})
 
 
 @require_POST
@@ -76,20 +66,11 @@ def member_list(request, tenant_slug):
 def member_role(request, tenant_slug, membership_id):
     membership = _membership_or_404(membership_id)
     form = RoleForm(request.POST)
-    if form.is_valid():
-        role = form.cleaned_data["role"]
-        call_service(
-            form,
-            services.membership_add,
-            tenant=request.tenant,
-            user=membership.user,
-            role=role,
-            actor=services.Actor(user=request.user),
-        )
-        if not form.errors:
-            messages.success(request, f"{membership.user.get_username()} is now {role}.")
-            return redirect("settings-members", tenant_slug=tenant_slug)
-    return _page(request, row_errors={membership.pk: form_messages(form)}, status=400)
+    submit(request, form, services.membership_add, user=membership.user)
+    if form.errors:
+        return _page(request, row_errors={membership.pk: form_messages(form)}, status=400)
+    name, role = membership.user.get_username(), form.cleaned_data["role"]
+    return saved(request, f"{name} is now {role}.", "settings-members")
 
 
 @require_POST
@@ -97,18 +78,11 @@ def member_role(request, tenant_slug, membership_id):
 @roles.requires(roles.CHANGE_SETTINGS)
 def member_remove(request, tenant_slug, membership_id):
     membership = _membership_or_404(membership_id)
-    form = forms.Form(request.POST)
-    form.full_clean()
-    call_service(
-        form,
-        services.membership_remove,
-        membership=membership,
-        actor=services.Actor(user=request.user),
-    )
-    if not form.errors:
-        messages.success(request, f"{membership.user.get_username()} was removed.")
-        return redirect("settings-members", tenant_slug=tenant_slug)
-    return _page(request, row_errors={membership.pk: form_messages(form)}, status=400)
+    try:
+        services.membership_remove(membership=membership, actor=services.Actor(user=request.user))
+    except services.ServiceError as exc:
+        return _page(request, row_errors={membership.pk: [str(exc)]}, status=400)
+    return saved(request, f"{membership.user.get_username()} was removed.", "settings-members")
 
 
 urlpatterns = [

@@ -5,14 +5,11 @@ text under the saved rules."""
 import re
 
 from django import forms
-from django.contrib import messages
-from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_http_methods, require_POST
 
-from controlplane.services import Actor
 from frontend import roles
-from frontend.console.settings.forms import call_service
+from frontend.console.settings.forms import saved, submit
 from frontend.console.settings.render import render_settings
 from frontend.decorators import is_partial, tenant_view
 from tracing import selectors, services
@@ -99,19 +96,12 @@ def redaction_policy(request, tenant_slug):
     if request.method == "GET":
         return _page(request)
     form = PolicyForm(request.POST)
-    if form.is_valid():
-        policy = call_service(
-            form,
-            services.redaction_policy_update,
-            explain=_line_numbers,
-            tenant=request.tenant,
-            actor=Actor(user=request.user),
-            **form.cleaned_data,
-        )
-        if not form.errors:
-            messages.success(request, f"Saved as version {policy.version}: new spans use it.")
-            return redirect("settings-redaction", tenant_slug=tenant_slug)
-    return _page(request, form=form, status=400)
+    policy = submit(request, form, services.redaction_policy_update, explain=_line_numbers)
+    if form.errors:
+        return _page(request, form=form, status=400)
+    return saved(
+        request, f"Saved as version {policy.version}: new spans use it.", "settings-redaction"
+    )
 
 
 @require_POST

@@ -3,16 +3,13 @@
 import json
 
 from django import forms
-from django.contrib import messages
-from django.shortcuts import redirect
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from controlplane.services import Actor
 from execution import selectors, services
 from execution.models import ToolDefinition
 from frontend import roles
-from frontend.console.settings.forms import call_service
+from frontend.console.settings.forms import saved, submit
 from frontend.console.settings.render import render_settings
 from frontend.decorators import tenant_view
 
@@ -75,18 +72,10 @@ def tool_list(request, tenant_slug):
         return _page(request)
     credentials = [c.name for c in selectors.credential_list()]
     form = ToolForm(request.POST, credentials=credentials)
-    if form.is_valid():
-        tool = call_service(
-            form,
-            services.tool_definition_create,
-            tenant=request.tenant,
-            actor=Actor(user=request.user),
-            **form.cleaned_data,
-        )
-        if not form.errors:
-            messages.success(request, f"Tool {tool.name} is defined: agents may list it.")
-            return redirect("settings-tools", tenant_slug=tenant_slug)
-    return _page(request, form=form, status=400)
+    tool = submit(request, form, services.tool_definition_create)
+    if form.errors:
+        return _page(request, form=form, status=400)
+    return saved(request, f"Tool {tool.name} is defined: agents may list it.", "settings-tools")
 
 
 urlpatterns = [path("", tool_list, name="settings-tools")]
