@@ -24,7 +24,7 @@ from django.db.models import Q
 from billing import budgets
 from billing.models import CostKind, SpanCost
 from billing.prices import price_for
-from billing.store import Unreachable, get_store
+from billing.store import Unreachable, get_store, write_turn
 from controlplane.tenancy import tenant_scope
 from tracing import labels
 from tracing import services as tracing_services
@@ -76,7 +76,7 @@ def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         )
     if not wanted:
         return 0
-    with tenant_scope(tenant_id), rows.write_turn(), transaction.atomic():
+    with tenant_scope(tenant_id), write_turn(), transaction.atomic():
         # Batches of these traces take turns from here to commit.
         list(
             Trace.objects.select_for_update()

@@ -25,7 +25,7 @@ from django.utils import timezone
 from billing import budgets
 from billing.models import BillingAccount, CostKind, LedgerEntry, LedgerKind
 from billing.prices import platform_price, price_for, to_nusd
-from billing.store import Refused, Unreachable, Window, get_store
+from billing.store import Refused, Unreachable, Window, get_store, write_turn
 from execution.budget import BudgetRefused
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class BudgetHook:
         entries = [(LedgerKind.SETTLE, actual, detail)]
         if r.windows and r.amount_nusd > actual:
             entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
-        with transaction.atomic():
+        with write_turn(), transaction.atomic():
             if r.windows:
                 try:
                     spent = self.store.settle(r.windows, r.amount_nusd if r.windows else 0, actual)

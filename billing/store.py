@@ -17,13 +17,34 @@ Two backends, chosen by BILLING_BUDGET_STORE:
 - "redis": one Lua script per operation, atomic on the Redis server.
 """
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
-from tracing.ingest.rows import write_turn
+from tracing.ingest import rows
+
+_turn = threading.local()
+
+
+@contextmanager
+def write_turn():
+    """SQLite's write turn (`rows.write_turn`), taken once per thread: costing holds it
+    around its whole transaction and settles inside. Take it before any transaction:
+    waiting for it while holding SQLite's write lock would deadlock with ingest, which
+    takes the turn and then the lock."""
+    if getattr(_turn, "held", False):
+        yield
+        return
+    with rows.write_turn():
+        _turn.held = True
+        try:
+            yield
+        finally:
+            _turn.held = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,7 @@ def test_fifty_concurrent_runs_never_spend_past_a_cap_on_postgresql(transactiona
 
 
 @pytest.mark.redis
+@pytest.mark.postgres  # the runs' own writes (journal, ledger) need a concurrent database
 @pytest.mark.slow
 def test_fifty_concurrent_runs_never_spend_past_a_cap_on_redis(transactional_db, acme, tmp_path,
                                                                settings):  # fmt: skip
