@@ -1,0 +1,206 @@
+"""Billing's figures (not part of CI):
+
+- reservations + settlements per second: 16 client threads, each reserving an LLM
+  call's worst case against one tenant budget and settling it, through the gateway's
+  budget hook, on PostgreSQL (database store) and on Redis (Lua store);
+- ingest spans/s with cost computation off and on: OTLP batches of agent traces
+  (bench/ingest.py's) through the span path in this process; "on" adds the
+  spans_ingested receiver queuing the costing task (what the request pays), and the
+  costing itself is timed as a worker runs it (what the platform pays);
+- gateway round trip with the budget hook: a no-op tool call timed inside the sandbox
+  (bench/execution.py's agent), with a tenant budget so each call is reserved and
+  settled, against the same without the hook.
+
+Each pass runs in its own process: the embedded default (SQLite), then PostgreSQL on
+a scratch database created and dropped here (BENCH_PG_URL, default the local server).
+Targets: ingest overhead under 10 %; hook round trip p50 under 1 ms embedded, 2 ms
+PostgreSQL.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def main() -> None:
+    if os.environ.get("BILLING_BENCH_PASS"):
+        return run_pass(os.environ["BILLING_BENCH_PASS"])
+    env = {**os.environ, "BILLING_BENCH_PASS": "embedded"}
+    env.pop("BENCH_DATABASE_URL", None)
+    subprocess.run([sys.executable, __file__], env=env, check=True)
+    name = f"flightdeck_bench_billing_{os.getpid()}"
+    if _psql(f"CREATE DATABASE {name}") is None:
+        print("PostgreSQL pass skipped: the server cannot be reached")
+        return
+    try:
+        env = {**os.environ, "BILLING_BENCH_PASS": "postgresql",
+               "BENCH_DATABASE_URL": f"{PG_SERVER}/{name}"}  # fmt: skip
+        subprocess.run([sys.executable, __file__], env=env, check=True)
+    finally:
+        _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _psql(sql: str):
+    try:
+        import psycopg
+
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3) as c:
+            return c.execute(sql)
+    except Exception as exc:  # noqa: BLE001 - reported by the caller
+        print(f"  ({exc})")
+        return None
+
+
+def run_pass(kind: str) -> None:
+    # bench/execution.py sets up the environment (scratch folder, BENCH_DATABASE_URL)
+    # and Django; its round-trip agent is reused below.
+    sys.path.insert(0, str(ROOT))
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from bench import execution as ex
+
+    call_command("migrate", verbosity=0)
+    from billing import services as billing_services
+    from billing.models import Budget, PriceBook
+    from controlplane.services import tenant_create
+    from controlplane.tenancy import tenant_scope
+
+    if not PriceBook.objects.exists():
+        billing_services.price_book_load_file(path=billing_services.seed_path())
+    llm = ex.serve(port=0)
+    settings.EXECUTION_LLM_BASE_URL = llm.url
+    tenant = tenant_create(slug="bench")
+    with tenant_scope(tenant):
+        Budget.objects.create(tenant=tenant, scope="tenant", period="month", cap_nusd=10**18)
+    print(f"--- {kind} ---")
+    on = _round_trip(ex, tenant, hook=True)
+    off = _round_trip(ex, tenant, hook=False)
+    target = 1 if kind == "embedded" else 2
+    print(
+        f"gateway round trip, no-op tool, with the budget hook: p50 {ex.pct(on, 50):.3f} ms, "
+        f"p95 {ex.pct(on, 95):.3f} ms; without: p50 {ex.pct(off, 50):.3f} ms "
+        f"(target: p50 under {target} ms)"
+    )
+    _ingest(tenant)
+    if kind == "postgresql":
+        rate = _reserve_settle(tenant, clients=16, store="database")
+        print(f"reservations + settlements per second, 16 clients, PostgreSQL: {rate:,.0f}")
+        try:
+            import redis
+
+            redis.Redis.from_url(REDIS, socket_connect_timeout=2).ping()
+        except Exception:  # noqa: BLE001
+            print("Redis pass skipped: the server cannot be reached")
+        else:
+            settings.REDIS_URL = REDIS
+            settings.REDIS_PREFIX = f"fdbench-{os.getpid()}:"
+            rate = _reserve_settle(tenant, clients=16, store="redis")
+            print(f"reservations + settlements per second, 16 clients, Redis store: {rate:,.0f}")
+    llm.shutdown()
+
+
+def _round_trip(ex, tenant, *, hook: bool) -> list[float]:
+    from django.conf import settings
+
+    settings.EXECUTION_SANDBOX = "bwrap"
+    settings.EXECUTION_BUDGET_HOOK = "billing.hook.BudgetHook" if hook else ""
+    name = "round-trip-hook" if hook else "round-trip-plain"
+    agent = ex.agent_with_bundle(tenant, name=name, code=ex.ROUND_TRIP, manifest=ex.MANIFEST)
+    run = ex.run_now(tenant, agent, input={"n": 1000})
+    assert run.status == "succeeded", run.error
+    settings.EXECUTION_BUDGET_HOOK = "billing.hook.BudgetHook"
+    return run.output[50:]
+
+
+def _ingest(tenant, traces=40, steps=10) -> None:
+    from django.conf import settings
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from bench.ingest import requests_for
+    from billing import costs
+    from tracing.ingest.pipeline import spans_ingest
+    from tracing.models import Span
+
+    def batches():
+        bodies, total = requests_for(traces, steps)
+        return [ExportTraceServiceRequest.FromString(b) for b in bodies], total
+
+    def ingest(requests) -> float:
+        started = time.perf_counter()
+        for request in requests:
+            spans_ingest(tenant_id=tenant.id, request=request)
+        return time.perf_counter() - started
+
+    ingest(batches()[0])  # warm: dictionaries trained, caches filled
+    results = {}
+    for attempt in range(2):  # off, on, off, on: the median of two each
+        for on in (False, True):
+            settings.BILLING_COST_ON_INGEST = on
+            requests, total = batches()
+            results.setdefault(on, []).append((total, ingest(requests)))
+            _ = attempt
+    rate = {on: sum(t for t, _ in r) / sum(s for _, s in r) for on, r in results.items()}
+    # The costing itself, as a worker runs the queued tasks: every stored span once.
+    pairs = [(t.hex, (s & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex())
+             for t, s in Span.objects.unscoped().values_list("trace_id", "span_id")]  # fmt: skip
+    started = time.perf_counter()
+    for start in range(0, len(pairs), 500):
+        costs.spans_cost(tenant_id=tenant.id, spans=pairs[start : start + 500])
+    cost_s = (time.perf_counter() - started) / len(pairs)
+    print(
+        f"ingest spans/s ({steps}-step traces): cost off {rate[False]:,.0f}, on {rate[True]:,.0f} "
+        f"(request path {100 * (rate[False] / rate[True] - 1):+.1f} %; target under 10 %)"
+    )
+    print(
+        f"  costing on the worker: {1 / cost_s:,.0f} spans/s; ingest and costing together "
+        f"{100 * (rate[False] * cost_s + rate[False] / rate[True] - 1):+.1f} % of ingest alone"
+    )
+
+
+def _reserve_settle(tenant, *, clients: int, store: str, seconds: float = 5.0) -> float:
+    from django.conf import settings
+    from django.db import connection
+
+    from billing.hook import BudgetHook
+    from controlplane.tenancy import tenant_scope
+    from execution.models import Run
+
+    settings.BILLING_BUDGET_STORE = store
+    with tenant_scope(tenant):
+        run_id = Run.objects.order_by("pk").values_list("pk", flat=True).first()
+    request = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
+               "messages": [{"role": "user", "content": "hello " * 50}]}  # fmt: skip
+    usage = {"input_tokens": 80, "output_tokens": 200}
+    counts = [0] * clients
+    stop = time.perf_counter() + seconds
+
+    def client(i: int) -> None:
+        hook = BudgetHook()
+        with tenant_scope(tenant):
+            while time.perf_counter() < stop:
+                held = hook.reserve(run_id=run_id, request=request)
+                hook.settle(reservation=held, usage=usage)
+                counts[i] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()
