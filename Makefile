@@ -24,11 +24,11 @@ setup: $(STAMP)
 
 run: setup sandbox-deps
 	mkdir -p var
-	DEBUG=$${DEBUG:-1} $(PY) manage.py migrate --noinput -v0
-	DEBUG=$${DEBUG:-1} $(PY) manage.py collectstatic --noinput -v0
-	DEBUG=$${DEBUG:-1} HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_setup
-	DEBUG=$${DEBUG:-1} HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_agents
-	PYTHONUNBUFFERED=1 DEBUG=$${DEBUG:-1} FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) PATH=$(abspath $(VENV))/bin:$$PATH \
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py collectstatic --noinput -v0
+	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_setup
+	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_agents
+	PYTHONUNBUFFERED=1 FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) PATH=$(abspath $(VENV))/bin:$$PATH \
 	  EXECUTION_LOCAL_LLM_PORT=$(LLM_PORT) EXECUTION_LOCAL_LLM_URL=http://127.0.0.1:$(LLM_PORT) \
 	  $(VENV)/bin/honcho -f Procfile start
 

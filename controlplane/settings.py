@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from controlplane import security as _security
 from controlplane.envconf import (
     blob_store_from_url,
     broker_url_checked,
@@ -30,9 +31,13 @@ def _secret_key() -> str:
     key = env_str("SECRET_KEY")
     if key:
         return key
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    # Embedded default: generate once and keep it, so sessions survive restarts.
+    if not DEBUG and env_str("DATABASE_URL"):
+        # A deployment with its own database has several machines: they must share one key.
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is off and DATABASE_URL is set"
+        )
+    # Development or the embedded default (one machine, SQLite in var/): generate once
+    # and keep it there, so sessions survive restarts and manage.py needs no variables.
     path = VAR_DIR / "secret_key"
     if not path.exists():
         VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -69,6 +74,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "controlplane.security.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -213,6 +219,22 @@ if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the cookie
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# controlplane/security.py sets the policy and marks cookies Secure on HTTPS requests.
+CONTENT_SECURITY_POLICY = env_str("CONTENT_SECURITY_POLICY", _security.CONTENT_SECURITY_POLICY)
+# Sent by SecurityMiddleware on HTTPS responses only, so plain-HTTP `make run` is unaffected.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+# Behind a TLS-terminating proxy: "HTTP_X_FORWARDED_PROTO,https" (header, value). Only
+# set it when the proxy always overwrites that header, or clients could claim HTTPS.
+_proxy_ssl = env_str("SECURE_PROXY_SSL_HEADER", "")
+if _proxy_ssl:
+    _header, _, _value = _proxy_ssl.partition(",")
+    if not _header.startswith("HTTP_") or not _value:
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={_proxy_ssl!r} must be 'HTTP_<HEADER>,<value>'"
+        )
+    SECURE_PROXY_SSL_HEADER = (_header.strip(), _value.strip())
 
 # --- Tracing --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from controlplane import api, views
 
@@ -17,7 +17,10 @@ urlpatterns = [
     path("", include("tracing.urls")),
     path("", include("billing.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    # Any other path under /api/ or /v1/ is a JSON 404, with DEBUG on too (Django's
+    # debug 404 page is HTML and lists every URL pattern).
+    re_path(r"^(?:api|v1)/", views.api_not_found),
     path("", include("frontend.urls")),
 ]
 

@@ -106,6 +106,23 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         assert run["status"] == "succeeded", (run.get("error"), log.read()[-6000:])
         assert run["agent"] == "calculator" and run["output"]["answer"] == "The tool returned: 42\n"
         assert len(run["trace_id"]) == 32 and run["step_count"] >= 3
+
+        # Served with DEBUG off: no debug pages listing URL patterns or settings, static
+        # files still served, and manage.py runs in the same checkout with no variables.
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/api/nope", timeout=5).json()["error"] == "not_found"
+        page = httpx.get(f"{base}/no-such-page", timeout=5)
+        assert page.status_code == 404 and "URLconf" not in page.text
+        assert httpx.get(f"{base}/static/frontend/app.js", timeout=5).status_code == 200
+        assert (
+            "script-src 'self'"
+            in httpx.get(f"{base}/login/", timeout=5).headers["content-security-policy"]
+        )
+        command = subprocess.run(
+            [str(Path(sys.prefix) / "bin" / "python"), "manage.py", "showmigrations", "tracing"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert command.returncode == 0 and "[X] 0001_initial" in command.stdout, command.stderr
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

@@ -36,7 +36,10 @@ def start(tmp_path, **env):
             {"EGRESS_ALLOW_PRIVATE_NETWORKS": "10.0.0.0/8, 10.0.0.1/33"},
             "EGRESS_ALLOW_PRIVATE_NETWORKS: '10.0.0.1/33' is not a CIDR",
         ),
-        ({"DEBUG": "0"}, "SECRET_KEY must be set when DEBUG is off"),
+        (
+            {"DEBUG": "0", "DATABASE_URL": "postgres://flightdeck@127.0.0.1:1/flightdeck"},
+            "SECRET_KEY must be set when DEBUG is off and DATABASE_URL is set",
+        ),
     ],
 )
 def test_it_stops_with_one_clear_line_on_a_bad_setting(tmp_path, env, message):
@@ -46,11 +49,15 @@ def test_it_stops_with_one_clear_line_on_a_bad_setting(tmp_path, env, message):
     assert "Traceback" not in result.stderr
 
 
-def test_it_generates_the_secret_key_once_for_the_embedded_default(tmp_path):
-    assert start(tmp_path).returncode == 0
+@pytest.mark.parametrize("debug", ["1", "0"])
+def test_it_generates_the_secret_key_once_for_the_embedded_default(tmp_path, debug):
+    """With DEBUG off too: `make run` serves that way, and manage.py commands run in the
+    same checkout without any variable."""
+    first = start(tmp_path, DEBUG=debug)
+    assert first.returncode == 0, first.stderr
     key = (tmp_path / "secret_key").read_text()
     assert len(key) > 40
-    assert start(tmp_path).returncode == 0
+    assert start(tmp_path, DEBUG=debug).returncode == 0
     assert (tmp_path / "secret_key").read_text() == key
 
 
