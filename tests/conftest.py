@@ -104,3 +104,13 @@ def grpc_address():
     server.start()
     yield f"127.0.0.1:{port}"
     server.stop(grace=None)
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests import suites
+
+    lines = suites.summary()
+    if lines:
+        terminalreporter.section("generated suites")
+        for line in lines:
+            terminalreporter.write_line(line)

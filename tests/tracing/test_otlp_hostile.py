@@ -166,3 +166,20 @@ def test_it_answers_400_and_invalid_argument_for_a_value_storage_refuses(
             metadata=(("authorization", f"Bearer {key}"),),
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_it_stores_a_span_whose_texts_carry_nul(live_server, acme, make_key):
+    """PostgreSQL's text refuses NUL: it is dropped, not the batch."""
+    nul = {"stringValue": "sup\x00port"}
+    doc = batch(
+        span("00000000000000cc", "na\x00me", [{"key": "gen_ai.agent.name", "value": nul},
+                                              {"key": "gen_ai.conversation.id", "value": nul}],
+             status={"code": 2, "message": "bo\x00om"}),
+    )  # fmt: skip
+    resp = post_json(live_server, make_key(acme, "ingest"), doc)
+    assert resp.status_code == 200, resp.text
+    with tenant_scope(acme):
+        stored = Span.objects.get()
+        assert (stored.name, stored.session_id, stored.status_message) == (
+            "name", "support", "boom",
+        )  # fmt: skip

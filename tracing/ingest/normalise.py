@@ -87,11 +87,17 @@ MESSAGE_EVENTS = {
 }
 
 
+def text(value: str) -> str:
+    """PostgreSQL's text cannot hold NUL, which no GenAI text means anything by: it is
+    dropped here, so one such character cannot cost a whole batch."""
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
 def any_value(v):
     """An OTLP AnyValue as a plain Python value."""
     which = v.WhichOneof("value")
     if which == "string_value":
-        return v.string_value
+        return text(v.string_value)
     if which == "int_value":
         return v.int_value
     if which == "double_value":
@@ -101,14 +107,14 @@ def any_value(v):
     if which == "array_value":
         return [any_value(x) for x in v.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
+        return {text(kv.key): any_value(kv.value) for kv in v.kvlist_value.values}
     if which == "bytes_value":
         return v.bytes_value.hex()
     return None
 
 
 def attributes(kvs) -> dict:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    return {text(kv.key): any_value(kv.value) for kv in kvs}
 
 
 @dataclass(slots=True)
@@ -369,7 +375,7 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
     attrs = attributes(span.attributes)
     events = [
         {
-            "name": e.name,
+            "name": text(e.name),
             "time_ns": e.time_unix_nano,
             **({"attributes": attributes(e.attributes)} if e.attributes else {}),
         }
@@ -388,12 +394,12 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
         trace_id=span.trace_id,
         span_id=span.span_id,
         parent_span_id=span.parent_span_id,
-        name=span.name[:255],
+        name=text(span.name)[:255],
         kind=span.kind,
         start_ns=span.start_time_unix_nano,
         end_ns=span.end_time_unix_nano or span.start_time_unix_nano,
         status_code=status_code,
-        status_message=span.status.message,
+        status_message=text(span.status.message),
         service_name=str(resource.get("service.name", ""))[:255],
         resource=resource,
         scope=scope,
