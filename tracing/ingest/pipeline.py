@@ -73,15 +73,19 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         span_rows = [builder.finish(p) for p in pending]
         trained = builder.details.offer_samples()
         if trained:  # the batch trained the first dictionary: it is stored with it
-            span_rows = [_repacked(row, trained) for row in span_rows]
+            for row in span_rows:
+                row.detail_packed = trained.pack(row.detail_packed)
         with rows.write_turn(), transaction.atomic():
             rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
             batch.refresh_last_seen()
-            span_rows = _with_label_ids(tenant_id, span_rows)
+            _set_label_ids(tenant_id, span_rows)
             if rows.lock_traces(tenant_id, {n.trace_id for n in normal}):
                 span_rows = _not_stored(span_rows)
             stored = rows.insert_ignoring_conflicts(
-                "tracing_span", rows.SPAN_COLUMNS, span_rows, returning=("trace_id", "span_id")
+                "tracing_span",
+                rows.SPAN_COLUMNS,
+                [rows.span_values(row) for row in span_rows],
+                returning=("trace_id", "span_id"),
             )
             normal = _only_stored(normal, stored, result)
             _traces_upsert(tenant_id, normal)
@@ -103,19 +107,11 @@ def _only_stored(normal: list[NormalSpan], stored: list[tuple], result: IngestRe
     return kept
 
 
-_LABELS_AT = rows.SPAN_COLUMNS.index("labels_id")
-_DETAIL_AT = rows.SPAN_COLUMNS.index("detail_packed")
-
-
-def _repacked(row: tuple, packer) -> tuple:
-    return row[:_DETAIL_AT] + (packer.pack(row[_DETAIL_AT]),) + row[_DETAIL_AT + 1 :]
-
-
-def _with_label_ids(tenant_id: int, span_rows: list[tuple]) -> list[tuple]:
+def _set_label_ids(tenant_id: int, span_rows: list[rows.SpanRow]) -> None:
     """Span rows carry their labels until here; the rows get the labels' ids."""
-    at = _LABELS_AT
-    ids = labels.ids_for(tenant_id, {row[at] for row in span_rows})
-    return [row[:at] + (ids[row[at]],) + row[at + 1 :] for row in span_rows]
+    ids = labels.ids_for(tenant_id, {row.labels for row in span_rows})
+    for row in span_rows:
+        row.labels_id = ids[row.labels]
 
 
 def _collect(request, result: IngestResult) -> list:
@@ -165,15 +161,25 @@ def _drop_stored(collected: list, result: IngestResult) -> list:
     return kept
 
 
-_TRACE_AT, _SPAN_AT = rows.SPAN_COLUMNS.index("trace_id"), rows.SPAN_COLUMNS.index("span_id")
-
-
-def _not_stored(span_rows: list[tuple]) -> list[tuple]:
+def _not_stored(span_rows: list[rows.SpanRow]) -> list[rows.SpanRow]:
     """Under the traces' locks, where no unique key would: leave out the spans that a
     request overlapping this one (an exporter's retry) stored since `_drop_stored`.
     Those are counted as duplicates with the others this request did not insert."""
-    stored = _stored_of({row[_TRACE_AT] for row in span_rows})
-    return [row for row in span_rows if (row[_TRACE_AT], row[_SPAN_AT]) not in stored]
+    stored = _stored_of({row.trace_id for row in span_rows})
+    return [row for row in span_rows if (row.trace_id, row.span_id) not in stored]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A span between the builder's two halves: what `start` made of it, kept for
+    `finish` until the batch's payloads are known."""
+
+    span: NormalSpan
+    detail: dict
+    digests: list[str]  # the payloads it references: their redactions count too
+    counts: Counter  # redactions so far
+    name: str
+    status_message: str
 
 
 class _RowBuilder:
@@ -203,7 +209,7 @@ class _RowBuilder:
                 kept[key] = self.redactor.redact_value(value, counts) if scan else value
         return kept
 
-    def start(self, n: NormalSpan):
+    def start(self, n: NormalSpan) -> _Pending:
         counts: Counter = Counter()
         refs: dict = {}
         digests: list[str] = []
@@ -265,29 +271,60 @@ class _RowBuilder:
             detail["m"] = n.columns_hold
         name = self.redactor.redact_short(n.name, counts)[:255]
         status_message = self.redactor.redact(n.status_message, counts)
-        return n, detail, digests, counts, name, status_message
+        return _Pending(
+            span=n,
+            detail=detail,
+            digests=digests,
+            counts=counts,
+            name=name,
+            status_message=status_message,
+        )
 
-    def finish(self, pending) -> tuple:
-        n, detail, digests, counts, name, status_message = pending
-        short = self.redactor.redact_short
-        # Column values are what search shows: redacted like everything else.
-        texts = [short(getattr(n, c), counts) if getattr(n, c) else ""
-                 for c in ("service_name", "agent_name", "session_id", "run_id", "tool_call_id")]  # fmt: skip
-        counts.update(self.batch.redactions_of(digests))
-        refs = detail.get("refs", {})
+    def finish(self, pending: _Pending) -> rows.SpanRow:
+        n, counts = pending.span, pending.counts
+        service = self._column(n.service_name, 255, counts)
+        agent = self._column(n.agent_name, 255, counts)
+        counts.update(self.batch.redactions_of(pending.digests))
+        refs = pending.detail.get("refs", {})
         if "in" in refs:
             refs["in"] = self.batch.list_ref(refs["in"])  # decided once the batch was seen
-        label_set = (texts[0][:255], texts[1][:255], n.operation[:64], n.provider[:64],
-                     n.request_model[:255], n.response_model[:255], n.tool_name[:255])  # fmt: skip
-        if name == conventional_name(n.operation, n.request_model, n.tool_name, texts[1][:255]):
+        name = pending.name
+        if name == conventional_name(n.operation, n.request_model, n.tool_name, agent):
             name = None  # the labels give it back
-        return (
-            self.tenant_id, rows.uuid_param(uuid.UUID(bytes=n.trace_id)), signed64(n.span_id),
-            signed64(n.parent_span_id) if n.parent_span_id else None, name, n.kind,
-            n.start_ns, n.end_ns, n.status_code, status_message, label_set, n.input_tokens,
-            n.output_tokens, texts[2][:255], texts[3][:64], texts[4][:255],
-            self.details.pack(detail), rows.json_param(dict(counts) or None),
-        )  # fmt: skip
+        return rows.SpanRow(
+            tenant_id=self.tenant_id,
+            trace_id=rows.uuid_param(uuid.UUID(bytes=n.trace_id)),
+            span_id=signed64(n.span_id),
+            parent_span_id=signed64(n.parent_span_id) if n.parent_span_id else None,
+            name=name,
+            kind=n.kind,
+            start_ns=n.start_ns,
+            end_ns=n.end_ns,
+            status_code=n.status_code,
+            status_message=pending.status_message,
+            labels_id=None,
+            input_tokens=n.input_tokens,
+            output_tokens=n.output_tokens,
+            session_id=self._column(n.session_id, 255, counts),
+            run_id=self._column(n.run_id, 64, counts),
+            tool_call_id=self._column(n.tool_call_id, 255, counts),
+            detail_packed=self.details.pack(pending.detail),
+            redactions=rows.json_param(dict(counts) or None),
+            # In LABEL_FIELDS order.
+            labels=(
+                service,
+                agent,
+                n.operation[:64],
+                n.provider[:64],
+                n.request_model[:255],
+                n.response_model[:255],
+                n.tool_name[:255],
+            ),
+        )
+
+    def _column(self, value: str, length: int, counts: Counter) -> str:
+        """A column value, redacted like everything else: search shows it."""
+        return self.redactor.redact_short(value, counts)[:length] if value else ""
 
 
 def _ns_to_datetime(ns: int) -> datetime:

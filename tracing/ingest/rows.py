@@ -10,17 +10,45 @@ import fcntl
 import hashlib
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 
 import orjson
 from django.conf import settings
 from django.db import connection, transaction
 
-SPAN_COLUMNS = (
-    "tenant_id", "trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
-    "status_code", "status_message", "labels_id", "input_tokens", "output_tokens", "session_id",
-    "run_id", "tool_call_id", "detail_packed", "redactions",
-)  # fmt: skip
+
+@dataclass(slots=True)
+class SpanRow:
+    """A tracing_span row: its columns in table order, values as the database takes them."""
+
+    tenant_id: int
+    trace_id: object  # uuid_param
+    span_id: int
+    parent_span_id: int | None
+    name: str | None
+    kind: int
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    labels_id: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    session_id: str
+    run_id: str
+    tool_call_id: str
+    detail_packed: bytes
+    redactions: str | None  # json_param
+    # Not a column: the span's label values, until the write transaction finds or
+    # stores their combination and sets labels_id.
+    labels: tuple = ()
+
+
+SPAN_COLUMNS = tuple(f.name for f in fields(SpanRow) if f.name != "labels")
+# A row's column values as a tuple, for insert_ignoring_conflicts.
+span_values = attrgetter(*SPAN_COLUMNS)
 PAYLOAD_COLUMNS = ("digest", "tenant_id", "last_seen", "kind", "data", "redactions")
 CHUNK = 400
 
