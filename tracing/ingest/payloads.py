@@ -19,6 +19,7 @@ or trace may continue the chain: the last list of each trace in the batch.
 
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date
 
 import orjson
@@ -65,6 +66,28 @@ def blob_key(tenant_id: int, digest: str) -> str:
 seen_cache = TenantCache("seen payloads", size=200_000)
 
 
+@dataclass(slots=True)
+class NewPayload:
+    """A value of the batch not stored yet."""
+
+    kind: int
+    raw: object  # as sent, unredacted
+    scan: bool  # redacted before storing (not from a never-scan key)
+
+
+@dataclass(slots=True)
+class NewList:
+    """A list of messages of the batch not stored yet."""
+
+    items: list[str]  # its messages' digests
+    prefixes: list[str]  # digests of its shorter lists, shortest first
+    cut: int | None  # index of a prefix known when the list was seen
+    owners: list[tuple[bytes, int]]  # the spans (trace id, span id) it is the input of
+    # What its span's detail holds instead of its digest, once the batch is seen:
+    # the list's form there (None: the span refers to the stored list).
+    in_span: dict | None = None
+
+
 class PayloadBatch:
     """Collects the payloads of one ingest batch, then stores the new ones together."""
 
@@ -75,13 +98,10 @@ class PayloadBatch:
         self.today = date.today()
         self.known: dict[str, dict | None] = {}  # digest -> redaction counts
         self.stale: set[str] = set()  # known, but last seen before today
-        self.new: dict[str, tuple[int, object, bool]] = {}  # digest -> (kind, raw, scan)
-        # list digest -> (message digests, prefix digests, index of a known prefix or None)
-        self.lists: dict[str, tuple[list[str], list[str], int | None]] = {}
+        self.new: dict[str, NewPayload] = {}
+        self.lists: dict[str, NewList] = {}
         self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
-        self.owners: dict[str, list[tuple[bytes, int]]] = {}  # list -> spans it is input of
         self.outputs: dict[tuple[bytes, int], list[str]] = {}  # span -> its output messages
-        self.inline: dict[str, dict] = {}  # list -> its form in its span's detail
 
     # --- digests ----------------------------------------------------------------------
 
@@ -108,7 +128,7 @@ class PayloadBatch:
         data = canonical(raw) if scan else b"\x00raw" + canonical(raw)
         digest = self.digest(data)
         if digest not in self.new and not self._remembered(digest):
-            self.new[digest] = (kind, raw, scan)
+            self.new[digest] = NewPayload(kind, raw, scan)
         return digest
 
     def value(self, value, *, kind: int = PayloadKind.VALUE, scan: bool = True) -> str:
@@ -129,9 +149,11 @@ class PayloadBatch:
             prefixes.append(link)
             chain = self.raw[link]
         digest = prefixes[-1] if prefixes else self.digest(chain)
-        if owner is not None:
-            self.owners.setdefault(digest, []).append(owner)
-        if digest in self.lists or self._remembered(digest):
+        owners = [owner] if owner is not None else []
+        if digest in self.lists:
+            self.lists[digest].owners += owners
+            return digest, items
+        if self._remembered(digest):
             return digest, items
         cut = None
         # Usually the previous step's list is known already: the conversation so far.
@@ -139,7 +161,7 @@ class PayloadBatch:
             if prefixes[index] in self.lists or self._remembered(prefixes[index]):
                 cut = index
                 break
-        self.lists[digest] = (items, prefixes[:-1], cut)
+        self.lists[digest] = NewList(items, prefixes[:-1], cut, owners)
         return digest, items
 
     def output(self, owner: tuple[bytes, int], digests: list[str]) -> None:
@@ -149,7 +171,10 @@ class PayloadBatch:
     def list_ref(self, digest: str):
         """What a span's detail holds for its input list: the list's form there, or the
         digest of the stored list."""
-        return self.inline.get(digest, digest)
+        new_list = self.lists.get(digest)
+        if new_list is None or new_list.in_span is None:
+            return digest
+        return new_list.in_span
 
     def redactions_of(self, digests) -> Counter:
         total = Counter()
@@ -206,28 +231,24 @@ class PayloadBatch:
         happen before the rows that reference them commit.
         """
         wanted = list(self.new) + list(self.lists)
-        for _, prefixes, cut in self.lists.values():
-            if cut is None:
-                wanted.extend(prefixes)  # nothing in memory: ask the database
+        for new_list in self.lists.values():
+            if new_list.cut is None:
+                wanted.extend(new_list.prefixes)  # nothing in memory: ask the database
         self._lookup(wanted)
 
-        messages = {
-            d: (raw, scan)
-            for d, (kind, raw, scan) in self.new.items()
-            if kind == PayloadKind.MESSAGE
-        }
+        messages = {d: new for d, new in self.new.items() if new.kind == PayloadKind.MESSAGE}
         shaped = {}
-        for digest, (raw, scan) in messages.items():
+        for digest, new in messages.items():
             leaves: list[str] = []
-            shaped[digest] = (self._externalise_leaves(raw, leaves, scan), leaves, scan)
+            shaped[digest] = (self._externalise_leaves(new.raw, leaves, new.scan), leaves, new.scan)
         # Long strings found inside new messages may be stored already.
         self._lookup([d for d in self.new if d not in messages])
 
         bodies: dict[str, tuple[int, bytes, dict | None]] = {}
-        for digest, (kind, raw, scan) in self.new.items():
-            if kind != PayloadKind.MESSAGE:
-                body, counts = self._redacted(raw, scan)
-                bodies[digest] = (kind, body, dict(counts) or None)
+        for digest, new in self.new.items():
+            if new.kind != PayloadKind.MESSAGE:
+                body, counts = self._redacted(new.raw, new.scan)
+                bodies[digest] = (new.kind, body, dict(counts) or None)
                 self.known[digest] = dict(counts) or None
         for digest, (value, leaves, scan) in shaped.items():
             body, counts = self._redacted(value, scan)
@@ -264,7 +285,8 @@ class PayloadBatch:
         others need: a LIST body for a list kept as a row, a SPAN_LIST body (the span's
         trace and id) for a list held by a span that later batches may continue."""
         heads: dict[str, tuple[str | None, list[str]]] = {}
-        for digest, (items, prefixes, _) in self.lists.items():
+        for digest, new_list in self.lists.items():
+            items, prefixes = new_list.items, new_list.prefixes
             # Again, now that the whole batch is known: a later step may come first.
             cut = next(
                 (
@@ -278,11 +300,11 @@ class PayloadBatch:
 
         forms, continued, named = {}, set(), set()
         for digest, (head, rest) in heads.items():
-            owners = self.owners.get(digest, [])
+            owners = self.lists[digest].owners
             if len(owners) != 1:
                 named.add(head)  # a list kept as a row starts from a row
                 continue
-            previous = self.owners.get(head, []) if head in self.lists else []
+            previous = self.lists[head].owners if head in self.lists else []
             if len(previous) == 1 and previous[0][0] == owners[0][0]:
                 out = self.outputs.get(previous[0], [])
                 if rest[: len(out)] == out:
@@ -298,11 +320,11 @@ class PayloadBatch:
             form = forms.get(digest)
             row = form is None or digest not in continued or digest in named
             if form is not None and ("p" in form or not row):
-                self.inline[digest] = form
+                self.lists[digest].in_span = form
             if not row:
                 continue  # only this batch's next chat span starts from it
             if "p" in (form or {}):
-                trace_id, span_id = self.owners[digest][0]
+                trace_id, span_id = self.lists[digest].owners[0]
                 body = trace_id + span_id.to_bytes(8, "big", signed=True)
                 bodies[digest] = (PayloadKind.SPAN_LIST, body, None)
             else:
