@@ -29,7 +29,7 @@ from controlplane.blobstore import get_blob_store, tenant_key
 from controlplane.tenantcache import TenantCache
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
-from tracing.ingest.rows import json_param
+from tracing.ingest.rows import PayloadRow, json_param
 from tracing.models import Payload, PayloadKind
 
 # Strings longer than this inside messages become payloads of their own, so the same
@@ -224,7 +224,7 @@ class PayloadBatch:
             value = self.redactor.redact_value(value, counts)
         return canonical(value), counts
 
-    def prepare(self) -> list[tuple]:
+    def prepare(self) -> list[PayloadRow]:
         """Redact, compress and upload what is new; return the rows to insert.
 
         Runs outside any database transaction: blob uploads can take seconds, and they
@@ -272,13 +272,19 @@ class PayloadBatch:
             if inline is None:
                 store = store or get_blob_store()
                 store.put(blob_key(self.tenant_id, digest), packed)
-            rows.append((
-                key(self.raw[digest], connection), self.tenant_id, today, kind, inline,
-                json_param(redactions),
-            ))  # fmt: skip
+            rows.append(
+                PayloadRow(
+                    digest=key(self.raw[digest], connection),
+                    tenant_id=self.tenant_id,
+                    last_seen=today,
+                    kind=kind,
+                    data=inline,
+                    redactions=json_param(redactions),
+                )
+            )
         # In digest order: two batches storing the same new payloads then wait for each
         # other in one order, never in a cycle.
-        return sorted(rows, key=lambda row: row[0])
+        return sorted(rows, key=lambda row: row.digest)
 
     def _list_bodies(self) -> dict[str, tuple[int, bytes, None]]:
         """Put each new list in its span's detail where it can, and return the rows the

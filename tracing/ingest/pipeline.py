@@ -6,8 +6,9 @@ so redaction, cost and alerts cannot be bypassed.
 
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -76,7 +77,11 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
             for row in span_rows:
                 row.detail_packed = trained.pack(row.detail_packed)
         with rows.write_turn(), transaction.atomic():
-            rows.insert_ignoring_conflicts("tracing_payload", rows.PAYLOAD_COLUMNS, payload_rows)
+            rows.insert_ignoring_conflicts(
+                "tracing_payload",
+                rows.PAYLOAD_COLUMNS,
+                [rows.payload_values(row) for row in payload_rows],
+            )
             batch.refresh_last_seen()
             _set_label_ids(tenant_id, span_rows)
             if rows.lock_traces(tenant_id, {n.trace_id for n in normal}):
@@ -88,7 +93,7 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
                 returning=("trace_id", "span_id"),
             )
             normal = _only_stored(normal, stored, result)
-            _traces_upsert(tenant_id, normal)
+            _traces_upsert(_trace_summaries(tenant_id, normal))
             transaction.on_commit(batch.committed)
             transaction.on_commit(lambda: _publish(tenant_id, normal))
         result.accepted = len(normal)
@@ -331,11 +336,34 @@ def _ns_to_datetime(ns: int) -> datetime:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC)
 
 
-_TRACE_COLUMNS = (
-    "tenant_id", "trace_id", "name", "service_name", "agent_name", "session_id", "run_id",
-    "model", "start_time", "end_time", "start_ns", "end_ns", "duration_ms", "status",
-    "span_count", "error_count", "input_tokens", "output_tokens", "updated_at",
-)  # fmt: skip
+@dataclass(slots=True)
+class _TraceSummary:
+    """What a batch adds to a trace's tracing_trace row: its columns in table order."""
+
+    tenant_id: int
+    trace_id: object  # uuid_param
+    name: str = ""
+    service_name: str = ""
+    agent_name: str = ""
+    session_id: str = ""
+    run_id: str = ""
+    model: str = ""
+    # Times as the connection takes them; set once all the batch's spans are in.
+    start_time: object = None
+    end_time: object = None
+    start_ns: int = 0
+    end_ns: int = 0
+    duration_ms: float = 0.0
+    status: int = 0
+    span_count: int = 0
+    error_count: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    updated_at: object = None
+
+
+_TRACE_COLUMNS = tuple(f.name for f in fields(_TraceSummary))
+_trace_values = attrgetter(*_TRACE_COLUMNS)
 
 # Portable between PostgreSQL and SQLite (both have INSERT ... ON CONFLICT): counts add
 # up, the time range widens, the first non-empty label wins and errors stick, so
@@ -374,46 +402,47 @@ ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
 """
 
 
-def _trace_summaries(spans: list[NormalSpan]) -> list[dict]:
-    summaries: dict[bytes, dict] = {}
+def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[_TraceSummary]:
+    summaries: dict[bytes, _TraceSummary] = {}
     for n in spans:
         s = summaries.get(n.trace_id)
         if s is None:
-            s = summaries[n.trace_id] = {
-                "name": "", "service_name": "", "agent_name": "", "session_id": "",
-                "run_id": "", "model": "", "start_ns": n.start_ns, "end_ns": n.end_ns,
-                "status": 0, "span_count": 0, "error_count": 0, "input_tokens": 0,
-                "output_tokens": 0,
-            }  # fmt: skip
+            s = summaries[n.trace_id] = _TraceSummary(
+                tenant_id=tenant_id,
+                trace_id=rows.uuid_param(uuid.UUID(bytes=n.trace_id)),
+                start_ns=n.start_ns,
+                end_ns=n.end_ns,
+            )
         if not n.parent_span_id:
-            s["name"] = n.name
-            s["service_name"] = n.service_name or s["service_name"]
-        for key in ("service_name", "agent_name", "session_id", "run_id"):
-            s[key] = s[key] or getattr(n, key)
-        s["model"] = s["model"] or n.response_model or n.request_model
-        s["start_ns"] = min(s["start_ns"], n.start_ns)
-        s["end_ns"] = max(s["end_ns"], n.end_ns)
-        s["status"] = max(s["status"], n.status_code)
-        s["span_count"] += 1
-        s["error_count"] += n.status_code == StatusCode.ERROR
-        s["input_tokens"] += n.input_tokens or 0
-        s["output_tokens"] += n.output_tokens or 0
-    return [{"trace_id": trace_id, **s} for trace_id, s in summaries.items()]
-
-
-def _traces_upsert(tenant_id: int, spans: list[NormalSpan]) -> None:
+            s.name = n.name
+            s.service_name = n.service_name or s.service_name
+        s.service_name = s.service_name or n.service_name
+        s.agent_name = s.agent_name or n.agent_name
+        s.session_id = s.session_id or n.session_id
+        s.run_id = s.run_id or n.run_id
+        s.model = s.model or n.response_model or n.request_model
+        s.start_ns = min(s.start_ns, n.start_ns)
+        s.end_ns = max(s.end_ns, n.end_ns)
+        s.status = max(s.status, n.status_code)
+        s.span_count += 1
+        s.error_count += n.status_code == StatusCode.ERROR
+        s.input_tokens += n.input_tokens or 0
+        s.output_tokens += n.output_tokens or 0
     adapt_dt = connection.ops.adapt_datetimefield_value
     now = adapt_dt(timezone.now())
-    summaries = []
-    for s in _trace_summaries(spans):
-        summaries.append((
-            tenant_id, rows.uuid_param(uuid.UUID(bytes=s["trace_id"])),
-            s["name"][:255], s["service_name"][:255], s["agent_name"][:255],
-            s["session_id"][:255], s["run_id"][:64], s["model"][:255],
-            adapt_dt(_ns_to_datetime(s["start_ns"])), adapt_dt(_ns_to_datetime(s["end_ns"])),
-            s["start_ns"], s["end_ns"], (s["end_ns"] - s["start_ns"]) / 1e6, s["status"],
-            s["span_count"], s["error_count"], s["input_tokens"], s["output_tokens"], now,
-        ))  # fmt: skip
+    for s in summaries.values():
+        s.name, s.service_name = s.name[:255], s.service_name[:255]
+        s.agent_name, s.session_id = s.agent_name[:255], s.session_id[:255]
+        s.run_id, s.model = s.run_id[:64], s.model[:255]
+        s.start_time = adapt_dt(_ns_to_datetime(s.start_ns))
+        s.end_time = adapt_dt(_ns_to_datetime(s.end_ns))
+        s.duration_ms = (s.end_ns - s.start_ns) / 1e6
+        s.updated_at = now
+    return list(summaries.values())
+
+
+def _traces_upsert(traces: list[_TraceSummary]) -> None:
+    summaries = [_trace_values(s) for s in traces]
     placeholder = "(" + ", ".join(["%s"] * len(_TRACE_COLUMNS)) + ")"
     with connection.cursor() as cursor:
         for start in range(0, len(summaries), 200):

@@ -49,7 +49,22 @@ class SpanRow:
 SPAN_COLUMNS = tuple(f.name for f in fields(SpanRow) if f.name != "labels")
 # A row's column values as a tuple, for insert_ignoring_conflicts.
 span_values = attrgetter(*SPAN_COLUMNS)
-PAYLOAD_COLUMNS = ("digest", "tenant_id", "last_seen", "kind", "data", "redactions")
+
+
+@dataclass(slots=True)
+class PayloadRow:
+    """A tracing_payload row: its columns in table order, values as the database takes them."""
+
+    digest: object  # DigestField's database value
+    tenant_id: int
+    last_seen: int  # DayField's database value
+    kind: int
+    data: bytes | None  # None: in the blob store
+    redactions: str | None  # json_param
+
+
+PAYLOAD_COLUMNS = tuple(f.name for f in fields(PayloadRow))
+payload_values = attrgetter(*PAYLOAD_COLUMNS)
 CHUNK = 400
 
 
