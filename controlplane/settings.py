@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "controlplane",
     "execution",
+    "replay",
     "tracing",
     "billing",
     "frontend",

@@ -28,12 +28,12 @@ from django.db import close_old_connections, connection
 from controlplane.tenancy import tenant_scope
 from execution import contextfit, llm, ratelimit, services
 from execution.budget import BudgetRefused, budget_hook
-from execution.journal import Journal, request_hash
 from execution.models import Run, StopReason
 from execution.ops import OpError, state_and_memory_ops
 from execution.retry import UpstreamError
 from execution.spans import RunTracer, as_json, semconv_messages, system_instructions
 from execution.tools import ToolCallError, tool_execute, tool_resolve, tool_validate
+from replay.journal import Journal, StepIdentity, request_hash
 
 log = logging.getLogger(__name__)
 MAX_LINE = 8 * 1024 * 1024
@@ -128,12 +128,15 @@ class Gateway:
                     try:
                         request = json.loads(line)
                         op, args = request["op"], request.get("args") or {}
-                        if not isinstance(args, dict):
+                        thread, seq = request.get("thread", "main"), request.get("seq", 0)
+                        if not isinstance(args, dict) or not _thread_ok(thread, seq):
                             raise ValueError
                     except (ValueError, KeyError, TypeError):
-                        reply = _error("invalid", "a request is one JSON object with op and args")
+                        reply = _error(
+                            "invalid", "a request is one JSON object with op, args, thread, seq"
+                        )
                     else:
-                        reply = self._handle_safely(op, args)
+                        reply = self._handle_safely(op, args, thread, seq)
                     if pooled and len(self._conns) > HELD_DB_CONNECTIONS:
                         # A many-threaded agent: back to the pool between calls, so its
                         # idle threads do not hold the worker's few pooled connections.
@@ -148,9 +151,9 @@ class Gateway:
                 self._conns.discard(conn)
             connection.close()  # this thread's database connection
 
-    def _handle_safely(self, op: str, args: dict) -> dict:
+    def _handle_safely(self, op: str, args: dict, thread: str, seq: int) -> dict:
         try:
-            return self.handle(op, args)
+            return self.handle(op, args, thread=thread, thread_seq=seq)
         except Exception:  # noqa: BLE001 - the agent gets an answer, the log the details
             log.exception("run %s: the gateway failed on %s", self.run_id, op)
             return _error("internal", f"the platform failed on {op}; the error is logged")
@@ -170,7 +173,7 @@ class Gateway:
         self.stop(reason)
         return _error("stopped", f"the run was stopped: {self.stop_reason}")
 
-    def handle(self, op: str, args: dict) -> dict:
+    def handle(self, op: str, args: dict, *, thread: str = "main", thread_seq: int = 0) -> dict:
         if op == "hello":
             return {"ok": True, "result": self.hello}
         if op == "finish":
@@ -185,10 +188,10 @@ class Gateway:
         stop = self._admit(op, digest)
         if stop:
             return self._stopped(stop)
-        step = self.journal.take_step()
-        if step > self.limits["max_steps"]:
+        step = self.journal.identify(digest, thread=thread, thread_seq=thread_seq)
+        if step.step > self.limits["max_steps"]:
             return self._stopped(StopReason.STEPS)
-        recorded = self.journal.replay(step, digest)
+        recorded = self.journal.recorded_step(step)
         if recorded is not None:
             self._count(op, recorded.result if not recorded.is_error else None)
             with self.lock:
@@ -198,11 +201,9 @@ class Gateway:
             return {"ok": True, "result": recorded.result}
         limited = self._rate_limit(op, args)
         if limited:
-            # Journaled like any answer, so the step numbers of a resumed run line up.
+            # Journaled like any answer: the same call of a resumed run gets the same one.
             result = {"type": "rate_limited", "message": limited}
-            self._journal(
-                step, op, digest, args, result, is_error=True, started=time.perf_counter()
-            )
+            self._journal(step, op, args, result, is_error=True, started=time.perf_counter())
             return {"ok": False, "error": result}
         started_ns, started = time.time_ns(), time.perf_counter()
         span = {}
@@ -216,7 +217,7 @@ class Gateway:
         if self.stop_reason:  # stopped while the call ran: the agent gets no answer
             return self._stopped(self.stop_reason)
         self._count(op, None if is_error else result)
-        self._journal(step, op, digest, args, result, is_error=is_error, started=started)
+        self._journal(step, op, args, result, is_error=is_error, started=started)
         if span:
             self.tracer.record(
                 span.pop("name"),
@@ -227,13 +228,14 @@ class Gateway:
             )
         return reply
 
-    def _journal(self, step, op, digest, args, result, *, is_error: bool, started: float) -> None:
+    def _journal(
+        self, step: StepIdentity, op, args, result, *, is_error: bool, started: float
+    ) -> None:
         services.journal_step_insert(
             tenant_id=self.tenant_id,
             run_id=self.run_id,
             step=step,
             kind=op,
-            request_hash=digest,
             request=_journal_request(op, args),
             result=result,
             is_error=is_error,
@@ -450,6 +452,15 @@ class Gateway:
 
 def _error(type_: str, message: str) -> dict:
     return {"ok": False, "error": {"type": type_, "message": message}}
+
+
+def _thread_ok(thread, seq) -> bool:
+    return (
+        isinstance(thread, str)
+        and 0 < len(thread) <= 64
+        and isinstance(seq, int)
+        and 0 <= seq < 2**31
+    )
 
 
 def _journal_request(op: str, args: dict):

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -45,6 +46,9 @@ from execution.tools import (
     tool_lookup,
 )
 from execution.tools.egress import host_entry_problem
+
+if TYPE_CHECKING:
+    from replay.journal import StepIdentity
 
 log = logging.getLogger(__name__)
 
@@ -313,9 +317,8 @@ def journal_step_insert(
     *,
     tenant_id: int,
     run_id: int,
-    step: int,
+    step: "StepIdentity",
     kind: str,
-    request_hash: str,
     request,
     result,
     is_error: bool,
@@ -330,9 +333,12 @@ def journal_step_insert(
     values = {
         "tenant_id": tenant_id,
         "run_id": run_id,
-        "step": step,
+        "step": step.step,
         "kind": kind,
-        "request_hash": request_hash,
+        "request_hash": step.request_hash,
+        "occurrence": step.occurrence,
+        "thread": step.thread,
+        "thread_seq": step.thread_seq,
         "request": json_safe(request),
         "result": json_safe(result),
         "is_error": is_error,
@@ -342,11 +348,6 @@ def journal_step_insert(
     params = [f.get_db_prep_save(values[f.attname], connection) for f in _JOURNAL_FIELDS]
     with connection.cursor() as cursor:
         cursor.execute(_JOURNAL_INSERT, params)
-
-
-def journal_steps_drop(*, run_id: int, from_step: int) -> None:
-    """Forget the journal from `from_step` on: the resumed agent took another path."""
-    JournalStep.objects.filter(run_id=run_id, step__gte=from_step).delete()
 
 
 def run_state_set(*, tenant_id: int, run_id: int, key: str, value) -> None:

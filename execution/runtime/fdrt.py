@@ -3,7 +3,7 @@ standard library (`python3 -S -I`, so start-up stays around 10 ms).
 
 It imports the agent's entrypoint from /fd/bundle and calls `main(ctx, input)`. Every
 method of `ctx` is one request to the host-side gateway over the Unix socket
-$FD_SOCKET: newline-delimited JSON, `{"op", "args"}` -> `{"ok": true, "result"}` or
+$FD_SOCKET: newline-delimited JSON, `{"op", "args", "thread", "seq"}` -> `{"ok": true, "result"}` or
 `{"ok": false, "error": {"type", "message"}}`. Each thread gets its own connection, so
 an agent may call tools from several threads at once.
 """
@@ -80,7 +80,13 @@ class _Gateway:
 
     def call(self, op, **args):
         sock, reader = self._conn()
-        sock.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        # The thread and its own count of calls name the call for a replay's report;
+        # the journal's identity of a step does not depend on them (replay/journal.py).
+        seq = self.local.seq = getattr(self.local, "seq", 0) + 1
+        thread = threading.current_thread()
+        name = "main" if thread is threading.main_thread() else thread.name[:64]
+        request = {"op": op, "args": args, "thread": name or "thread", "seq": seq}
+        sock.sendall(json.dumps(request).encode() + b"\n")
         line = reader.readline()
         if not line:
             raise RunStopped("the gateway closed the connection")
