@@ -40,8 +40,11 @@ def main() -> None:
         print("PostgreSQL pass skipped: the server cannot be reached")
         return
     try:
-        env = {**os.environ, "BILLING_BENCH_PASS": "postgresql",
-               "BENCH_DATABASE_URL": f"{PG_SERVER}/{name}"}  # fmt: skip
+        env = {
+            **os.environ,
+            "BILLING_BENCH_PASS": "postgresql",
+            "BENCH_DATABASE_URL": f"{PG_SERVER}/{name}",
+        }
         subprocess.run([sys.executable, __file__], env=env, check=True)
     finally:
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -151,8 +154,10 @@ def _ingest(tenant, traces=40, steps=10) -> None:
             _ = attempt
     rate = {on: sum(t for t, _ in r) / sum(s for _, s in r) for on, r in results.items()}
     # The costing itself, as a worker runs the queued tasks: every stored span once.
-    pairs = [(t.hex, (s & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex())
-             for t, s in Span.objects.unscoped().values_list("trace_id", "span_id")]  # fmt: skip
+    pairs = [
+        (t.hex, (s & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex())
+        for t, s in Span.objects.unscoped().values_list("trace_id", "span_id")
+    ]
     started = time.perf_counter()
     for start in range(0, len(pairs), 500):
         costs.spans_cost(tenant_id=tenant.id, spans=pairs[start : start + 500])
@@ -178,8 +183,11 @@ def _reserve_settle(tenant, *, clients: int, store: str, seconds: float = 5.0) -
     settings.BILLING_BUDGET_STORE = store
     with tenant_scope(tenant):
         run_id = Run.objects.order_by("pk").values_list("pk", flat=True).first()
-    request = {"model": "claude-sonnet-4-5", "max_tokens": 1024,
-               "messages": [{"role": "user", "content": "hello " * 50}]}  # fmt: skip
+    request = {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "hello " * 50}],
+    }
     usage = {"input_tokens": 80, "output_tokens": 200}
     counts = [0] * clients
     stop = time.perf_counter() + seconds

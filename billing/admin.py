@@ -11,8 +11,17 @@ class BudgetAdmin(admin.ModelAdmin):
     list_display = ["id", "tenant", "scope", "agent", "run", "period", "cap", "thresholds"]
     list_filter = ["scope", "period", "tenant"]
     search_fields = ["agent", "tenant__slug"]
-    readonly_fields = ["tenant", "scope", "agent", "run", "period", "cap_nusd", "thresholds",
-                       "created_at", "updated_at"]  # fmt: skip
+    readonly_fields = [
+        "tenant",
+        "scope",
+        "agent",
+        "run",
+        "period",
+        "cap_nusd",
+        "thresholds",
+        "created_at",
+        "updated_at",
+    ]
 
     @admin.display(description="cap (USD)")
     def cap(self, budget):
@@ -26,16 +35,30 @@ class PriceEntryInline(admin.TabularInline):
     model = PriceEntry
     extra = 0
     can_delete = False
-    fields = ["provider", "model", "aliases", "effective_from", "input_usd_per_mtok",
-              "output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok"]  # fmt: skip
+    fields = [
+        "provider",
+        "model",
+        "aliases",
+        "effective_from",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "cache_read_usd_per_mtok",
+        "cache_write_usd_per_mtok",
+    ]
     readonly_fields = fields
 
 
 @admin.register(PriceBook)
 class PriceBookAdmin(admin.ModelAdmin):
     list_display = ["version", "loaded_at", "source"]
-    readonly_fields = ["version", "source", "loaded_at", "tool_call_usd",
-                       "sandbox_cpu_second_usd", "storage_gb_month_usd"]  # fmt: skip
+    readonly_fields = [
+        "version",
+        "source",
+        "loaded_at",
+        "tool_call_usd",
+        "sandbox_cpu_second_usd",
+        "storage_gb_month_usd",
+    ]
     inlines = [PriceEntryInline]
 
     def has_add_permission(self, request):

@@ -52,8 +52,12 @@ class PricesView(TenantAPIView):
         data = request.data if isinstance(request.data, dict) else {}
         if "entries" not in data:
             raise ValidationError({"entries": ["is required: a list of price entries"]})
-        _call(services.price_overrides_set, tenant=request.tenant, entries=data["entries"],
-              actor=self.actor)  # fmt: skip
+        _call(
+            services.price_overrides_set,
+            tenant=request.tenant,
+            entries=data["entries"],
+            actor=self.actor,
+        )
         return Response(selectors.price_book_effective())
 
 
@@ -72,8 +76,9 @@ class BudgetListView(TenantAPIView):
         '"day"|"month"|"lifetime", "cap_usd": "50.00", "thresholds": [0.5, 0.8, 1.0]}',
     )
     def post(self, request):
-        budget = _call(services.budget_create, tenant=request.tenant, data=request.data,
-                       actor=self.actor)  # fmt: skip
+        budget = _call(
+            services.budget_create, tenant=request.tenant, data=request.data, actor=self.actor
+        )
         return Response(selectors.budgets_with_spend([budget])[0], status=201)
 
 
@@ -90,8 +95,12 @@ class BudgetDetailView(TenantAPIView):
 
     @extend_schema(summary="Change a budget's cap, thresholds or agent")
     def put(self, request, budget_id: int):
-        budget = _call(services.budget_update, budget=self._budget(budget_id), data=request.data,
-                       actor=self.actor)  # fmt: skip
+        budget = _call(
+            services.budget_update,
+            budget=self._budget(budget_id),
+            data=request.data,
+            actor=self.actor,
+        )
         return Response(selectors.budgets_with_spend([budget])[0])
 
     @extend_schema(summary="Delete a budget", responses={204: None})
@@ -114,8 +123,9 @@ class BudgetCheckView(TenantAPIView):
         try:
             return Response(selectors.budget_check(tenant_id=request.tenant.pk, agent=agent))
         except Unreachable:
-            return Response({"error": "unavailable", "detail": "the budget store cannot be reached"},
-                            status=503)  # fmt: skip
+            return Response(
+                {"error": "unavailable", "detail": "the budget store cannot be reached"}, status=503
+            )
 
 
 class RunCostView(TenantAPIView):
@@ -184,10 +194,15 @@ class UsageView(TenantAPIView):
         rows = selectors.usage(since=since, until=until, group_by=groups)
         if fmt == "csv":
             return _csv(rows, f"usage-{since}-{until}.csv")
-        return Response({
-            "from": since.isoformat(), "to": until.isoformat(), "group_by": groups, "items": rows,
-            "cost_unknown": selectors.unknown_models(since=since, until=until),
-        })  # fmt: skip
+        return Response(
+            {
+                "from": since.isoformat(),
+                "to": until.isoformat(),
+                "group_by": groups,
+                "items": rows,
+                "cost_unknown": selectors.unknown_models(since=since, until=until),
+            }
+        )
 
 
 class StatementView(TenantAPIView):

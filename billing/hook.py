@@ -105,9 +105,11 @@ class BudgetHook:
         r = Reservation(uuid.uuid4(), tenant_id, run_id, kind, 0, windows)
         if kind == CostKind.LLM:
             r.price = price_for(
-                tenant_id=tenant_id, provider=PROVIDER, model=request.get("model", ""),
+                tenant_id=tenant_id,
+                provider=PROVIDER,
+                model=request.get("model", ""),
                 day=timezone.now().date(),
-            )  # fmt: skip
+            )
             if r.price is None:
                 r.detail = {"model": request.get("model", ""), "cost_unknown": True}
                 if windows:
@@ -120,8 +122,11 @@ class BudgetHook:
                 tokens_out = int(request.get("max_tokens") or 0)
                 worst_in = max(r.price.input, r.price.cache_write)
                 r.amount_nusd = int((tokens_in * worst_in + tokens_out * r.price.output) * 1000) + 1
-                r.detail = {"model": r.price.model, "estimated_input_tokens": tokens_in,
-                            "max_tokens": tokens_out}  # fmt: skip
+                r.detail = {
+                    "model": r.price.model,
+                    "estimated_input_tokens": tokens_in,
+                    "max_tokens": tokens_out,
+                }
         elif kind == CostKind.TOOL:
             r.amount_nusd = to_nusd(platform_price("tool_call_usd"))
             r.detail = {"tool": str(request.get("name", ""))}
@@ -169,8 +174,13 @@ class BudgetHook:
                 from billing.costs import usage_add
 
                 _, agent = self._run(r.run_id)
-                usage_add(tenant_id=r.tenant_id, kind=r.kind, agent=agent,
-                          run_id=r.run_id, cost_nusd=actual)  # fmt: skip
+                usage_add(
+                    tenant_id=r.tenant_id,
+                    kind=r.kind,
+                    agent=agent,
+                    run_id=r.run_id,
+                    cost_nusd=actual,
+                )
         return actual
 
     def _actual(self, r: Reservation, usage: dict) -> tuple[int, dict]:
@@ -184,9 +194,11 @@ class BudgetHook:
                 "cache_write": int(usage.get("cache_creation_input_tokens") or 0),
             }
             return r.price.cost_nusd(**tokens), {
-                "model": r.price.model, **tokens, "price_version": r.price.version,
+                "model": r.price.model,
+                **tokens,
+                "price_version": r.price.version,
                 "price_override": r.price.override,
-            }  # fmt: skip
+            }
         if r.kind == CostKind.TOOL:
             return (r.amount_nusd if usage.get("called", True) else 0), r.detail
         if r.kind == CostKind.SANDBOX:
@@ -207,7 +219,7 @@ class BudgetHook:
                     kind=r.kind,
                     amount_nusd=amount,
                     detail={**detail, "budgets": detail_budgets} if detail_budgets else detail,
-                )  # fmt: skip
+                )
                 for entry, amount, detail in entries
             ]
         )

@@ -28,8 +28,11 @@ from billing.store import Unreachable, get_store
 
 
 def _entry_json(row) -> dict:
-    return {"provider": row.provider, "model": row.model,
-            **{f: plain(getattr(row, f)) for f in PRICE_FIELDS}}  # fmt: skip
+    return {
+        "provider": row.provider,
+        "model": row.model,
+        **{f: plain(getattr(row, f)) for f in PRICE_FIELDS},
+    }
 
 
 def price_book_effective() -> dict:
@@ -111,12 +114,17 @@ def budget_check(*, tenant_id: int, agent: str) -> dict:
     states = get_store().state(windows)
     checked = []
     for w, (spent, reserved) in zip(windows, states, strict=True):
-        checked.append({
-            "id": w.budget_id, "window": w.key, "cap_usd": usd(w.cap_nusd),
-            "spent_usd": usd(spent), "reserved_usd": usd(reserved),
-            "remaining_usd": usd(max(0, w.cap_nusd - spent - reserved)),
-            "allowed": spent + reserved < w.cap_nusd,
-        })  # fmt: skip
+        checked.append(
+            {
+                "id": w.budget_id,
+                "window": w.key,
+                "cap_usd": usd(w.cap_nusd),
+                "spent_usd": usd(spent),
+                "reserved_usd": usd(reserved),
+                "remaining_usd": usd(max(0, w.cap_nusd - spent - reserved)),
+                "allowed": spent + reserved < w.cap_nusd,
+            }
+        )
     refused = [c for c in checked if not c["allowed"]]
     return {
         "agent": agent,
@@ -156,7 +164,7 @@ def span_costs(*, trace_id) -> dict[int, dict]:
             "cost_unknown": c is None,
             "counted": counted,
             "over_budget": over,
-        }  # fmt: skip
+        }
         for s, c, counted, over in rows
     }
 
@@ -181,8 +189,15 @@ def run_cost(*, run) -> dict:
     for e in entries:
         if e.entry == LedgerKind.SETTLE:
             by_kind[e.kind] += e.amount_nusd
-            lines.append({"at": e.at.isoformat(), "kind": e.kind, "amount_usd": usd(e.amount_nusd),
-                          "reservation": str(e.reservation), **e.detail})  # fmt: skip
+            lines.append(
+                {
+                    "at": e.at.isoformat(),
+                    "kind": e.kind,
+                    "amount_usd": usd(e.amount_nusd),
+                    "reservation": str(e.reservation),
+                    **e.detail,
+                }
+            )
         elif e.entry == LedgerKind.RESERVE:
             held[e.reservation] += e.amount_nusd
         if e.entry in (LedgerKind.SETTLE, LedgerKind.RELEASE) and e.reservation in held:
@@ -202,7 +217,7 @@ def run_cost(*, run) -> dict:
                 "kind": e.kind,
                 "amount_usd": usd(e.amount_nusd),
                 "reservation": str(e.reservation),
-            }  # fmt: skip
+            }
             for e in entries
         ],
     }
@@ -228,18 +243,23 @@ def usage(*, since: date, until: date, group_by: list[str]) -> list[dict]:
             cache_write_tokens=Sum("cache_write_tokens"),
             calls=Sum("calls"),
             unknown_calls=Sum("unknown_calls"),
-        )  # fmt: skip
+        )
         .order_by(*columns)
     )
     out = []
     for r in rows:
         item = {g: (r[_COLUMN[g]].isoformat() if g == "day" else r[_COLUMN[g]]) for g in group_by}
-        item.update({
-            "cost_usd": usd(r["cost"] or 0), "input_tokens": r["input_tokens"],
-            "output_tokens": r["output_tokens"], "cache_read_tokens": r["cache_read_tokens"],
-            "cache_write_tokens": r["cache_write_tokens"], "calls": r["calls"],
-            "unknown_calls": r["unknown_calls"],
-        })  # fmt: skip
+        item.update(
+            {
+                "cost_usd": usd(r["cost"] or 0),
+                "input_tokens": r["input_tokens"],
+                "output_tokens": r["output_tokens"],
+                "cache_read_tokens": r["cache_read_tokens"],
+                "cache_write_tokens": r["cache_write_tokens"],
+                "calls": r["calls"],
+                "unknown_calls": r["unknown_calls"],
+            }
+        )
         out.append(item)
     return out
 

@@ -25,9 +25,11 @@ from controlplane.models import Tenant
 from controlplane.services import Actor, ServiceError, audit_record
 
 PRICE_FIELDS = (
-    "input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok",
+    "input_usd_per_mtok",
+    "output_usd_per_mtok",
+    "cache_read_usd_per_mtok",
     "cache_write_usd_per_mtok",
-)  # fmt: skip
+)
 ENTRY_FIELDS = ("provider", "model", *PRICE_FIELDS)
 PLATFORM_FIELDS = ("tool_call_usd", "sandbox_cpu_second_usd", "storage_gb_month_usd")
 MAX_CAP_USD = Decimal("10000000")
@@ -108,7 +110,7 @@ def price_book_load(*, data: dict, source: str = "") -> PriceBook:
                 aliases=aliases,
                 input_includes_cache=bool(item.get("input_includes_cache", False)),
                 **fields,
-            )  # fmt: skip
+            )
         )
     PriceEntry.objects.bulk_create(entries)
     transaction.on_commit(cache.clear)
@@ -145,9 +147,15 @@ def price_overrides_set(*, tenant: Tenant, entries, actor: Actor) -> list[PriceO
         [PriceOverride(tenant=tenant, **f) for f in cleaned.values()]
     )
     audit_record(
-        tenant=tenant, actor=actor, action="prices.override", target=tenant,
-        data={"before": [_plain(r) for r in before], "after": [_plain(f) for f in cleaned.values()]},
-    )  # fmt: skip
+        tenant=tenant,
+        actor=actor,
+        action="prices.override",
+        target=tenant,
+        data={
+            "before": [_plain(r) for r in before],
+            "after": [_plain(f) for f in cleaned.values()],
+        },
+    )
     transaction.on_commit(cache.clear)
     return rows
 
@@ -208,20 +216,31 @@ def _budget_fields(data: dict, *, partial_of: Budget | None = None) -> dict:
         if "thresholds" in data
         else (current.thresholds if current else list(DEFAULT_THRESHOLDS))
     )
-    return {"scope": scope, "agent": agent, "period": period, "cap_nusd": cap,
-            "thresholds": thresholds}  # fmt: skip
+    return {
+        "scope": scope,
+        "agent": agent,
+        "period": period,
+        "cap_nusd": cap,
+        "thresholds": thresholds,
+    }
 
 
 def _audit_data(budget: Budget) -> dict:
-    return {"scope": budget.scope, "agent": budget.agent, "period": budget.period,
-            "cap_usd": usd(budget.cap_nusd), "thresholds": budget.thresholds}  # fmt: skip
+    return {
+        "scope": budget.scope,
+        "agent": budget.agent,
+        "period": budget.period,
+        "cap_usd": usd(budget.cap_nusd),
+        "thresholds": budget.thresholds,
+    }
 
 
 @transaction.atomic
 def budget_create(*, tenant: Tenant, data: dict, actor: Actor) -> Budget:
     budget = Budget.objects.create(tenant=tenant, **_budget_fields(data))
-    audit_record(tenant=tenant, actor=actor, action="budget.create", target=budget,
-                 data=_audit_data(budget))  # fmt: skip
+    audit_record(
+        tenant=tenant, actor=actor, action="budget.create", target=budget, data=_audit_data(budget)
+    )
     return budget
 
 
@@ -230,32 +249,48 @@ def budget_update(*, budget: Budget, data: dict, actor: Actor) -> Budget:
     fields = _budget_fields(data, partial_of=budget)
     if fields["scope"] != budget.scope or fields["period"] != budget.period:
         # Spend is kept per period of one scope: a different one is a new budget.
-        raise FieldError("scope" if fields["scope"] != budget.scope else "period",
-                         "cannot change; delete the budget and create another")  # fmt: skip
+        raise FieldError(
+            "scope" if fields["scope"] != budget.scope else "period",
+            "cannot change; delete the budget and create another",
+        )
     before = _audit_data(budget)
     for key, value in fields.items():
         setattr(budget, key, value)
     budget.updated_at = timezone.now()
     budget.save()
-    audit_record(tenant=budget.tenant, actor=actor, action="budget.update", target=budget,
-                 data={"before": before, "after": _audit_data(budget)})  # fmt: skip
+    audit_record(
+        tenant=budget.tenant,
+        actor=actor,
+        action="budget.update",
+        target=budget,
+        data={"before": before, "after": _audit_data(budget)},
+    )
     return budget
 
 
 @transaction.atomic
 def budget_delete(*, budget: Budget, actor: Actor) -> None:
-    audit_record(tenant=budget.tenant, actor=actor, action="budget.delete", target=budget,
-                 data=_audit_data(budget))  # fmt: skip
+    audit_record(
+        tenant=budget.tenant,
+        actor=actor,
+        action="budget.delete",
+        target=budget,
+        data=_audit_data(budget),
+    )
     budget.delete()
 
 
 def run_budget_create(*, run, cap_usd) -> Budget:
     """A run's own cap, from POST /api/v1/runs `budget_usd` or the manifest's limits."""
     return Budget.objects.create(
-        tenant_id=run.tenant_id, scope=BudgetScope.RUN, run=run, agent=run.agent.name,
-        period=BudgetPeriod.LIFETIME, cap_nusd=to_nusd(_money(cap_usd, "budget_usd", allow_zero=False)),
+        tenant_id=run.tenant_id,
+        scope=BudgetScope.RUN,
+        run=run,
+        agent=run.agent.name,
+        period=BudgetPeriod.LIFETIME,
+        cap_nusd=to_nusd(_money(cap_usd, "budget_usd", allow_zero=False)),
         thresholds=list(DEFAULT_THRESHOLDS),
-    )  # fmt: skip
+    )
 
 
 @transaction.atomic
@@ -263,6 +298,11 @@ def account_set(*, tenant: Tenant, fail_open: bool, actor: Actor) -> BillingAcco
     account, _ = BillingAccount.objects.update_or_create(
         tenant=tenant, defaults={"fail_open": bool(fail_open)}
     )
-    audit_record(tenant=tenant, actor=actor, action="billing.account", target=account,
-                 data={"fail_open": account.fail_open})  # fmt: skip
+    audit_record(
+        tenant=tenant,
+        actor=actor,
+        action="billing.account",
+        target=account,
+        data={"fail_open": account.fail_open},
+    )
     return account

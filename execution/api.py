@@ -211,9 +211,12 @@ class RunCreateSerializer(serializers.Serializer):
     input = serializers.JSONField(required=False, allow_null=True)
     limits = serializers.DictField(required=False, default=dict)
     budget_usd = serializers.DecimalField(
-        required=False, max_digits=14, decimal_places=6, min_value=Decimal("0.000001"),
+        required=False,
+        max_digits=14,
+        decimal_places=6,
+        min_value=Decimal("0.000001"),
         help_text="this run's own spend cap in USD (also [limits] budget_usd in the manifest)",
-    )  # fmt: skip
+    )
 
     def validate_input(self, value):
         problem = json_value_problem(value)

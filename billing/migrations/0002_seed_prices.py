@@ -9,7 +9,7 @@ from django.db import migrations
 
 SEED = Path(__file__).resolve().parent.parent / "prices" / "2025-11.json"
 PRICES = ("input_usd_per_mtok", "output_usd_per_mtok", "cache_read_usd_per_mtok",
-          "cache_write_usd_per_mtok")  # fmt: skip
+          "cache_write_usd_per_mtok")
 
 
 def seed(apps, schema_editor):
@@ -21,7 +21,7 @@ def seed(apps, schema_editor):
     book = PriceBook.objects.create(
         version=1, source=data["source"],
         **{k: Decimal(v) for k, v in data["platform"].items()},
-    )  # fmt: skip
+    )
     PriceEntry.objects.bulk_create(
         [
             PriceEntry(
@@ -29,7 +29,7 @@ def seed(apps, schema_editor):
                 effective_from=date.fromisoformat(m["effective_from"]),
                 input_includes_cache=m.get("input_includes_cache", False),
                 **{k: Decimal(m[k]) for k in PRICES},
-            )  # fmt: skip
+            )
             for m in data["models"]
         ]
     )

@@ -47,14 +47,25 @@ def cost_queue(settings):
         drain_cost_queue(queue)
 
 
-def chat_attrs(model="claude-sonnet-4-20250514", *, tokens=(253, 67), response_id=None,
-               agent="support", provider="anthropic", **extra) -> dict:  # fmt: skip
+def chat_attrs(
+    model="claude-sonnet-4-20250514",
+    *,
+    tokens=(253, 67),
+    response_id=None,
+    agent="support",
+    provider="anthropic",
+    **extra,
+) -> dict:
     attrs = {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-        "gen_ai.request.model": model, "gen_ai.response.model": model,
-        "gen_ai.usage.input_tokens": tokens[0], "gen_ai.usage.output_tokens": tokens[1],
-        "gen_ai.agent.name": agent, "gen_ai.conversation.id": "conv-bill",
-    }  # fmt: skip
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": model,
+        "gen_ai.usage.input_tokens": tokens[0],
+        "gen_ai.usage.output_tokens": tokens[1],
+        "gen_ai.agent.name": agent,
+        "gen_ai.conversation.id": "conv-bill",
+    }
     if response_id:
         attrs["gen_ai.response.id"] = response_id
     attrs.update(extra)

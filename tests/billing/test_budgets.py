@@ -23,8 +23,11 @@ def crossings():
 
 def test_it_creates_shows_changes_and_deletes_budgets_audited(api, acme, make_key):
     admin = make_key(acme, "admin", "read")
-    resp = api.post("/api/v1/budgets", key=admin, json={
-        "scope": "agent", "agent": "support", "period": "day", "cap_usd": "12.50"})  # fmt: skip
+    resp = api.post(
+        "/api/v1/budgets",
+        key=admin,
+        json={"scope": "agent", "agent": "support", "period": "day", "cap_usd": "12.50"},
+    )
     assert resp.status_code == 201, resp.text
     budget = resp.json()
     assert budget["cap_usd"] == "12.5" and budget["thresholds"] == [0.5, 0.8, 1.0]
@@ -40,8 +43,11 @@ def test_it_creates_shows_changes_and_deletes_budgets_audited(api, acme, make_ke
     assert api.delete(path, key=admin).status_code == 204
     assert api.get(path, key=admin).status_code == 404
     with tenant_scope(acme):
-        actions = list(AuditEvent.objects.filter(action__startswith="budget.").values_list(
-            "action", flat=True).order_by("pk"))  # fmt: skip
+        actions = list(
+            AuditEvent.objects.filter(action__startswith="budget.")
+            .values_list("action", flat=True)
+            .order_by("pk")
+        )
     assert actions == ["budget.create", "budget.update", "budget.delete"]
 
 
@@ -102,9 +108,13 @@ def test_external_spend_fires_each_threshold_once_also_when_a_batch_is_resent(
     with tenant_scope(acme):
         # $0.001764 a call (253/67 tokens of claude-sonnet-4) against a $0.01 cap.
         budget = Budget.objects.create(
-            tenant=acme, scope="agent", agent="support", period="month", cap_nusd=10_000_000,
+            tenant=acme,
+            scope="agent",
+            agent="support",
+            period="month",
+            cap_nusd=10_000_000,
             thresholds=[0.5, 0.8, 1.0],
-        )  # fmt: skip
+        )
     batches = [_call_spans() for _ in range(6)]
     with cost_queue(settings) as drain:
         for batch in batches[:3]:
@@ -119,8 +129,9 @@ def test_external_spend_fires_each_threshold_once_also_when_a_batch_is_resent(
         for batch in batches:
             assert send(acme, batch).duplicates == 1
         assert drain() == 0
-        pairs = [(f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}")
-                 for b in batches for s in b]  # fmt: skip
+        pairs = [
+            (f"{s.context.trace_id:032x}", f"{s.context.span_id:016x}") for b in batches for s in b
+        ]
         assert costs.spans_cost(tenant_id=acme.id, spans=pairs) == 0
     assert [c[2] for c in crossings] == [0.5, 0.8, 1.0]
     assert {c[0] for c in crossings} == {budget.pk}

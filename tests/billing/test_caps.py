@@ -24,20 +24,29 @@ CAP = 20_000_000  # $0.02: a few dozen calls, while each reserves about $0.001
 
 
 def _gateway(run, tmp_path) -> Gateway:
-    tracer = RunTracer(tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name,
-                       trace_id=run.trace_id)  # fmt: skip
-    return Gateway(run=run, manifest=run.version.manifest, limits=run.limits, tracer=tracer,
-                   socket_path=tmp_path / f"{run.pk}.sock")  # fmt: skip
+    tracer = RunTracer(
+        tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name, trace_id=run.trace_id
+    )
+    return Gateway(
+        run=run,
+        manifest=run.version.manifest,
+        limits=run.limits,
+        tracer=tracer,
+        socket_path=tmp_path / f"{run.pk}.sock",
+    )
 
 
 def _drive(gateway: Gateway, tenant, errors: list) -> None:
     try:
         with tenant_scope(tenant):
             for i in range(200):
-                reply = gateway.handle("llm.messages", {
-                    "max_tokens": 64,
-                    "messages": [{"role": "user", "content": f"run {gateway.run_id} call {i}"}],
-                })  # fmt: skip
+                reply = gateway.handle(
+                    "llm.messages",
+                    {
+                        "max_tokens": 64,
+                        "messages": [{"role": "user", "content": f"run {gateway.run_id} call {i}"}],
+                    },
+                )
                 # Back to the pool between calls, as the gateway does for busy agents.
                 connection.close()
                 if not reply["ok"]:
@@ -63,11 +72,13 @@ def _concurrent_runs_hold_the_cap(tenant, tmp_path):
                 input=None,
                 limits=None,
                 actor=Actor.system(),
-            )  # fmt: skip
+            )
             for _ in range(RUNS)
         ]
-        gateways = [_gateway(Run.objects.select_related("agent", "version").get(pk=r.pk), tmp_path)
-                    for r in runs]  # fmt: skip
+        gateways = [
+            _gateway(Run.objects.select_related("agent", "version").get(pk=r.pk), tmp_path)
+            for r in runs
+        ]
     errors: list = []
     threads = [threading.Thread(target=_drive, args=(g, tenant, errors)) for g in gateways]
     for t in threads:
@@ -82,8 +93,11 @@ def _concurrent_runs_hold_the_cap(tenant, tmp_path):
         calls = settles.exclude(amount_nusd=0).count()
         reserved = LedgerEntry.objects.filter(entry="reserve").aggregate(s=Sum("amount_nusd"))["s"]
         released = LedgerEntry.objects.filter(entry="release").aggregate(s=Sum("amount_nusd"))["s"]
-        windows = [w for w in windows_for(tenant_id=tenant.id, agent=agent.name, run_id=None)
-                   if w.budget_id == budget.pk]  # fmt: skip
+        windows = [
+            w
+            for w in windows_for(tenant_id=tenant.id, agent=agent.name, run_id=None)
+            if w.budget_id == budget.pk
+        ]
     spent, held = get_store().state(windows)[0]
     # Every reservation was at least the call's actual cost, so the cap held outright.
     assert calls > 10 and settled <= CAP
@@ -94,8 +108,9 @@ def _concurrent_runs_hold_the_cap(tenant, tmp_path):
 
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_fifty_concurrent_runs_never_spend_past_a_cap_on_postgresql(transactional_db, acme,
-                                                                    tmp_path, settings):  # fmt: skip
+def test_fifty_concurrent_runs_never_spend_past_a_cap_on_postgresql(
+    transactional_db, acme, tmp_path, settings
+):
     assert connection.vendor == "postgresql"
     settings.BILLING_BUDGET_STORE = "database"
     _concurrent_runs_hold_the_cap(acme, tmp_path)
@@ -104,8 +119,9 @@ def test_fifty_concurrent_runs_never_spend_past_a_cap_on_postgresql(transactiona
 @pytest.mark.redis
 @pytest.mark.postgres  # the runs' own writes (journal, ledger) need a concurrent database
 @pytest.mark.slow
-def test_fifty_concurrent_runs_never_spend_past_a_cap_on_redis(transactional_db, acme, tmp_path,
-                                                               settings):  # fmt: skip
+def test_fifty_concurrent_runs_never_spend_past_a_cap_on_redis(
+    transactional_db, acme, tmp_path, settings
+):
     settings.BILLING_BUDGET_STORE = "redis"
     _concurrent_runs_hold_the_cap(acme, tmp_path)
 
@@ -123,15 +139,17 @@ def test_a_managed_run_over_its_own_budget_is_stopped_for_the_budget(transaction
     with tenant_scope(acme):
         budget = Budget.objects.get(run=run)
         settled = LedgerEntry.objects.filter(run=run, entry="settle").aggregate(
-            s=Sum("amount_nusd"))["s"]  # fmt: skip
+            s=Sum("amount_nusd")
+        )["s"]
     assert budget.cap_nusd == 10_000_000 and 0 < settled <= budget.cap_nusd
 
 
 def test_a_run_is_refused_with_402_naming_the_spent_budget(api, acme, make_key):
     agent = agent_with_bundle(acme, code=NOOP, manifest=MANIFEST)
     with tenant_scope(acme):
-        budget = Budget.objects.create(tenant=acme, scope="agent", agent=agent.name,
-                                       period="month", cap_nusd=1000)  # fmt: skip
+        budget = Budget.objects.create(
+            tenant=acme, scope="agent", agent=agent.name, period="month", cap_nusd=1000
+        )
         windows = windows_for(tenant_id=acme.id, agent=agent.name, run_id=None)
         get_store().settle(windows, 0, 1000)
     key = make_key(acme, "write", "read")

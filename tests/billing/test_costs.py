@@ -77,18 +77,25 @@ def test_sibling_spans_of_the_same_response_id_count_once(acme):
     _cost_all(acme)
     with tenant_scope(acme):
         assert list(SpanCost.objects.values_list("counted", flat=True).order_by("counted")) == [
-            False, True]  # fmt: skip
+            False,
+            True,
+        ]
         assert Trace.objects.get().input_tokens == 253
 
 
 def test_roll_ups_equal_the_sum_of_their_spans_and_a_resend_changes_nothing(acme, settings):
     models = ["claude-sonnet-4-5", "claude-haiku-4-5", "gpt-4o-mini"]
     for i in range(9):
-        one_call(acme, attrs=chat_attrs(
-            models[i % 3], tokens=(100 * (i + 1), 10 * (i + 1)), agent=f"agent-{i % 2}",
-            provider="openai" if models[i % 3].startswith("gpt") else "anthropic",
-            **{"gen_ai.usage.cache_read.input_tokens": 7 * i},
-        ))  # fmt: skip
+        one_call(
+            acme,
+            attrs=chat_attrs(
+                models[i % 3],
+                tokens=(100 * (i + 1), 10 * (i + 1)),
+                agent=f"agent-{i % 2}",
+                provider="openai" if models[i % 3].startswith("gpt") else "anthropic",
+                **{"gen_ai.usage.cache_read.input_tokens": 7 * i},
+            ),
+        )
     assert _cost_all(acme) == 9
     assert _cost_all(acme) == 0  # a redelivered task: nothing twice
     with tenant_scope(acme):
@@ -123,10 +130,20 @@ def test_a_model_without_a_price_is_flagged_and_listed_not_free(api, acme, make_
 
 def test_an_override_prices_the_tenants_spans(acme):
     with tenant_scope(acme):
-        services.price_overrides_set(tenant=acme, actor=Actor.system(), entries=[{
-            "provider": "anthropic", "model": "claude-sonnet-4", "input_usd_per_mtok": "1",
-            "output_usd_per_mtok": "1", "cache_read_usd_per_mtok": "0",
-            "cache_write_usd_per_mtok": "0"}])  # fmt: skip
+        services.price_overrides_set(
+            tenant=acme,
+            actor=Actor.system(),
+            entries=[
+                {
+                    "provider": "anthropic",
+                    "model": "claude-sonnet-4",
+                    "input_usd_per_mtok": "1",
+                    "output_usd_per_mtok": "1",
+                    "cache_read_usd_per_mtok": "0",
+                    "cache_write_usd_per_mtok": "0",
+                }
+            ],
+        )
     from billing.prices import cache
 
     cache.clear()

@@ -16,9 +16,11 @@ pytestmark = pytest.mark.django_db
 
 def test_it_prices_a_call_with_cache_tokens_from_the_seed_book(acme):
     price = price_for(
-        tenant_id=acme.id, provider="anthropic", model="claude-sonnet-4-20250514",
+        tenant_id=acme.id,
+        provider="anthropic",
+        model="claude-sonnet-4-20250514",
         day=date(2025, 10, 1),
-    )  # fmt: skip
+    )
     assert price.model == "claude-sonnet-4" and price.version == 1
     # 253 x $3 + 67 x $15 + 1000 cache reads x $0.30 + 200 cache writes x $3.75, per million.
     cost = price.cost_nusd(input_tokens=253, output_tokens=67, cache_read=1000, cache_write=200)
@@ -26,8 +28,9 @@ def test_it_prices_a_call_with_cache_tokens_from_the_seed_book(acme):
 
 
 def test_it_takes_cached_tokens_out_of_openais_prompt_tokens(acme):
-    price = price_for(tenant_id=acme.id, provider="openai", model="gpt-4o-2024-08-06",
-                      day=date(2025, 10, 1))  # fmt: skip
+    price = price_for(
+        tenant_id=acme.id, provider="openai", model="gpt-4o-2024-08-06", day=date(2025, 10, 1)
+    )
     # 1000 prompt tokens of which 400 cached: 600 x $2.50 + 400 x $1.25 + 100 x $10.
     cost = price.cost_nusd(input_tokens=1000, output_tokens=100, cache_read=400)
     assert usd(cost) == "0.003"
@@ -35,10 +38,17 @@ def test_it_takes_cached_tokens_out_of_openais_prompt_tokens(acme):
 
 def test_it_maps_aliases_dated_and_cloud_ids_to_one_entry(acme):
     assert model_keys("anthropic.claude-sonnet-4-20250514-v1:0")[-1] == "claude-sonnet-4"
-    names = ["claude-sonnet-4", "claude-sonnet-4-0", "claude-sonnet-4-20250514",
-             "anthropic.claude-sonnet-4-20250514-v1:0", "Claude-Sonnet-4"]  # fmt: skip
-    found = {price_for(tenant_id=acme.id, provider="", model=n, day=date(2025, 10, 1)).model
-             for n in names}  # fmt: skip
+    names = [
+        "claude-sonnet-4",
+        "claude-sonnet-4-0",
+        "claude-sonnet-4-20250514",
+        "anthropic.claude-sonnet-4-20250514-v1:0",
+        "Claude-Sonnet-4",
+    ]
+    found = {
+        price_for(tenant_id=acme.id, provider="", model=n, day=date(2025, 10, 1)).model
+        for n in names
+    }
     assert found == {"claude-sonnet-4"}
     assert (
         price_for(tenant_id=acme.id, provider="x", model="no-such-model", day=date.today()) is None
@@ -48,11 +58,19 @@ def test_it_maps_aliases_dated_and_cloud_ids_to_one_entry(acme):
 def test_a_tenant_override_wins_for_that_tenant_only(acme, globex):
     with tenant_scope(acme):
         services.price_overrides_set(
-            tenant=acme, actor=Actor.system(),
-            entries=[{"provider": "anthropic", "model": "claude-sonnet-4",
-                      "input_usd_per_mtok": "1.5", "output_usd_per_mtok": "7.5",
-                      "cache_read_usd_per_mtok": "0.15", "cache_write_usd_per_mtok": "2"}],
-        )  # fmt: skip
+            tenant=acme,
+            actor=Actor.system(),
+            entries=[
+                {
+                    "provider": "anthropic",
+                    "model": "claude-sonnet-4",
+                    "input_usd_per_mtok": "1.5",
+                    "output_usd_per_mtok": "7.5",
+                    "cache_read_usd_per_mtok": "0.15",
+                    "cache_write_usd_per_mtok": "2",
+                }
+            ],
+        )
     cache.clear()
     day = date(2025, 10, 1)
     mine = price_for(
@@ -62,21 +80,38 @@ def test_a_tenant_override_wins_for_that_tenant_only(acme, globex):
         tenant_id=globex.id, provider="anthropic", model="claude-sonnet-4-20250514", day=day
     )
     assert mine.override and mine.input == Decimal("1.5")
-    assert usd(mine.cost_nusd(input_tokens=1000, output_tokens=1000, cache_read=1000,
-                              cache_write=1000)) == "0.01115"  # fmt: skip
+    assert (
+        usd(
+            mine.cost_nusd(input_tokens=1000, output_tokens=1000, cache_read=1000, cache_write=1000)
+        )
+        == "0.01115"
+    )
     assert not theirs.override and theirs.input == Decimal(3)
 
 
 def test_load_prices_adds_a_version_and_the_newest_entry_in_force_wins(tmp_path, acme):
     book = {
-        "source": "test", "platform": {"tool_call_usd": "0.001"},
+        "source": "test",
+        "platform": {"tool_call_usd": "0.001"},
         "models": [
-            {"provider": "acme-ai", "model": "m1", "aliases": ["m1-latest"],
-             "effective_from": "2026-01-01", "input_usd_per_mtok": "1", "output_usd_per_mtok": "2"},
-            {"provider": "acme-ai", "model": "m1", "aliases": ["m1-latest"],
-             "effective_from": "2026-06-01", "input_usd_per_mtok": "0.5", "output_usd_per_mtok": "1"},
+            {
+                "provider": "acme-ai",
+                "model": "m1",
+                "aliases": ["m1-latest"],
+                "effective_from": "2026-01-01",
+                "input_usd_per_mtok": "1",
+                "output_usd_per_mtok": "2",
+            },
+            {
+                "provider": "acme-ai",
+                "model": "m1",
+                "aliases": ["m1-latest"],
+                "effective_from": "2026-06-01",
+                "input_usd_per_mtok": "0.5",
+                "output_usd_per_mtok": "1",
+            },
         ],
-    }  # fmt: skip
+    }
     path = tmp_path / "prices.json"
     path.write_text(json.dumps(book))
     call_command("load_prices", str(path))
@@ -96,9 +131,14 @@ def test_the_prices_api_shows_the_book_and_sets_overrides_for_admins(
     body = api.get("/api/v1/prices", key=reader).json()
     assert body["version"] == 1 and "anthropic.com" in body["source"]
     entry = next(e for e in body["entries"] if e["model"] == "claude-haiku-4-5")
-    assert entry == {"provider": "anthropic", "model": "claude-haiku-4-5",
-                     "input_usd_per_mtok": "1", "output_usd_per_mtok": "5",
-                     "cache_read_usd_per_mtok": "0.1", "cache_write_usd_per_mtok": "1.25"}  # fmt: skip
+    assert entry == {
+        "provider": "anthropic",
+        "model": "claude-haiku-4-5",
+        "input_usd_per_mtok": "1",
+        "output_usd_per_mtok": "5",
+        "cache_read_usd_per_mtok": "0.1",
+        "cache_write_usd_per_mtok": "1.25",
+    }
     override = {**entry, "input_usd_per_mtok": "0.8"}
     assert (
         api.request("PUT", "/api/v1/prices", key=reader, json={"entries": [override]}).status_code
@@ -113,15 +153,35 @@ def test_the_prices_api_shows_the_book_and_sets_overrides_for_admins(
 @pytest.mark.parametrize(
     ("entries", "field"),
     [
-        ([{"provider": "anthropic", "model": "", "input_usd_per_mtok": "1", "output_usd_per_mtok": "1"}],
-         "entries[0].model"),
-        ([{"provider": "anthropic", "model": "m", "input_usd_per_mtok": "-1", "output_usd_per_mtok": "1"}],
-         "entries[0].input_usd_per_mtok"),
-        ([{"provider": "anthropic", "model": "m", "input_usd_per_mtok": "1"}],
-         "entries[0].output_usd_per_mtok"),
+        (
+            [
+                {
+                    "provider": "anthropic",
+                    "model": "",
+                    "input_usd_per_mtok": "1",
+                    "output_usd_per_mtok": "1",
+                }
+            ],
+            "entries[0].model",
+        ),
+        (
+            [
+                {
+                    "provider": "anthropic",
+                    "model": "m",
+                    "input_usd_per_mtok": "-1",
+                    "output_usd_per_mtok": "1",
+                }
+            ],
+            "entries[0].input_usd_per_mtok",
+        ),
+        (
+            [{"provider": "anthropic", "model": "m", "input_usd_per_mtok": "1"}],
+            "entries[0].output_usd_per_mtok",
+        ),
         ("nope", "entries"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_override_is_a_400_naming_the_field(api, acme, make_key, entries, field):
     resp = api.request(
         "PUT", "/api/v1/prices", key=make_key(acme, "admin"), json={"entries": entries}

@@ -120,8 +120,12 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         )
         command = subprocess.run(
             [str(Path(sys.prefix) / "bin" / "python"), "manage.py", "showmigrations", "tracing"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert command.returncode == 0 and "[X] 0001_initial" in command.stdout, command.stderr
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

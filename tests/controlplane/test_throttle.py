@@ -63,8 +63,11 @@ def test_it_throttles_guesses_at_one_key_prefix_from_many_addresses(client, acme
 
 def test_it_throttles_unknown_keys_on_otlp_http_and_grpc(client, grpc_address, acme, settings):
     settings.AUTH_FAILURES_PER_ADDRESS = 3
-    bogus = {"HTTP_AUTHORIZATION": "Bearer fd_nope", "content_type": "application/x-protobuf",
-             "REMOTE_ADDR": "10.0.0.5"}  # fmt: skip
+    bogus = {
+        "HTTP_AUTHORIZATION": "Bearer fd_nope",
+        "content_type": "application/x-protobuf",
+        "REMOTE_ADDR": "10.0.0.5",
+    }
     statuses = [client.post("/v1/traces", b"", **bogus).status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]
     stub = trace_service_pb2_grpc.TraceServiceStub(grpc.insecure_channel(grpc_address))
