@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
@@ -67,8 +67,7 @@ class BudgetListView(TenantAPIView):
 
     @extend_schema(summary="The tenant's budgets, each with its current spend and reservations")
     def get(self, request):
-        budgets = list(Budget.objects.order_by("pk")[:1000])
-        return Response(selectors.budgets_with_spend(budgets))
+        return Response(selectors.budgets_with_spend(selectors.budget_list()))
 
     @extend_schema(
         summary="Create a budget",
@@ -87,7 +86,10 @@ class BudgetDetailView(TenantAPIView):
     required_scope = {"GET": Scope.READ, "PUT": Scope.ADMIN, "DELETE": Scope.ADMIN}
 
     def _budget(self, budget_id: int) -> Budget:
-        return get_object_or_404(Budget.objects, pk=budget_id)
+        budget = selectors.budget_get(budget_id=budget_id)
+        if budget is None:
+            raise NotFound(f"no budget {budget_id}")
+        return budget
 
     @extend_schema(summary="One budget with its spend")
     def get(self, request, budget_id: int):

@@ -1,17 +1,18 @@
 """Which budgets a call answers to, and what happens when spend moves their windows."""
 
 import logging
+import time
 from datetime import date
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import Budget, BudgetPeriod, BudgetScope
 from billing.prices import usd
 from billing.signals import budget_threshold_crossed
 from billing.store import Window
+from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,52 @@ def as_window(budget: Budget, *, day: date, run_id: int | None) -> Window:
     )
 
 
-def applicable(*, tenant_id: int, agent: str, run_id: int | None):
-    """The budgets a call of this agent (and run, for a managed one) answers to."""
-    match = Q(scope=BudgetScope.TENANT) | Q(scope=BudgetScope.AGENT, agent=agent)
-    if run_id is not None:
-        match |= Q(scope=BudgetScope.RUN, run_id=run_id) | Q(
-            scope=BudgetScope.RUN, run__isnull=True, agent__in=("", agent)
-        )
-    return Budget.objects.unscoped().filter(Q(tenant_id=tenant_id) & match).order_by("pk")
+def applicable(*, tenant_id: int, agent: str, run_id: int | None) -> list[Budget]:
+    """The budgets a call of this agent (and run, for a managed one) answers to, from
+    the cache below: a budget changed elsewhere applies within TTL seconds."""
+    tenant_wide, own = cache.budgets(tenant_id, run_id)
+    out = []
+    for b in tenant_wide:
+        if b.scope == BudgetScope.TENANT or (b.scope == BudgetScope.AGENT and b.agent == agent):
+            out.append(b)
+        elif b.scope == BudgetScope.RUN and run_id is not None and b.agent in ("", agent):
+            out.append(b)  # a cap on each run (of the agent)
+    return sorted(out + own, key=lambda b: b.pk)
+
+
+class BudgetCache:
+    """Each tenant's budgets that are not one run's own, and each run's own, kept TTL
+    seconds per process (in controlplane.tenantcache), so reserving a call asks the
+    database for its budgets at most once per TTL. Writers invalidate their process's
+    entries on commit."""
+
+    TTL = 2.0
+
+    def __init__(self):
+        self._entries = TenantCache("budgets", size=4000, after_commit=False)
+
+    def budgets(self, tenant_id: int, run_id: int | None) -> tuple[list, list]:
+        tenant_wide = self._fresh(tenant_id, "tenant", lambda: list(
+            Budget.objects.unscoped().filter(tenant_id=tenant_id, run__isnull=True)))  # fmt: skip
+        if run_id is None:
+            return tenant_wide, []
+        own = self._fresh(tenant_id, run_id, lambda: list(
+            Budget.objects.unscoped().filter(tenant_id=tenant_id, run_id=run_id)))  # fmt: skip
+        return tenant_wide, own
+
+    def _fresh(self, tenant_id: int, key, load):
+        now = time.monotonic()
+        held = self._entries.get(tenant_id, key)
+        if held is None or now - held[0] > self.TTL:
+            held = (now, load())
+            self._entries.put(tenant_id, {key: held})
+        return held[1]
+
+    def invalidate(self, tenant_id: int) -> None:
+        transaction.on_commit(lambda: self._entries.invalidate(tenant_id))
+
+
+cache = BudgetCache()
 
 
 def windows_for(

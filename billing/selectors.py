@@ -306,3 +306,24 @@ def _nusd(text: str) -> int:
 def top_costs(*, dimension: str, limit: int = 10) -> list[dict]:
     rows = CostTotal.objects.filter(dimension=dimension).order_by("-cost_nusd")[:limit]
     return [{"key": r.key, "cost_usd": usd(r.cost_nusd), "calls": r.calls} for r in rows]
+
+
+def budget_list() -> list[Budget]:
+    return list(Budget.objects.order_by("pk")[:1000])
+
+
+def budget_get(*, budget_id: int) -> Budget | None:
+    return Budget.objects.filter(pk=budget_id).first()
+
+
+def cost_series(*, since: date, until: date, by: str) -> dict:
+    """Cost per day split by agent or model, as a chart draws it: the days, and for
+    each agent (or model) its cost in USD on each day."""
+    rows = usage(since=since, until=until, group_by=["day", by])
+    days = [(since + timedelta(days=i)).isoformat() for i in range((until - since).days + 1)]
+    at = {d: i for i, d in enumerate(days)}
+    series: dict[str, list[float]] = {}
+    for r in rows:
+        name = r[by] or "(none)"
+        series.setdefault(name, [0.0] * len(days))[at[r["day"]]] += float(r["cost_usd"])
+    return {"days": days, "series": [{"name": n, "values": v} for n, v in sorted(series.items())]}

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from billing.budgets import cache as budget_cache
 from billing.models import (
     DEFAULT_THRESHOLDS,
     BillingAccount,
@@ -238,6 +239,7 @@ def _audit_data(budget: Budget) -> dict:
 @transaction.atomic
 def budget_create(*, tenant: Tenant, data: dict, actor: Actor) -> Budget:
     budget = Budget.objects.create(tenant=tenant, **_budget_fields(data))
+    budget_cache.invalidate(tenant.pk)
     audit_record(
         tenant=tenant, actor=actor, action="budget.create", target=budget, data=_audit_data(budget)
     )
@@ -258,6 +260,7 @@ def budget_update(*, budget: Budget, data: dict, actor: Actor) -> Budget:
         setattr(budget, key, value)
     budget.updated_at = timezone.now()
     budget.save()
+    budget_cache.invalidate(budget.tenant_id)
     audit_record(
         tenant=budget.tenant,
         actor=actor,
@@ -277,11 +280,13 @@ def budget_delete(*, budget: Budget, actor: Actor) -> None:
         target=budget,
         data=_audit_data(budget),
     )
+    budget_cache.invalidate(budget.tenant_id)
     budget.delete()
 
 
 def run_budget_create(*, run, cap_usd) -> Budget:
     """A run's own cap, from POST /api/v1/runs `budget_usd` or the manifest's limits."""
+    budget_cache.invalidate(run.tenant_id)
     return Budget.objects.create(
         tenant_id=run.tenant_id,
         scope=BudgetScope.RUN,

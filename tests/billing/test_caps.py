@@ -162,7 +162,11 @@ def test_a_run_is_refused_with_402_naming_the_spent_budget(api, acme, make_key):
         assert not Run.objects.exists()
     ok = api.post("/api/v1/runs", key=key, json={"agent": agent.name, "budget_usd": "0.5"})
     assert ok.status_code == 402  # the agent's budget is still spent
-    budget.delete()
+    from billing.services import budget_delete
+    from controlplane.services import Actor
+
+    with tenant_scope(acme):
+        budget_delete(budget=budget, actor=Actor.system())
     ok = api.post("/api/v1/runs", key=key, json={"agent": agent.name, "budget_usd": "0.5"})
     assert ok.status_code == 202
     cost = api.get(f"/api/v1/runs/{ok.json()['id']}/cost", key=key).json()
