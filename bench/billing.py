@@ -116,9 +116,11 @@ def _round_trip(ex, tenant, *, hook: bool) -> list[float]:
     settings.EXECUTION_SANDBOX = "bwrap"
     settings.EXECUTION_BUDGET_HOOK = "billing.hook.BudgetHook" if hook else ""
     name = "round-trip-hook" if hook else "round-trip-plain"
-    agent = ex.agent_with_bundle(tenant, name=name, code=ex.ROUND_TRIP, manifest=ex.MANIFEST)
+    # A loaded machine can take more than the default two minutes for 1,000 calls.
+    manifest = ex.MANIFEST + "wall_seconds = 900\ncpu_seconds = 600\n"
+    agent = ex.agent_with_bundle(tenant, name=name, code=ex.ROUND_TRIP, manifest=manifest)
     run = ex.run_now(tenant, agent, input={"n": 1000})
-    assert run.status == "succeeded", run.error
+    assert run.status == "succeeded", (run.status, run.stop_reason, run.error)
     settings.EXECUTION_BUDGET_HOOK = "billing.hook.BudgetHook"
     return run.output[50:]
 

@@ -201,6 +201,10 @@ class BudgetPeriod(models.TextChoices):
 DEFAULT_THRESHOLDS = [0.5, 0.8, 1.0]
 
 
+def default_thresholds() -> list:
+    return list(DEFAULT_THRESHOLDS)
+
+
 class Budget(TenantModel):
     """A hard cap with soft thresholds.
 
@@ -218,7 +222,7 @@ class Budget(TenantModel):
         max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH
     )
     cap_nusd = models.BigIntegerField()
-    thresholds = models.JSONField(default=list)
+    thresholds = models.JSONField(default=default_thresholds)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from billing import selectors as billing_selectors
 from controlplane import services as controlplane_services
 from controlplane.auth import session_tenant
 from controlplane.models import Scope
@@ -80,7 +81,7 @@ def trace_list(request, tenant_slug):
         error, rows, next_cursor = exc, [], None
         filters = None
     context = {
-        "rows": rows,
+        "rows": _with_costs(rows),
         "next_cursor": next_cursor,
         "error": error,
         "filtering": filters is not None and not filters.is_empty,
@@ -199,8 +200,17 @@ def trace_detail(request, tenant_slug, trace_id):
         "detail": detail,
         "big": collapse_below is not None,
         "run": execution_selectors.run_of_trace(run_id=trace.run_id, trace_id=trace.trace_id.hex),
+        "cost": billing_selectors.totals("trace", [trace.trace_id.hex]).get(trace.trace_id.hex),
     }
     return render_page(request, "frontend/trace.html", context)
+
+
+def _with_costs(rows: list) -> list:
+    """Each trace row with billing's cost (one query for the page); None until costed."""
+    costs = billing_selectors.totals("trace", [t.trace_id.hex for t in rows])
+    for t in rows:
+        t.cost = costs.get(t.trace_id.hex)
+    return rows
 
 
 def _span_context(trace, span_hex: str) -> dict | None:
@@ -221,6 +231,7 @@ def _span_context(trace, span_hex: str) -> dict | None:
     output = [present.message_view(m) for m in detail["output_messages"] or []]
     return {
         "span": span,
+        "cost": billing_selectors.span_costs(trace_id=trace.trace_id).get(span.span_id),
         "span_hex": span_hex,
         "offset_ms": (span.start_ns - trace.start_ns) / 1e6,
         "status": present.STATUS.get(span.status_code, "unset"),

@@ -2,7 +2,7 @@ from django.shortcuts import redirect
 from django.urls import include, path
 from django.views.decorators.http import require_GET
 
-from frontend.console import agents, runs
+from frontend.console import agents, costs, runs
 from frontend.decorators import tenant_view
 
 
@@ -17,5 +17,6 @@ urlpatterns = [
     path("", console_home, name="console"),
     path("runs/", include(runs)),
     path("agents/", include(agents)),
+    path("costs/", include(costs)),
     path("settings/", include("frontend.console.settings.urls")),
 ]

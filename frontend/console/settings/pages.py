@@ -31,4 +31,6 @@ PAGES = [
     SettingsPage("tools", "Tools"),
     SettingsPage("credentials", "Credentials"),
     SettingsPage("allowed-hosts", "Allowed hosts"),
+    SettingsPage("budgets", "Budgets"),
+    SettingsPage("prices", "Prices"),
 ]

@@ -1,0 +1,116 @@
+"""Costs page, Settings › Budgets and Settings › Prices: billing in the console."""
+
+import json
+
+import pytest
+
+from billing import costs, services
+from billing.models import Budget, PriceBook, PriceOverride
+from controlplane.models import AuditEvent
+from controlplane.services import Actor
+from controlplane.tenancy import tenant_scope
+from tests.billing.helpers import chat_attrs, one_call
+from tracing.models import Span
+
+BUDGETS = "/t/acme/settings/budgets/"
+PRICES = "/t/acme/settings/prices/"
+
+
+@pytest.fixture(autouse=True)
+def price_book(db):
+    if not PriceBook.objects.exists():
+        services.price_book_load_file(path=services.seed_path())
+
+
+def _costed_calls(tenant, n=3):
+    for i in range(n):
+        one_call(tenant, attrs=chat_attrs(agent=f"agent-{i % 2}"))
+    with tenant_scope(tenant):
+        pairs = [(s.trace_id.hex, s.span_id_hex) for s in Span.objects.all()]
+    costs.spans_cost(tenant_id=tenant.id, spans=pairs)
+
+
+def test_the_costs_page_charts_spend_by_agent_and_model_from_static_files(client, acme):
+    _costed_calls(acme)
+    client.force_login(acme.owner)
+    resp = client.get("/t/acme/costs/")
+    html = resp.content.decode()
+    assert resp.status_code == 200
+    assert 'href="/t/acme/costs/" aria-current="page"' in html
+    assert "frontend/chart-4.6.1.umd.min.js" in html and "frontend/costs.js" in html
+    assert "<script>" not in html and " style=" not in html and "onclick" not in html
+    start = html.index('id="chart-agent" data-series="') + len('id="chart-agent" data-series="')
+    series = json.loads(html[start : html.index('"', start)].replace("&quot;", '"'))
+    assert {s["name"] for s in series["series"]} == {"agent-0", "agent-1"}
+    assert round(sum(sum(s["values"]) for s in series["series"]), 6) == 0.005292
+    assert 'id="top-traces"' in html and "$0.001764" in html
+
+
+def test_budgets_show_as_bars_and_admins_add_and_delete_them_audited(client, acme, acme_viewer):
+    with tenant_scope(acme):
+        Budget.objects.create(tenant=acme, scope="tenant", period="month", cap_nusd=10_000_000)
+    _costed_calls(acme)
+    client.force_login(acme.owner)
+    html = client.get(BUDGETS).content.decode()
+    assert '<meter min="0" max="0.01" low="0.005" high="0.01"' in html
+    assert "$0.005292 of $0.01 (53 %)" in html
+    resp = client.post(BUDGETS, {"scope": "agent", "agent": "support", "period": "day",
+                                 "cap_usd": "5", "thresholds": "0.5, 0.9"}, follow=True)  # fmt: skip
+    assert "holds from now on" in resp.content.decode()
+    with tenant_scope(acme):
+        added = Budget.objects.get(scope="agent")
+    assert added.thresholds == [0.5, 0.9] and added.cap_nusd == 5_000_000_000
+    client.post(f"{BUDGETS}{added.pk}/delete")
+    assert not Budget.all_tenants.filter(pk=added.pk).exists()
+    actions = set(AuditEvent.all_tenants.filter(tenant=acme).values_list("action", flat=True))
+    assert {"budget.create", "budget.delete"} <= actions
+    client.force_login(acme_viewer)
+    assert client.post(BUDGETS, {"scope": "tenant", "cap_usd": "1"}).status_code == 403
+
+
+def test_a_bad_budget_comes_back_with_the_message_on_its_field(client, acme):
+    client.force_login(acme.owner)
+    resp = client.post(BUDGETS, {"scope": "agent", "agent": "", "period": "month",
+                                 "cap_usd": "5", "thresholds": "0.5"})  # fmt: skip
+    assert resp.status_code == 400 and "is required for an agent budget" in resp.content.decode()
+
+
+def test_another_tenants_budget_cannot_be_deleted(client, acme, globex):
+    with tenant_scope(globex):
+        theirs = Budget.objects.create(tenant=globex, scope="tenant", cap_nusd=1)
+    client.force_login(acme.owner)
+    assert client.post(f"{BUDGETS}{theirs.pk}/delete").status_code == 404
+    assert Budget.all_tenants.filter(pk=theirs.pk).exists()
+
+
+def test_admins_set_a_tenant_price_for_a_model(client, acme):
+    client.force_login(acme.owner)
+    html = client.get(PRICES).content.decode()
+    assert 'data-model="claude-sonnet-4"' in html
+    resp = client.post(PRICES, {"provider": "anthropic", "model": "claude-sonnet-4",
+                                "input_usd_per_mtok": "2", "output_usd_per_mtok": "10",
+                                "cache_read_usd_per_mtok": "0", "cache_write_usd_per_mtok": "0"},
+                       follow=True)  # fmt: skip
+    assert "is priced for this tenant" in resp.content.decode()
+    override = PriceOverride.all_tenants.get(tenant=acme)
+    assert (override.model, str(override.input_usd_per_mtok.normalize())) == (
+        "claude-sonnet-4",
+        "2",
+    )
+    assert AuditEvent.all_tenants.filter(tenant=acme, action="prices.override").exists()
+
+
+def test_trace_list_and_view_show_costs(client, acme):
+    _costed_calls(acme, n=1)
+    client.force_login(acme.owner)
+    html = client.get("/t/acme/traces/").content.decode()
+    assert "$0.001764" in html
+    with tenant_scope(acme):
+        trace_id = Span.objects.get().trace_id.hex
+    assert "$0.001764" in client.get(f"/t/acme/traces/{trace_id}/").content.decode()
+
+
+def test_services_used_by_the_pages_refuse_bad_prices(acme):
+    with tenant_scope(acme), pytest.raises(services.FieldError, match="entries\\[0\\].model"):
+        services.price_overrides_set(tenant=acme, actor=Actor.system(), entries=[{
+            "provider": "x", "model": " ", "input_usd_per_mtok": 1, "output_usd_per_mtok": 1}])  # fmt: skip
