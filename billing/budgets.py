@@ -77,12 +77,18 @@ class BudgetCache:
         self._entries = TenantCache("budgets", size=4000, after_commit=False)
 
     def budgets(self, tenant_id: int, run_id: int | None) -> tuple[list, list]:
-        tenant_wide = self._fresh(tenant_id, "tenant", lambda: list(
-            Budget.objects.unscoped().filter(tenant_id=tenant_id, run__isnull=True)))  # fmt: skip
+        tenant_wide = self._fresh(
+            tenant_id,
+            "tenant",
+            lambda: list(Budget.objects.unscoped().filter(tenant_id=tenant_id, run__isnull=True)),
+        )
         if run_id is None:
             return tenant_wide, []
-        own = self._fresh(tenant_id, run_id, lambda: list(
-            Budget.objects.unscoped().filter(tenant_id=tenant_id, run_id=run_id)))  # fmt: skip
+        own = self._fresh(
+            tenant_id,
+            run_id,
+            lambda: list(Budget.objects.unscoped().filter(tenant_id=tenant_id, run_id=run_id)),
+        )
         return tenant_wide, own
 
     def _fresh(self, tenant_id: int, key, load):

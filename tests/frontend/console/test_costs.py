@@ -54,8 +54,17 @@ def test_budgets_show_as_bars_and_admins_add_and_delete_them_audited(client, acm
     html = client.get(BUDGETS).content.decode()
     assert '<meter min="0" max="0.01" low="0.005" high="0.01"' in html
     assert "$0.005292 of $0.01 (53 %)" in html
-    resp = client.post(BUDGETS, {"scope": "agent", "agent": "support", "period": "day",
-                                 "cap_usd": "5", "thresholds": "0.5, 0.9"}, follow=True)  # fmt: skip
+    resp = client.post(
+        BUDGETS,
+        {
+            "scope": "agent",
+            "agent": "support",
+            "period": "day",
+            "cap_usd": "5",
+            "thresholds": "0.5, 0.9",
+        },
+        follow=True,
+    )
     assert "holds from now on" in resp.content.decode()
     with tenant_scope(acme):
         added = Budget.objects.get(scope="agent")
@@ -70,8 +79,10 @@ def test_budgets_show_as_bars_and_admins_add_and_delete_them_audited(client, acm
 
 def test_a_bad_budget_comes_back_with_the_message_on_its_field(client, acme):
     client.force_login(acme.owner)
-    resp = client.post(BUDGETS, {"scope": "agent", "agent": "", "period": "month",
-                                 "cap_usd": "5", "thresholds": "0.5"})  # fmt: skip
+    resp = client.post(
+        BUDGETS,
+        {"scope": "agent", "agent": "", "period": "month", "cap_usd": "5", "thresholds": "0.5"},
+    )
     assert resp.status_code == 400 and "is required for an agent budget" in resp.content.decode()
 
 
@@ -87,10 +98,18 @@ def test_admins_set_a_tenant_price_for_a_model(client, acme):
     client.force_login(acme.owner)
     html = client.get(PRICES).content.decode()
     assert 'data-model="claude-sonnet-4"' in html
-    resp = client.post(PRICES, {"provider": "anthropic", "model": "claude-sonnet-4",
-                                "input_usd_per_mtok": "2", "output_usd_per_mtok": "10",
-                                "cache_read_usd_per_mtok": "0", "cache_write_usd_per_mtok": "0"},
-                       follow=True)  # fmt: skip
+    resp = client.post(
+        PRICES,
+        {
+            "provider": "anthropic",
+            "model": "claude-sonnet-4",
+            "input_usd_per_mtok": "2",
+            "output_usd_per_mtok": "10",
+            "cache_read_usd_per_mtok": "0",
+            "cache_write_usd_per_mtok": "0",
+        },
+        follow=True,
+    )
     assert "is priced for this tenant" in resp.content.decode()
     override = PriceOverride.all_tenants.get(tenant=acme)
     assert (override.model, str(override.input_usd_per_mtok.normalize())) == (
@@ -112,5 +131,10 @@ def test_trace_list_and_view_show_costs(client, acme):
 
 def test_services_used_by_the_pages_refuse_bad_prices(acme):
     with tenant_scope(acme), pytest.raises(services.FieldError, match="entries\\[0\\].model"):
-        services.price_overrides_set(tenant=acme, actor=Actor.system(), entries=[{
-            "provider": "x", "model": " ", "input_usd_per_mtok": 1, "output_usd_per_mtok": 1}])  # fmt: skip
+        services.price_overrides_set(
+            tenant=acme,
+            actor=Actor.system(),
+            entries=[
+                {"provider": "x", "model": " ", "input_usd_per_mtok": 1, "output_usd_per_mtok": 1}
+            ],
+        )
