@@ -49,6 +49,7 @@ def trace_summary(trace: Trace) -> dict:
         "session_id": trace.session_id,
         "run_id": trace.run_id,
         "model": trace.model,
+        "user_id": trace.user_id,
         "start_time": trace.start_time.isoformat(),
         "end_time": trace.end_time.isoformat(),
         "duration_ms": trace.duration_ms,
@@ -114,6 +115,7 @@ class TraceSummarySerializer(serializers.Serializer):
     session_id = serializers.CharField()
     run_id = serializers.CharField()
     model = serializers.CharField()
+    user_id = serializers.CharField(help_text="user.id, enduser.id, langfuse.user.id ...")
     start_time = serializers.DateTimeField()
     end_time = serializers.DateTimeField()
     duration_ms = serializers.FloatField()
@@ -401,3 +403,46 @@ class SessionDetailView(ReadView):
         return Response(
             {"session": session, "traces": with_costs([trace_summary(t) for t in rows])}
         )
+
+
+class SessionMessagesView(ReadView):
+    @extend_schema(
+        operation_id="sessions_messages",
+        summary="A session's conversation: each message once, in order",
+        description=(
+            "Every step of an agent resends the conversation; each message is listed once, "
+            "with the trace and span it first appeared in. System instructions come as a "
+            "message of role `system` where they first appear or change."
+        ),
+        responses=inline_serializer(
+            "SessionMessages",
+            {
+                "session_id": serializers.CharField(),
+                "items": inline_serializer(
+                    "SessionMessage",
+                    {
+                        "trace_id": serializers.CharField(),
+                        "span_id": serializers.CharField(),
+                        "message": serializers.JSONField(help_text="GenAI semconv message"),
+                    },
+                    many=True,
+                ),
+            },
+        ),
+    )
+    def get(self, request, session_id: str):
+        rows = sessions.session_traces(session_id=session_id)
+        if not rows:
+            raise NotFound(f"no session {session_id}")
+        items = []
+        for group in sessions.session_conversation(traces=rows):
+            trace_id = group["trace"].trace_id.hex
+            if group["system"] is not None:
+                message = {"role": "system", "parts": group["system"]}
+                span_id = span_hex(group["system_span_id"])
+                items.append({"trace_id": trace_id, "span_id": span_id, "message": message})
+            for message, span_id in zip(group["messages"], group["span_ids"], strict=True):
+                items.append(
+                    {"trace_id": trace_id, "span_id": span_hex(span_id), "message": message}
+                )
+        return Response({"session_id": session_id, "items": items})

@@ -118,6 +118,8 @@ class Trace(TenantModel):
     session_id = models.CharField(max_length=255, blank=True)
     run_id = models.CharField(max_length=64, blank=True)
     model = models.CharField(max_length=255, blank=True)
+    # Who the agent acted for (user.id, enduser.id, langfuse.user.id ...), redacted.
+    user_id = models.CharField(max_length=255, blank=True, default="")
     start_time = models.DateTimeField()
     end_time = models.DateTimeField()
     # Unix nanoseconds of the same instants: arithmetic on them is portable SQL.
@@ -138,6 +140,7 @@ class Trace(TenantModel):
         indexes = [
             models.Index(fields=["tenant", "-start_time"], name="trace_recent"),
             models.Index(fields=["tenant", "session_id", "start_time"], name="trace_session"),
+            models.Index(fields=["tenant", "user_id", "start_time"], name="trace_user"),
         ]
 
     def __str__(self):

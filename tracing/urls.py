@@ -9,5 +9,10 @@ urlpatterns = [
     path("api/v1/traces/<str:trace_id>", api_read.TraceDetailView.as_view(), name="trace"),
     path("api/v1/spans/<str:span_id>", api_read.SpanDetailView.as_view(), name="span"),
     path("api/v1/sessions", api_read.SessionListView.as_view(), name="sessions"),
+    path(
+        "api/v1/sessions/<path:session_id>/messages",
+        api_read.SessionMessagesView.as_view(),
+        name="session-messages",
+    ),
     path("api/v1/sessions/<path:session_id>", api_read.SessionDetailView.as_view(), name="session"),
 ]

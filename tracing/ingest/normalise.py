@@ -19,8 +19,8 @@ from tracing.models import StatusCode
 # The attribute keys each canonical column is read from, first match wins.
 OPERATION_KEYS = ("gen_ai.operation.name",)
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.model_name")
-RESPONSE_MODEL_KEYS = ("gen_ai.response.model", "llm.model_name")
+REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.request.model_name", "llm.model_name")
+RESPONSE_MODEL_KEYS = ("gen_ai.response.model", "llm.response.model_name", "llm.model_name")
 INPUT_TOKEN_KEYS = (
     "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens",
@@ -33,6 +33,8 @@ OUTPUT_TOKEN_KEYS = (
 )
 SESSION_KEYS = ("gen_ai.conversation.id", "session.id", "gen_ai.session.id")
 AGENT_KEYS = ("gen_ai.agent.name", "agent.name")
+# Who the agent acted for, as the instrumentations and tracing products name it.
+USER_KEYS = ("user.id", "enduser.id", "gen_ai.user.id", "langfuse.user.id", "llm.user")
 TOOL_NAME_KEYS = ("gen_ai.tool.name", "tool.name")
 TOOL_CALL_ID_KEYS = ("gen_ai.tool.call.id", "tool_call.id")
 RUN_ID_KEYS = ("flightdeck.run.id",)
@@ -71,6 +73,7 @@ OPENINFERENCE_KINDS = {
 _LEGACY_MSG = re.compile(r"^gen_ai\.(prompt|completion)\.(\d+)\.(.+)$")
 _OI_MSG = re.compile(r"^llm\.(input|output)_messages\.(\d+)\.message\.(.+)$")
 _OI_TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.tool_call\.(.+)$")
+_OI_CONTENT = re.compile(r"^contents\.(\d+)\.(.+)$")
 _LEGACY_TOOL_CALL = re.compile(r"^tool_calls\.(\d+)\.(.+)$")
 _FLATTENED_PREFIXES = (
     "gen_ai.prompt.",
@@ -142,6 +145,7 @@ class NormalSpan:
     output_tokens: int | None = None
     session_id: str = ""
     agent_name: str = ""
+    user_id: str = ""
     run_id: str = ""
     tool_name: str = ""
     tool_call_id: str = ""
@@ -326,6 +330,32 @@ def _legacy_messages(attrs: dict, which: str) -> list | None:
     return messages
 
 
+def _openinference_contents(fields: dict) -> list[dict]:
+    """`contents.N.message_content.*` parts of one OpenInference message: text as text,
+    images as a placeholder (the image itself is not kept), tool calls as tool calls."""
+    contents: dict[int, dict] = {}
+    for name in list(fields):
+        match = _OI_CONTENT.match(name)
+        if match:
+            contents.setdefault(int(match.group(1)), {})[match.group(2)] = fields.pop(name)
+    parts = []
+    for _, content in sorted(contents.items()):
+        kind = content.get("message_content.type")
+        if "message_content.text" in content:
+            parts.append({"type": "text", "content": str(content["message_content.text"])})
+        elif kind == "image" or any(k.startswith("message_content.image") for k in content):
+            parts.append({"type": "text", "content": "[image]"})
+        elif "tool_call.function.name" in content:
+            parts.append(
+                _tool_call(
+                    content.get("tool_call.id"),
+                    content.get("tool_call.function.name"),
+                    content.get("tool_call.function.arguments"),
+                )
+            )
+    return parts
+
+
 def _openinference_messages(attrs: dict, which: str) -> list | None:
     found = _indexed_messages(attrs, _OI_MSG, which)
     if not found:
@@ -334,12 +364,16 @@ def _openinference_messages(attrs: dict, which: str) -> list | None:
     for _, fields in sorted(found.items()):
         role = fields.pop("role", "assistant" if which == "output" else "user")
         message = _text_message(role, fields.pop("content", None))
-        for call in _take_flattened_calls(fields, _OI_TOOL_CALL):
-            message["parts"].append(
-                _tool_call(
-                    call.get("id"), call.get("function.name"), call.get("function.arguments")
-                )
-            )
+        message["parts"].extend(_openinference_contents(fields))
+        calls = [
+            _tool_call(call.get("id"), call.get("function.name"), call.get("function.arguments"))
+            for call in _take_flattened_calls(fields, _OI_TOOL_CALL)
+        ]
+        # The Anthropic instrumentation lists each tool call twice, under tool_calls and
+        # again as a content part: keep one.
+        message["parts"] = [p for p in message["parts"] if p["type"] != "tool_call"] + (
+            calls or [p for p in message["parts"] if p["type"] == "tool_call"]
+        )
         _as_tool_response(message, fields.pop("tool_call_id", None))
         if fields:
             message["attributes"] = fields
@@ -418,6 +452,7 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
     n.output_tokens = _as_int(_first(attrs, OUTPUT_TOKEN_KEYS))
     n.session_id = str(_first(attrs, SESSION_KEYS) or "")[:255]
     n.agent_name = str(_first(attrs, AGENT_KEYS) or "")[:255]
+    n.user_id = str(_first(attrs, USER_KEYS) or "")[:255]
     n.run_id = str(_first(attrs, RUN_ID_KEYS) or "")[:64]
     n.tool_name = str(_first(attrs, TOOL_NAME_KEYS) or "")[:255]
     n.tool_call_id = str(_first(attrs, TOOL_CALL_ID_KEYS) or "")[:255]

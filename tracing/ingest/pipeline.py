@@ -289,6 +289,8 @@ class _RowBuilder:
         n, counts = pending.span, pending.counts
         service = self._column(n.service_name, 255, counts)
         agent = self._column(n.agent_name, 255, counts)
+        # The trace summary takes the user from the span, so it is redacted here, once.
+        n.user_id = self._column(n.user_id, 255, counts)
         counts.update(self.batch.redactions_of(pending.digests))
         refs = pending.detail.get("refs", {})
         if "in" in refs:
@@ -348,6 +350,7 @@ class _TraceSummary:
     session_id: str = ""
     run_id: str = ""
     model: str = ""
+    user_id: str = ""
     # Times as the connection takes them; set once all the batch's spans are in.
     start_time: object = None
     end_time: object = None
@@ -380,6 +383,8 @@ ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
                     ELSE tracing_trace.session_id END,
   run_id = CASE WHEN tracing_trace.run_id = '' THEN excluded.run_id ELSE tracing_trace.run_id END,
   model = CASE WHEN tracing_trace.model = '' THEN excluded.model ELSE tracing_trace.model END,
+  user_id = CASE WHEN tracing_trace.user_id = '' THEN excluded.user_id
+                 ELSE tracing_trace.user_id END,
   start_time = CASE WHEN excluded.start_ns < tracing_trace.start_ns THEN excluded.start_time
                     ELSE tracing_trace.start_time END,
   end_time = CASE WHEN excluded.end_ns > tracing_trace.end_ns THEN excluded.end_time
@@ -420,6 +425,7 @@ def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[_TraceSumm
         s.agent_name = s.agent_name or n.agent_name
         s.session_id = s.session_id or n.session_id
         s.run_id = s.run_id or n.run_id
+        s.user_id = s.user_id or n.user_id
         s.model = s.model or n.response_model or n.request_model
         s.start_ns = min(s.start_ns, n.start_ns)
         s.end_ns = max(s.end_ns, n.end_ns)

@@ -26,6 +26,7 @@ TRACE_FILTERS = {
     "model": "model a span requested or answered with (exact)",
     "min_duration_ms": "minimum duration in milliseconds",
     "session_id": "session or conversation id (exact)",
+    "user": "the user the trace acted for: user.id, enduser.id, langfuse.user.id (exact)",
     "attr": "key=value a span or its resource carried; repeat to require several",
 }
 PAGING = ("cursor", "limit")
@@ -51,6 +52,7 @@ class TraceFilters:
     model: str = ""
     min_duration_ms: float | None = None
     session_id: str = ""
+    user: str = ""
     attrs: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -120,7 +122,7 @@ def parse_trace_filters(params, *, strict: bool = True, now: datetime | None = N
                 raise FilterError(name, f"unknown filter (known: {known})")
     f = TraceFilters()
     f.q = _single(params, "q")[:500]
-    for name in ("service", "agent", "model", "session_id"):
+    for name in ("service", "agent", "model", "session_id", "user"):
         value = _single(params, name)
         if len(value) > 255:
             raise FilterError(name, "is longer than 255 characters")

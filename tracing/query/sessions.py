@@ -1,6 +1,7 @@
 """Session selectors: traces grouped by session (conversation) id, and the one
 conversation a session's traces hold."""
 
+import orjson
 from django.db.models import Count, Max, Min, Q, Sum
 
 from tracing.models import Span, StatusCode, Trace
@@ -63,7 +64,7 @@ def session_summary(traces: list[Trace]) -> dict:
     }
 
 
-def _overlap(shown: list[str], sequence: list[str], window: int = 400) -> int:
+def _overlap(shown: list, sequence: list, window: int = 400) -> int:
     """How many leading messages of `sequence` are the conversation's tail already."""
     if sequence[: len(shown)] == shown:
         return len(shown)
@@ -73,13 +74,34 @@ def _overlap(shown: list[str], sequence: list[str], window: int = 400) -> int:
     return 0
 
 
+# Said about a message when it was answered, and not repeated when the next step resends
+# it (OpenLLMetry's output carries finish_reason, its next input does not).
+_ANSWER_ONLY = ("finish_reason", "attributes")
+
+
+def _sameness(message) -> bytes:
+    """What makes two stored messages the same turn of the conversation."""
+    if isinstance(message, dict):
+        message = {k: v for k, v in message.items() if k not in _ANSWER_ONLY}
+    return orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
+
+
+_REMOVED = {
+    "role": "unknown",
+    "parts": [{"type": "text", "content": "(payload removed by retention)"}],
+}
+
+
 def session_conversation(*, traces: list[Trace]) -> list[dict]:
     """The conversation across a session's traces, each message once.
 
-    Every chat span resends the conversation so far; messages are content-addressed,
-    so a span's input and output digests line up with what was shown before, and only
-    what follows is new. Returns [{"trace": Trace, "system": value|None,
-    "messages": [message, ...]}] in trace order.
+    Every chat span resends the conversation so far, and a span nested under another
+    (an SDK's own span under an instrumentation's) sends it again; a span's input and
+    output line up with what was shown before, and only what follows is new. Messages
+    are compared by their content, not their digest, so an answer stored with its
+    finish reason is the same message when the next step resends it without. Returns
+    [{"trace": Trace, "system": value|None, "messages": [message, ...],
+    "span_ids": [span id each message first appeared in, ...]}] in trace order.
     """
     if not traces:
         return []
@@ -95,40 +117,40 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
     }
     inputs = Conversations(reader).inputs(refs_of)
     by_trace: dict = {}
+    sequences: dict = {}
     for span in spans:
-        refs = refs_of[(span.trace_id, span.span_id)]
+        key = (span.trace_id, span.span_id)
+        refs = refs_of[key]
         if "in" in refs or "out" in refs:  # the spans that carry a conversation
             by_trace.setdefault(span.trace_id, []).append(span)
-    shown: list[str] = []
+            sequences[key] = inputs.get(key, []) + list(refs.get("out", []))
+    digests = {d for seq in sequences.values() for d in seq}
+    systems = {refs["sys"] for refs in refs_of.values() if refs.get("sys")}
+    reader.prefetch(digests | systems)
+    values, same = {}, {}
+    for digest in digests:
+        try:
+            values[digest] = reader.value(digest)
+        except KeyError:
+            values[digest] = _REMOVED
+        same[digest] = _sameness(values[digest])
+    shown: list[bytes] = []
     system_shown = None
-    groups = []
+    out = []
     for trace in traces:
-        group = {"trace": trace, "system": None, "digests": []}
+        group = {"trace": trace, "system": None, "system_span_id": None}
+        group.update(messages=[], span_ids=[])
         for span in by_trace.get(trace.trace_id, []):
             refs = refs_of[(span.trace_id, span.span_id)]
             if refs.get("sys") and refs["sys"] != system_shown:
-                system_shown = group["system"] = refs["sys"]
-            sequence = inputs.get((span.trace_id, span.span_id), []) + list(refs.get("out", []))
-            start = _overlap(shown, sequence)
-            group["digests"].extend(sequence[start:])
-            shown = shown + sequence[start:]
-        groups.append(group)
-    reader.prefetch(
-        {d for g in groups for d in g["digests"]} | {g["system"] for g in groups if g["system"]}
-    )
-    out = []
-    for group in groups:
-        messages = []
-        for digest in group["digests"]:
-            try:
-                messages.append(reader.value(digest))
-            except KeyError:
-                messages.append(
-                    {
-                        "role": "unknown",
-                        "parts": [{"type": "text", "content": "(payload removed by retention)"}],
-                    }
-                )
-        system = reader.value(group["system"]) if group["system"] else None
-        out.append({"trace": group["trace"], "system": system, "messages": messages})
+                system_shown = refs["sys"]
+                group["system"], group["system_span_id"] = reader.value(system_shown), span.span_id
+            sequence = sequences[(span.trace_id, span.span_id)]
+            keys = [same[d] for d in sequence]
+            start = _overlap(shown, keys)
+            for digest in sequence[start:]:
+                group["messages"].append(values[digest])
+                group["span_ids"].append(span.span_id)
+            shown = shown + keys[start:]
+        out.append(group)
     return out

@@ -39,6 +39,8 @@ def traces_filtered(filters: TraceFilters) -> QuerySet:
         qs = qs.filter(agent_name=filters.agent)
     if filters.session_id:
         qs = qs.filter(session_id=filters.session_id)
+    if filters.user:
+        qs = qs.filter(user_id=filters.user)
     if filters.status == "error":
         qs = qs.filter(status=StatusCode.ERROR)
     elif filters.status == "ok":
