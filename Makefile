@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev']))" > $(VENV)/requirements.txt
+	  print('\n'.join(p['dependencies'] + p['optional-dependencies']['dev'] \
+	  + p['optional-dependencies']['instrumentations']))" > $(VENV)/requirements.txt
 	$(PY) -m pip install -q --disable-pip-version-check -r $(VENV)/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
