@@ -2,6 +2,7 @@
 PostgreSQL + S3, served by gunicorn on a free loopback port."""
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -62,7 +63,7 @@ class Platform:
         if kind == "postgres+s3":
             self._postgres_and_s3()
         manage(self.env, "migrate", "--noinput", "-v0")
-        self.key = manage(self.env, "create_tenant", "bench").strip().splitlines()[-1]
+        self.key = self.create_tenant("bench")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -70,7 +71,8 @@ class Platform:
         import boto3
         import psycopg
 
-        name = "flightdeck_bench"
+        # One database per checkout, so benchmarks in two work trees do not collide.
+        name = "flightdeck_bench_" + hashlib.blake2b(str(ROOT).encode(), digest_size=4).hexdigest()
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as c:
             c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             c.execute(f"CREATE DATABASE {name}")
@@ -94,6 +96,25 @@ class Platform:
         self.s3.create_bucket(Bucket="bench")
         self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{name}"
         self.env["BLOB_STORE_URL"] = f"s3://bench?endpoint_url={endpoint}"
+
+    def create_tenant(self, slug: str) -> str:
+        """A new tenant; returns its API key (scopes ingest and read)."""
+        return manage(self.env, "create_tenant", slug).strip().splitlines()[-1]
+
+    def worker(self, concurrency: int = 2) -> None:
+        """A Celery worker as `make run` starts one (Procfile `worker`): it builds the
+        search index from the tasks ingest queues."""
+        self.procs.append(
+            subprocess.Popen(
+                [PY, "-m", "celery", "-A", "controlplane", "worker", "--loglevel", "WARNING"]
+                + ["--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
 
     def serve(
         self, workers: int = int(os.environ.get("BENCH_WORKERS", 2)), threads: int = 2
@@ -149,18 +170,38 @@ class Platform:
         with sqlite3.connect(self.var / "flightdeck.sqlite3") as c:
             return c.execute(query).fetchall()
 
-    def database_bytes(self) -> int:
+    def stored_by_table(self) -> dict[str, int]:
+        """Bytes on disk by table (its indexes, and FTS5's shadow tables, included), plus
+        free pages and what the WAL still holds after a checkpoint: a user's disk holds
+        all of it."""
         if self.kind == "postgres+s3":
             rows = self.sql(
-                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE 'tracing_%'"
+                "WHERE n.nspname = 'public' AND c.relkind = 'r'"
             )
-            return int(rows[0][0])
-        rows = self.sql("PRAGMA page_count")
-        free = self.sql("PRAGMA freelist_count")
-        size = self.sql("PRAGMA page_size")
-        return (rows[0][0] - free[0][0]) * size[0][0]
+            return {name: int(size) for name, size in rows}
+        import sqlite3
+
+        path = self.var / "flightdeck.sqlite3"
+        with sqlite3.connect(path, timeout=30) as c:
+            for _ in range(50):  # busy while a writer holds the database; try again
+                if c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    break
+                time.sleep(0.1)
+            owner = dict(c.execute("SELECT name, tbl_name FROM sqlite_master"))
+            sizes: dict[str, int] = {}
+            for name, size in c.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name"):
+                table = owner.get(name, name)  # sqlite_schema itself has no row
+                sizes[table] = sizes.get(table, 0) + size
+            page = c.execute("PRAGMA page_size").fetchone()[0]
+            sizes["(free pages)"] = c.execute("PRAGMA freelist_count").fetchone()[0] * page
+        wal = path.with_name(path.name + "-wal")
+        sizes["(wal)"] = wal.stat().st_size if wal.exists() else 0
+        return sizes
+
+    def database_bytes(self) -> int:
+        return sum(self.stored_by_table().values())
 
     def blob_bytes(self) -> int:
         if self.kind == "postgres+s3":
