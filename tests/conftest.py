@@ -5,6 +5,7 @@ import pytest
 from controlplane import services, tenantcache
 from controlplane.models import Role
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
+from tests.workers import celery_worker, messages_api  # noqa: F401 - one of each per run
 
 PASSWORD = "correct horse battery staple"
 

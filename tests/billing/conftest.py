@@ -2,7 +2,7 @@ import pytest
 
 # Managed runs here use the local Messages API and this test run's queues, as in
 # tests/execution.
-from tests.execution.conftest import _execution_settings, messages_api  # noqa: F401
+from tests.execution.conftest import _execution_settings  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

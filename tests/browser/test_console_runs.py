@@ -20,8 +20,8 @@ from execution.models import Run
 from tests.browser.conftest import log_in
 from tests.execution.bundles import agent_with_bundle
 
-# The real worker and the local Messages API server, as the execution tests start them.
-from tests.execution.conftest import QUEUES, celery_worker, messages_api, worker  # noqa: F401
+# Runs go to the real worker of the execution tests (tests/workers.py: one per test run).
+from tests.execution.conftest import QUEUES, worker  # noqa: F401
 
 pytestmark = [
     pytest.mark.browser,

@@ -4,8 +4,6 @@ real Celery worker on this test run's own queues, loopback tool receivers."""
 from tests.execution.conftest import (  # noqa: F401 - fixtures
     _drop_unconsumed_queue,
     _execution_settings,
-    celery_worker,
-    messages_api,
     upstream,
     worker,
 )
