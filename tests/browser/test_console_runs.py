@@ -57,6 +57,16 @@ def release(worker, settings):  # noqa: F811 - the imported fixture
     redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(HOLD)
 
 
+@pytest.fixture
+def within_csp(page):
+    """What the pages do needs nothing the Content-Security-Policy refuses (Chromium says
+    so on the console: polling, out-of-band swaps and the forms must not)."""
+    refused = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and refused.append(m.text))
+    yield
+    assert not refused, refused
+
+
 def example_bundle(folder: Path) -> Path:
     path = folder / "calculator.tar.gz"
     buf = io.BytesIO()
@@ -72,7 +82,7 @@ def run_id_of(url: str) -> int:
 
 
 def test_it_uploads_the_example_agent_runs_it_and_follows_it_live(
-    live_server, page, shot, acme, release, tmp_path
+    live_server, page, shot, acme, release, tmp_path, within_csp
 ):
     base = f"{live_server.url}/t/acme"
     assert not acme.owner.is_superuser and not acme.owner.is_staff
@@ -177,7 +187,7 @@ def test_it_uploads_the_example_agent_runs_it_and_follows_it_live(
 
 
 def test_it_shows_a_viewer_no_controls_refuses_their_posts_and_hides_other_tenants(
-    live_server, chromium, page, shot, acme, acme_viewer, globex, hold
+    live_server, chromium, page, shot, acme, acme_viewer, globex, hold, within_csp
 ):
     agent = agent_with_bundle(
         acme,
