@@ -225,16 +225,22 @@ def main(ctx, input):
 
 
 class RecordingBudget:
-    """A budget hook as billing will plug one in: reserve before, settle after."""
+    """A budget hook (execution/budget.py): admit the run, reserve before each LLM call
+    (and the sandbox's CPU time), settle after. Records the LLM calls."""
 
     calls: list = []
 
-    def reserve(self, *, run_id, request):
-        RecordingBudget.calls.append(("reserve", run_id, request["model"]))
-        return {"run_id": run_id}
+    def admit(self, *, run):
+        pass
+
+    def reserve(self, *, run_id, request, kind="llm"):
+        if kind == "llm":
+            RecordingBudget.calls.append(("reserve", run_id, request["model"]))
+        return {"run_id": run_id, "kind": kind}
 
     def settle(self, *, reservation, usage):
-        RecordingBudget.calls.append(("settle", reservation["run_id"], usage))
+        if reservation["kind"] == "llm":
+            RecordingBudget.calls.append(("settle", reservation["run_id"], usage))
 
 
 def test_it_calls_the_budget_hook_around_each_llm_call(
