@@ -134,6 +134,7 @@ def test_it_lists_runs_newest_first_with_status_agent_and_counts(client, acme, a
     assert "stopped · steps" in text and "asker v1" in text
     assert "5.00 s" in text and "20 3 1.5k / 42" in text
     assert 'href="/t/acme/runs/new/"' in html  # the owner may start runs
+    assert "{#" not in html and "{%" not in html  # no template comment shows as text
 
 
 def test_it_filters_runs_by_status_and_agent_and_refuses_an_unknown_status(client, acme, asker):
