@@ -225,6 +225,10 @@ class RunCreateSerializer(serializers.Serializer):
         return value
 
 
+class RunListQuerySerializer(serializers.Serializer):
+    agent = serializers.CharField(required=False, max_length=100)
+
+
 class RunAcceptedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     status = serializers.CharField()
@@ -249,7 +253,9 @@ class RunListView(TenantListCreateView):
         status = request.query_params.get("status")
         if status and status not in RunStatus.values:
             raise Invalid(f"status must be one of {RunStatus.values}")
-        return selectors.run_list(status=status, agent=request.query_params.get("agent"))[:200]
+        agent = RunListQuerySerializer(data=request.query_params)
+        agent.is_valid(raise_exception=True)  # NUL would reach the database
+        return selectors.run_list(status=status, agent=agent.validated_data.get("agent"))[:200]
 
     def get(self, request):
         from billing.selectors import run_costs

@@ -198,6 +198,8 @@ def test_it_queues_a_run_and_shows_it(api, key, acme):
     assert {"step_count", "trace_id", "error", "stop_reason"} <= set(detail)
     listed = api.get("/api/v1/runs?status=queued", key=key).json()
     assert [r["id"] for r in listed] == [run_id]
+    refused = api.get("/api/v1/runs?agent=ec%00ho", key=key)  # answered 500
+    assert refused.status_code == 400 and list(refused.json()["detail"]) == ["agent"]
     by_id = api.post("/api/v1/runs", key=key, json={"agent": str(agent.id), "version": 1})
     assert by_id.status_code == 202
 
