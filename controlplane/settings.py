@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "replay",
     "tracing",
     "billing",
+    "alerts",
     "frontend",
 ]
 
@@ -355,6 +356,16 @@ CELERY_BEAT_SCHEDULE["tracing.refresh_dictionaries_due"] = {
     "task": "tracing.refresh_dictionaries_due",
     "schedule": 6 * 3600.0,  # a tenant is refreshed once its dictionaries are a week old
 }
+# Alerts (alerts/README.md): detection on ingest, delivery retries, the stuck-run beat.
+ALERTS_QUEUE = env_str("ALERTS_QUEUE") or None  # None: Celery's default queue
+ALERTS_DETECT_ON_INGEST = env_bool("ALERTS_DETECT_ON_INGEST", True)
+ALERTS_RETRY_BUDGET = env_int("ALERTS_RETRY_BUDGET", 3, minimum=0)
+ALERTS_ERROR_WINDOW_MINUTES = env_int("ALERTS_ERROR_WINDOW_MINUTES", 5, minimum=1)
+ALERTS_ERROR_MIN_CALLS = env_int("ALERTS_ERROR_MIN_CALLS", 10, minimum=1)
+ALERTS_COST_SAMPLE = env_int("ALERTS_COST_SAMPLE", 20, minimum=1)
+ALERTS_COST_MIN_SAMPLES = env_int("ALERTS_COST_MIN_SAMPLES", 5, minimum=1)
+ALERTS_WEBHOOK_TIMEOUT = env_int("ALERTS_WEBHOOK_TIMEOUT", 10, minimum=1)
+CELERY_BEAT_SCHEDULE["alerts.stuck_runs"] = {"task": "alerts.stuck_runs", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["execution.requeue_lost_runs"] = {
     "task": "execution.requeue_lost_runs",
     "schedule": 15.0,

@@ -58,6 +58,7 @@ class StopReason(models.TextChoices):
     TOOL_CALLS = "tool_calls"
     BUDGET = "budget"
     LOOP = "loop"
+    ALERT = "alert"  # an alert rule with stop_run (alerts/)
 
 
 FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.STOPPED)
@@ -86,6 +87,9 @@ class Run(TenantModel):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     cancel_requested = models.BooleanField(default=False)
+    # A stop reason asked for from outside the run (an alert rule): the supervisor
+    # stops the gateway with it, so the run's next gateway call is refused.
+    stop_requested = models.CharField(max_length=16, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

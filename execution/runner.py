@@ -159,8 +159,8 @@ class Supervisor:
                     box.kill()
                     gateway.stop("lease lost")
                     return False
-                if state == "cancel":
-                    gateway.stop(StopReason.CANCELLED)
+                if state != "ok":  # cancelled, or stopped by an alert rule
+                    gateway.stop(state)
             time.sleep(0.01)
         return True
 
@@ -169,7 +169,7 @@ class Supervisor:
             run_id=self.run.pk, worker_id=self.worker_id, counters=counters
         ):
             return "lost"
-        return "cancel" if selectors.run_cancel_requested(run_id=self.run.pk) else "ok"
+        return selectors.run_stop_wanted(run_id=self.run.pk) or "ok"
 
     def _verdict(self, gateway: Gateway, outcome, logs: str):
         if gateway.stop_reason:

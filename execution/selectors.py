@@ -81,6 +81,14 @@ def run_cancel_requested(*, run_id: int) -> bool:
     return bool(Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True).first())
 
 
+def run_stop_wanted(*, run_id: int) -> str:
+    """Why the run should stop now ("cancelled", or a reason an alert asked for), or ""."""
+    row = Run.objects.filter(pk=run_id).values_list("cancel_requested", "stop_requested").first()
+    if row is None:
+        return ""
+    return "cancelled" if row[0] else row[1]
+
+
 # --- what the gateway reads while a run is live ------------------------------------------
 
 

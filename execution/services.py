@@ -179,6 +179,21 @@ def run_create(
     return run
 
 
+def run_stop_request(*, run_id: int, reason: str) -> bool:
+    """Stop a run for a reason of its own (loop, budget, alert): a queued run stops
+    now, a running one at its next gateway call. False: it had finished."""
+    now = timezone.now()
+    if Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.STOPPED, stop_reason=reason, finished_at=now
+    ):
+        return True
+    return bool(
+        Run.objects.filter(pk=run_id, status=RunStatus.RUNNING, stop_requested="").update(
+            stop_requested=reason
+        )
+    )
+
+
 @transaction.atomic
 def run_cancel(*, run: Run, actor: Actor) -> Run:
     now = timezone.now()
