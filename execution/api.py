@@ -124,8 +124,9 @@ class AgentVersionListView(TenantListCreateView):
     parser_classes = [MultiPartParser]
     serializer_class = AgentVersionSerializer
 
-    def rows(self, request, agent_id: int):
-        return selectors.agent_version_list(agent=or_404(selectors.agent_get(agent_id=agent_id)))
+    # The agent by id or by name, so a script can use the name it created the agent with.
+    def rows(self, request, agent_ref: str):
+        return selectors.agent_version_list(agent=or_404(selectors.agent_find(ref=agent_ref)))
 
     @extend_schema(
         summary="Upload a bundle (.tar.gz or .zip with flightdeck.toml) as a new version",
@@ -138,9 +139,9 @@ class AgentVersionListView(TenantListCreateView):
         },
         responses={201: AgentVersionSerializer},
     )
-    def post(self, request, agent_id: int):
+    def post(self, request, agent_ref: str):
         # The body is a file, not a serializer's fields: this POST is the one of its own.
-        agent = or_404(selectors.agent_get(agent_id=agent_id))
+        agent = or_404(selectors.agent_find(ref=agent_ref))
         upload = request.FILES.get("bundle")
         if upload is None:
             raise Invalid("send the archive as the multipart field 'bundle'")

@@ -5,7 +5,7 @@ from execution import api
 urlpatterns = [
     path("api/v1/agents", api.AgentListView.as_view(), name="agents"),
     path(
-        "api/v1/agents/<int:agent_id>/versions",
+        "api/v1/agents/<str:agent_ref>/versions",
         api.AgentVersionListView.as_view(),
         name="agent-versions",
     ),

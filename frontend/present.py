@@ -2,6 +2,7 @@
 as a conversation, redaction markers as markers."""
 
 import json
+import math
 import re
 
 from django.utils.html import escape
@@ -225,7 +226,51 @@ def _bar_label(left: float, width: float, text: str) -> str:
 
 
 def axis_ticks(total_ms: float, count_: int = 5) -> list[dict]:
-    return [
-        {"left": i * 100 / count_, "label": duration(total_ms * i / count_) if i else "0"}
-        for i in range(count_ + 1)
-    ]
+    """Ticks at round offsets (1, 2 or 5 times a power of ten) where they really fall,
+    so each label says the time at its tick."""
+    if total_ms <= 0:
+        return [{"left": 0, "label": "0"}]
+    rough = total_ms / count_
+    power = 10 ** math.floor(math.log10(rough))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= rough)
+    ticks, k = [], 0
+    while k * step <= total_ms * (1 + 1e-9):
+        at = k * step
+        ticks.append({"left": round(at * 100 / total_ms, 3), "label": duration(at) if k else "0"})
+        k += 1
+    return ticks
+
+
+def _chat_message(message) -> dict | None:
+    """{"role", "content"} (OpenAI, LangChain, Anthropic blocks) or a GenAI message, for
+    the conversation template; None when it is not a message."""
+    if not isinstance(message, dict) or "role" not in message:
+        return None
+    if "parts" in message or isinstance(message.get("content"), str | None):
+        return message_view(message)
+    parts = []
+    for block in message.get("content") or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append({"type": "text", "content": block.get("text", "")})
+        else:
+            parts.append({"type": "text", "content": pretty(block)})
+    return message_view({"role": message["role"], "parts": parts})
+
+
+def io_view(value) -> dict | None:
+    """A root span's input.value or output.value: a chat when it holds messages (a list
+    of them, or an object with `messages`), indented JSON otherwise."""
+    if value is None or value == "":
+        return None
+    parsed = value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+    listed = parsed.get("messages") if isinstance(parsed, dict) else parsed
+    if isinstance(listed, list) and listed:
+        views = [_chat_message(m) for m in listed]
+        if all(views):
+            return {"messages": views}
+    return {"html": with_redactions(pretty(value))}

@@ -12,6 +12,7 @@ urlpatterns = [
     path(f"{tenant}/traces/", views.trace_list, name="trace-list"),
     path(f"{tenant}/traces/counts", views.trace_counts, name="trace-counts"),
     path(f"{tenant}/traces/<str:trace_id>/", views.trace_detail, name="trace-detail"),
+    path(f"{tenant}/traces/<str:trace_id>/download", views.trace_download, name="trace-download"),
     path(
         f"{tenant}/traces/<str:trace_id>/spans/<str:span_id>",
         views.span_detail,
@@ -19,6 +20,7 @@ urlpatterns = [
     ),
     path(f"{tenant}/sessions/", views.session_list, name="session-list"),
     path(f"{tenant}/sessions/<path:session_id>/", views.session_detail, name="session-detail"),
+    path(f"{tenant}/users/", views.user_list, name="user-list"),
     path(f"{tenant}/setup/", views.setup, name="setup"),
     path(f"{tenant}/setup/key", views.setup_key, name="setup-key"),
     path(f"{tenant}/", include("frontend.console.urls")),

@@ -4,6 +4,8 @@ Views parse, call tracing's selectors and render; one URL serves a page and, for
 its fragment (`is_partial`). Every tenant page goes through `tenant_view`.
 """
 
+import orjson
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -20,7 +22,7 @@ from frontend.decorators import is_partial, tenant_view
 from frontend.forms import LoginForm
 from frontend.render import render_page
 from tracing import selectors
-from tracing.query import sessions, traces
+from tracing.query import export, sessions, traces, users
 from tracing.query.filters import (
     FilterError,
     parse_span_id,
@@ -196,6 +198,10 @@ def trace_detail(request, tenant_slug, trace_id):
         "span_total": len(rows),
         "next_offset": first if first < len(rows) else None,
         "ticks": present.axis_ticks((t1 - t0) / 1e6),
+        "models": sorted(
+            {r[k] for r in rows for k in ("request_model", "response_model") if r.get(k)}
+        ),
+        "root_io": _root_io(trace, rows),
         "selected": selected if detail else "",
         "detail": detail,
         "big": collapse_below is not None,
@@ -203,6 +209,36 @@ def trace_detail(request, tenant_slug, trace_id):
         "cost": billing_selectors.totals("trace", [trace.trace_id.hex]).get(trace.trace_id.hex),
     }
     return render_page(request, "frontend/trace.html", context)
+
+
+def _root_io(trace, rows: list) -> dict | None:
+    """The Input / Output panel: the root span's input.value and output.value, which
+    OpenInference agents, LangGraph and others set."""
+    root = next((r for r in rows if r["parent"] is None), None)
+    if root is None:
+        return None
+    span = selectors.span_get(span_id=root["span_id"], trace_id=trace.trace_id)
+    attributes = selectors.span_detail(span=span)["attributes"] if span else {}
+    shown = {
+        "input": present.io_view(attributes.get("input.value")),
+        "output": present.io_view(attributes.get("output.value")),
+    }
+    return shown if shown["input"] or shown["output"] else None
+
+
+@require_GET
+@tenant_view
+def trace_download(request, tenant_slug, trace_id):
+    """The whole trace as a file: Flightdeck's JSON, or OTLP/JSON (?format=otlp) that
+    POST /v1/traces takes back."""
+    trace = _trace_or_404(trace_id)
+    otlp = request.GET.get("format") == "otlp"
+    write = export.trace_export_otlp if otlp else export.trace_export_json
+    body = write(trace=trace)
+    name = f"trace-{trace.trace_id.hex}{'.otlp' if otlp else ''}.json"
+    response = HttpResponse(orjson.dumps(body), content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 def _with_costs(rows: list) -> list:
@@ -298,9 +334,22 @@ def session_detail(request, tenant_slug, session_id):
     return render_page(request, "frontend/session.html", context)
 
 
+@require_GET
+@tenant_view
+def user_list(request, tenant_slug):
+    """Who the traces acted for: each user's traces, sessions, tokens and cost."""
+    return render_page(request, "frontend/users.html", {"rows": users.user_list()})
+
+
 def _setup_context(request, key: str = "") -> dict:
+    # The gRPC receiver listens on its own port of the host the page was reached by.
+    host = request.get_host()
+    if ":" in host and not host.endswith("]"):
+        host = host.rpartition(":")[0]
+    grpc_port = settings.OTLP_GRPC_ADDRESS.rpartition(":")[2]
     return {
         "endpoint": request.build_absolute_uri("/v1/traces"),
+        "grpc_endpoint": f"http://{host}:{grpc_port}",
         "key": key,
     }
 

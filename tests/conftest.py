@@ -7,6 +7,9 @@ from controlplane.models import Role
 from tests.factories import MembershipFactory, TenantFactory, UserFactory
 from tests.workers import celery_worker, messages_api  # noqa: F401 - one of each per run
 
+# The real instrumentations' fixtures, for the tracing and the browser tests.
+pytest_plugins = ["tests.tracing.instrumented"]
+
 PASSWORD = "correct horse battery staple"
 
 

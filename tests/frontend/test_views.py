@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from django.conf import settings
 
 from tests.tracing.searchdata import BASE_NS, conversation_trace, in_process_provider, index_queue
 
@@ -144,6 +145,9 @@ def test_it_shows_new_tenants_how_to_send_their_first_trace(client, acme):
     page = client.get("/t/acme/traces/").content.decode()
     assert "Send your first trace" in page
     assert "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://testserver/v1/traces" in page
+    grpc_port = settings.OTLP_GRPC_ADDRESS.rpartition(":")[2]
+    assert f"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://testserver:{grpc_port}\n" in page
+    assert "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc" in page
     created = client.post("/t/acme/setup/key")
     text = created.content.decode()
     key = re.search(r"Bearer%20(fd_[A-Za-z0-9_-]+)", text).group(1)

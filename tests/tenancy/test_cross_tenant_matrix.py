@@ -24,7 +24,7 @@ SECRET = "globex-secret-name"
 # Patterns whose placeholders name an object: each is probed with globex's.
 OBJECTS = {
     "api/v1/api-keys/<int:key_id>/revoke",
-    "api/v1/agents/<int:agent_id>/versions",
+    "api/v1/agents/<str:agent_ref>/versions",
     "api/v1/runs/<int:run_id>",
     "api/v1/runs/<int:run_id>/cancel",
     "api/v1/runs/<int:run_id>/steps",
@@ -32,6 +32,7 @@ OBJECTS = {
     "api/v1/traces/<str:trace_id>",
     "api/v1/spans/<str:span_id>",
     "api/v1/sessions/<path:session_id>",
+    "api/v1/sessions/<path:session_id>/messages",
     "api/v1/budgets/<int:budget_id>",
     "t/<slug:tenant_slug>/traces/<str:trace_id>/",
     "t/<slug:tenant_slug>/traces/<str:trace_id>/spans/<str:span_id>",
@@ -118,7 +119,7 @@ def globex_objects(globex):
         )
         budget = Budget.objects.create(tenant=globex, scope="tenant", cap_nusd=10**9)
     return {
-        "agent_id": agent.id, "run_id": run.id, "key_id": key.id, "budget_id": budget.id,
+        "agent_id": agent.id, "agent_ref": agent.name, "run_id": run.id, "key_id": key.id, "budget_id": budget.id,
         "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174",
         "session_id": "globex-conv",
         "membership_id": Membership.objects.unscoped().get(tenant=globex).id,
@@ -126,7 +127,7 @@ def globex_objects(globex):
 
 
 MISSING = {
-    "agent_id": 987654321, "run_id": 987654321, "key_id": 987654321, "budget_id": 987654321,
+    "agent_id": 987654321, "agent_ref": "no-such-agent", "run_id": 987654321, "key_id": 987654321, "budget_id": 987654321,
     "trace_id": "f" * 32, "span_id": "e" * 16, "session_id": "no-such-session",
     "membership_id": 987654321,
 }  # fmt: skip
