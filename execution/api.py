@@ -181,6 +181,7 @@ class RunSerializer(serializers.ModelSerializer):
             "version",
             "status",
             "stop_reason",
+            "limit_hits",
             "error",
             "input",
             "output",

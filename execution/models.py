@@ -81,6 +81,9 @@ class Run(TenantModel):
     output_tokens = models.PositiveBigIntegerField(default=0)
     trace_id = models.CharField(max_length=32, blank=True, default="")
     logs = models.TextField(blank=True, default="")  # tail of the agent's stdout/stderr
+    # The limits the run ran into, by name ("max_processes": forks refused, 1 for the
+    # limit it was stopped for): a contained fork bomb leaves a record.
+    limit_hits = models.JSONField(default=dict, blank=True)
     # Ownership: the worker that runs it renews the lease; an expired lease means the
     # worker died and the run may be taken up again (see services.run_claim).
     lease_owner = models.CharField(max_length=200, blank=True, default="")

@@ -30,6 +30,16 @@ RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 LOG_TAIL = 8192
 MAX_OUTPUT_BYTES = 1024 * 1024
 FINISH_GRACE_SECONDS = 2.0
+# The limit behind each stop reason.
+STOP_LIMITS = {
+    StopReason.TIME: "wall_seconds",
+    StopReason.CPU: "cpu_seconds",
+    StopReason.MEMORY: "memory_mb",
+    StopReason.STEPS: "max_steps",
+    StopReason.TOOL_CALLS: "max_tool_calls",
+    StopReason.BUDGET: "budget",  # the token budget, or a spend cap billing holds
+    StopReason.LOOP: "loop_repeats",
+}
 
 
 def run_dirs(run_id: int) -> Path:
@@ -67,6 +77,7 @@ class Supervisor:
         gateway = box = sandbox_hold = None
         cpu_used = 0.0
         status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
+        hits: dict[str, int] = {}
         try:
             bundle_unpack(
                 tenant_id=run.tenant_id,
@@ -115,6 +126,7 @@ class Supervisor:
                 agent_log.seek(max(0, agent_log.seek(0, 2) - LOG_TAIL))
                 logs = agent_log.read().decode(errors="replace")
             status, reason, error, output = self._verdict(gateway, outcome, logs)
+            hits = dict(outcome.limit_hits)
         except BundleError as exc:
             error = f"the bundle cannot be used: {exc}"
         except BudgetRefused as exc:
@@ -131,10 +143,19 @@ class Supervisor:
             if sandbox_hold is not None:
                 gateway.budget.settle(reservation=sandbox_hold, usage={"cpu_seconds": cpu_used})
             remove_tree(folder)
+        if reason in STOP_LIMITS:
+            hits.setdefault(STOP_LIMITS[reason], 1)
+        tracer.limits_hit(hits, limits=run.limits)
         tracer.finish(status=status, error=error)
         counters = gateway.counters() if gateway is not None else {}
         self._finish(
-            status=status, reason=reason, error=error, output=output, logs=logs, counters=counters
+            status=status,
+            reason=reason,
+            error=error,
+            output=output,
+            logs=logs,
+            counters=counters,
+            limit_hits=hits,
         )
 
     def _supervise(self, box, gateway: Gateway, tracer: RunTracer) -> bool:
@@ -195,19 +216,12 @@ class Supervisor:
             return RunStatus.FAILED, "", f"the output is over {MAX_OUTPUT_BYTES} bytes", None
         return RunStatus.SUCCEEDED, "", "", output
 
-    def _finish(self, *, status, reason, error, output, logs, counters) -> None:
-        written = services.run_finish(
-            run_id=self.run.pk,
-            worker_id=self.worker_id,
-            status=status,
-            reason=reason,
-            error=error,
-            output=output,
-            logs=logs,
-            counters=counters,
-        )
-        if not written:
-            log.warning("run %s: outcome %s dropped, the lease is gone", self.run.pk, status)
+    def _finish(self, **outcome) -> None:
+        """Write the outcome (services.run_finish's fields) while the lease is ours."""
+        if not services.run_finish(run_id=self.run.pk, worker_id=self.worker_id, **outcome):
+            log.warning(
+                "run %s: outcome %s dropped, the lease is gone", self.run.pk, outcome["status"]
+            )
 
 
 def _cpu_seconds(box) -> float:

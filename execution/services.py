@@ -302,12 +302,14 @@ def run_finish(
     output,
     logs: str,
     counters: dict,
+    limit_hits: dict | None = None,
 ) -> bool:
     """Write how the run ended, only while this worker holds the lease; False when it
     no longer does (the outcome is dropped: the run's new owner writes its own)."""
     updated = _lease_held(run_id=run_id, worker_id=worker_id).update(
         status=status,
         stop_reason=reason,
+        limit_hits=limit_hits or {},
         error=error.replace("\x00", ""),
         output=json_safe(output),
         logs=logs.replace("\x00", ""),

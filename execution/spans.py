@@ -146,6 +146,16 @@ class RunTracer:
             except Exception:  # noqa: BLE001 - lost spans must not fail the run
                 log.exception("exporting %d spans of run %s failed", len(spans), self.run_id)
 
+    def limits_hit(self, hits: dict[str, int], *, limits: dict) -> None:
+        """An event on the run's root span for each limit the run ran into."""
+        for name, count in sorted(hits.items()):
+            attributes = {"flightdeck.limit.name": name, "flightdeck.limit.hits": count}
+            if isinstance(limits.get(name), int | float):
+                attributes["flightdeck.limit.value"] = limits[name]
+            self.root.add_event("flightdeck.limit.hit", attributes)
+        if hits:
+            self.root.set_attribute("flightdeck.run.limit_hits", sorted(hits))
+
     def finish(self, *, status: str, error: str = "") -> None:
         self.root.set_attribute("flightdeck.run.status", status)
         if error:

@@ -57,7 +57,7 @@ class BubblewrapBackend(Backend):
 
     def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
         args = [
-            "bwrap",
+            shutil.which("bwrap") or "bwrap",  # by path: it is started with no PATH
             "--unshare-all",  # network, pid, ipc, uts, user, cgroup
             "--die-with-parent",
             "--new-session",  # no TIOCSTI into the host's terminal

@@ -5,6 +5,7 @@ its cgroups, uid slot and rlimits. A backend subclass says how to confine the co
 and not each other."""
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -34,10 +35,19 @@ class SandboxSpec:
     name: str = "sandbox"
 
 
+# The limit each reason the host stops a sandbox for stands for.
+KILLED_FOR_LIMIT = {"time": "wall_seconds", "cpu": "cpu_seconds", "memory": "memory_mb"}
+# bubblewrap's own processes in the sandbox's cgroup and uid: its monitor and pid 1.
+BWRAP_PROCS = 2
+
+
 @dataclass
 class Outcome:
     returncode: int
     killed_for: str = ""  # "", "time", "cpu", "memory": why the host stopped it
+    # Limits the sandbox ran into, by limit name: how often where the host can count
+    # (forks the pids cgroup refused), 1 for the limit it was stopped for.
+    limit_hits: dict[str, int] = field(default_factory=dict)
 
 
 class Sandbox:
@@ -89,7 +99,10 @@ class Sandbox:
         # SIGXCPU: the CPU rlimit; the sandbox reports a signal death as 128 + signal.
         if not reason and rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
             reason = "cpu"
-        return Outcome(returncode=rc, killed_for=reason)
+        hits = {KILLED_FOR_LIMIT[reason]: 1} if reason in KILLED_FOR_LIMIT else {}
+        if refused := self.cgroups.refused_forks():
+            hits["max_processes"] = refused
+        return Outcome(returncode=rc, killed_for=reason, limit_hits=hits)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -106,10 +119,12 @@ class Sandbox:
 class Backend:
     name = "base"
     sandboxed = True
-    # bubblewrap needs only the memory controller: the sandbox's own uid bounds its
-    # processes (RLIMIT_NPROC) and RLIMIT_CPU its CPU time, per process, with the wall
-    # time above both; fewer groups to set up and join on every start.
-    cgroup_controllers: tuple[str, ...] = ("memory",)
+    # bubblewrap: memory, and pids for its processes: the pids cgroup refuses a fork
+    # first and counts the refusals (pids.events), which is how a process-limit hit is
+    # recorded; the sandbox's own uid (RLIMIT_NPROC, one above) is the backstop where
+    # there is no pids cgroup. RLIMIT_CPU bounds CPU time, per process, with the wall
+    # time above both.
+    cgroup_controllers: tuple[str, ...] = ("memory", "pids")
 
     @classmethod
     def available(cls) -> bool:
@@ -122,7 +137,7 @@ class Backend:
     def host_limits(self, limits: Limits) -> Limits:
         """The limits of the host-side cgroups (a backend with its own processes adds
         their overhead)."""
-        return limits
+        return dataclasses.replace(limits, max_processes=limits.max_processes + BWRAP_PROCS)
 
     def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> list[str]:
         # The uid switch is done by setpriv(1), not by Popen(user=...): with a uid
@@ -130,11 +145,18 @@ class Backend:
         drop = []
         if uid is not None:
             drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        # One process above the pids cgroup, so the cgroup refuses (and counts) first.
+        extra = BWRAP_PROCS + (1 if cgroups.has_pids else 0)
         return [
             *drop,
             "prlimit",
-            *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=2),
+            *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=extra),
             "--",
+            # A clean environment for the confining process itself: bubblewrap's pid 1
+            # keeps the environment it was started with (PWD: the worker's folder), and
+            # the sandbox can read it at /proc/1/environ.
+            "env",
+            "-i",
             *self.wrap(spec, uid),
         ]
 

@@ -65,6 +65,14 @@ def cgroup_controllers() -> dict[str, Path]:
     return found
 
 
+def _refused_forks(path: Path) -> int:
+    """How many forks the pids cgroup has refused since it was made (pids.events)."""
+    for line in (path / "pids.events").read_text().splitlines():
+        if line.startswith("max "):
+            return int(line.split()[1])
+    return 0
+
+
 def _oom_kills(path: Path) -> int:
     for line in (path / "memory.oom_control").read_text().splitlines():
         if line.startswith("oom_kill "):
@@ -84,6 +92,7 @@ class CgroupSet:
 
     paths: dict[str, Path] = field(default_factory=dict)
     oom_baseline: int = 0
+    refused_baseline: int = 0
     reused: bool = True
 
     @classmethod
@@ -115,6 +124,7 @@ class CgroupSet:
                 groups.oom_baseline = _oom_kills(path)
             elif controller == "pids":
                 (path / "pids.max").write_text(str(limits.max_processes))
+                groups.refused_baseline = _refused_forks(path)
             elif controller == "cpuacct":
                 (path / "cpuacct.usage").write_text("0")
             groups.paths[controller] = path
@@ -127,6 +137,15 @@ class CgroupSet:
     @property
     def has_memory(self) -> bool:
         return "memory" in self.paths
+
+    @property
+    def has_pids(self) -> bool:
+        return "pids" in self.paths
+
+    def refused_forks(self) -> int:
+        """Forks the pids cgroup refused during this sandbox (0 without one)."""
+        path = self.paths.get("pids")
+        return _refused_forks(path) - self.refused_baseline if path else 0
 
     def oom_killed(self) -> bool:
         path = self.paths.get("memory")

@@ -67,7 +67,9 @@ class RunscBackend(Backend):
             "prlimit",
             f"--cpu={cpu}:{cpu + 1}",
             "--",
-            "runsc",
+            "env",  # a clean environment, as for bubblewrap (base.Backend.command)
+            "-i",
+            shutil.which("runsc") or "runsc",
             "--root",
             str(self.state_dir()),
             *flags,

@@ -1,4 +1,6 @@
-"""The sandbox escape suite: an agent tries each way out; each one is contained.
+"""The sandbox escape suite: an agent tries each way out; each one is contained, and
+the limits it runs into are recorded on the run and its trace. Hostile archives in the
+blob store are refused when a worker unpacks them, in bounded memory.
 
 The agent runs in the real sandbox (bubblewrap here) through the real runtime and
 gateway, in this process, as the worker would run it.
@@ -6,11 +8,24 @@ gateway, in this process, as the worker would run it.
 
 import os
 import secrets
+import tracemalloc
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.execution.bundles import agent_with_bundle, run_now
+from controlplane.tenancy import tenant_scope
+from execution.bundles import bundle_store
+from execution.models import AgentVersion
+from tests.execution.bundles import (
+    agent_with_bundle,
+    make_bundle,
+    run_now,
+    tar_gz_with_folders,
+    tar_gz_with_long_name,
+    tar_gz_with_pax_header,
+    zip_bomb,
+)
 
 ESCAPES = """
 import os, socket, time
@@ -36,6 +51,9 @@ def network():
 def read_host():
     return {p: attempt(lambda p=p: open(p, "rb").read(100).decode(errors="replace"))
             for p in ("/etc/passwd", "/etc/shadow", HOST_FILE, "/root/.bashrc", "/proc/1/environ")}
+
+def pid1_environment():
+    return open("/proc/1/environ", "rb").read().decode(errors="replace")
 
 def write_host():
     return {p: attempt(lambda p=p: open(p, "w").write("pwned"))
@@ -170,6 +188,17 @@ def test_it_hides_host_files(escaper):
             assert result["ok"] is False and "FileNotFoundError" in result["error"], (path, result)
 
 
+def test_it_gives_pid_1_nothing_of_the_hosts_environment(escaper):
+    # Under bubblewrap pid 1 is bubblewrap's own, started with an empty environment;
+    # under gVisor it is the agent's interpreter, with the sandbox's environment.
+    run = escaper("pid1_environment")
+    assert run.status == "succeeded", run.error
+    names = {entry.split("=", 1)[0] for entry in run.output.split("\x00") if entry}
+    assert names <= {"PATH", "HOME", "FD_SOCKET", "FD_BUNDLE", "PYTHONUNBUFFERED"}, run.output
+    for host_path in (str(Path.cwd()), str(Path(__file__).resolve().parents[2])):
+        assert host_path not in run.output
+
+
 def test_it_keeps_the_system_and_bundle_read_only(escaper):
     run = escaper("write_host")
     assert run.status == "succeeded", run.error
@@ -206,26 +235,54 @@ def test_it_keeps_secrets_out_of_the_environment(escaper, monkeypatch, settings)
     assert int(run.output["cap_eff"], 16) == 0  # no capabilities
 
 
-def test_it_contains_a_fork_bomb(escaper):
+def limit_events(tenant, run) -> list[dict]:
+    """The limit-hit events on the run's root span, as the trace store keeps them."""
+    from tracing import selectors
+    from tracing.models import Span
+
+    with tenant_scope(tenant):
+        root = Span.objects.get(trace_id=uuid.UUID(run.trace_id), parent_span_id=None)
+        events = selectors.span_detail(span=root)["events"]
+    return [e["attributes"] for e in events if e["name"] == "flightdeck.limit.hit"]
+
+
+def test_it_contains_a_fork_bomb_and_records_it(escaper, acme, settings, api, make_key):
     run = escaper("fork_bomb", max_processes=16)
     assert run.status == "succeeded", run.error
     assert run.output["forked"] < 16
     assert "Resource temporarily unavailable" in run.output["error"]
+    if settings.EXECUTION_SANDBOX == "runsc":
+        pytest.skip("gVisor enforces RLIMIT_NPROC in its sentry, which counts no refusals")
+    assert run.limit_hits["max_processes"] >= 1
+    (event,) = limit_events(acme, run)
+    assert event["flightdeck.limit.name"] == "max_processes"
+    assert event["flightdeck.limit.value"] == 16 and event["flightdeck.limit.hits"] >= 1
+    shown = api.get(f"/api/v1/runs/{run.pk}", key=make_key(acme, "read")).json()
+    assert shown["limit_hits"] == run.limit_hits
 
 
-def test_it_stops_a_memory_bomb(escaper):
+def test_it_stops_a_memory_bomb(escaper, acme):
     run = escaper("memory_bomb", memory_mb=128)
     assert (run.status, run.stop_reason) == ("stopped", "memory"), (run.error, run.logs)
+    assert run.limit_hits == {"memory_mb": 1}
+    assert [e["flightdeck.limit.name"] for e in limit_events(acme, run)] == ["memory_mb"]
 
 
 def test_it_stops_a_busy_loop_for_cpu(escaper):
     run = escaper("busy_loop", cpu_seconds=1, wall_seconds=30)
     assert (run.status, run.stop_reason) == ("stopped", "cpu"), (run.error, run.logs)
+    assert run.limit_hits == {"cpu_seconds": 1}
 
 
 def test_it_stops_a_run_past_its_wall_time(escaper):
     run = escaper("sleeper", wall_seconds=1)
     assert (run.status, run.stop_reason) == ("stopped", "time")
+    assert run.limit_hits == {"wall_seconds": 1}
+
+
+def test_it_records_nothing_for_a_run_within_its_limits(escaper):
+    run = escaper("environment")
+    assert run.status == "succeeded" and run.limit_hits == {}
 
 
 def test_it_bounds_file_size(escaper):
@@ -246,3 +303,40 @@ def test_it_caps_the_gateway_connections_of_a_run(escaper):
     run = escaper("gateway_flood")
     assert run.status == "succeeded", run.error
     assert 0 < run.output["answered"] <= 64  # the runtime's own connection is one of them
+
+
+MANIFEST = 'entrypoint = "agent:main"\n'
+AGENT = "def main(ctx, input):\n    return 1\n"
+HOSTILE_ARCHIVES = {
+    "pax-header": ("tar.gz", lambda: tar_gz_with_pax_header(1536 * 1024 * 1024)),
+    "gnu-long-name": ("tar.gz", lambda: tar_gz_with_long_name(1024 * 1024)),
+    "tar-bomb": (
+        "tar.gz",
+        lambda: make_bundle({"flightdeck.toml": MANIFEST, "agent.py": AGENT, "z": bytes(60 << 20)}),
+    ),
+    "zip-bomb": ("zip", lambda: zip_bomb(64 * 1024 * 1024)),
+    "folder-flood": (
+        "tar.gz",
+        lambda: tar_gz_with_folders(
+            {"flightdeck.toml": MANIFEST, "agent.py": AGENT}, [f"d{i}" for i in range(3000)]
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_ARCHIVES)
+def test_it_refuses_a_hostile_archive_in_the_store_in_bounded_memory(acme, transactional_db, kind):
+    """The archive a worker unpacks is trusted no more than the uploaded one: here the
+    store's copy of a checked bundle has been swapped for a hostile one."""
+    agent = agent_with_bundle(acme, name="swapped", code=AGENT)
+    fmt, build = HOSTILE_ARCHIVES[kind]
+    sha = bundle_store(tenant_id=acme.id, data=build(), fmt=fmt)
+    AgentVersion.all_tenants.filter(agent=agent).update(bundle_sha256=sha, bundle_format=fmt)
+    tracemalloc.start()
+    try:
+        run = run_now(acme, agent)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert run.status == "failed" and "the bundle cannot be used" in run.error, run.error
+    assert peak < 32 * 1024 * 1024, f"{peak} bytes allocated"
