@@ -118,10 +118,24 @@ def tool_list() -> QuerySet[ToolDefinition]:
     return ToolDefinition.objects.order_by("name")
 
 
+def tool_definition_find(*, name: str) -> ToolDefinition | None:
+    return ToolDefinition.objects.filter(name=name).first()
+
+
 def credential_list() -> QuerySet[Credential]:
     """The vault's entries by name; the ciphertext stays in the database."""
     return Credential.objects.defer("ciphertext").order_by("name")
 
 
+def credential_ciphertext(*, name: str) -> bytes | None:
+    """The sealed value of the credential `name`; only the vault opens it."""
+    return Credential.objects.filter(name=name).values_list("ciphertext", flat=True).first()
+
+
 def allowed_host_list() -> QuerySet[AllowedHost]:
     return AllowedHost.objects.order_by("host")
+
+
+def allowed_host_entries() -> list[str]:
+    """The allowlist as stored, for the egress check at call time."""
+    return list(AllowedHost.objects.values_list("host", flat=True))

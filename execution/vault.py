@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
-from execution.models import Credential
+from execution import selectors
 
 
 class VaultError(LookupError):
@@ -53,10 +53,10 @@ def decrypt(ciphertext: bytes) -> str:
 
 def credential_value(*, name: str) -> str:
     """The plaintext of the current tenant's credential `name` (scoped manager)."""
-    credential = Credential.objects.filter(name=name).first()
-    if credential is None:
+    ciphertext = selectors.credential_ciphertext(name=name)
+    if ciphertext is None:
         raise VaultError(f"no credential named {name!r}")
-    return decrypt(credential.ciphertext)
+    return decrypt(ciphertext)
 
 
 REDACTED = "[credential]"

@@ -16,6 +16,7 @@ from functools import cached_property, lru_cache
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from execution import selectors
 from execution.models import ToolDefinition
 from execution.retry import UpstreamError, with_retries
 
@@ -103,7 +104,7 @@ def tool_lookup(*, name: str) -> ToolSpec | None:
     builtins = _builtins()
     if name in builtins:
         return builtins[name]
-    definition = ToolDefinition.objects.filter(name=name).first()
+    definition = selectors.tool_definition_find(name=name)
     return tool_spec_from_definition(definition) if definition else None
 
 

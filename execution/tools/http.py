@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from execution.models import AllowedHost
+from execution import selectors
 from execution.retry import UpstreamError, parse_retry_after
 from execution.tools.egress import BadEntry, egress_client, host_entry_parse
 from execution.vault import Scrubber, VaultError, credential_value
@@ -49,7 +49,7 @@ def host_allowed(url: str) -> bool:
         return False
     with contextlib.suppress(ValueError):
         host = str(ipaddress.ip_address(host))  # as entries store it: [0::1] is ::1
-    for entry in AllowedHost.objects.values_list("host", flat=True):
+    for entry in selectors.allowed_host_entries():
         try:
             name, entry_port = host_entry_parse(entry)
         except BadEntry:
