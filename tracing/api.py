@@ -18,6 +18,11 @@ class RedactionPolicySerializer(serializers.Serializer):
     custom_patterns = PatternSerializer(many=True)
     drop_keys = serializers.ListField(child=serializers.CharField())
     never_scan_keys = serializers.ListField(child=serializers.CharField())
+    scan_infrastructure = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="also scan server.*, net.*, network.* and the host of url.* for personal data",
+    )
     version = serializers.IntegerField(read_only=True)
 
 
@@ -43,6 +48,7 @@ class RedactionPolicyView(TenantAPIView):
                 custom_patterns=[dict(p) for p in body.validated_data["custom_patterns"]],
                 drop_keys=body.validated_data["drop_keys"],
                 never_scan_keys=body.validated_data["never_scan_keys"],
+                scan_infrastructure=body.validated_data["scan_infrastructure"],
             )
         except ServiceError as exc:
             raise ValidationError({"detail": str(exc)}) from None

@@ -314,6 +314,9 @@ class RedactionPolicy(TenantModel):
     never_scan_keys = models.JSONField(default=list, blank=True)  # stored as sent
     # Bumped on every change (0: built-in rules only): payload digests include it, so
     # new rules apply to messages seen before the change too.
+    # Infrastructure attributes (server.*, net.*, network.*, url.* hosts) are scanned
+    # for personal data only when a tenant turns this on: they name services, not people.
+    scan_infrastructure = models.BooleanField(default=False)
     version = models.IntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -65,8 +65,15 @@ def _checked_keys(keys, field: str) -> list[str]:
 
 @transaction.atomic
 def redaction_policy_update(
-    *, tenant: Tenant, custom_patterns, drop_keys, never_scan_keys, actor: Actor
+    *,
+    tenant: Tenant,
+    custom_patterns,
+    drop_keys,
+    never_scan_keys,
+    actor: Actor,
+    scan_infrastructure: bool | None = None,
 ) -> RedactionPolicy:
+    """Replace the tenant's rules; `scan_infrastructure` None keeps what it was."""
     patterns = _checked_patterns(custom_patterns)
     drop = _checked_keys(drop_keys, "drop_keys")
     never = _checked_keys(never_scan_keys, "never_scan_keys")
@@ -74,6 +81,8 @@ def redaction_policy_update(
     policy.custom_patterns = patterns
     policy.drop_keys = drop
     policy.never_scan_keys = never
+    if scan_infrastructure is not None:
+        policy.scan_infrastructure = bool(scan_infrastructure)
     policy.version += 1
     policy.updated_at = timezone.now()
     policy.save()
@@ -87,6 +96,7 @@ def redaction_policy_update(
             "patterns": [p["name"] for p in patterns],
             "drop_keys": drop,
             "never_scan_keys": never,
+            "scan_infrastructure": policy.scan_infrastructure,
         },
     )
     transaction.on_commit(lambda: redaction_setups.invalidate(tenant.pk))

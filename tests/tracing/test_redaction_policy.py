@@ -113,3 +113,40 @@ def test_it_refuses_a_bad_rule_and_keeps_the_old_ones(api, acme, make_key, polic
 
 def test_it_needs_the_admin_scope(api, acme, make_key):
     assert api.get("/api/v1/redaction-policy", key=make_key(acme, "read")).status_code == 403
+
+
+INFRASTRUCTURE = {
+    "server.address": "10.20.30.40",
+    "server.port": "8443",
+    "net.peer.name": "203.0.113.7",
+    "network.peer.address": "2001:db8::17",
+    "url.full": "https://ops:hunter2secret@10.20.30.40:8443/v1/messages?notify=jane@example.com",
+    "client.address": "198.51.100.23",  # the caller's address: personal data
+}
+
+
+def test_it_leaves_infrastructure_attributes_alone_unless_the_tenant_asks(
+    api, live_server, acme, make_key
+):
+    admin, ingest = make_key(acme, "admin"), make_key(acme, "ingest")
+    send(live_server, ingest, "0000000000000011", **INFRASTRUCTURE)
+    policy = {"custom_patterns": [], "drop_keys": [], "never_scan_keys": []}
+    turned_on = api.request(
+        "PUT", "/api/v1/redaction-policy", key=admin, json={**policy, "scan_infrastructure": True}
+    )
+    assert turned_on.status_code == 200 and turned_on.json()["scan_infrastructure"] is True
+    send(live_server, ingest, "0000000000000012", **INFRASTRUCTURE)
+
+    with tenant_scope(acme):
+        default = selectors.span_detail(span=Span.objects.get(span_id=0x11))["attributes"]
+        scanned = selectors.span_detail(span=Span.objects.get(span_id=0x12))["attributes"]
+    assert default["server.address"] == "10.20.30.40"
+    assert default["net.peer.name"] == "203.0.113.7"
+    assert default["network.peer.address"] == "2001:db8::17"
+    url = default["url.full"]
+    assert url.startswith("https://ops:[PASSWORD:") and "@10.20.30.40:8443/v1/messages?" in url
+    assert "notify=[EMAIL:" in url and "jane@example.com" not in url
+    assert default["client.address"].startswith("[IP:")
+    for key in ("server.address", "net.peer.name", "network.peer.address", "client.address"):
+        assert scanned[key].startswith("[IP:"), key
+    assert "10.20.30.40" not in scanned["url.full"]

@@ -20,6 +20,7 @@ from tracing.ingest.dictionaries import DetailPacker
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
 from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
+from tracing.ingest.redact import URL_KEYS, is_infrastructure
 from tracing.models import PayloadKind, Span, StatusCode, conventional_name
 from tracing.signals import spans_ingested
 
@@ -203,13 +204,18 @@ class _RowBuilder:
         """Attributes to keep in the row, redacted. With `refs`, long strings become
         payloads referenced there; without (event and link attributes), they stay."""
         kept = {}
+        infra = not self.setup.scan_infrastructure
         for key, value in attrs.items():
             if key in self.setup.drop_keys:
                 continue
             scan = key not in self.setup.never_scan_keys
-            if refs is not None and isinstance(value, str) and len(value) >= LEAF_MIN:
+            if infra and scan and is_infrastructure(key):
+                kept[key] = value  # a service's address, not a person's
+            elif refs is not None and isinstance(value, str) and len(value) >= LEAF_MIN:
                 refs[key] = self.batch.value(value, scan=scan)
                 digests.append(refs[key])
+            elif infra and scan and key in URL_KEYS and isinstance(value, str):
+                kept[key] = self.redactor.redact_url(value, counts)
             else:
                 kept[key] = self.redactor.redact_value(value, counts) if scan else value
         return kept

@@ -21,6 +21,7 @@ class TenantRedaction:
     drop_keys: frozenset
     never_scan_keys: frozenset
     version: int
+    scan_infrastructure: bool = False
 
 
 # tenant -> (checked at, its set-up); redaction_policy_update invalidates it.
@@ -53,6 +54,7 @@ def tenant_redaction(tenant_id: int) -> TenantRedaction:
         drop_keys=frozenset(policy.drop_keys if policy else ()),
         never_scan_keys=frozenset(policy.never_scan_keys if policy else ()),
         version=version,
+        scan_infrastructure=bool(policy and policy.scan_infrastructure),
     )
     setups.put(tenant_id, {"setup": (now, setup)})
     return setup

@@ -139,6 +139,22 @@ def _nanp_grouped(value: str, number) -> bool:
     return True
 
 
+# Attributes that name services and networks, not people (OpenTelemetry's server, net,
+# network and url namespaces): not scanned unless a tenant's policy says so. Of a full
+# URL only the scheme, host and port are left alone; its user, path and query are scanned.
+INFRASTRUCTURE_PREFIXES = ("server.", "net.", "network.")
+INFRASTRUCTURE_KEYS = frozenset(
+    ("url.domain", "url.port", "url.scheme", "url.subdomain", "url.registered_domain")
+    + ("url.top_level_domain",)
+)
+URL_KEYS = frozenset(("url.full", "url.original"))
+_URL_HOST = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)(?:([^/?#@]*)@)?([^/?#@]*)(.*)$", re.S)
+
+
+def is_infrastructure(key: str) -> bool:
+    return key.startswith(INFRASTRUCTURE_PREFIXES) or key in INFRASTRUCTURE_KEYS
+
+
 CONFIRM = {"CARD": _card_ok, "IBAN": _iban_ok, "IP": _ip_ok, "PHONE": _phone_ok, "SSN": _ssn_ok}
 
 
@@ -196,6 +212,18 @@ class Redactor:
             return text
         out.append(text[last:])
         return "".join(out)
+
+    def redact_url(self, url: str, counts: Counter) -> str:
+        """A URL with its scheme, host and port kept; the user part, path, query and
+        fragment redacted (a query can hold an e-mail address, the user a password)."""
+        match = _URL_HOST.match(url)
+        if not match:
+            return self.redact(url, counts)
+        scheme, user, host, rest = match.groups()
+        if user is not None:
+            # The URL_PASSWORD detector needs the scheme and the "@" around the user part.
+            user = self.redact(f"{scheme}{user}@", counts)[len(scheme) : -1] + "@"
+        return scheme + (user or "") + host + (self.redact(rest, counts) if rest else "")
 
     def redact_short(self, text: str, counts: Counter) -> str:
         """redact() for short strings, which repeat a lot (models, ids, roles): cached."""

@@ -47,6 +47,12 @@ class PolicyForm(forms.Form):
         help_text="One attribute key a line; not scanned",
     )
 
+    scan_infrastructure = forms.BooleanField(
+        required=False,
+        label="Scan infrastructure attributes",
+        help_text="server.*, net.*, network.* and url.* hosts: off, they name services",
+    )
+
     def clean_custom_patterns(self) -> list[dict]:
         patterns = []
         for number, line in enumerate(_lines(self.cleaned_data["custom_patterns"]), start=1):
@@ -70,6 +76,7 @@ class PolicyForm(forms.Form):
                 "custom_patterns": patterns,
                 "drop_keys": "\n".join(policy.drop_keys),
                 "never_scan_keys": "\n".join(policy.never_scan_keys),
+                "scan_infrastructure": policy.scan_infrastructure,
             }
         )
 

@@ -1,5 +1,7 @@
 """Settings › Redaction: the tenant's rules, edited in a form, and the "test this text" box."""
 
+import re
+
 from controlplane.models import AuditEvent
 from tracing.models import RedactionPolicy
 
@@ -94,3 +96,16 @@ def test_it_shows_a_viewer_the_rules_without_the_form_and_refuses_their_save(
         assert 'id="redaction-policy"' not in html and 'id="redaction-test"' in html
         assert client.post(URL, {"custom_patterns": ""}).status_code == 403
     assert RedactionPolicy.all_tenants.get(tenant=acme).version == 1
+
+
+def test_it_turns_the_scan_of_infrastructure_attributes_on_and_off(client, acme):
+    client.force_login(acme.owner)
+    client.post(URL, {**RULES, "scan_infrastructure": "on"})
+    assert RedactionPolicy.all_tenants.get(tenant=acme).scan_infrastructure is True
+    box = re.search(
+        r'<input type="checkbox" name="scan_infrastructure"[^>]*>', client.get(URL).content.decode()
+    )
+    assert box and " checked" in box.group(0)
+    client.post(URL, RULES)  # an unticked box is not sent
+    policy = RedactionPolicy.all_tenants.get(tenant=acme)
+    assert policy.scan_infrastructure is False and policy.version == 2
