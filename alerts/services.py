@@ -148,8 +148,8 @@ def _egress_problem(url: str) -> str | None:
         return "has a bad port"
     except UpstreamError as exc:
         return str(exc)
-    except Exception as exc:  # noqa: BLE001 - a name that does not resolve
-        return f"cannot be reached: {exc}"
+    except Exception:  # noqa: BLE001 - a name that does not resolve (yet): each
+        return None  # delivery checks again and logs why it failed
     return None
 
 

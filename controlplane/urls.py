@@ -16,6 +16,7 @@ urlpatterns = [
     path("", include("execution.urls")),
     path("", include("tracing.urls")),
     path("", include("billing.urls")),
+    path("", include("alerts.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     # Any other path under /api/ or /v1/ is a JSON 404, with DEBUG on too (Django's

@@ -8,6 +8,7 @@ import json
 import pytest
 from django.urls import URLResolver, get_resolver
 
+from alerts.models import Alert, AlertRule, WebhookEndpoint
 from controlplane import services as controlplane_services
 from controlplane.models import Membership
 from controlplane.services import Actor
@@ -34,6 +35,11 @@ OBJECTS = {
     "api/v1/sessions/<path:session_id>",
     "api/v1/sessions/<path:session_id>/messages",
     "api/v1/budgets/<int:budget_id>",
+    "api/v1/alert-rules/<int:rule_id>",
+    "api/v1/alerts/<int:alert_id>/acknowledge",
+    "api/v1/alerts/<int:alert_id>/resolve",
+    "api/v1/webhook-endpoints/<int:endpoint_id>",
+    "api/v1/webhook-endpoints/<int:endpoint_id>/test",
     "t/<slug:tenant_slug>/traces/<str:trace_id>/",
     "t/<slug:tenant_slug>/traces/<str:trace_id>/spans/<str:span_id>",
     "t/<slug:tenant_slug>/sessions/<path:session_id>/",
@@ -74,6 +80,9 @@ EXEMPT = {
     "api/v1/budgets/check": "checks the caller's tenant's budgets; no id in the path",
     "api/v1/usage": "the caller's tenant's usage; no id in the path",
     "api/v1/statements/<str:month>": "a month of the caller's own tenant, not an object",
+    "api/v1/alert-rules": "collection of the caller's tenant; no id in the path",
+    "api/v1/alerts": "collection of the caller's tenant; no id in the path",
+    "api/v1/webhook-endpoints": "collection of the caller's tenant; no id in the path",
 }
 
 
@@ -118,8 +127,16 @@ def globex_objects(globex):
             tenant=globex, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
         )
         budget = Budget.objects.create(tenant=globex, scope="tenant", cap_nusd=10**9)
+        endpoint = WebhookEndpoint.objects.create(
+            tenant=globex, url=f"https://{SECRET}.example/", secret="whsec_" + SECRET
+        )
+        rule = AlertRule.objects.create(tenant=globex, detector="loop", agent=SECRET)
+        alert = Alert.objects.create(
+            tenant=globex, rule=rule, detector="loop", cause=SECRET, summary=SECRET
+        )
     return {
         "agent_id": agent.id, "agent_ref": agent.name, "run_id": run.id, "key_id": key.id, "budget_id": budget.id,
+        "rule_id": rule.id, "alert_id": alert.id, "endpoint_id": endpoint.id,
         "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174",
         "session_id": "globex-conv",
         "membership_id": Membership.objects.unscoped().get(tenant=globex).id,
@@ -128,6 +145,7 @@ def globex_objects(globex):
 
 MISSING = {
     "agent_id": 987654321, "agent_ref": "no-such-agent", "run_id": 987654321, "key_id": 987654321, "budget_id": 987654321,
+    "rule_id": 987654321, "alert_id": 987654321, "endpoint_id": 987654321,
     "trace_id": "f" * 32, "span_id": "e" * 16, "session_id": "no-such-session",
     "membership_id": 987654321,
 }  # fmt: skip
