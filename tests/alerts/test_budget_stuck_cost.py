@@ -1,0 +1,95 @@
+from datetime import timedelta
+
+import pytest
+from django.test import TestCase
+from django.utils import timezone
+
+from alerts.models import Alert
+from alerts.tasks import budget_crossed, stuck_runs
+from billing.costs import spans_cost
+from controlplane.services import Actor
+from controlplane.tenancy import tenant_scope
+from execution import services as execution_services
+from execution.models import JournalStep, Run, RunStatus
+from tests.alerts.helpers import announced
+from tests.billing.conftest import price_book  # noqa: F401 - costs need the price book
+from tests.billing.helpers import chat_attrs, one_call
+from tests.execution.bundles import agent_with_bundle
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_run(tenant, name="looper"):
+    agent = agent_with_bundle(tenant, name=name, code="def main(ctx, input):\n    return 1\n")
+    with tenant_scope(tenant):
+        return execution_services.run_create(
+            tenant=tenant, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
+        )
+
+
+def event(**fields):
+    return {
+        "budget_id": 7, "scope": "agent", "agent": "looper", "run_id": None, "period": "month",
+        "window": "2026-12", "threshold": 0.8, "cap_usd": "10.00", "spent_usd": "8.10", **fields,
+    }  # fmt: skip
+
+
+def test_it_raises_a_budget_threshold_once_and_stops_the_run(acme, rule):
+    run = queued_run(acme)
+    rule("budget", stop_run=True)
+    budget_crossed(tenant_id=acme.id, event=event(run_id=run.pk))
+    budget_crossed(tenant_id=acme.id, event=event(run_id=run.pk))  # a redelivery
+    (alert,) = Alert.all_tenants.filter(tenant=acme)
+    assert "reached 80% of its cap" in alert.summary and alert.run_id == str(run.pk)
+    run.refresh_from_db()
+    assert (run.status, run.stop_reason) == (RunStatus.STOPPED, "budget")
+
+
+def test_it_keeps_a_budget_rule_to_its_threshold(acme, rule):
+    rule("budget", threshold=1.0)
+    budget_crossed(tenant_id=acme.id, event=event(threshold=0.8))
+    assert not Alert.all_tenants.exists()
+    budget_crossed(tenant_id=acme.id, event=event(threshold=1.0))
+    assert Alert.all_tenants.count() == 1
+
+
+def test_it_asks_a_running_run_to_stop_at_its_next_gateway_call(acme):
+    run = queued_run(acme)
+    Run.all_tenants.filter(pk=run.pk).update(status=RunStatus.RUNNING)
+    from execution.selectors import run_stop_wanted
+
+    with tenant_scope(acme):
+        assert execution_services.run_stop_request(run_id=run.pk, reason="loop")
+        assert run_stop_wanted(run_id=run.pk) == "loop"
+
+
+def test_it_raises_a_run_with_no_step_for_longer_than_the_limit(acme, rule):
+    rule("stuck_run", threshold=60)
+    stuck, busy = queued_run(acme), queued_run(acme, name="busy")
+    long_ago = timezone.now() - timedelta(minutes=10)
+    Run.all_tenants.filter(pk__in=[stuck.pk, busy.pk]).update(
+        status=RunStatus.RUNNING, started_at=long_ago
+    )
+    JournalStep.all_tenants.create(
+        tenant=acme, run=busy, step=1, kind="tool", request_hash="x", created_at=timezone.now()
+    )
+    stuck_runs()
+    stuck_runs()
+    (alert,) = Alert.all_tenants.filter(tenant=acme)
+    assert alert.run_id == str(stuck.pk) and "no step for" in alert.summary
+
+
+def test_it_raises_a_trace_costing_far_more_than_the_agents_median(acme, rule):
+    from alerts.tasks import detect_spans
+
+    rule("cost_spike", threshold=5)
+    seen_batches = []
+    for tokens in [(1000, 100)] * 5 + [(50_000, 5_000), (1200, 100)]:
+        with announced() as seen, TestCase.captureOnCommitCallbacks(execute=True):
+            trace = one_call(acme, attrs=chat_attrs(tokens=tokens, agent="support"))
+        seen_batches.append((trace, seen[0][1]))
+    for _, spans in seen_batches:
+        spans_cost(tenant_id=acme.id, spans=[tuple(s) for s in spans])
+        detect_spans(tenant_id=acme.id, spans=spans)
+    (alert,) = Alert.all_tenants.filter(tenant=acme)
+    assert alert.trace_id == seen_batches[5][0] and alert.detector == "cost_spike"
