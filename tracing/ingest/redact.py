@@ -18,6 +18,8 @@ import re2
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
+from tracing.ingest.secrets import secret_rules
+
 # Order matters: the first alternative that matches at a position wins, so the more
 # specific secrets come before the generic shapes. The patterns are RE2 syntax (no
 # lookarounds, linear time); context checks RE2 cannot express live in CONFIRM.
@@ -102,8 +104,17 @@ def _phone_ok(text: str, value: str, start: int, end: int) -> bool:
     # phone number; require the shape people write phone numbers in.
     if value.isdigit():
         return False
-    # Valid, and grouped as that country writes its numbers: two ids side by side
-    # ("42584 48848") parse as a valid US number, but not in US grouping.
+    # Written in international form (+ and a country code): a phone number, valid or
+    # not (reserved and fictional ranges too), if phonenumbers' lenient matcher takes
+    # it whole as a possible number of that country.
+    if value.lstrip("(").startswith("+"):
+        possible = phonenumbers.PhoneNumberMatcher(
+            value, "US", leniency=phonenumbers.Leniency.POSSIBLE
+        )
+        if any(m.start == 0 and m.end == len(value) for m in possible):
+            return True
+    # Otherwise valid, and grouped as that country writes its numbers: two ids side by
+    # side ("42584 48848") parse as a valid US number, but not in US grouping.
     try:
         number = phonenumbers.parse(value, "US", keep_raw_input=True)
     except phonenumbers.NumberParseException:
@@ -184,10 +195,8 @@ class Redactor:
         tag = hashlib.blake2b(value.encode(), key=self.hash_key, digest_size=2).hexdigest()
         return f"[{kind}:{tag}]"
 
-    def redact(self, text: str, counts: Counter) -> str:
-        if len(text) < MIN_SCAN_LENGTH and not self.has_custom:
-            return text
-        out, last = [], 0
+    def _builtin(self, text: str) -> list[tuple[int, int, str, str]]:
+        found = []
         for match in self.regex.finditer(text):
             group = match.lastgroup
             if group is None:
@@ -204,12 +213,30 @@ class Redactor:
                 start, end = match.span(self.numbers["urlpw"])
                 value = match.group(self.numbers["urlpw"])
                 kind = "PASSWORD"
+            found.append((start, end, kind, value))
+        return found
+
+    def redact(self, text: str, counts: Counter) -> str:
+        if len(text) < MIN_SCAN_LENGTH and not self.has_custom:
+            return text
+        found = self._builtin(text)
+        secrets = secret_rules().find(text)
+        if secrets:
+            # The rule set's secrets first (they know the providers' formats), then
+            # whatever the built-in detectors found outside them.
+            kept: list[tuple] = []
+            for candidate in sorted(secrets, key=lambda f: (f[0], f[0] - f[1])) + found:
+                if all(candidate[1] <= k[0] or candidate[0] >= k[1] for k in kept):
+                    kept.append(candidate)
+            found = sorted(kept)
+        if not found:
+            return text
+        out, last = [], 0
+        for start, end, kind, value in found:
             out.append(text[last:start])
             out.append(self.placeholder(kind, value))
             last = end
             counts[kind] += 1
-        if last == 0:
-            return text
         out.append(text[last:])
         return "".join(out)
 
