@@ -20,7 +20,7 @@ from alerts.models import AlertRule, Detector, ErrorWindow, TraceWatch
 from controlplane.tenancy import tenant_scope
 from tracing import labels
 from tracing.models import Span, StatusCode, Trace
-from tracing.selectors import span_detail, span_stored_detail
+from tracing.selectors import PayloadReader, span_stored_detail
 
 TOOL_OPERATIONS = ("execute_tool",)
 LLM_OPERATIONS = ("chat", "text_completion", "generate_content")
@@ -52,6 +52,7 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         traces = {t.trace_id: t for t in Trace.objects.filter(trace_id__in=by_trace)}
         raised = 0
         fresh: list[Span] = []
+        costs = None
         for trace_id, trace_rows in _group(rows).items():
             trace = traces.get(trace_id)
             agent = (trace.agent_name if trace else "") or _agent(values, trace_rows)
@@ -65,8 +66,9 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
                 findings = []
                 if Detector.LOOP in wanted:
                     calls = [c for s in trace_rows if (c := _call(s, values[s.labels_id]))]
+                    # A loop is one incident per trace and call.
                     findings += [
-                        (Detector.LOOP, f)
+                        (Detector.LOOP, f.with_cause(f"loop:{trace_id.hex}:{f.cause[5:]}"))
                         for f in detectors.loop_scan(
                             watch.state, calls, retry_budget=settings.ALERTS_RETRY_BUDGET
                         )
@@ -81,7 +83,8 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
                     for f in _hallucinations(s)
                 ]
             if Detector.COST_SPIKE in wanted and agent:
-                spike = _cost_spike(trace_id, agent, trace_rows[-1])
+                costs = costs or CostContext(by_trace)
+                spike = _cost_spike(costs, trace_id, agent, trace_rows[-1], by_trace)
                 findings += [(Detector.COST_SPIKE, spike)] if spike else []
             run_id = (trace.run_id if trace else "") or next(
                 (s.run_id for s in trace_rows if s.run_id), ""
@@ -146,39 +149,70 @@ def _call(span: Span, label: dict) -> detectors.Call | None:
     return detectors.Call(_hex(span.span_id), span.start_ns, "llm", model or "llm", key, error)
 
 
+TOOL_LIST_PREFIXES = ("gen_ai.tool.definitions", "llm.tools.", "llm.request.functions.")
+
+
 def _hallucinations(span: Span) -> list[detectors.Finding]:
+    """Reads only what the check needs: the tool list, then the response's messages,
+    and nothing for a request that declared no tools."""
     stored = span_stored_detail(span=span)
-    if "out" not in stored.get("refs", {}):
+    refs = stored.get("refs", {})
+    attributes = dict(stored.get("attributes", {}))
+    large = [k for k in refs if k.startswith(TOOL_LIST_PREFIXES)]
+    if "out" not in refs or not (
+        large or any(k.startswith(TOOL_LIST_PREFIXES) for k in attributes)
+    ):
         return []
-    detail = span_detail(span=span)
-    tools = detectors.tool_definitions(detail["attributes"])
+    reader = PayloadReader(span.tenant_id)
+    reader.fetch([refs[k] for k in large] + list(refs["out"]))
+    attributes.update({k: reader.value(refs[k]) for k in large})
+    tools = detectors.tool_definitions(attributes)
     if tools is None:
-        return []  # the request declared no tools: nothing to hold the calls against
-    return detectors.hallucination_scan(_hex(span.span_id), tools, detail["output_messages"])
+        return []
+    return detectors.hallucination_scan(_hex(span.span_id), tools, reader.values(refs["out"]))
 
 
-def _cost_spike(trace_id: uuid.UUID, agent: str, last: Span) -> detectors.Finding | None:
-    """The trace's cost against the median of the agent's recent traces (costed by
-    billing, which may not have costed this batch yet: a later batch checks again)."""
+class CostContext:
+    """Costs read once per batch: the batch's traces' and each agent's recent median
+    (billing costs spans in a task of its own, which may not have run for this batch
+    yet: the trace's next batch judges it again)."""
+
+    def __init__(self, trace_ids):
+        self.mine = _trace_costs(list(trace_ids))
+        self.medians: dict[str, float | None] = {}
+
+    def median(self, agent: str, batch) -> float | None:
+        if agent not in self.medians:
+            recent = list(
+                Trace.objects.filter(agent_name=agent)
+                .exclude(trace_id__in=batch)
+                .order_by("-start_time")
+                .values_list("trace_id", flat=True)[: settings.ALERTS_COST_SAMPLE]
+            )
+            others = [c for c in _trace_costs(recent).values() if c]
+            enough = len(others) >= settings.ALERTS_COST_MIN_SAMPLES
+            self.medians[agent] = statistics.median(others) if enough else None
+        return self.medians[agent]
+
+
+def _trace_costs(trace_ids: list) -> dict:
     from billing.models import SpanCost
 
-    recent = list(
-        Trace.objects.filter(agent_name=agent)
-        .exclude(trace_id=trace_id)
-        .order_by("-start_time")
-        .values_list("trace_id", flat=True)[: settings.ALERTS_COST_SAMPLE]
-    )
-    costs = dict(
-        SpanCost.objects.filter(trace_id__in=[trace_id, *recent], counted=True)
+    return dict(
+        SpanCost.objects.filter(trace_id__in=trace_ids, counted=True)
         .values_list("trace_id")
         .annotate(total=Sum("cost_nusd"))
         .values_list("trace_id", "total")
     )
-    mine = costs.get(trace_id) or 0
-    others = [costs[t] for t in recent if costs.get(t)]
-    if mine <= 0 or len(others) < settings.ALERTS_COST_MIN_SAMPLES:
+
+
+def _cost_spike(
+    ctx: CostContext, trace_id, agent: str, last: Span, batch
+) -> detectors.Finding | None:
+    mine = ctx.mine.get(trace_id) or 0
+    median = ctx.median(agent, batch) if mine > 0 else None
+    if not median:
         return None
-    median = statistics.median(others)
     return detectors.Finding(
         cause=f"cost_spike:{trace_id.hex}",
         span_id=_hex(last.span_id),

@@ -36,6 +36,10 @@ class Finding:
     detail: dict
     count: int = 0  # how many times; compared with each rule's threshold
 
+    def with_cause(self, cause: str) -> "Finding":
+        self.cause = cause[:255]
+        return self
+
 
 def canonical(value) -> bytes:
     """Arguments as canonical JSON; a JSON text is parsed first, so `{"a": 1}` sent as
