@@ -369,8 +369,9 @@ class PayloadDictionary(TenantModel):
 
 
 class SearchDocumentField(models.TextField):
-    """A full-text document: tsvector on PostgreSQL, the plain text on SQLite (where an
-    FTS5 table kept in step by triggers indexes it; see migration 0003)."""
+    """A full-text document: a tsvector without positions on PostgreSQL; NULL on SQLite,
+    where the terms live in a contentless FTS5 table (migration 0018). Neither keeps a
+    copy of the text: that is in the payload store."""
 
     def db_type(self, connection):
         return "tsvector" if connection.vendor == "postgresql" else "text"
@@ -385,7 +386,7 @@ class SearchText(TenantModel):
 
     tenant = tenant_key_column()
     digest = models.CharField(max_length=32)
-    document = SearchDocumentField()
+    document = SearchDocumentField(null=True)
 
     class Meta(TenantModel.Meta):
         constraints = [

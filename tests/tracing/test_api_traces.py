@@ -340,6 +340,20 @@ def test_it_indexes_each_text_once_per_trace_and_can_run_twice(corpus, acme):
         assert SearchText.objects.count() == texts
 
 
+@pytest.mark.postgres
+def test_it_keeps_terms_without_positions_in_the_index(corpus, acme):
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(*) FILTER (WHERE document = strip(document) "
+            "AND length(document) > 0) FROM tracing_searchtext WHERE tenant_id = %s",
+            [acme.id],
+        )
+        total, stripped = cursor.fetchone()
+    assert total > 0 and stripped == total
+
+
 def _span_ids(trace_hex):
     import uuid
 

@@ -6,8 +6,9 @@ it holds: messages, system instructions, tool arguments and results, error messa
     spans ─▶ payload digests they reference ─▶ new for this trace? ─▶ TraceText rows
                                             └─ text never seen by the tenant? ─▶ SearchText
 
-A text is tokenised once per tenant (SearchText, keyed by the payload digest) and
-listed once per trace (TraceText), however many steps resend it. Everything is
+A text is tokenised once per tenant (SearchText, keyed by the payload digest: its
+terms only, the text stays in the payload store) and listed once per trace
+(TraceText), however many steps resend it. Everything is
 inserted with ON CONFLICT DO NOTHING, so running a batch twice changes nothing.
 """
 
@@ -15,14 +16,14 @@ import hashlib
 import uuid
 from collections import defaultdict
 
-from django.db import connection
+from django.db import connection, transaction
 
 from tracing import labels
 from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
-from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param
+from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
 from tracing.models import PayloadKind, SearchText, Span, TraceText
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
@@ -278,22 +279,39 @@ def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None
 
 
 def _texts_insert(tenant_id: int, texts: dict[str, str]) -> None:
-    """Insert digest -> text rows not stored yet (a second run inserts nothing),
-    tokenised as fulltext.py reads them."""
+    """Index digest -> text rows not indexed yet (a second run adds nothing), tokenised
+    as fulltext.py reads them. The index keeps terms only, never the text (migration
+    0018): a stripped tsvector on PostgreSQL, a contentless FTS5 row on SQLite."""
     if not texts:
         return
-    document = "to_tsvector('simple', %s)" if connection.vendor == "postgresql" else "%s"
     # PostgreSQL text cannot hold NUL characters.
     rows = [
         (tenant_id, digest, text[:MAX_TEXT].replace("\x00", " "))
         for digest, text in sorted(texts.items())
     ]
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 100):
-            chunk = rows[start : start + 100]
-            values = ", ".join([f"(%s, %s, {document})"] * len(chunk))
-            cursor.execute(
-                "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
-                f"VALUES {values} ON CONFLICT DO NOTHING",
-                [v for row in chunk for v in row],
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), 100):
+                chunk = rows[start : start + 100]
+                values = ", ".join(["(%s, %s, strip(to_tsvector('simple', %s)))"] * len(chunk))
+                cursor.execute(
+                    "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
+                    f"VALUES {values} ON CONFLICT DO NOTHING",
+                    [v for row in chunk for v in row],
+                )
+        return
+    text_of = {digest: text for _, digest, text in rows}
+    # The row and its terms commit together: a row without terms would never be indexed
+    # again (the digest counts as known).
+    with write_turn(), transaction.atomic():
+        inserted = insert_ignoring_conflicts(
+            "tracing_searchtext",
+            ("tenant_id", "digest"),
+            [(tenant_id, digest) for digest in text_of],
+            returning=("id", "digest"),
+        )
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO tracing_searchtext_fts (rowid, document) VALUES (%s, %s)",
+                [(row_id, text_of[digest]) for row_id, digest in inserted],
             )
