@@ -273,7 +273,8 @@ EXECUTION_SANDBOX_UID_BASE = env_int("EXECUTION_SANDBOX_UID_BASE", 200000, minim
 EXECUTION_SANDBOX_UID_COUNT = env_int("EXECUTION_SANDBOX_UID_COUNT", 1000, minimum=1)
 EXECUTION_QUEUE = env_str("EXECUTION_QUEUE", "celery")
 EXECUTION_TOOL_QUEUE = env_str("EXECUTION_TOOL_QUEUE", "execution-tools")
-EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 30, minimum=3)
+# Renewed each second, so a dead worker's run is free again within this many seconds.
+EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 5, minimum=3)
 EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3, minimum=1)
 EXECUTION_REQUEUE_QUEUED_AFTER_SECONDS = env_int("EXECUTION_REQUEUE_QUEUED_AFTER_SECONDS", 120)
 EXECUTION_BUNDLE_MAX_BYTES = env_int("EXECUTION_BUNDLE_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
@@ -368,5 +369,7 @@ ALERTS_WEBHOOK_TIMEOUT = env_int("ALERTS_WEBHOOK_TIMEOUT", 10, minimum=1)
 CELERY_BEAT_SCHEDULE["alerts.stuck_runs"] = {"task": "alerts.stuck_runs", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["execution.requeue_lost_runs"] = {
     "task": "execution.requeue_lost_runs",
-    "schedule": 15.0,
+    # Each run is re-enqueued at most once a lease period (recorded on the run), so
+    # looking this often costs one indexed query and never multiplies messages.
+    "schedule": float(EXECUTION_LEASE_SECONDS),
 }

@@ -14,6 +14,7 @@ urlpatterns = [
     ),
     path("api/v1/audit", api.AuditEventListView.as_view(), name="audit"),
     path("", include("execution.urls")),
+    path("", include("replay.urls")),
     path("", include("tracing.urls")),
     path("", include("billing.urls")),
     path("", include("alerts.urls")),

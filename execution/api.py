@@ -348,6 +348,7 @@ class ToolSerializer(serializers.ModelSerializer):
             "timeout_seconds",
             "fallback",
             "rate_per_minute",
+            "idempotent",
             "created_at",
         ]
         read_only_fields = ["id", "created_at"]

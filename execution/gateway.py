@@ -7,6 +7,11 @@ thread per connection answers. For each call:
     else: run limits -> rate limit -> [billing reserve] -> LLM / tool / state / memory
           -> journal insert (committed) -> span -> [billing settle] -> answer
 
+A tool with effects outside the run has its intent journaled before the call and its
+result written after; on resume, an intent with no result is in doubt: called again
+with the same idempotency key if the tool is idempotent, else the run waits for a
+member (needs_reconciliation).
+
 A stop (a limit, a cancel) is answered with {"type": "stopped"}, which the runtime
 raises as RunStopped; the supervisor (runner.py) kills the sandbox.
 """
@@ -78,6 +83,9 @@ class Gateway:
             **state_and_memory_ops(tenant_id=run.tenant_id, run_id=run.pk, agent_id=run.agent_id),
         }
         self._tool_specs: dict = {}
+        self._intents: set[StepIdentity] = set()  # calls whose intent row exists
+        self.awaiting: StepIdentity | None = None  # the call in doubt a member must settle
+        self.diverged: dict | None = None  # a replay's report of its first unknown call
         self._server: socket.socket | None = None
         self._conns: set[socket.socket] = set()
 
@@ -192,13 +200,24 @@ class Gateway:
         if step.step > self.limits["max_steps"]:
             return self._stopped(StopReason.STEPS)
         recorded = self.journal.recorded_step(step)
-        if recorded is not None:
+        if recorded is not None and recorded.done:
             self._count(op, recorded.result if not recorded.is_error else None)
             with self.lock:
                 self.steps += 1
             if recorded.is_error:
                 return {"ok": False, "error": recorded.result}
             return {"ok": True, "result": recorded.result}
+        if recorded is not None:  # an intent without a result: the call is in doubt
+            with self.lock:
+                self._intents.add(step)
+        if self.journal.source is not None:
+            answer = self.journal.source.answer(step, op, _journal_request(op, args))
+            if answer.kind == "diverged":
+                return self._diverged(answer.report)
+            if answer.kind in ("serve", "result"):
+                return self._from_source(step, op, args, answer)
+            if answer.kind == "request":  # a fork's step run live with its edited request
+                args = {**args, **answer.value}
         limited = self._rate_limit(op, args)
         if limited:
             # Journaled like any answer: the same call of a resumed run gets the same one.
@@ -208,8 +227,10 @@ class Gateway:
         started_ns, started = time.time_ns(), time.perf_counter()
         span = {}
         try:
-            result, span = handler(args)
+            result, span = self._tool(args, step) if op == "tool" else handler(args)
             is_error, reply = False, {"ok": True, "result": result}
+        except InDoubt:
+            return self._stopped("needs_reconciliation")
         except OpError as exc:
             result = {"type": exc.type, "message": exc.message}
             span = exc.span
@@ -228,9 +249,55 @@ class Gateway:
             )
         return reply
 
+    def _diverged(self, report: dict) -> dict:
+        from replay.services import run_divergence_record
+
+        with self.lock:
+            first = self.diverged is None
+            if first:
+                self.diverged = report
+        if first:
+            run_divergence_record(run_id=self.run_id, report=report)
+        return self._stopped("diverged")
+
+    def _from_source(self, step: StepIdentity, op: str, args: dict, answer) -> dict:
+        """Answer from the source's journal (nothing upstream is called), journaled in
+        this run too, with the span a live call would have left."""
+        started_ns, started = time.time_ns(), time.perf_counter()
+        if answer.kind == "serve":
+            result, is_error = answer.row.result, answer.row.is_error
+        else:  # a fork's step answered with the result its author gave
+            result, is_error = answer.value, False
+        self._count(op, None if is_error else result)
+        self._journal(step, op, args, result, is_error=is_error, started=started)
+        span = served_span(op, {"model": self.manifest["model"], **args}, result, is_error)
+        if span:
+            if answer.row is not None:
+                span["flightdeck.replay.source_step"] = answer.row.step
+            self.tracer.record(
+                span.pop("name"),
+                start_ns=started_ns,
+                end_ns=time.time_ns(),
+                attributes=span,
+                error=result.get("message", "") if is_error and isinstance(result, dict) else "",
+            )
+        return {"ok": False, "error": result} if is_error else {"ok": True, "result": result}
+
     def _journal(
         self, step: StepIdentity, op, args, result, *, is_error: bool, started: float
     ) -> None:
+        if step in self._intents:
+            services.journal_step_complete(
+                run_id=self.run_id,
+                step=step,
+                result=result,
+                is_error=is_error,
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+            with self.lock:
+                self._intents.discard(step)
+                self.steps += 1
+            return
         services.journal_step_insert(
             tenant_id=self.tenant_id,
             run_id=self.run_id,
@@ -319,15 +386,7 @@ class Gateway:
 
     def _llm(self, args: dict) -> tuple[dict, dict]:
         params = {"model": self.manifest["model"], **args}
-        span = {
-            "name": f"chat {params['model']}",
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": "anthropic",
-            "gen_ai.request.model": params["model"],
-            "gen_ai.request.max_tokens": params.get("max_tokens"),
-            "gen_ai.input.messages": as_json(semconv_messages(params.get("messages"))),
-            "gen_ai.system_instructions": as_json(system_instructions(params.get("system"))),
-        }
+        span = chat_span(params)
         problem = llm.check_params(params)
         if problem:
             raise OpError("llm_error", problem, span)
@@ -340,27 +399,7 @@ class Gateway:
             raise OpError("llm_error", str(exc), span) from None
         if self.budget:
             self.budget.settle(reservation=reservation, usage=message.get("usage"))
-        usage = message.get("usage", {})
-        span.update(
-            {
-                "gen_ai.response.model": message.get("model"),
-                "gen_ai.response.id": message.get("id"),
-                "gen_ai.response.finish_reasons": [message.get("stop_reason") or ""],
-                "gen_ai.usage.input_tokens": usage.get("input_tokens"),
-                "gen_ai.usage.output_tokens": usage.get("output_tokens"),
-                "gen_ai.output.messages": as_json(
-                    [
-                        {
-                            **semconv_messages(
-                                [{"role": "assistant", "content": message.get("content")}]
-                            )[0],
-                            "finish_reason": message.get("stop_reason"),
-                        }
-                    ]
-                ),
-                "flightdeck.attempts": attempts,
-            }
-        )
+        chat_span_answered(span, message, attempts)
         return message, span
 
     def _reserve(self, kind: str, request: dict, span: dict):
@@ -373,7 +412,33 @@ class Gateway:
             self.stop(StopReason.BUDGET)
             raise OpError("budget", str(exc), span) from None
 
-    def _tool(self, args: dict) -> tuple[object, dict]:
+    def _intent(self, step: StepIdentity, spec, args: dict) -> None:
+        """Journal the call before it is made; a call already in doubt (its intent
+        journaled by a worker that died) goes again only if the tool is idempotent."""
+        with self.lock:
+            in_doubt = step in self._intents
+            if not in_doubt:
+                self._intents.add(step)
+        if not in_doubt:
+            services.journal_step_insert(
+                tenant_id=self.tenant_id,
+                run_id=self.run_id,
+                step=step,
+                kind="tool",
+                request=_journal_request("tool", args),
+                result=None,
+                is_error=False,
+                duration_ms=0,
+                done=False,
+            )
+        elif not spec.idempotent:
+            from replay.services import run_in_doubt_record
+
+            self.awaiting = step
+            run_in_doubt_record(run_id=self.run_id, step=step, tool=spec.name, args=args)
+            raise InDoubt
+
+    def _tool(self, args: dict, step: StepIdentity) -> tuple[object, dict]:
         name, arguments = args.get("name"), args.get("arguments", {})
         span = {
             "name": f"execute_tool {name}",
@@ -387,6 +452,10 @@ class Gateway:
             problem = tool_validate(spec, arguments)
             if problem:
                 raise ToolCallError(problem, type_="invalid_arguments")
+            if spec.has_effects:
+                self._intent(step, spec, args)
+            key = step.idempotency_key(self.run_id)
+            span["flightdeck.tool.idempotency_key"] = key
             reservation = self._reserve("tool", {"name": spec.name}, span)
             called = False
             try:
@@ -396,10 +465,12 @@ class Gateway:
                         from execution.slowtools import slow_tool_call
 
                         result, attempts, used = slow_tool_call(
-                            gateway=self, spec=spec, arguments=arguments
+                            gateway=self, spec=spec, arguments=arguments, idempotency_key=key
                         )
                     else:
-                        result, attempts, used = tool_execute(spec=spec, arguments=arguments)
+                        result, attempts, used = tool_execute(
+                            spec=spec, arguments=arguments, idempotency_key=key
+                        )
             finally:
                 if self.budget:
                     self.budget.settle(reservation=reservation, usage={"called": called})
@@ -450,6 +521,59 @@ class Gateway:
         return result, {}
 
 
+def served_span(op: str, params: dict, result, is_error: bool) -> dict:
+    """The span of a call answered from a journal: the shape a live one has."""
+    if op == "llm.messages":
+        span = chat_span(params)
+        if not is_error and isinstance(result, dict):
+            chat_span_answered(span, result, 0)
+        return span
+    if op == "tool":
+        return {
+            "name": f"execute_tool {params.get('name')}",
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": str(params.get("name")),
+            "gen_ai.tool.call.arguments": as_json(params.get("arguments", {})),
+            "gen_ai.tool.call.result": None if is_error else as_json(result),
+        }
+    return {}
+
+
+def chat_span(params: dict) -> dict:
+    """A chat span's request side (semantic conventions for GenAI)."""
+    return {
+        "name": f"chat {params['model']}",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": params["model"],
+        "gen_ai.request.max_tokens": params.get("max_tokens"),
+        "gen_ai.input.messages": as_json(semconv_messages(params.get("messages"))),
+        "gen_ai.system_instructions": as_json(system_instructions(params.get("system"))),
+    }
+
+
+def chat_span_answered(span: dict, message: dict, attempts: int) -> None:
+    usage = message.get("usage", {})
+    output = semconv_messages([{"role": "assistant", "content": message.get("content")}])[0]
+    span.update(
+        {
+            "gen_ai.response.model": message.get("model"),
+            "gen_ai.response.id": message.get("id"),
+            "gen_ai.response.finish_reasons": [message.get("stop_reason") or ""],
+            "gen_ai.usage.input_tokens": usage.get("input_tokens"),
+            "gen_ai.usage.output_tokens": usage.get("output_tokens"),
+            "gen_ai.output.messages": as_json(
+                [{**output, "finish_reason": message.get("stop_reason")}]
+            ),
+            "flightdeck.attempts": attempts,
+        }
+    )
+
+
+class InDoubt(Exception):
+    """A non-idempotent tool call cut short by a crash: the run waits for a member."""
+
+
 def _error(type_: str, message: str) -> dict:
     return {"ok": False, "error": {"type": type_, "message": message}}
 
@@ -465,7 +589,19 @@ def _thread_ok(thread, seq) -> bool:
 
 def _journal_request(op: str, args: dict):
     # The conversation is in the span path already (redacted, deduplicated); the journal
-    # keeps its hash and the small requests whole.
+    # keeps a short hash of each message (so a replay's report names the message that
+    # changed) and the small requests whole.
     if op == "llm.messages":
-        return {k: v for k, v in args.items() if k not in ("messages", "system", "tools")}
+        kept = {k: v for k, v in args.items() if k not in ("messages", "system", "tools")}
+        for name in ("messages", "system", "tools"):
+            value = args.get(name)
+            if isinstance(value, list) and name == "messages":
+                kept["messages_sha256"] = [short_hash(m) for m in value]
+            elif value is not None:
+                kept[f"{name}_sha256"] = short_hash(value)
+        return kept
     return args
+
+
+def short_hash(value) -> str:
+    return request_hash("", value)[:16]

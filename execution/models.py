@@ -47,6 +47,10 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     STOPPED = "stopped"
+    # A tool call was in doubt when its worker died and the tool is not idempotent: a
+    # member says what happened (replay.services.run_reconcile) before the run goes on.
+    NEEDS_RECONCILIATION = "needs_reconciliation"
+    DIVERGED = "diverged"  # a replay whose agent asked something its source did not
 
 
 class StopReason(models.TextChoices):
@@ -61,13 +65,13 @@ class StopReason(models.TextChoices):
     ALERT = "alert"  # an alert rule with stop_run (alerts/)
 
 
-FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.STOPPED)
+FINISHED_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.STOPPED, RunStatus.DIVERGED)
 
 
 class Run(TenantModel):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
     version = models.ForeignKey(AgentVersion, on_delete=models.CASCADE, related_name="runs")
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    status = models.CharField(max_length=32, choices=RunStatus.choices, default=RunStatus.QUEUED)
     stop_reason = models.CharField(
         max_length=16, choices=StopReason.choices, blank=True, default=""
     )
@@ -89,6 +93,8 @@ class Run(TenantModel):
     lease_owner = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # When beat last re-enqueued the run: at most once per lease period (runs_requeue_lost).
+    requeued_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     # A stop reason asked for from outside the run (an alert rule): the supervisor
     # stops the gateway with it, so the run's next gateway call is refused.
@@ -126,6 +132,9 @@ class JournalStep(TenantModel):
     thread_seq = models.PositiveIntegerField(default=0)
     request = models.JSONField(null=True)
     result = models.JSONField(null=True)
+    # False while a tool with effects outside the run is being called: its intent is
+    # journaled first, so a worker dying mid-call leaves the call visibly in doubt.
+    done = models.BooleanField(default=True)
     is_error = models.BooleanField(default=False)
     duration_ms = models.FloatField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -200,6 +209,9 @@ class ToolDefinition(TenantModel):
     timeout_seconds = models.FloatField(default=10)
     fallback = models.CharField(max_length=64, blank=True, default="")
     rate_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    # Declared by the tenant: the endpoint honours Idempotency-Key, so a call in doubt
+    # after a crash may be sent again with the same key.
+    idempotent = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantModel.Meta):
@@ -212,6 +224,7 @@ class ToolCall(TenantModel):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="slow_tool_calls")
     tool = models.CharField(max_length=64)
     arguments = models.JSONField()
+    idempotency_key = models.CharField(max_length=100, blank=True, default="")
     status = models.CharField(max_length=16, default="queued")  # queued, running, done
     result = models.JSONField(null=True)
     is_error = models.BooleanField(default=False)

@@ -3,8 +3,10 @@ sandbox, supervise (limits, cancel, lease), and record how it ended.
 
 Ownership is the lease on the run's row, not the broker's message: the supervisor
 renews it while the sandbox runs and writes the outcome only while it still holds it.
-A worker that dies stops renewing; `requeue_lost_runs` (beat) re-enqueues the run and
-the next claim takes it over (services.run_claim).
+A worker that dies stops renewing; its message comes back (acks late, rejected on
+worker loss) and the next claim takes the run over once the lease has run out, or at
+once when the owner was a process of this host that is gone; `requeue_lost_runs` (beat)
+re-enqueues what no delivery took up (services.run_claim).
 """
 
 import logging
@@ -24,6 +26,7 @@ from execution.models import Run, RunStatus, StopReason
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend
 from execution.sandbox.resources import Limits, remove_tree
 from execution.spans import RunTracer
+from replay.selectors import run_link_of
 
 log = logging.getLogger(__name__)
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
@@ -74,6 +77,23 @@ class Supervisor:
         )
         if not run.trace_id:
             services.run_trace_set(run=run, trace_id=tracer.trace_id)
+        link = run_link_of(run_id=run.pk)
+        if link is not None:  # the trace says which run it replays or forks
+            tracer.root.set_attribute("flightdeck.replay.kind", link.kind)
+            tracer.root.set_attribute("flightdeck.replay.source_run", str(link.source_id))
+            tracer.root.set_attribute("flightdeck.replay.source_trace", link.source.trace_id)
+        if run.attempts > 1:
+            now = time.time_ns()
+            # In the run's trace: where its worker was lost and it was taken up again.
+            tracer.record(
+                "resume",
+                start_ns=now,
+                end_ns=now,
+                attributes={
+                    "flightdeck.resume.attempt": run.attempts,
+                    "flightdeck.resume.worker": self.worker_id,
+                },
+            )
         gateway = box = sandbox_hold = None
         cpu_used = 0.0
         status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
@@ -193,6 +213,24 @@ class Supervisor:
         return selectors.run_stop_wanted(run_id=self.run.pk) or "ok"
 
     def _verdict(self, gateway: Gateway, outcome, logs: str):
+        if gateway.diverged is not None:
+            report = gateway.diverged
+            return (
+                RunStatus.DIVERGED,
+                "",
+                f"diverged from run {gateway.journal.source.link.source_id} at step "
+                f"{report['step']}: a call the source did not make",
+                None,
+            )
+        if gateway.awaiting is not None:
+            return (
+                RunStatus.NEEDS_RECONCILIATION,
+                "",
+                f"a call of a tool that is not idempotent was in doubt after a crash "
+                f"(idempotency key {gateway.awaiting.idempotency_key(self.run.pk)}): "
+                "supply its result, retry it or fail the run",
+                None,
+            )
         if gateway.stop_reason:
             return RunStatus.STOPPED, gateway.stop_reason, "", None
         if outcome.killed_for in ("time", "cpu", "memory"):

@@ -73,6 +73,12 @@ def run_steps(*, run: Run, after: int = 0) -> QuerySet[JournalStep]:
     return JournalStep.objects.filter(run=run, step__gt=after).order_by("step")
 
 
+def run_steps_of(*, run_id: int) -> QuerySet[JournalStep]:
+    """The journal of a run by id, in step order (a replay reads its source's: the
+    worker's scope is the tenant both belong to)."""
+    return JournalStep.objects.filter(run_id=run_id).order_by("step")
+
+
 def run_step_get(*, run: Run, step: int) -> JournalStep | None:
     return JournalStep.objects.filter(run=run, step=step).first()
 

@@ -145,6 +145,11 @@ def _enqueue_run(run: Run) -> None:
     transaction.on_commit(send)
 
 
+def run_enqueue(*, run: Run) -> None:
+    """Send the run to a worker once the current transaction commits."""
+    _enqueue_run(run)
+
+
 @transaction.atomic
 def run_create(
     *, tenant: Tenant, agent: Agent, version: int | None, input, limits: dict | None, actor: Actor
@@ -213,16 +218,37 @@ def run_cancel(*, run: Run, actor: Actor) -> Run:
     return run
 
 
+def _owner_gone(owner: str) -> bool:
+    """True when `owner` is a worker process of this host that no longer exists: its
+    lease need not be waited out (a SIGKILLed pool process is redelivered at once)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def run_claim(*, run_id: int, worker_id: str) -> Run | None:
-    """Take the run if it is queued or its lease has expired; None when another worker
-    has it or it is finished (a duplicate delivery does nothing)."""
+    """Take the run if it is queued or its lease has expired (or its owner is a dead
+    process of this host); None when another worker has it or it is finished (a
+    duplicate delivery does nothing)."""
+    from replay.services import run_takeover_record
+
     now = timezone.now()
+    before = Run.objects.filter(pk=run_id).values("status", "lease_owner").first()
+    if before is None:
+        return None
+    takeover = Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    if before["status"] == RunStatus.RUNNING and _owner_gone(before["lease_owner"]):
+        takeover |= Q(status=RunStatus.RUNNING, lease_owner=before["lease_owner"])
     claimed = (
         Run.objects.filter(pk=run_id)
-        .filter(
-            Q(status=RunStatus.QUEUED, cancel_requested=False)
-            | Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-        )
+        .filter(Q(status=RunStatus.QUEUED, cancel_requested=False) | takeover)
         .update(
             status=RunStatus.RUNNING,
             lease_owner=worker_id,
@@ -233,16 +259,34 @@ def run_claim(*, run_id: int, worker_id: str) -> Run | None:
     )
     if claimed != 1:
         return None
-    return Run.objects.select_related("agent", "version", "tenant").get(pk=run_id)
+    run = Run.objects.select_related("agent", "version", "tenant").get(pk=run_id)
+    if run.attempts > 1:
+        run_takeover_record(run=run, lost_worker=before["lease_owner"], was=before["status"])
+    return run
 
 
-def run_execute(*, run_id: int, worker_id: str | None = None) -> None:
+def run_lease_wait(*, run_id: int) -> float | None:
+    """Seconds until the lease of a run another worker holds runs out (None if the run is
+    not running): a redelivery after a worker's death comes back then."""
+    expires = (
+        Run.objects.filter(pk=run_id, status=RunStatus.RUNNING)
+        .values_list("lease_expires_at", flat=True)
+        .first()
+    )
+    if expires is None:
+        return None
+    return max(0.2, (expires - timezone.now()).total_seconds() + 0.2)
+
+
+def run_execute(*, run_id: int, worker_id: str | None = None) -> float | None:
+    """Run it; when another worker's lease holds it, the seconds until that lease runs
+    out (the task asks again then: the owner may be dead), else None."""
     from execution.runner import Supervisor
 
     worker_id = worker_id or worker_identity()
     run = run_claim(run_id=run_id, worker_id=worker_id)
     if run is None:
-        return
+        return run_lease_wait(run_id=run_id)
     if run.attempts > settings.EXECUTION_MAX_ATTEMPTS:
         # A run that kills its worker again and again must not loop forever.
         Run.objects.filter(pk=run.pk, lease_owner=worker_id).update(
@@ -251,8 +295,9 @@ def run_execute(*, run_id: int, worker_id: str | None = None) -> None:
             finished_at=timezone.now(),
             lease_expires_at=None,
         )
-        return
+        return None
     Supervisor(run=run, worker_id=worker_id).execute()
+    return None
 
 
 def _lease_held(*, run_id: int, worker_id: str):
@@ -261,15 +306,29 @@ def _lease_held(*, run_id: int, worker_id: str):
 
 def runs_requeue_lost() -> int:
     """Re-enqueue runs whose worker died (lease expired) or whose message was lost
-    (queued for long). Spans tenants: a platform job."""
+    (queued for long), each at most once a lease period: `requeued_at` records it, so
+    a backlog does not multiply its own messages. Spans tenants: a platform job."""
+    from replay.services import run_event_record
+
     now = timezone.now()
     stale_queue = now - timedelta(seconds=settings.EXECUTION_REQUEUE_QUEUED_AFTER_SECONDS)
-    lost = Run.objects.unscoped().filter(
-        Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
-        | Q(status=RunStatus.QUEUED, created_at__lt=stale_queue)
+    not_lately = Q(requeued_at__isnull=True) | Q(
+        requeued_at__lt=now - timedelta(seconds=settings.EXECUTION_LEASE_SECONDS)
+    )
+    lost = (
+        Run.objects.unscoped()
+        .filter(
+            Q(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+            | Q(status=RunStatus.QUEUED, created_at__lt=stale_queue)
+        )
+        .filter(not_lately)
     )
     count = 0
-    for run in lost.only("pk", "tenant_id")[:500]:
+    for run in lost.only("pk", "tenant_id", "status")[:500]:
+        # Conditional: two beat processes (or a slow one) re-enqueue a run once.
+        if Run.objects.unscoped().filter(not_lately, pk=run.pk).update(requeued_at=now) != 1:
+            continue
+        run_event_record(run=run, kind="requeued", detail={"was": run.status})
         _enqueue_run(run)
         count += 1
     return count
@@ -306,6 +365,7 @@ def run_finish(
 ) -> bool:
     """Write how the run ended, only while this worker holds the lease; False when it
     no longer does (the outcome is dropped: the run's new owner writes its own)."""
+    waiting = status == RunStatus.NEEDS_RECONCILIATION  # not finished: it goes on later
     updated = _lease_held(run_id=run_id, worker_id=worker_id).update(
         status=status,
         stop_reason=reason,
@@ -313,7 +373,7 @@ def run_finish(
         error=error.replace("\x00", ""),
         output=json_safe(output),
         logs=logs.replace("\x00", ""),
-        finished_at=timezone.now(),
+        finished_at=None if waiting else timezone.now(),
         lease_expires_at=None,
         **counters,
     )
@@ -340,8 +400,10 @@ def journal_step_insert(
     result,
     is_error: bool,
     duration_ms: float,
+    done: bool = True,
 ) -> None:
-    """Insert one step; committed when this returns (autocommit: one statement).
+    """Insert one step (or, `done` False, a tool call's intent before it is made);
+    committed when this returns (autocommit: one statement).
 
     Plain SQL through the fields' own adapters: this is on every gateway call's path,
     and the ORM's save() costs more than the insert itself. The run's counters are
@@ -359,12 +421,22 @@ def journal_step_insert(
         "request": json_safe(request),
         "result": json_safe(result),
         "is_error": is_error,
+        "done": done,
         "duration_ms": duration_ms,
         "created_at": timezone.now(),
     }
     params = [f.get_db_prep_save(values[f.attname], connection) for f in _JOURNAL_FIELDS]
     with connection.cursor() as cursor:
         cursor.execute(_JOURNAL_INSERT, params)
+
+
+def journal_step_complete(
+    *, run_id: int, step: "StepIdentity", result, is_error: bool, duration_ms: float
+) -> None:
+    """Write the result of a call whose intent was journaled."""
+    JournalStep.objects.filter(
+        run_id=run_id, request_hash=step.request_hash, occurrence=step.occurrence
+    ).update(result=json_safe(result), is_error=is_error, done=True, duration_ms=duration_ms)
 
 
 def run_state_set(*, tenant_id: int, run_id: int, key: str, value) -> None:
@@ -389,12 +461,18 @@ def memory_item_put(*, tenant_id: int, agent_id: int, key: str, value, text: str
     )
 
 
-def tool_call_create(*, tenant_id: int, run_id: int, tool: str, arguments: dict) -> ToolCall:
+def tool_call_create(
+    *, tenant_id: int, run_id: int, tool: str, arguments: dict, idempotency_key: str = ""
+) -> ToolCall:
     """Hand a slow tool call to the tools queue (sent once the row is committed)."""
     from execution import tasks
 
     call = ToolCall.objects.create(
-        tenant_id=tenant_id, run_id=run_id, tool=tool, arguments=arguments
+        tenant_id=tenant_id,
+        run_id=run_id,
+        tool=tool,
+        arguments=arguments,
+        idempotency_key=idempotency_key,
     )
     transaction.on_commit(
         lambda: tasks.tool_call.apply_async(
@@ -414,7 +492,9 @@ def tool_call_execute(*, tool_call_id: int) -> None:
     try:
         if spec is None:
             raise ToolCallError(f"unknown tool {call.tool!r}")
-        value, attempts, used = tool_execute(spec=spec, arguments=call.arguments)
+        value, attempts, used = tool_execute(
+            spec=spec, arguments=call.arguments, idempotency_key=call.idempotency_key
+        )
         result, is_error = {"value": value, "attempts": attempts, "answered_by": used}, False
     except ToolCallError as exc:
         result, is_error = {"message": str(exc), "attempts": exc.attempts}, True

@@ -16,9 +16,15 @@ from execution.tools import ToolCallError, ToolSpec
 POLL_SECONDS = 0.05
 
 
-def slow_tool_call(*, gateway, spec: ToolSpec, arguments: dict) -> tuple[object, int, str]:
+def slow_tool_call(
+    *, gateway, spec: ToolSpec, arguments: dict, idempotency_key: str = ""
+) -> tuple[object, int, str]:
     call = services.tool_call_create(
-        tenant_id=gateway.tenant_id, run_id=gateway.run_id, tool=spec.name, arguments=arguments
+        tenant_id=gateway.tenant_id,
+        run_id=gateway.run_id,
+        tool=spec.name,
+        arguments=arguments,
+        idempotency_key=idempotency_key,
     )
     # Room for the retries and a queue wait; the run's own wall time still bounds it.
     deadline = time.monotonic() + spec.timeout * settings.EXECUTION_RETRY_ATTEMPTS + 30

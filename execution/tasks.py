@@ -9,14 +9,20 @@ from execution import services
 @shared_task(
     base=TenantTask,
     name="execution.run_agent",
+    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    # A delivery that finds the run under another worker's lease asks again when the
+    # lease runs out (that worker may be dead); a few times, then beat's requeue.
+    max_retries=3,
     # No Celery time limit: the supervisor enforces the run's own wall time and a
     # hard kill here would leave the sandbox's lease to expire instead.
 )
-def run_agent(*, tenant_id: int, run_id: int) -> None:
-    services.run_execute(run_id=run_id)
+def run_agent(self, *, tenant_id: int, run_id: int) -> None:
+    wait = services.run_execute(run_id=run_id)
+    if wait is not None and self.request.retries < self.max_retries and not self.request.is_eager:
+        raise self.retry(countdown=wait)
 
 
 @shared_task(

@@ -9,6 +9,7 @@ interchangeable by construction: they get the recorded answers in the order they
 `step` is only the arrival order, kept for reading the journal.
 """
 
+import difflib
 import hashlib
 import json
 import threading
@@ -51,6 +52,10 @@ class Journal:
         # New steps of a resumed run are numbered after the ones it already has.
         self.next = (steps.aggregate(m=Max("step"))["m"] or 0) + 1
         self.seen: Counter[str] = Counter()
+        from replay.selectors import run_link_of
+
+        link = run_link_of(run_id=run.pk)
+        self.source = SourceJournal(link=link) if link is not None else None
 
     def identify(self, digest: str, *, thread: str, thread_seq: int) -> StepIdentity:
         with self.lock:
@@ -62,3 +67,74 @@ class Journal:
     def recorded_step(self, identity: StepIdentity) -> JournalStep | None:
         """The journaled answer to this very call, if the run has one."""
         return self.recorded.get((identity.request_hash, identity.occurrence))
+
+
+@dataclass(slots=True)
+class SourceAnswer:
+    """What a replay or a fork does with one call, from its source's journal."""
+
+    kind: str  # "live", "serve" (row), "result" (value), "request" (value), "diverged"
+    row: JournalStep | None = None
+    value: object = None
+    report: dict | None = None
+
+
+LIVE = SourceAnswer("live")
+
+
+class SourceJournal:
+    """The journal of the run a replay or fork was made from, read once at its start."""
+
+    def __init__(self, *, link):
+        self.link = link
+        rows = list(selectors.run_steps_of(run_id=link.source_id).filter(done=True))
+        self.fork_step = link.fork_step if link.kind == "fork" else None
+        self.by_identity = {(s.request_hash, s.occurrence): s for s in rows}
+        self.by_thread = {(s.thread, s.thread_seq): s for s in rows}
+        self.by_step = {s.step: s for s in rows}
+        fork_row = self.by_step.get(self.fork_step) if self.fork_step else None
+        self.fork_identity = (fork_row.request_hash, fork_row.occurrence) if fork_row else None
+
+    def answer(self, identity: StepIdentity, op: str, journaled_request) -> SourceAnswer:
+        key = (identity.request_hash, identity.occurrence)
+        if self.fork_step is not None:
+            if key == self.fork_identity:
+                override = self.link.override or {}
+                if "result" in override:
+                    return SourceAnswer("result", value=override["result"])
+                return SourceAnswer("request", value=override.get("request") or {})
+            row = self.by_identity.get(key)
+            return SourceAnswer("serve", row=row) if row and row.step < self.fork_step else LIVE
+        row = self.by_identity.get(key)
+        if row is not None:
+            return SourceAnswer("serve", row=row)
+        return SourceAnswer("diverged", report=self.report(identity, op, journaled_request))
+
+    def report(self, identity: StepIdentity, op: str, journaled_request) -> dict:
+        """The first call the source never made, beside the call it made in its place:
+        the one its thread made at the same point of its own sequence (else the one
+        that arrived at the same step)."""
+        recorded = self.by_thread.get((identity.thread, identity.thread_seq)) or self.by_step.get(
+            identity.step
+        )
+        new = {"op": op, "args": journaled_request}
+        old = {"op": recorded.kind, "args": recorded.request} if recorded else None
+        return {
+            "step": identity.step,
+            "thread": identity.thread,
+            "thread_seq": identity.thread_seq,
+            "recorded_step": recorded.step if recorded else None,
+            "recorded_request": old,
+            "request": new,
+            "diff": readable_diff(old, new),
+        }
+
+
+def readable_diff(old, new) -> str:
+    def lines(value):
+        text = json.dumps(value, indent=2, sort_keys=True, default=str) if value else ""
+        return text.splitlines(keepends=True)
+
+    return "".join(
+        difflib.unified_diff(lines(old), lines(new), "recorded request", "new request", n=2)
+    )

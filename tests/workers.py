@@ -39,29 +39,26 @@ def _database_url(settings_dict) -> str | None:
     return f"postgres://{settings_dict['USER']}@{host}:{port}/{settings_dict['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, messages_api, tmp_path_factory):
-    """A real `celery worker` process on this run's queues, against the test database."""
+def start_worker(*, name: str, queues: list[str], concurrency: int, log_path, env: dict):
+    """A real `celery worker` process against the test database, ready when returned."""
     from django.conf import settings
 
     url = _database_url(settings.DATABASES["default"])
     if url is None or not settings.CELERY_BROKER_URL.startswith("redis"):
         pytest.skip("the worker tests need PostgreSQL and Redis")
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    env.update(
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    full_env.update(
         {
             "DATABASE_URL": url,
             "PYTHONPATH": str(ROOT),
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-            "EXECUTION_QUEUE": QUEUES["run"],
             "EXECUTION_TOOL_QUEUE": QUEUES["tools"],
-            "EXECUTION_LOCAL_LLM_URL": messages_api.url,
             "EXECUTION_LEASE_SECONDS": str(LEASE_SECONDS),
             "EXECUTION_RETRY_BASE_MS": "20",
+            **env,
         }
     )
-    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_worker
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -71,11 +68,11 @@ def celery_worker(django_db_setup, messages_api, tmp_path_factory):
             "controlplane",
             "worker",
             "-Q",
-            f"{QUEUES['run']},{QUEUES['tools']}",
+            ",".join(queues),
             "-c",
-            "2",
+            str(concurrency),
             "-n",
-            f"{_TAG}@%h",
+            f"{name}@%h",
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
@@ -83,25 +80,42 @@ def celery_worker(django_db_setup, messages_api, tmp_path_factory):
             "INFO",
         ],
         cwd=ROOT,
-        env=env,
+        env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    proc.log_path, proc.log_file = log_path, log
     deadline = time.monotonic() + 60
     while b" ready." not in log_path.read_bytes():
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the Celery worker did not start:\n" + log_path.read_text()[-3000:])
         time.sleep(0.2)
-    proc.log_path = log_path
-    yield proc
+    return proc
+
+
+def stop_worker(proc) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    log.close()
+    proc.log_file.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, messages_api, tmp_path_factory):
+    """A real `celery worker` process on this run's queues, against the test database."""
+    proc = start_worker(
+        name=_TAG,
+        queues=[QUEUES["run"], QUEUES["tools"]],
+        concurrency=2,
+        log_path=tmp_path_factory.mktemp("worker") / "worker.log",
+        env={"EXECUTION_QUEUE": QUEUES["run"], "EXECUTION_LOCAL_LLM_URL": messages_api.url},
+    )
+    yield proc
+    stop_worker(proc)
 
 
 def wait_for(predicate, timeout=30.0, interval=0.1):

@@ -39,6 +39,12 @@ class ToolSpec:
     fallback: str = ""
     rate_per_minute: float | None = None
     options: dict = field(default_factory=dict)  # webhook: url, credential, ...
+    # Reaches outside the run (an HTTP request): its intent is journaled before the
+    # call, so a call cut short by a crash is known to be in doubt.
+    has_effects: bool = True
+    # Safe to send again with the same idempotency key when in doubt (built-ins are;
+    # a webhook when its definition says so).
+    idempotent: bool = True
 
     @cached_property
     def validator(self) -> Draft202012Validator:
@@ -65,12 +71,14 @@ def _builtins() -> dict[str, ToolSpec]:
             handler=python_run,
             slow=True,  # a sandbox and an interpreter: runs on the tools queue
             timeout=30,
+            has_effects=False,  # a fresh sandbox with no network
         ),
         "echo": ToolSpec(
             name="echo",
             description="Returns its arguments: for testing an agent's tool loop.",
             schema={"type": "object"},
-            handler=lambda arguments, spec: arguments,
+            handler=lambda arguments, spec, idempotency_key: arguments,
+            has_effects=False,
         ),
     }
 
@@ -90,6 +98,7 @@ def tool_spec_from_definition(definition: ToolDefinition) -> ToolSpec:
         timeout=definition.timeout_seconds,
         fallback=definition.fallback,
         rate_per_minute=definition.rate_per_minute,
+        idempotent=definition.idempotent,
         options={
             "url": definition.url,
             "credential": definition.credential,
@@ -137,12 +146,13 @@ def tool_validate(spec: ToolSpec, arguments) -> str | None:
 
 
 def tool_execute(
-    *, spec: ToolSpec, arguments: dict, fallback: bool = True
+    *, spec: ToolSpec, arguments: dict, fallback: bool = True, idempotency_key: str = ""
 ) -> tuple[object, int, str]:
     """(result, attempts, name of the tool that answered). A fallback is one level deep:
-    its own fallback is not followed, so fallbacks cannot chain into a loop."""
+    its own fallback is not followed, so fallbacks cannot chain into a loop. Retries and
+    the fallback carry the same `idempotency_key`: they are the same call."""
     try:
-        result, attempts = with_retries(lambda: spec.handler(arguments, spec))
+        result, attempts = with_retries(lambda: spec.handler(arguments, spec, idempotency_key))
         return result, attempts, spec.name
     except UpstreamError as exc:
         failure = ToolCallError(str(exc), attempts=getattr(exc, "attempts", 1))
@@ -151,7 +161,10 @@ def tool_execute(
         if backup is not None and tool_validate(backup, arguments) is None:
             try:
                 result, attempts, used = tool_execute(
-                    spec=backup, arguments=arguments, fallback=False
+                    spec=backup,
+                    arguments=arguments,
+                    fallback=False,
+                    idempotency_key=idempotency_key,
                 )
                 return result, failure.attempts + attempts, used
             except ToolCallError as exc:

@@ -120,7 +120,7 @@ def _inject(headers: dict, name: str, header: str, fmt: str) -> str:
     return secret
 
 
-def http_request(arguments: dict, spec) -> dict:
+def http_request(arguments: dict, spec, idempotency_key: str = "") -> dict:
     headers = dict(arguments.get("headers") or {})
     secret = None
     if arguments.get("credential"):
@@ -145,10 +145,14 @@ def http_request(arguments: dict, spec) -> dict:
     )
 
 
-def webhook_call(arguments: dict, spec) -> object:
-    """POST the arguments as JSON; the answer's JSON (or text) is the result."""
+def webhook_call(arguments: dict, spec, idempotency_key: str = "") -> object:
+    """POST the arguments as JSON; the answer's JSON (or text) is the result. The
+    Idempotency-Key names the call (run + step): the same after a crash, so an endpoint
+    that honours it carries out a call sent twice once."""
     options = spec.options
     headers = {"content-type": "application/json", "user-agent": "flightdeck-tools"}
+    if idempotency_key:
+        headers["idempotency-key"] = idempotency_key
     secret = None
     if options.get("credential"):
         secret = _inject(

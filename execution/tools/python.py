@@ -20,7 +20,7 @@ PYTHON_SCHEMA = {
 MAX_OUTPUT = 64 * 1024
 
 
-def python_run(arguments: dict, spec) -> dict:
+def python_run(arguments: dict, spec, idempotency_key: str = "") -> dict:
     work_root = Path(settings.EXECUTION_WORK_DIR)
     work_root.mkdir(parents=True, exist_ok=True, mode=0o711)
     folder = work_root / f"tool-p{os.getpid()}-{secrets.token_hex(8)}"

@@ -13,7 +13,7 @@ from controlplane.tenancy import tenant_scope
 from execution import services
 from execution.models import JournalStep, Run
 from tests.execution.bundles import agent_with_bundle
-from tests.execution.conftest import LEASE_SECONDS, wait_for
+from tests.execution.conftest import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "calculator"
@@ -116,13 +116,8 @@ def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
     wait_for(lambda: Run.all_tenants.get(pk=run.pk).step_count >= 3, timeout=30)
     owner = Run.all_tenants.get(pk=run.pk).lease_owner
     os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool process running it
-    # The broker redelivers (reject_on_worker_lost), but while the lease is held that
-    # delivery does nothing. Once the lease has expired, the beat job re-enqueues it;
-    # whichever delivery comes first after that takes the run, the other does nothing.
-    import time
-
-    time.sleep(LEASE_SECONDS + 0.5)
-    services.runs_requeue_lost()
+    # The prefork master hands the message back (reject_on_worker_lost) and the next
+    # delivery takes the run at once: its owner is a process of this host that is gone.
     done = wait_for(
         lambda: (r := Run.all_tenants.get(pk=run.pk)).status in ("succeeded", "failed") and r,
         timeout=40,
@@ -134,6 +129,10 @@ def test_it_takes_up_a_run_whose_worker_died_and_replays_its_journal(
     assert done.output["first"] == steps[0].result == done.output["state"]
     assert messages_api.requests == 1
     assert [s.kind for s in steps] == ["random", "llm.messages", "state.set", "state.get"]
+    from replay.models import RunEvent
+
+    events = RunEvent.all_tenants.filter(run_id=run.pk).values_list("kind", flat=True)
+    assert list(events) == ["worker_lost", "resumed"]
 
 
 def test_it_cancels_a_running_run(api, acme, make_key, worker):
