@@ -97,7 +97,9 @@ def _steps_after(run, after: int) -> tuple[list, int | None]:
 
 
 def _detail(request, run, *, notice: str = "", status: int = 200):
-    context = _live_context(run)
+    from frontend.console.replays import panel_context
+
+    context = {**_live_context(run), **panel_context(run)}
     steps, more = _steps_after(run, 0)
     context.update(
         {
@@ -120,6 +122,7 @@ def _step_context(run, number: int) -> dict:
         "step": data,
         "request_json": _json(data["request"]),
         "result_json": _json(data["result"]),
+        "run": run,  # "Fork from here" posts to this run
     }
 
 

@@ -2,7 +2,7 @@ from django.shortcuts import redirect
 from django.urls import include, path
 from django.views.decorators.http import require_GET
 
-from frontend.console import agents, costs, runs
+from frontend.console import agents, costs, replays, runs
 from frontend.decorators import tenant_view
 
 
@@ -16,6 +16,7 @@ def console_home(request, tenant_slug):
 urlpatterns = [
     path("", console_home, name="console"),
     path("runs/", include(runs)),
+    path("runs/", include(replays)),
     path("agents/", include(agents)),
     path("costs/", include(costs)),
     path("settings/", include("frontend.console.settings.urls")),
