@@ -349,7 +349,7 @@ def test_it_lists_execution_paths_in_the_openapi_schema(api):
     schema = api.get("/api/schema/", headers={"Accept": "application/json"}).json()
     for path in (
         "/api/v1/agents",
-        "/api/v1/agents/{agent_id}/versions",
+        "/api/v1/agents/{agent_ref}/versions",  # an agent id or its name
         "/api/v1/runs",
         "/api/v1/runs/{run_id}",
         "/api/v1/runs/{run_id}/cancel",

@@ -30,6 +30,11 @@ OBJECTS = {
     "api/v1/runs/<int:run_id>/cancel",
     "api/v1/runs/<int:run_id>/steps",
     "api/v1/runs/<int:run_id>/cost",
+    "api/v1/runs/<int:run_id>/events",
+    "api/v1/runs/<int:run_id>/reconcile",
+    "api/v1/runs/<int:run_id>/replay",
+    "api/v1/runs/<int:run_id>/fork",
+    "api/v1/runs/<int:run_id>/lineage",
     "api/v1/traces/<str:trace_id>",
     "api/v1/spans/<str:span_id>",
     "api/v1/sessions/<path:session_id>",
@@ -135,7 +140,7 @@ def globex_objects(globex):
             tenant=globex, rule=rule, detector="loop", cause=SECRET, summary=SECRET
         )
     return {
-        "agent_id": agent.id, "agent_ref": agent.name, "run_id": run.id, "key_id": key.id, "budget_id": budget.id,
+        "agent_id": agent.id, "agent_ref": agent.name, "run_id": run.id, "other_id": run.id, "key_id": key.id, "budget_id": budget.id,
         "rule_id": rule.id, "alert_id": alert.id, "endpoint_id": endpoint.id,
         "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174",
         "session_id": "globex-conv",
@@ -144,7 +149,7 @@ def globex_objects(globex):
 
 
 MISSING = {
-    "agent_id": 987654321, "agent_ref": "no-such-agent", "run_id": 987654321, "key_id": 987654321, "budget_id": 987654321,
+    "agent_id": 987654321, "agent_ref": "no-such-agent", "run_id": 987654321, "other_id": 987654321, "key_id": 987654321, "budget_id": 987654321,
     "rule_id": 987654321, "alert_id": 987654321, "endpoint_id": 987654321,
     "trace_id": "f" * 32, "span_id": "e" * 16, "session_id": "no-such-session",
     "membership_id": 987654321,
