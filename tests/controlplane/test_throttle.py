@@ -61,6 +61,9 @@ def test_it_throttles_guesses_at_one_key_prefix_from_many_addresses(client, acme
     assert api_get(client, good, address="10.0.2.1").status_code == 429
 
 
+# The gRPC server answers from its own threads and connections: on SQLite an open test
+# transaction would hold the table locks they need.
+@pytest.mark.django_db(transaction=True)
 def test_it_throttles_unknown_keys_on_otlp_http_and_grpc(client, grpc_address, acme, settings):
     settings.AUTH_FAILURES_PER_ADDRESS = 3
     bogus = {
