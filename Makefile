@@ -59,7 +59,7 @@ test: setup browser-deps sandbox-deps gvisor-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 	FLIGHTDECK_TEST_DB=sqlite $(PY) -m pytest -m "not slow and not postgres" tests/controlplane tests/tracing tests/frontend $(PYTEST_ARGS)
 
-bench: setup
+bench: setup sandbox-deps gvisor-deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
