@@ -9,30 +9,14 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.tracing.otlp import provider_for
+from tests.tracing.searchdata import drain_queue
 from tracing.ingest.pipeline import spans_ingest
 
 
 def drain_cost_queue(queue: str) -> int:
     from billing.tasks import cost_spans
-    from controlplane.celery import app
 
-    ran = 0
-    with app.connection_for_read() as conn:
-        simple = conn.SimpleQueue(queue)
-        try:
-            while True:
-                try:
-                    message = simple.get(block=False)
-                except simple.Empty:
-                    break
-                assert message.headers["task"] == "billing.cost_spans"
-                args, kwargs, _ = message.decode()
-                cost_spans(*args, **kwargs)
-                message.ack()
-                ran += 1
-        finally:
-            simple.close()
-    return ran
+    return drain_queue(queue, cost_spans)
 
 
 @contextmanager

@@ -19,11 +19,10 @@ def queue_name() -> str:
     return f"{tag}-index-{uuid.uuid4().hex[:8]}"
 
 
-def drain_index_queue(queue: str) -> int:
-    """Run every queued `tracing.index_spans` task of this queue in this process, as a
-    worker would (the broker is the real one); returns how many ran."""
+def drain_queue(queue: str, task) -> int:
+    """Run every queued message of `task` on this queue in this process, as a worker would
+    (the broker is the real one); returns how many ran."""
     from controlplane.celery import app
-    from tracing.tasks import index_spans
 
     ran = 0
     with app.connection_for_read() as conn:
@@ -34,14 +33,21 @@ def drain_index_queue(queue: str) -> int:
                     message = simple.get(block=False)
                 except simple.Empty:
                     break
-                assert message.headers["task"] == "tracing.index_spans"
+                assert message.headers["task"] == task.name
                 args, kwargs, _ = message.decode()
-                index_spans(*args, **kwargs)
+                task(*args, **kwargs)
                 message.ack()
                 ran += 1
         finally:
             simple.close()
     return ran
+
+
+def drain_index_queue(queue: str) -> int:
+    """Run every queued `tracing.index_spans` task of this queue in this process."""
+    from tracing.tasks import index_spans
+
+    return drain_queue(queue, index_spans)
 
 
 @contextmanager
