@@ -5,21 +5,10 @@ from django.db import OperationalError
 
 from alerts import detect, services, stuck
 from alerts.delivery import DeliveryFailed
-from controlplane.tasks import TenantTask
+from controlplane.tasks import TenantTask, span_batch_task
 
 
-@shared_task(
-    base=TenantTask,
-    name="alerts.detect_spans",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-    soft_time_limit=300,
-    time_limit=330,
-    ignore_result=True,
-)
+@span_batch_task(name="alerts.detect_spans")
 def detect_spans(*, tenant_id: int, spans: list) -> None:
     """Run the tenant's detectors over newly stored spans. Safe to run twice."""
     detect.spans_detect(tenant_id=tenant_id, spans=[tuple(s) for s in spans])

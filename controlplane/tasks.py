@@ -1,6 +1,8 @@
 """Celery plumbing shared by every app's tasks."""
 
+from celery import shared_task
 from celery.contrib.django.task import DjangoTask
+from django.db import OperationalError
 
 from controlplane.tenancy import tenant_scope
 
@@ -19,3 +21,21 @@ class TenantTask(DjangoTask):
             raise TypeError(f"{self.name} is a tenant task and needs tenant_id=")
         with tenant_scope(int(tenant_id)):
             return super().__call__(*args, **kwargs)
+
+
+def span_batch_task(*, name: str, autoretry_for: tuple = (OperationalError,)):
+    """The shape of a task over one batch of newly stored spans (costing, detection):
+    scoped to its tenant, redelivered when its worker dies, retried with backoff on a
+    transient error. Its body must be safe to run twice."""
+    return shared_task(
+        base=TenantTask,
+        name=name,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        autoretry_for=autoretry_for,
+        retry_backoff=True,
+        max_retries=5,
+        soft_time_limit=300,
+        time_limit=330,
+        ignore_result=True,
+    )
