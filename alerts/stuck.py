@@ -12,7 +12,8 @@ from controlplane.tenancy import tenant_scope
 
 
 def runs_stuck_detect() -> int:
-    from execution.models import JournalStep, Run, RunStatus
+    from execution.models import Run, RunStatus
+    from replay.models import JournalStep
 
     raised = 0
     tenants = set(

@@ -48,8 +48,9 @@ from controlplane.services import Actor, tenant_create  # noqa: E402
 from controlplane.tenancy import tenant_scope  # noqa: E402
 from execution import services  # noqa: E402
 from execution.devllm.server import serve  # noqa: E402
-from execution.models import JournalStep, Run  # noqa: E402
+from execution.models import Run  # noqa: E402
 from execution.testing import agent_with_bundle, run_now  # noqa: E402
+from replay.models import JournalStep  # noqa: E402
 from replay.services import run_replay_create  # noqa: E402
 
 CONVERSATION = """

@@ -3,7 +3,8 @@ and the workers; credentials are not shown at all)."""
 
 from django.contrib import admin
 
-from execution.models import Agent, AgentVersion, JournalStep, Run
+from execution.models import Agent, AgentVersion, Run
+from replay.models import JournalStep
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -27,12 +27,12 @@ from execution.models import (
     AgentVersion,
     AllowedHost,
     Credential,
-    JournalStep,
     Run,
     RunStatus,
     ToolDefinition,
 )
 from execution.tools.egress import host_entry_problem
+from replay.models import JournalStep
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 MAX_INPUT_DEPTH = 64

@@ -1,5 +1,5 @@
-"""Managed execution's data: agents and their bundles, runs, the step journal, and
-what the gateway serves (tools, credentials, allowlists, state, memory, rate buckets)."""
+"""Managed execution's data: agents and their bundles, runs, and what the gateway
+serves (tools, credentials, allowlists, state, memory, rate buckets)."""
 
 from django.db import models
 from django.utils import timezone
@@ -111,41 +111,6 @@ class Run(TenantModel):
 
     def __str__(self):
         return f"run {self.pk} ({self.status})"
-
-
-class JournalStep(TenantModel):
-    """One crossing of the gateway, committed before the agent sees its result.
-
-    `step` numbers the crossings in the order they arrived (for reading); the step's
-    identity is (request_hash, occurrence): the n-th call of the run with this exact
-    request, which does not depend on how the agent's threads were scheduled (see
-    replay/README.md). `thread` and `thread_seq` say which of the agent's threads asked,
-    and its own count of calls, so a replay can name the recorded call a new one stands for.
-    """
-
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
-    step = models.PositiveIntegerField()
-    kind = models.CharField(max_length=32)
-    request_hash = models.CharField(max_length=64)
-    occurrence = models.PositiveIntegerField(default=1)
-    thread = models.CharField(max_length=64, default="main")
-    thread_seq = models.PositiveIntegerField(default=0)
-    request = models.JSONField(null=True)
-    result = models.JSONField(null=True)
-    # False while a tool with effects outside the run is being called: its intent is
-    # journaled first, so a worker dying mid-call leaves the call visibly in doubt.
-    done = models.BooleanField(default=True)
-    is_error = models.BooleanField(default=False)
-    duration_ms = models.FloatField(default=0)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta(TenantModel.Meta):
-        constraints = [
-            models.UniqueConstraint(fields=["run", "step"], name="journal_step_unique"),
-            models.UniqueConstraint(
-                fields=["run", "request_hash", "occurrence"], name="journal_step_identity"
-            ),
-        ]
 
 
 class RunState(TenantModel):

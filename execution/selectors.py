@@ -9,13 +9,13 @@ from execution.models import (
     AgentVersion,
     AllowedHost,
     Credential,
-    JournalStep,
     MemoryItem,
     Run,
     RunState,
     ToolCall,
     ToolDefinition,
 )
+from replay.models import JournalStep
 
 # --- agents ------------------------------------------------------------------------------
 

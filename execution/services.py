@@ -29,7 +29,6 @@ from execution.models import (
     AgentVersion,
     AllowedHost,
     Credential,
-    JournalStep,
     MemoryItem,
     Run,
     RunState,
@@ -46,6 +45,7 @@ from execution.tools import (
     tool_lookup,
 )
 from execution.tools.egress import host_entry_problem
+from replay.models import JournalStep
 
 if TYPE_CHECKING:
     from replay.journal import StepIdentity

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from django.db.models import Max
 
 from execution import selectors
-from execution.models import JournalStep, Run
+from execution.models import Run
+from replay.models import JournalStep
 
 
 def request_hash(op: str, args: dict) -> str:

@@ -1,11 +1,46 @@
-"""What replay adds to a run: its link to the run it replays or forks, and the events
-of its life that are not calls (a worker lost, the run taken up again, a call in doubt
-resolved, a divergence)."""
+"""The run's journal, and what replay adds to a run: its link to the run it replays or
+forks, and the events of its life that are not calls (a worker lost, the run taken up
+again, a call in doubt resolved, a divergence)."""
 
 from django.db import models
 from django.utils import timezone
 
 from controlplane.tenancy import TenantModel
+
+
+class JournalStep(TenantModel):
+    """One crossing of the gateway, committed before the agent sees its result.
+
+    `step` numbers the crossings in the order they arrived (for reading); the step's
+    identity is (request_hash, occurrence): the n-th call of the run with this exact
+    request, which does not depend on how the agent's threads were scheduled (see
+    replay/README.md). `thread` and `thread_seq` say which of the agent's threads asked,
+    and its own count of calls, so a replay can name the recorded call a new one stands for.
+    """
+
+    run = models.ForeignKey("execution.Run", on_delete=models.CASCADE, related_name="steps")
+    step = models.PositiveIntegerField()
+    kind = models.CharField(max_length=32)
+    request_hash = models.CharField(max_length=64)
+    occurrence = models.PositiveIntegerField(default=1)
+    thread = models.CharField(max_length=64, default="main")
+    thread_seq = models.PositiveIntegerField(default=0)
+    request = models.JSONField(null=True)
+    result = models.JSONField(null=True)
+    # False while a tool with effects outside the run is being called: its intent is
+    # journaled first, so a worker dying mid-call leaves the call visibly in doubt.
+    done = models.BooleanField(default=True)
+    is_error = models.BooleanField(default=False)
+    duration_ms = models.FloatField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step"], name="journal_step_unique"),
+            models.UniqueConstraint(
+                fields=["run", "request_hash", "occurrence"], name="journal_step_identity"
+            ),
+        ]
 
 
 class RunEventKind(models.TextChoices):

@@ -2,8 +2,8 @@
 
 from django.db.models import QuerySet
 
-from execution.models import JournalStep, Run
-from replay.models import RunEvent, RunEventKind, RunLink
+from execution.models import Run
+from replay.models import JournalStep, RunEvent, RunEventKind, RunLink
 
 
 def run_events(*, run: Run) -> QuerySet[RunEvent]:

@@ -5,8 +5,8 @@ from django.utils import timezone
 
 from controlplane.services import Actor, ServiceError, audit_record
 from execution import services as execution_services
-from execution.models import JournalStep, Run, RunStatus
-from replay.models import RunEvent, RunEventKind, RunLink, RunLinkKind
+from execution.models import Run, RunStatus
+from replay.models import JournalStep, RunEvent, RunEventKind, RunLink, RunLinkKind
 
 
 def run_event_record(*, run: Run, kind: str, detail: dict | None = None) -> RunEvent:

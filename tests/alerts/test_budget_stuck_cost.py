@@ -10,7 +10,8 @@ from billing.costs import spans_cost
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services as execution_services
-from execution.models import JournalStep, Run, RunStatus
+from execution.models import Run, RunStatus
+from replay.models import JournalStep
 from tests.alerts.helpers import announced
 from tests.billing.conftest import price_book  # noqa: F401 - costs need the price book
 from tests.billing.helpers import chat_attrs, one_call

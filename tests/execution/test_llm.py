@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from execution.devllm.server import serve
-from execution.models import JournalStep
+from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle, run_now
 
 TOOLS = [{"name": "weather", "description": "d", "input_schema": {"type": "object"}}]

@@ -11,7 +11,8 @@ import pytest
 
 from controlplane.tenancy import tenant_scope
 from execution import services
-from execution.models import JournalStep, Run
+from execution.models import Run
+from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle
 from tests.execution.conftest import wait_for
 

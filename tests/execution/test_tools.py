@@ -13,7 +13,8 @@ import pytest
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services
-from execution.models import Credential, JournalStep
+from execution.models import Credential
+from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle, run_now
 from tests.execution.upstream import LEAKY, MAX_RESPONSE, EchoHandler, caller, echoes
 

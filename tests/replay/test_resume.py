@@ -12,9 +12,9 @@ from django.conf import settings
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services
-from execution.models import JournalStep, Run
+from execution.models import Run
 from execution.testing import agent_with_bundle
-from replay.models import RunEvent
+from replay.models import JournalStep, RunEvent
 from tests.execution.conftest import wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]

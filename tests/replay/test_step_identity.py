@@ -4,8 +4,9 @@ import pytest
 
 from controlplane.tenancy import tenant_scope
 from execution import services
-from execution.models import JournalStep, Run
+from execution.models import Run
 from execution.testing import agent_with_bundle, run_now
+from replay.models import JournalStep
 
 PARALLEL = """
 from concurrent.futures import ThreadPoolExecutor

@@ -2,9 +2,9 @@
 view, the call in doubt, roles and tenancy."""
 
 from controlplane.tenancy import tenant_scope
-from execution.models import JournalStep, Run
+from execution.models import Run
 from execution.testing import agent_with_bundle, run_now
-from replay.models import RunLink
+from replay.models import JournalStep, RunLink
 
 AGENT = "def main(ctx, input):\n    return [ctx.random(), ctx.tool('echo', n=1)]\n"
 MANIFEST = 'entrypoint = "agent:main"\ntools = ["echo"]\n'

@@ -14,7 +14,8 @@ from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services
 from execution.api import JournalStepSerializer
-from execution.models import JournalStep, Run
+from execution.models import Run
+from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle, make_bundle
 from tests.frontend.console.pagetext import visible
 
