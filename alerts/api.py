@@ -6,7 +6,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
 from alerts import selectors, services
-from alerts.models import Alert, AlertRule, WebhookEndpoint
+from alerts.models import Alert, AlertRule, Delivery, WebhookEndpoint
 from controlplane.api_base import TenantAPIView
 from controlplane.models import Scope
 from controlplane.parsers import JSONParser
@@ -64,6 +64,20 @@ def endpoint_json(endpoint: WebhookEndpoint, *, secret: bool = False) -> dict:
     if secret:  # the create answer only
         out["secret"] = endpoint.secret
     return out
+
+
+def delivery_json(delivery: Delivery) -> dict:
+    return {
+        "id": delivery.pk,
+        "alert": delivery.alert_id,  # null: a test message
+        "endpoint": delivery.endpoint_id,
+        "webhook_id": delivery.message_id,
+        "attempt": delivery.attempt,
+        "status": "delivered" if delivery.ok else "failed",
+        "status_code": delivery.status_code,
+        "error": delivery.error or None,
+        "created_at": delivery.created_at,
+    }
 
 
 class AlertRuleListView(TenantAPIView):
@@ -126,6 +140,8 @@ class AlertListView(TenantAPIView):
             OpenApiParameter("state", str, enum=["open", "acknowledged", "resolved"]),
             OpenApiParameter("detector", str),
             OpenApiParameter("agent", str),
+            OpenApiParameter("trace", str, description="a trace id (32 hex digits)"),
+            OpenApiParameter("run", str, description="a managed run's id"),
             OpenApiParameter("since", str, description="ISO 8601 date-time"),
         ],
     )
@@ -145,6 +161,17 @@ class AlertStateView(TenantAPIView):
         if alert is None:
             raise NotFound(f"no alert {alert_id}")
         return Response(alert_json(_call(type(self).service, alert=alert, actor=self.actor)))
+
+
+class AlertDeliveriesView(TenantAPIView):
+    required_scope = Scope.READ
+
+    @extend_schema(summary="The alert's delivery attempts, newest first")
+    def get(self, request, alert_id: int):
+        alert = selectors.alert_get(alert_id=alert_id)
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}")
+        return Response([delivery_json(d) for d in selectors.delivery_list(alert=alert)])
 
 
 class AlertAcknowledgeView(AlertStateView):
@@ -177,22 +204,38 @@ class WebhookEndpointListView(TenantAPIView):
         return Response(endpoint_json(endpoint, secret=True), status=201)
 
 
-class WebhookEndpointDetailView(TenantAPIView):
-    required_scope = {"GET": Scope.READ, "DELETE": Scope.ADMIN}
+def _endpoint(endpoint_id: int) -> WebhookEndpoint:
+    endpoint = selectors.webhook_endpoint_get(endpoint_id=endpoint_id)
+    if endpoint is None:
+        raise NotFound(f"no webhook endpoint {endpoint_id}")
+    return endpoint
 
-    def _endpoint(self, endpoint_id: int) -> WebhookEndpoint:
-        endpoint = selectors.webhook_endpoint_get(endpoint_id=endpoint_id)
-        if endpoint is None:
-            raise NotFound(f"no webhook endpoint {endpoint_id}")
-        return endpoint
+
+class WebhookEndpointDetailView(TenantAPIView):
+    parser_classes = [JSONParser]
+    required_scope = {"GET": Scope.READ, "PUT": Scope.ADMIN, "DELETE": Scope.ADMIN}
 
     @extend_schema(summary="One webhook endpoint")
     def get(self, request, endpoint_id: int):
-        return Response(endpoint_json(self._endpoint(endpoint_id)))
+        return Response(endpoint_json(_endpoint(endpoint_id)))
+
+    @extend_schema(
+        summary="Change a webhook endpoint's url or format (the fields given)",
+        description='{"url": "https://..." or "mailto:address", "format": "standard"|"slack"}; '
+        "the URL obeys the egress rules; the secret does not change",
+    )
+    def put(self, request, endpoint_id: int):
+        endpoint = _call(
+            services.webhook_endpoint_update,
+            endpoint=_endpoint(endpoint_id),
+            data=request.data,
+            actor=self.actor,
+        )
+        return Response(endpoint_json(endpoint))
 
     @extend_schema(summary="Delete a webhook endpoint", responses={204: None})
     def delete(self, request, endpoint_id: int):
-        services.webhook_endpoint_delete(endpoint=self._endpoint(endpoint_id), actor=self.actor)
+        services.webhook_endpoint_delete(endpoint=_endpoint(endpoint_id), actor=self.actor)
         return Response(status=204)
 
 
@@ -201,7 +244,16 @@ class WebhookEndpointTestView(TenantAPIView):
 
     @extend_schema(summary="Send a test message to the endpoint", request=None)
     def post(self, request, endpoint_id: int):
-        endpoint = selectors.webhook_endpoint_get(endpoint_id=endpoint_id)
-        if endpoint is None:
-            raise NotFound(f"no webhook endpoint {endpoint_id}")
-        return Response({"webhook_id": services.webhook_endpoint_test(endpoint=endpoint)}, 202)
+        webhook_id = services.webhook_endpoint_test(
+            endpoint=_endpoint(endpoint_id), actor=self.actor
+        )
+        return Response({"webhook_id": webhook_id}, 202)
+
+
+class WebhookEndpointDeliveriesView(TenantAPIView):
+    required_scope = Scope.READ
+
+    @extend_schema(summary="Delivery attempts to the endpoint, newest first (the last 500)")
+    def get(self, request, endpoint_id: int):
+        deliveries = selectors.delivery_list(endpoint=_endpoint(endpoint_id))
+        return Response([delivery_json(d) for d in deliveries])

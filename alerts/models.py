@@ -120,8 +120,9 @@ class Delivery(TenantModel):
 
 class TraceWatch(TenantModel):
     """What detection keeps of one trace between batches: call counts by key, the last
-    calls in order, and the digests of the batches already seen (a redelivered task
-    counts nothing twice). Bounded in size; see alerts/detect.py."""
+        calls in order, and the digests of the batches already seen (a redelivered task
+        counts nothing twice). Bounded in size (see alerts/detectors.py), and deleted once the
+    trace has been idle for ALERTS_WATCH_IDLE_HOURS (alerts.prune_state)."""
 
     trace_id = models.CharField(max_length=32)
     state = models.JSONField(default=dict)
@@ -131,10 +132,12 @@ class TraceWatch(TenantModel):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "trace_id"], name="tracewatch_unique")
         ]
+        indexes = [models.Index(fields=["updated_at"], name="tracewatch_idle")]  # the prune
 
 
 class ErrorWindow(TenantModel):
-    """Calls and errors of one agent or tool in one minute, for the error-burst window."""
+    """Calls and errors of one agent or tool in one minute, for the error-burst window;
+    minutes older than ALERTS_ERROR_KEEP_MINUTES are deleted (alerts.prune_state)."""
 
     subject = models.CharField(max_length=300)  # agent:<name> or tool:<name>
     minute = models.BigIntegerField()  # unix minutes
@@ -147,3 +150,4 @@ class ErrorWindow(TenantModel):
                 fields=["tenant", "subject", "minute"], name="errorwindow_unique"
             )
         ]
+        indexes = [models.Index(fields=["minute"], name="errorwindow_minute")]  # the prune

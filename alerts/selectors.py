@@ -29,8 +29,10 @@ def alert_get(*, alert_id: int) -> Alert | None:
 
 
 def alert_list(*, filters) -> list[Alert]:
-    """Newest first; filters: state, detector, agent, since (ISO 8601)."""
-    rows = Alert.objects.order_by("-created_at", "-id")
+    """Newest first; filters: state, detector, agent, trace, run, since (ISO 8601)."""
+    rows = Alert.objects.select_related("acknowledged_by", "resolved_by").order_by(
+        "-created_at", "-id"
+    )
     state = filters.get("state")
     if state:
         if state not in AlertState.values:
@@ -43,6 +45,10 @@ def alert_list(*, filters) -> list[Alert]:
         rows = rows.filter(detector=detector)
     if filters.get("agent"):
         rows = rows.filter(agent=filters["agent"])
+    if filters.get("trace"):
+        rows = rows.filter(trace_id=filters["trace"].lower())
+    if filters.get("run"):
+        rows = rows.filter(run_id=filters["run"])
     since = filters.get("since")
     if since:
         when = _datetime(since)
@@ -59,8 +65,14 @@ def _datetime(text: str) -> datetime | None:
         return None
 
 
-def deliveries_of(*, alert: Alert) -> list[Delivery]:
-    return list(Delivery.objects.filter(alert=alert).order_by("id"))
+def delivery_list(*, alert: Alert | None = None, endpoint: WebhookEndpoint | None = None):
+    """Delivery attempts, newest first, of one alert or to one endpoint (the last 500)."""
+    rows = Delivery.objects.order_by("-created_at", "-id")
+    if alert is not None:
+        rows = rows.filter(alert=alert)
+    if endpoint is not None:
+        rows = rows.filter(endpoint=endpoint)
+    return list(rows[:500])
 
 
 def alerted_traces(*, trace_ids: list[str]) -> set[str]:

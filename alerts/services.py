@@ -3,6 +3,7 @@
 import base64
 import logging
 import secrets
+from datetime import timedelta
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from alerts.models import (
     Detector,
     EndpointFormat,
     ErrorWindow,
+    TraceWatch,
     WebhookEndpoint,
 )
 from controlplane.models import Tenant
@@ -175,6 +177,30 @@ def webhook_endpoint_create(*, tenant: Tenant, data, actor: Actor) -> WebhookEnd
 
 
 @transaction.atomic
+def webhook_endpoint_update(*, endpoint: WebhookEndpoint, data, actor: Actor) -> WebhookEndpoint:
+    """Change the fields given (url, format); the secret stays as it was."""
+    if not isinstance(data, dict):
+        raise FieldError("body", "must be a JSON object")
+    unknown = sorted(set(data) - {"url", "format"})
+    if unknown:
+        raise FieldError(unknown[0], "is not a field of a webhook endpoint (url, format)")
+    if "url" in data:
+        problem = _url_problem(data["url"])
+        if problem:
+            raise FieldError("url", problem)
+        endpoint.url = data["url"]
+    if "format" in data:
+        if data["format"] not in EndpointFormat.values:
+            raise FieldError("format", f"must be one of {', '.join(EndpointFormat.values)}")
+        endpoint.format = data["format"]
+    endpoint.save(update_fields=["url", "format"])
+    audit_record(
+        tenant=endpoint.tenant, actor=actor, action="webhook_endpoint.update", target=endpoint
+    )
+    return endpoint
+
+
+@transaction.atomic
 def webhook_endpoint_delete(*, endpoint: WebhookEndpoint, actor: Actor) -> None:
     audit_record(
         tenant=endpoint.tenant, actor=actor, action="webhook_endpoint.delete", target=endpoint
@@ -315,6 +341,19 @@ def error_window_add(*, tenant_id: int, subject: str, minute: int, calls: int, e
             continue
 
 
+def detection_state_prune(*, now=None) -> tuple[int, int]:
+    """Every tenant's detection state past its use: trace watches idle for
+    ALERTS_WATCH_IDLE_HOURS (a trace that wakes later starts counting again) and error
+    windows older than ALERTS_ERROR_KEEP_MINUTES (late spans are judged on what is
+    left). Returns (watches, windows) deleted."""
+    now = now or timezone.now()
+    idle = now - timedelta(hours=settings.ALERTS_WATCH_IDLE_HOURS)
+    watches, _ = TraceWatch.objects.unscoped().filter(updated_at__lt=idle).delete()
+    oldest = int(now.timestamp()) // 60 - settings.ALERTS_ERROR_KEEP_MINUTES
+    windows, _ = ErrorWindow.objects.unscoped().filter(minute__lt=oldest).delete()
+    return watches, windows
+
+
 # --- delivery ------------------------------------------------------------------------------
 
 
@@ -348,9 +387,13 @@ def delivery_attempt(*, alert_id: int | None, endpoint_id: int, attempt: int, te
     )  # fmt: skip
 
 
-def webhook_endpoint_test(*, endpoint: WebhookEndpoint) -> str:
+@transaction.atomic
+def webhook_endpoint_test(*, endpoint: WebhookEndpoint, actor: Actor) -> str:
     """Queue a test message to the endpoint; its webhook-id."""
     test_id = f"msg_test_{secrets.token_hex(8)}"
+    audit_record(
+        tenant=endpoint.tenant, actor=actor, action="webhook_endpoint.test", target=endpoint
+    )
     transaction.on_commit(
         partial(_enqueue_delivery, tenant_id=endpoint.tenant_id, alert_id=None,
                 endpoint_id=endpoint.pk, test_id=test_id)

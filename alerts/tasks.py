@@ -54,3 +54,9 @@ def alert_deliver(self, *, tenant_id: int, alert_id: int | None, endpoint_id: in
 def stuck_runs() -> None:
     """Beat: managed runs with no step for longer than a stuck_run rule allows."""
     stuck.runs_stuck_detect()
+
+
+@shared_task(name="alerts.prune_state", ignore_result=True, soft_time_limit=300, time_limit=330)
+def prune_state() -> None:
+    """Beat: delete detection state no batch will read again, so it stays bounded."""
+    services.detection_state_prune()

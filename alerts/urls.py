@@ -12,6 +12,11 @@ urlpatterns = [
         name="alert-acknowledge",
     ),
     path(
+        "api/v1/alerts/<int:alert_id>/deliveries",
+        api.AlertDeliveriesView.as_view(),
+        name="alert-deliveries",
+    ),
+    path(
         "api/v1/alerts/<int:alert_id>/resolve", api.AlertResolveView.as_view(), name="alert-resolve"
     ),
     path(
@@ -26,5 +31,10 @@ urlpatterns = [
         "api/v1/webhook-endpoints/<int:endpoint_id>/test",
         api.WebhookEndpointTestView.as_view(),
         name="webhook-endpoint-test",
+    ),
+    path(
+        "api/v1/webhook-endpoints/<int:endpoint_id>/deliveries",
+        api.WebhookEndpointDeliveriesView.as_view(),
+        name="webhook-endpoint-deliveries",
     ),
 ]

@@ -366,7 +366,14 @@ ALERTS_ERROR_MIN_CALLS = env_int("ALERTS_ERROR_MIN_CALLS", 10, minimum=1)
 ALERTS_COST_SAMPLE = env_int("ALERTS_COST_SAMPLE", 20, minimum=1)
 ALERTS_COST_MIN_SAMPLES = env_int("ALERTS_COST_MIN_SAMPLES", 5, minimum=1)
 ALERTS_WEBHOOK_TIMEOUT = env_int("ALERTS_WEBHOOK_TIMEOUT", 10, minimum=1)
+# Detection state past its use is pruned hourly: trace watches idle this long, error
+# windows older than this (at least the window itself).
+ALERTS_WATCH_IDLE_HOURS = env_int("ALERTS_WATCH_IDLE_HOURS", 24, minimum=1)
+ALERTS_ERROR_KEEP_MINUTES = max(
+    env_int("ALERTS_ERROR_KEEP_MINUTES", 120, minimum=1), ALERTS_ERROR_WINDOW_MINUTES
+)
 CELERY_BEAT_SCHEDULE["alerts.stuck_runs"] = {"task": "alerts.stuck_runs", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["alerts.prune_state"] = {"task": "alerts.prune_state", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["execution.requeue_lost_runs"] = {
     "task": "execution.requeue_lost_runs",
     # Each run is re-enqueued at most once a lease period (recorded on the run), so

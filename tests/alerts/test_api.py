@@ -91,3 +91,75 @@ def test_alerts_are_listed_filtered_acknowledged_and_resolved(api, acme, globex,
         ).status_code
         == 404
     )
+
+
+def test_an_endpoint_is_changed_by_put_within_the_egress_rules(api, acme, make_key, settings):
+    settings.EGRESS_ALLOW_PRIVATE_NETWORKS = ("127.0.0.0/8",)
+    key = make_key(acme, "admin")
+    endpoint = api.post(
+        "/api/v1/webhook-endpoints", key=key, json={"url": "http://127.0.0.1:9/hook"}
+    ).json()
+    path = f"/api/v1/webhook-endpoints/{endpoint['id']}"
+    changed = api.request(
+        "PUT", path, key=key, json={"url": "https://hooks.example.com/a", "format": "slack"}
+    )
+    assert changed.status_code == 200
+    assert (changed.json()["url"], changed.json()["format"]) == (
+        "https://hooks.example.com/a", "slack",
+    )  # fmt: skip
+    assert "secret" not in changed.json()
+    settings.EGRESS_ALLOW_PRIVATE_NETWORKS = ()
+    refused = api.request("PUT", path, key=key, json={"url": "http://127.0.0.1:9/hook"})
+    assert refused.status_code == 400 and "url" in refused.json()["detail"]
+    for body, field in [({"format": "xml"}, "format"), ({"secret": "mine"}, "secret")]:
+        answer = api.request("PUT", path, key=key, json=body)
+        assert answer.status_code == 400 and field in answer.json()["detail"]
+    assert api.get(path, key=key).json()["url"] == "https://hooks.example.com/a"
+    with tenant_scope(acme):
+        from controlplane.models import AuditEvent
+
+        assert AuditEvent.objects.filter(action="webhook_endpoint.update").count() == 1
+
+
+def test_the_delivery_log_lists_each_attempt_by_alert_and_by_endpoint(
+    api, acme, globex, make_key, settings
+):
+    from alerts.delivery import DeliveryFailed
+    from tests.alerts.receiver import Receiver
+
+    settings.EGRESS_ALLOW_PRIVATE_NETWORKS = ("127.0.0.0/8",)
+    key = make_key(acme, "admin")
+    endpoint = api.post(
+        "/api/v1/webhook-endpoints", key=key, json={"url": "http://127.0.0.1:9/hook"}
+    ).json()
+    receiver = Receiver(endpoint["secret"], fail_first=1)
+    try:
+        api.request(
+            "PUT", f"/api/v1/webhook-endpoints/{endpoint['id']}", key=key,
+            json={"url": receiver.url},
+        )  # fmt: skip
+        with tenant_scope(acme):
+            rule = AlertRule.objects.create(tenant=acme, detector="loop")
+            finding = Finding(cause="loop:y", span_id="cd" * 8, summary="looping", detail={})
+            alert = services.alert_raise(
+                rule=rule, finding=finding, agent="", trace_id="ab" * 16, run_id=""
+            )
+            with pytest.raises(DeliveryFailed):  # the receiver refuses the first attempt
+                services.delivery_attempt(alert_id=alert.pk, endpoint_id=endpoint["id"], attempt=1)
+            services.delivery_attempt(alert_id=alert.pk, endpoint_id=endpoint["id"], attempt=2)
+    finally:
+        receiver.close()
+    by_alert = api.get(f"/api/v1/alerts/{alert.pk}/deliveries", key=key).json()
+    by_endpoint = api.get(f"/api/v1/webhook-endpoints/{endpoint['id']}/deliveries", key=key)
+    assert by_endpoint.json() == by_alert
+    assert [(d["attempt"], d["status"], d["status_code"]) for d in by_alert] == [
+        (2, "delivered", 204), (1, "failed", 503),
+    ]  # fmt: skip
+    assert by_alert[1]["error"] and by_alert[0]["error"] is None
+    assert by_alert[0]["webhook_id"] == by_alert[1]["webhook_id"] and by_alert[0]["created_at"]
+    stranger = make_key(globex, "admin")
+    assert api.get(f"/api/v1/alerts/{alert.pk}/deliveries", key=stranger).status_code == 404
+    assert (
+        api.get(f"/api/v1/webhook-endpoints/{endpoint['id']}/deliveries", key=stranger).status_code
+        == 404
+    )
