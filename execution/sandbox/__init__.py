@@ -18,7 +18,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from execution.sandbox.base import SANDBOX_PYTHON, Backend, Outcome, Sandbox, SandboxSpec
+from execution.sandbox.base import (
+    SANDBOX_PYTHON,
+    Backend,
+    Launch,
+    Outcome,
+    Sandbox,
+    SandboxSpec,
+)
 from execution.sandbox.runsc import RunscBackend
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "SANDBOX_PYTHON",
     "Backend",
     "BubblewrapBackend",
+    "Launch",
     "Outcome",
     "RunscBackend",
     "Sandbox",
@@ -55,7 +63,7 @@ class BubblewrapBackend(Backend):
     def available(cls) -> bool:
         return shutil.which("bwrap") is not None
 
-    def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
+    def wrap(self, spec: SandboxSpec, uid: int | None) -> Launch:
         args = [
             shutil.which("bwrap") or "bwrap",  # by path: it is started with no PATH
             "--unshare-all",  # network, pid, ipc, uts, user, cgroup
@@ -83,7 +91,7 @@ class BubblewrapBackend(Backend):
         args += ["--chdir", "/fd/scratch", "--clearenv"]
         for key, value in {"PATH": "/usr/bin:/bin", "HOME": "/fd/scratch", **spec.env}.items():
             args += ["--setenv", key, value]
-        return [*args, "--", *spec.argv]
+        return Launch([*args, "--", *spec.argv])
 
 
 class UnsandboxedBackend(Backend):
@@ -97,7 +105,7 @@ class UnsandboxedBackend(Backend):
     def available(cls) -> bool:
         return True
 
-    def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
+    def wrap(self, spec: SandboxSpec, uid: int | None) -> Launch:
         # Paths inside the sandbox (/fd/...) do not exist here: map them back.
         mapping = {"/fd/scratch": str(spec.scratch)}
         mapping.update({inside: str(host) for host, inside in spec.ro_binds + spec.rw_binds})
@@ -110,17 +118,19 @@ class UnsandboxedBackend(Backend):
 
         env = [f"{k}={local(v)}" for k, v in {"HOME": str(spec.scratch), **spec.env}.items()]
         argv = [local(a) for a in spec.argv]
-        return [
-            "env",
-            "-i",
-            "PATH=/usr/bin:/bin",
-            *env,
-            "sh",
-            "-c",
-            'cd "$0" && exec "$@"',
-            str(spec.scratch),
-            *argv,
-        ]
+        return Launch(
+            [
+                "env",
+                "-i",
+                "PATH=/usr/bin:/bin",
+                *env,
+                "sh",
+                "-c",
+                'cd "$0" && exec "$@"',
+                str(spec.scratch),
+                *argv,
+            ]
+        )
 
 
 BACKENDS = {"bwrap": BubblewrapBackend, "runsc": RunscBackend, "unsandboxed": UnsandboxedBackend}

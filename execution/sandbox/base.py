@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,12 +51,31 @@ class Outcome:
     limit_hits: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Launch:
+    """How one sandbox is started: its command and the descriptors it inherits (the
+    parent's copies are closed once it has started)."""
+
+    argv: list[str]
+    pass_fds: list[int] = field(default_factory=list)
+    # Where the backend itself counts the forks it refused (gVisor's sentry), the count.
+    refused_forks: Callable[[], int] | None = None
+
+    def close_fds(self) -> None:
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = []
+
+
 class Sandbox:
     """A started sandbox. The host kills it for wall time and (with cgroups) CPU time."""
 
-    def __init__(self, proc, spec: SandboxSpec, cgroups: CgroupSet, uid_slot: UidSlot, backend):
+    def __init__(
+        self, proc, spec: SandboxSpec, cgroups: CgroupSet, uid_slot: UidSlot, backend, launch
+    ):
         self.proc, self.spec, self.cgroups, self.uid_slot = proc, spec, cgroups, uid_slot
-        self.backend = backend
+        self.backend, self.launch = backend, launch
         self.started = time.monotonic()
         self.killed_for = ""
 
@@ -100,7 +120,10 @@ class Sandbox:
         if not reason and rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
             reason = "cpu"
         hits = {KILLED_FOR_LIMIT[reason]: 1} if reason in KILLED_FOR_LIMIT else {}
-        if refused := self.cgroups.refused_forks():
+        refused = self.cgroups.refused_forks()
+        if self.launch.refused_forks is not None:
+            refused += self.launch.refused_forks()
+        if refused:
             hits["max_processes"] = refused
         return Outcome(returncode=rc, killed_for=reason, limit_hits=hits)
 
@@ -130,7 +153,7 @@ class Backend:
     def available(cls) -> bool:
         raise NotImplementedError
 
-    def wrap(self, spec: SandboxSpec, uid: int | None) -> list[str]:
+    def wrap(self, spec: SandboxSpec, uid: int | None) -> Launch:
         """The command that confines `spec.argv`."""
         raise NotImplementedError
 
@@ -139,7 +162,7 @@ class Backend:
         their overhead)."""
         return dataclasses.replace(limits, max_processes=limits.max_processes + BWRAP_PROCS)
 
-    def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> list[str]:
+    def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> Launch:
         # The uid switch is done by setpriv(1), not by Popen(user=...): with a uid
         # change Popen must fork() this large process instead of vfork()ing it.
         drop = []
@@ -147,7 +170,8 @@ class Backend:
             drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
         # One process above the pids cgroup, so the cgroup refuses (and counts) first.
         extra = BWRAP_PROCS + (1 if cgroups.has_pids else 0)
-        return [
+        launch = self.wrap(spec, uid)
+        launch.argv = [
             *drop,
             "prlimit",
             *rlimit_args(spec.limits, memory_by_cgroup=cgroups.has_memory, extra_procs=extra),
@@ -157,8 +181,9 @@ class Backend:
             # the sandbox can read it at /proc/1/environ.
             "env",
             "-i",
-            *self.wrap(spec, uid),
+            *launch.argv,
         ]
+        return launch
 
     def cleanup(self, sandbox: Sandbox) -> None:
         """Anything of the sandbox left on the host once its process is gone."""
@@ -172,6 +197,7 @@ class Backend:
         )
         uid = slot.acquire()
         cgroups = CgroupSet()
+        launch = None
         try:
             if uid is not None:
                 os.chown(spec.scratch, uid, uid)
@@ -185,11 +211,11 @@ class Backend:
                 controllers=self.cgroup_controllers,
                 reused=reused,
             )
-            inner = self.command(spec, uid, cgroups)
+            launch = self.command(spec, uid, cgroups)
             # A shell joins the cgroups and execs the rest: no preexec_fn, which is
             # unsafe in this threaded worker.
             joins = "".join(f"echo $$ > {shlex.quote(str(p))} && " for p in cgroups.join_paths)
-            argv = ["/bin/sh", "-c", f'{joins}exec "$@"', "sh", *inner]
+            argv = ["/bin/sh", "-c", f'{joins}exec "$@"', "sh", *launch.argv]
             proc = subprocess.Popen(
                 argv,
                 stdin=spec.stdin,
@@ -198,9 +224,13 @@ class Backend:
                 env={"PATH": "/usr/bin:/bin"},
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=launch.pass_fds,
             )
         except BaseException:
             cgroups.remove()
             slot.release()
             raise
-        return Sandbox(proc, spec, cgroups, slot, self)
+        finally:
+            if launch is not None:
+                launch.close_fds()
+        return Sandbox(proc, spec, cgroups, slot, self, launch)

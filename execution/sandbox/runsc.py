@@ -10,22 +10,61 @@ open-file rlimits itself but not RLIMIT_CPU, so CPU time is bounded from the hos
 cgroup's cpuacct (Sandbox.poll) and an RLIMIT_CPU on runsc itself as a backstop.
 Memory and pids are the host cgroups around the whole sandbox, with room for gVisor's
 own memory and threads.
+
+The sentry refuses forks past RLIMIT_NPROC and keeps no count the host can read (this
+release's cgroupfs has no pids controller, and its processes are not host processes).
+Its strace, narrowed to the calls that create processes, logs each refusal as the call
+returning EAGAIN: that log goes to a pipe a thread here reads and counts
+(ForkRefusals), so it never reaches the disk, however often the agent retries.
 """
 
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 from django.conf import settings
 
-from execution.sandbox.base import Backend, Sandbox, SandboxSpec
+from execution.sandbox.base import Backend, Launch, Sandbox, SandboxSpec
 from execution.sandbox.resources import CgroupSet, Limits
 
 SENTRY_THREADS = 512  # the Go runtime's threads of gVisor's sentry and gofer
+FORK_CALLS = ("clone", "clone3", "fork", "vfork")
+# A refused fork in the sentry's strace: the call's exit ("X"), failing with EAGAIN, e.g.
+# `I1202 00:49:27.912575 14151 strace.go:611] [   1:   1] python3 X clone(...) = 0 (0x0)
+# errno=11 (try again) (682µs)`. The task name before "X" is the agent's to choose (at
+# most 15 bytes); a forged line can only raise its own run's count.
+REFUSED_FORK = re.compile(rb"strace\.go:\d+\] \[ *\d+: *\d+\] .{0,16} X (?:clone3?|v?fork)\(")
+EAGAIN_EXIT = re.compile(rb"\) = 0 \(0x0\) errno=11 \(")
+LOG_LINE_MAX = 64 * 1024  # the sentry bounds each strace line (--strace-log-size)
+
+
+class ForkRefusals:
+    """Counts the forks gVisor refused, from its strace log on a pipe (see the module's
+    docstring). The pipe's write end goes to runsc; reading stops at its last close."""
+
+    def __init__(self):
+        self.read_fd, self.write_fd = os.pipe()
+        self.count = 0
+        self._reader = threading.Thread(target=self._read, name="runsc-forks", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        with open(self.read_fd, "rb") as log:
+            for line in iter(lambda: log.readline(LOG_LINE_MAX), b""):
+                if REFUSED_FORK.search(line) and EAGAIN_EXIT.search(line):
+                    self.count += 1
+
+    def __call__(self, timeout: float = 2.0) -> int:
+        # runsc has exited; its sentry closes the log as it goes. A sentry that outlives
+        # a kill is deleted in cleanup(), after this: the count read by then stands.
+        self._reader.join(timeout)
+        return self.count
 
 
 class RunscBackend(Backend):
@@ -54,7 +93,7 @@ class RunscBackend(Backend):
             max_file_mb=limits.max_file_mb,
         )
 
-    def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> list[str]:
+    def command(self, spec: SandboxSpec, uid: int | None, cgroups: CgroupSet) -> Launch:
         bundle = spec.scratch.parent / f".oci-{secrets.token_hex(6)}"
         container = f"fd-{spec.name}-p{os.getpid()}-{secrets.token_hex(6)}"
         self._write_bundle(bundle, spec, uid, memory_by_cgroup=cgroups.has_memory)
@@ -63,7 +102,15 @@ class RunscBackend(Backend):
         flags = ["--network=none", "--ignore-cgroups"]
         if spec.rw_binds:
             flags.append("--host-uds=open")  # to reach the gateway's socket
-        return [
+        forks = ForkRefusals()
+        flags += [
+            "--strace",
+            f"--strace-syscalls={','.join(FORK_CALLS)}",
+            # `run` opens the path for the sentry it starts (`boot`), in its own fd table.
+            f"--debug-log=/proc/self/fd/{forks.write_fd}",
+            "--debug-command=boot",
+        ]
+        argv = [
             "prlimit",
             f"--cpu={cpu}:{cpu + 1}",
             "--",
@@ -78,6 +125,7 @@ class RunscBackend(Backend):
             str(bundle),
             container,
         ]
+        return Launch(argv, pass_fds=[forks.write_fd], refused_forks=forks)
 
     def _write_bundle(
         self, bundle: Path, spec: SandboxSpec, uid, *, memory_by_cgroup: bool
