@@ -29,7 +29,8 @@ run: setup sandbox-deps
 	$(PY) manage.py collectstatic --noinput -v0
 	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_setup
 	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py demo_agents
-	PYTHONUNBUFFERED=1 FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) PATH=$(abspath $(VENV))/bin:$$PATH \
+	PYTHONUNBUFFERED=1 MALLOC_ARENA_MAX=2 FLIGHTDECK_HOST=$(HOST) FLIGHTDECK_PORT=$(PORT) \
+	  PATH=$(abspath $(VENV))/bin:$$PATH \
 	  EXECUTION_LOCAL_LLM_PORT=$(LLM_PORT) EXECUTION_LOCAL_LLM_URL=http://127.0.0.1:$(LLM_PORT) \
 	  $(VENV)/bin/honcho -f Procfile start
 

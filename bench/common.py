@@ -60,6 +60,10 @@ class Platform:
             self.env.pop(name, None)
         (self.var / "static").mkdir()
         self.procs: list[subprocess.Popen] = []
+        self.embedded = kind == "embedded"
+        if self.embedded:
+            # As `make run` sets it for every process of the embedded default.
+            self.env.update({"MALLOC_ARENA_MAX": "2", "EXECUTION_TOOL_THREADS": "2"})
         if kind == "postgres+s3":
             self._postgres_and_s3()
         manage(self.env, "migrate", "--noinput", "-v0")
@@ -101,13 +105,16 @@ class Platform:
         """A new tenant; returns its API key (scopes ingest and read)."""
         return manage(self.env, "create_tenant", slug).strip().splitlines()[-1]
 
-    def worker(self, concurrency: int = 2) -> None:
-        """A Celery worker as `make run` starts one (Procfile `worker`): it builds the
-        search index from the tasks ingest queues."""
+    def worker(self) -> None:
+        """A Celery worker as `make run` starts one (Procfile `worker`: threads, on the
+        embedded default) or as platform/ deploys one: it builds the search index from
+        the tasks ingest queues."""
+        pool = ["--pool", "threads", "--concurrency", "4"] if self.embedded else ["-c", "2"]
         self.procs.append(
             subprocess.Popen(
                 [PY, "-m", "celery", "-A", "controlplane", "worker", "--loglevel", "WARNING"]
-                + ["--concurrency", str(concurrency), "--without-gossip", "--without-mingle"],
+                + pool
+                + ["--without-gossip", "--without-mingle"],
                 cwd=ROOT,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
@@ -116,24 +123,24 @@ class Platform:
             )
         )
 
-    def serve(
-        self, workers: int = int(os.environ.get("BENCH_WORKERS", 2)), threads: int = 2
-    ) -> None:
+    def serve(self) -> None:
+        """gunicorn as `make run` starts it on the embedded default (one worker with
+        threads, OTLP/gRPC inside), or with two workers as platform/ deploys it."""
+        if self.embedded:
+            self.env["FLIGHTDECK_PORT"] = str(self.port)
+            self.env["OTLP_GRPC_ADDRESS"] = f"127.0.0.1:{free_port()}"
+            layout = [
+                "--config",
+                "python:controlplane.gunicorn_embedded",
+                "--access-logfile",
+                "/dev/null",
+            ]
+        else:
+            layout = ["--bind", f"127.0.0.1:{self.port}", "--workers", "2", "--threads", "2"]
         self.procs.append(
             subprocess.Popen(
-                [
-                    str(Path(PY).parent / "gunicorn"),
-                    "controlplane.wsgi",
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--workers",
-                    str(workers),
-                    "--threads",
-                    str(threads),
-                    "--preload",
-                    "--log-level",
-                    "warning",
-                ],
+                [str(Path(PY).parent / "gunicorn"), "controlplane.wsgi", *layout]
+                + ["--log-level", "warning"],
                 cwd=ROOT,
                 env=self.env,
                 start_new_session=True,

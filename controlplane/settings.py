@@ -273,6 +273,9 @@ EXECUTION_SANDBOX_UID_BASE = env_int("EXECUTION_SANDBOX_UID_BASE", 200000, minim
 EXECUTION_SANDBOX_UID_COUNT = env_int("EXECUTION_SANDBOX_UID_COUNT", 1000, minimum=1)
 EXECUTION_QUEUE = env_str("EXECUTION_QUEUE", "celery")
 EXECUTION_TOOL_QUEUE = env_str("EXECUTION_TOOL_QUEUE", "execution-tools")
+# 0: slow tools go to EXECUTION_TOOL_QUEUE for a tools worker. N: the run's worker
+# process runs them itself on N threads of their own (the embedded default's Procfile).
+EXECUTION_TOOL_THREADS = env_int("EXECUTION_TOOL_THREADS", 0, minimum=0)
 # Renewed each second, so a dead worker's run is free again within this many seconds.
 EXECUTION_LEASE_SECONDS = env_int("EXECUTION_LEASE_SECONDS", 5, minimum=3)
 EXECUTION_MAX_ATTEMPTS = env_int("EXECUTION_MAX_ATTEMPTS", 3, minimum=1)

@@ -464,8 +464,9 @@ def memory_item_put(*, tenant_id: int, agent_id: int, key: str, value, text: str
 def tool_call_create(
     *, tenant_id: int, run_id: int, tool: str, arguments: dict, idempotency_key: str = ""
 ) -> ToolCall:
-    """Hand a slow tool call to the tools queue (sent once the row is committed)."""
-    from execution import tasks
+    """Hand a slow tool call to the tools queue or this process's tool threads (sent
+    once the row is committed)."""
+    from execution import slowtools
 
     call = ToolCall.objects.create(
         tenant_id=tenant_id,
@@ -475,10 +476,7 @@ def tool_call_create(
         idempotency_key=idempotency_key,
     )
     transaction.on_commit(
-        lambda: tasks.tool_call.apply_async(
-            kwargs={"tenant_id": tenant_id, "tool_call_id": call.pk},
-            queue=settings.EXECUTION_TOOL_QUEUE,
-        )
+        lambda: slowtools.tool_call_send(tenant_id=tenant_id, tool_call_id=call.pk)
     )
     return call
 

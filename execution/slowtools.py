@@ -1,19 +1,55 @@
-"""Slow tools run on their own Celery queue while the run waits.
+"""Slow tools run apart from the run while it waits.
 
-The gateway writes a ToolCall row and enqueues `execution.tool_call`
+The gateway writes a ToolCall row and sends `execution.tool_call`
 (services.tool_call_create), then polls the row: the result comes back through the
 database, which every deployment has (the embedded default keeps no Celery results).
-The tools worker runs it in services.tool_call_execute.
+services.tool_call_execute runs it: on a tools worker (`EXECUTION_TOOL_QUEUE`), or with
+`EXECUTION_TOOL_THREADS` set, on that many threads of the run's own worker process (the
+embedded default: one process for runs and tools, each with its own limit, so a run
+never waits on a tool for a slot that runs hold).
 """
 
+import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.db import connections
 
-from execution import selectors, services
+from execution import selectors, services, tasks
 from execution.tools import ToolCallError, ToolSpec
 
 POLL_SECONDS = 0.05
+log = logging.getLogger(__name__)
+_threads: ThreadPoolExecutor | None = None
+_threads_lock = threading.Lock()
+
+
+def tool_call_send(*, tenant_id: int, tool_call_id: int) -> None:
+    """To the tools queue, or to this process's tool threads when it has some."""
+    if not settings.EXECUTION_TOOL_THREADS:
+        tasks.tool_call.apply_async(
+            kwargs={"tenant_id": tenant_id, "tool_call_id": tool_call_id},
+            queue=settings.EXECUTION_TOOL_QUEUE,
+        )
+        return
+    global _threads
+    with _threads_lock:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(
+                max_workers=settings.EXECUTION_TOOL_THREADS, thread_name_prefix="tool"
+            )
+    _threads.submit(_tool_call_here, tenant_id=tenant_id, tool_call_id=tool_call_id)
+
+
+def _tool_call_here(*, tenant_id: int, tool_call_id: int) -> None:
+    try:
+        tasks.tool_call(tenant_id=tenant_id, tool_call_id=tool_call_id)
+    except Exception:  # the waiting gateway times out; the thread serves the next call
+        log.exception("slow tool call %s failed", tool_call_id)
+    finally:
+        connections.close_all()  # this thread's own; the next call may come much later
 
 
 def slow_tool_call(

@@ -106,6 +106,7 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         assert run["status"] == "succeeded", (run.get("error"), log.read()[-6000:])
         assert run["agent"] == "calculator" and run["output"]["answer"] == "The tool returned: 42\n"
         assert len(run["trace_id"]) == 32 and run["step_count"] >= 3
+        _few_processes_serve_it(output, proc.pid)
 
         # Served with DEBUG off: no debug pages listing URL patterns or settings, static
         # files still served, and manage.py runs in the same checkout with no variables.
@@ -157,3 +158,20 @@ def _the_demo_owner_uses_the_console_not_the_admin(output: str, port: int) -> No
         assert 'href="/t/demo/settings/"' in page.text
         admin = browser.get("/admin/")
         assert admin.status_code == 302 and admin.headers["location"].startswith("/admin/login/")
+
+
+def _few_processes_serve_it(output: str, session: int) -> None:
+    """The web process serves OTLP/gRPC, the worker runs beat and slow tools: with
+    honcho's own, eight Python processes (eleven did this, 1.4 GB after some traffic)."""
+    assert re.search(r"^\S+ web\.1 +\| .*OTLP/gRPC listening", output, re.M), output[-3000:]
+    assert re.search(r"^\S+ worker\.1 +\| .*beat: Starting", output, re.M), output[-3000:]
+    pythons = []
+    for entry in Path("/proc").iterdir():
+        try:
+            in_session = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) == session
+            exe = os.readlink(entry / "exe") if in_session else ""
+        except (OSError, ValueError, IndexError):
+            continue
+        if "python" in Path(exe).name:
+            pythons.append((entry / "cmdline").read_bytes().replace(b"\0", b" ")[:100])
+    assert len(pythons) <= 8, pythons

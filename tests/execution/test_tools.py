@@ -13,7 +13,7 @@ import pytest
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services
-from execution.models import Credential
+from execution.models import Credential, ToolCall
 from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle, run_now
 from tests.execution.upstream import LEAKY, MAX_RESPONSE, EchoHandler, caller, echoes
@@ -238,3 +238,15 @@ def test_it_runs_the_python_tool_in_a_fresh_sandbox_on_the_tools_queue(tenant, w
     assert result["output"].startswith("['scratch'] 42\n")  # no socket, no bundle, no other run
     assert "ConnectionRefusedError" in result["output"] or "OSError" in result["output"]
     assert result["exit_code"] == 1
+
+
+def test_it_runs_slow_tools_on_the_run_workers_own_threads_when_it_has_some(tenant, settings):
+    # The embedded default's one worker process: no tools worker reads the tools queue here.
+    settings.EXECUTION_TOOL_THREADS = 2
+    agent = caller(tenant, ["python"])
+    calls = [["python", {"code": f"print({n} * 7)"}] for n in (6, 7)]
+    run = run_now(tenant, agent, input={"calls": calls})
+    assert run.status == "succeeded", run.error
+    assert [c["ok"]["output"] for c in run.output] == ["42\n", "49\n"]
+    with tenant_scope(tenant):
+        assert sorted(ToolCall.objects.values_list("status", flat=True)) == ["done", "done"]

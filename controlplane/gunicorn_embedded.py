@@ -1,0 +1,51 @@
+"""gunicorn's settings on the embedded default (the Procfile's `web`, started by `make run`).
+
+One worker process with threads serves the web, and the OTLP/gRPC receiver runs in that
+same process: on one machine with SQLite, whose writers take turns anyway, more
+processes each load Django again for no throughput. Production runs `gunicorn` with its
+own worker count and `manage.py otlp_grpc` apart (platform/processes.md).
+
+The master imports no application code (no preload): it stays small, and the worker
+imports gRPC after the fork, as gRPC requires.
+"""
+
+import ctypes
+import ctypes.util
+import os
+
+_host = os.environ.get("FLIGHTDECK_HOST", "127.0.0.1")
+bind = f"{_host}:{os.environ.get('FLIGHTDECK_PORT', '8000')}"
+workers = 1
+threads = 8
+worker_class = "gthread"
+accesslog = "-"
+graceful_timeout = 5
+
+# A request with a large body (OTLP batches reach INGEST_MAX_BODY_BYTES) leaves the freed
+# memory in glibc's heap, where it counts against the process until reused: give it back.
+TRIM_AFTER_BYTES = 1024 * 1024
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+
+
+def post_worker_init(worker):
+    from django.conf import settings
+
+    from tracing.grpc_server import make_server
+
+    server, port = make_server(settings.OTLP_GRPC_ADDRESS)
+    server.start()
+    worker.otlp_grpc = server
+    host = settings.OTLP_GRPC_ADDRESS.rsplit(":", 1)[0]
+    worker.log.info("OTLP/gRPC listening on %s:%s", host, port)
+
+
+def post_request(worker, req, environ, resp):
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length.isdigit() and int(length) >= TRIM_AFTER_BYTES:
+        _libc.malloc_trim(0)
+
+
+def worker_exit(server, worker):
+    grpc_server = getattr(worker, "otlp_grpc", None)
+    if grpc_server is not None:
+        grpc_server.stop(grace=graceful_timeout).wait()
