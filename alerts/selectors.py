@@ -2,6 +2,7 @@
 
 from datetime import datetime
 
+from django.db.models import Count
 from django.utils.dateparse import parse_datetime
 
 from alerts.models import Alert, AlertRule, AlertState, Delivery, Detector, WebhookEndpoint
@@ -75,12 +76,31 @@ def delivery_list(*, alert: Alert | None = None, endpoint: WebhookEndpoint | Non
     return list(rows[:500])
 
 
-def alerted_traces(*, trace_ids: list[str]) -> set[str]:
-    """Which of these traces (hex) raised an alert: the trace list's badges."""
-    return set(Alert.objects.filter(trace_id__in=trace_ids).values_list("trace_id", flat=True))
-
-
-def alerted_runs(*, run_ids: list) -> set[str]:
-    return set(
-        Alert.objects.filter(run_id__in=[str(r) for r in run_ids]).values_list("run_id", flat=True)
+def alert_agents() -> list[str]:
+    """The agents alerts name, for the alerts page's filter."""
+    return list(
+        Alert.objects.exclude(agent="").order_by("agent").values_list("agent", flat=True).distinct()
     )
+
+
+def alerted_traces(*, trace_ids: list[str]) -> dict[str, int]:
+    """How many alerts each of these traces (hex) raised, for the badges of a page of
+    traces: one query for the page; a trace without alerts is absent."""
+    rows = (
+        Alert.objects.filter(trace_id__in=trace_ids)
+        .values_list("trace_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return dict(rows)
+
+
+def alerted_runs(*, run_ids: list) -> dict[str, int]:
+    """How many alerts each of these managed runs raised, by run id as text."""
+    rows = (
+        Alert.objects.filter(run_id__in=[str(r) for r in run_ids])
+        .values_list("run_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return dict(rows)

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from alerts import selectors as alerts_selectors
 from billing import selectors as billing_selectors
 from controlplane import services as controlplane_services
 from controlplane.auth import session_tenant
@@ -83,7 +84,7 @@ def trace_list(request, tenant_slug):
         error, rows, next_cursor = exc, [], None
         filters = None
     context = {
-        "rows": _with_costs(rows),
+        "rows": _with_alerts(_with_costs(rows)),
         "next_cursor": next_cursor,
         "error": error,
         "filtering": filters is not None and not filters.is_empty,
@@ -207,6 +208,9 @@ def trace_detail(request, tenant_slug, trace_id):
         "big": collapse_below is not None,
         "run": execution_selectors.run_of_trace(run_id=trace.run_id, trace_id=trace.trace_id.hex),
         "cost": billing_selectors.totals("trace", [trace.trace_id.hex]).get(trace.trace_id.hex),
+        "alerts": alerts_selectors.alerted_traces(trace_ids=[trace.trace_id.hex]).get(
+            trace.trace_id.hex, 0
+        ),
     }
     return render_page(request, "frontend/trace.html", context)
 
@@ -246,6 +250,14 @@ def _with_costs(rows: list) -> list:
     costs = billing_selectors.totals("trace", [t.trace_id.hex for t in rows])
     for t in rows:
         t.cost = costs.get(t.trace_id.hex)
+    return rows
+
+
+def _with_alerts(rows: list) -> list:
+    """Each trace row with how many alerts it raised (one query for the page)."""
+    counts = alerts_selectors.alerted_traces(trace_ids=[t.trace_id.hex for t in rows])
+    for t in rows:
+        t.alerts = counts.get(t.trace_id.hex, 0)
     return rows
 
 

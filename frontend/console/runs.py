@@ -13,6 +13,7 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from alerts import selectors as alerts_selectors
 from controlplane.services import Actor, ServiceError
 from execution import selectors, services
 from execution.api import JournalStepSerializer
@@ -32,11 +33,14 @@ POLL = "every 1s"
 
 
 def _rows(runs) -> list[dict]:
+    runs = list(runs)
+    alerts = alerts_selectors.alerted_runs(run_ids=[run.pk for run in runs])  # one query
     return [
         {
             "run": run,
             "active": run_present.is_active(run),
             "duration_ms": run_present.run_duration_ms(run),
+            "alerts": alerts.get(str(run.pk), 0),
         }
         for run in runs
     ]
@@ -85,6 +89,7 @@ def _live_context(run) -> dict:
         "usage": run_present.run_usage(run),
         "output_json": _json(run.output),
         "poll": POLL,
+        "alerts": alerts_selectors.alerted_runs(run_ids=[run.pk]).get(str(run.pk), 0),
     }
 
 

@@ -57,6 +57,13 @@ OBJECTS = {
     "t/<slug:tenant_slug>/settings/members/<int:membership_id>/role",
     "t/<slug:tenant_slug>/settings/members/<int:membership_id>/remove",
     "t/<slug:tenant_slug>/settings/keys/<int:key_id>/revoke",
+    "t/<slug:tenant_slug>/alerts/<int:alert_id>/acknowledge",
+    "t/<slug:tenant_slug>/alerts/<int:alert_id>/resolve",
+    "t/<slug:tenant_slug>/settings/alert-rules/<int:rule_id>/",
+    "t/<slug:tenant_slug>/settings/alert-rules/<int:rule_id>/delete",
+    "t/<slug:tenant_slug>/settings/webhook-endpoints/<int:endpoint_id>/",
+    "t/<slug:tenant_slug>/settings/webhook-endpoints/<int:endpoint_id>/test",
+    "t/<slug:tenant_slug>/settings/webhook-endpoints/<int:endpoint_id>/delete",
 }
 # Every UI pattern under /t/<slug>/ is also probed with globex's slug (acme's user is
 # not a member): the tenant is the object.

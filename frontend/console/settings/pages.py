@@ -33,4 +33,6 @@ PAGES = [
     SettingsPage("allowed-hosts", "Allowed hosts"),
     SettingsPage("budgets", "Budgets"),
     SettingsPage("prices", "Prices"),
+    SettingsPage("alert-rules", "Alert rules"),
+    SettingsPage("webhook-endpoints", "Webhook endpoints"),
 ]
