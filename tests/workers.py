@@ -19,7 +19,12 @@ from execution.devllm.server import serve
 
 ROOT = Path(__file__).resolve().parents[1]
 _TAG = (os.environ.get("FLIGHTDECK_REDIS_PREFIX") or f"fdtest-{os.getpid()}:").strip(":")
-QUEUES = {"run": f"{_TAG}-runs", "tools": f"{_TAG}-tools", "inprocess": f"{_TAG}-unconsumed"}
+QUEUES = {
+    "run": f"{_TAG}-runs",
+    "tools": f"{_TAG}-tools",
+    "alerts": f"{_TAG}-alerts",  # detection of the worker's own runs' spans, and delivery
+    "inprocess": f"{_TAG}-unconsumed",
+}
 LEASE_SECONDS = 3
 
 
@@ -109,10 +114,14 @@ def celery_worker(django_db_setup, messages_api, tmp_path_factory):
     """A real `celery worker` process on this run's queues, against the test database."""
     proc = start_worker(
         name=_TAG,
-        queues=[QUEUES["run"], QUEUES["tools"]],
+        queues=[QUEUES["run"], QUEUES["tools"], QUEUES["alerts"]],
         concurrency=2,
         log_path=tmp_path_factory.mktemp("worker") / "worker.log",
-        env={"EXECUTION_QUEUE": QUEUES["run"], "EXECUTION_LOCAL_LLM_URL": messages_api.url},
+        env={
+            "EXECUTION_QUEUE": QUEUES["run"],
+            "EXECUTION_LOCAL_LLM_URL": messages_api.url,
+            "ALERTS_QUEUE": QUEUES["alerts"],
+        },
     )
     yield proc
     stop_worker(proc)
