@@ -1,6 +1,6 @@
 """OpenAPI post-processing (drf-spectacular hook): every operation documents the error
-answers every API view can give, with the one error body, and the OTLP/HTTP endpoint,
-which is a plain Django view drf-spectacular cannot see, is described by hand."""
+answers every API view can give, with the one error body, and the OTLP/HTTP endpoints,
+which are plain Django views drf-spectacular cannot see, are described by hand."""
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -31,58 +31,86 @@ def _error(description: str) -> dict:
     }
 
 
-OTLP = {
-    "post": {
-        "operationId": "otlp_traces_export",
-        "summary": "OTLP/HTTP trace export (ExportTraceServiceRequest)",
-        "description": "Protobuf or JSON, optionally gzip (Content-Encoding). Invalid spans "
-        "are rejected one by one and named in `partialSuccess`; the others are stored.",
-        "tags": ["otlp"],
-        "security": [{"ApiKey": []}],
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "resourceSpans": {"type": "array", "items": {"type": "object"}}
-                        },
-                    }
-                },
-                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
-        "responses": {
-            "200": {
-                "description": "stored; `partialSuccess` counts and names rejected spans",
+def _otlp(*, signal: str, message: str, top: str, rejected: str, items: str) -> dict:
+    return {
+        "post": {
+            "operationId": f"otlp_{signal}_export",
+            "summary": f"OTLP/HTTP {signal} export ({message})",
+            "description": "Protobuf or JSON, optionally gzip (Content-Encoding). Invalid "
+            f"{items} are rejected one by one and named in `partialSuccess`; the others "
+            "are stored.",
+            "tags": ["otlp"],
+            "security": [{"ApiKey": []}],
+            "requestBody": {
+                "required": True,
                 "content": {
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {
-                                "partialSuccess": {
-                                    "type": "object",
-                                    "properties": {
-                                        "rejectedSpans": {"type": "string"},
-                                        "errorMessage": {"type": "string"},
-                                    },
-                                }
-                            },
+                            "properties": {top: {"type": "array", "items": {"type": "object"}}},
                         }
                     },
                     "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
                 },
             },
-            "503": _error("storage is unavailable; the exporter retries after `Retry-After`"),
-        },
+            "responses": {
+                "200": {
+                    "description": f"stored; `partialSuccess` counts and names rejected {items}",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "partialSuccess": {
+                                        "type": "object",
+                                        "properties": {
+                                            rejected: {"type": "string"},
+                                            "errorMessage": {"type": "string"},
+                                        },
+                                    }
+                                },
+                            }
+                        },
+                        "application/x-protobuf": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                    },
+                },
+                "503": _error("storage is unavailable; the exporter retries after `Retry-After`"),
+            },
+        }
     }
+
+
+OTLP_PATHS = {
+    "/v1/traces": _otlp(
+        signal="traces",
+        message="ExportTraceServiceRequest",
+        top="resourceSpans",
+        rejected="rejectedSpans",
+        items="spans",
+    ),
+    # Coding agents' events, folded into spans (tracing/codingagents).
+    "/v1/logs": _otlp(
+        signal="logs",
+        message="ExportLogsServiceRequest",
+        top="resourceLogs",
+        rejected="rejectedLogRecords",
+        items="log records",
+    ),
+    "/v1/metrics": _otlp(
+        signal="metrics",
+        message="ExportMetricsServiceRequest",
+        top="resourceMetrics",
+        rejected="rejectedDataPoints",
+        items="data points",
+    ),
 }
 
 
 def add_errors_and_otlp(result, generator, request, public):
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    result["paths"]["/v1/traces"] = OTLP
+    result["paths"].update(OTLP_PATHS)
     for operations in result["paths"].values():
         for method, operation in operations.items():
             if method in ("get", "post", "put", "patch", "delete"):

@@ -1,13 +1,25 @@
-"""OTLP/gRPC: TraceService/Export on the same span path as OTLP/HTTP."""
+"""OTLP/gRPC: TraceService/Export, LogsService/Export and MetricsService/Export, on the
+same paths as OTLP/HTTP."""
 
 import logging
 from concurrent import futures
 
 import grpc
 from django.db import close_old_connections
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from tracing.ingest.receive import IngestRefused, ingest_key, receive
+from tracing.ingest.receive import (
+    IngestRefused,
+    ingest_key,
+    receive,
+    receive_logs,
+    receive_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -20,25 +32,57 @@ def peer_address(peer: str) -> str:
     return rest.rpartition(":")[0] if kind == "ipv4" else peer
 
 
+def _export(request, context, *, receive_fn, answer, rejected_field: str):
+    close_old_connections()
+    metadata = dict(context.invocation_metadata())
+    try:
+        key = ingest_key(metadata.get("authorization"), address=peer_address(context.peer()))
+        result = receive_fn(key=key, request=request)
+    except IngestRefused as refused:
+        if refused.retry_after:
+            # What OTLP exporters read to back off before they retry.
+            context.set_trailing_metadata((("retry-after", str(refused.retry_after)),))
+        context.abort(getattr(grpc.StatusCode, refused.grpc_code), refused.message)
+    finally:
+        close_old_connections()
+    reply = answer()
+    if result.rejected:
+        setattr(reply.partial_success, rejected_field, result.rejected)
+        reply.partial_success.error_message = result.error_message
+    return reply
+
+
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(self, request, context):  # noqa: N802 - the gRPC method's name
-        close_old_connections()
-        metadata = dict(context.invocation_metadata())
-        try:
-            key = ingest_key(metadata.get("authorization"), address=peer_address(context.peer()))
-            result = receive(key=key, request=request)
-        except IngestRefused as refused:
-            if refused.retry_after:
-                # What OTLP exporters read to back off before they retry.
-                context.set_trailing_metadata((("retry-after", str(refused.retry_after)),))
-            context.abort(getattr(grpc.StatusCode, refused.grpc_code), refused.message)
-        finally:
-            close_old_connections()
-        answer = trace_service_pb2.ExportTraceServiceResponse()
-        if result.rejected:
-            answer.partial_success.rejected_spans = result.rejected
-            answer.partial_success.error_message = result.error_message
-        return answer
+        return _export(
+            request,
+            context,
+            receive_fn=receive,
+            answer=trace_service_pb2.ExportTraceServiceResponse,
+            rejected_field="rejected_spans",
+        )
+
+
+class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
+    def Export(self, request, context):  # noqa: N802 - the gRPC method's name
+        return _export(
+            request,
+            context,
+            receive_fn=receive_logs,
+            answer=logs_service_pb2.ExportLogsServiceResponse,
+            rejected_field="rejected_log_records",
+        )
+
+
+class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def Export(self, request, context):  # noqa: N802 - the gRPC method's name
+        return _export(
+            request,
+            context,
+            receive_fn=receive_metrics,
+            answer=metrics_service_pb2.ExportMetricsServiceResponse,
+            rejected_field="rejected_data_points",
+        )
 
 
 def make_server(address: str, *, workers: int = 8) -> tuple[grpc.Server, int]:
@@ -48,6 +92,8 @@ def make_server(address: str, *, workers: int = 8) -> tuple[grpc.Server, int]:
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(), server)
     port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}")

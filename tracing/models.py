@@ -434,3 +434,7 @@ class TraceAttribute(TenantModel):
 
     def __str__(self):
         return f"{self.key}={self.value}"
+
+
+# Coding agents' metrics live with their package; Django finds app models here.
+from tracing.codingagents.models import MetricKind, MetricPoint  # noqa: E402, F401

@@ -4,6 +4,8 @@ from tracing import api, api_read, views
 
 urlpatterns = [
     path("v1/traces", views.otlp_traces, name="otlp-traces"),
+    path("v1/logs", views.otlp_logs, name="otlp-logs"),
+    path("v1/metrics", views.otlp_metrics, name="otlp-metrics"),
     path("api/v1/redaction-policy", api.RedactionPolicyView.as_view(), name="redaction-policy"),
     path("api/v1/traces", api_read.TraceListView.as_view(), name="traces"),
     path("api/v1/traces/<str:trace_id>", api_read.TraceDetailView.as_view(), name="trace"),

@@ -75,6 +75,8 @@ EXEMPT = {
     "api/docs/": "no tenant: Swagger UI",
     "^(?:api|v1)/": "the JSON 404 for unknown paths",
     "v1/traces": "OTLP ingest: writes into the key's own tenant only",
+    "v1/logs": "OTLP ingest: writes into the key's own tenant only",
+    "v1/metrics": "OTLP ingest: writes into the key's own tenant only",
     "": "home: redirects to the user's own tenant",
     "login/": "no tenant yet",
     "logout/": "no tenant",

@@ -1,4 +1,5 @@
-"""OTLP/HTTP request bodies to ExportTraceServiceRequest: protobuf or JSON, maybe gzipped."""
+"""OTLP/HTTP request bodies to export requests (traces, logs, metrics): protobuf or JSON,
+maybe gzipped."""
 
 import base64
 import binascii
@@ -7,6 +8,10 @@ import zlib
 import orjson
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 PROTOBUF = "application/x-protobuf"
@@ -90,16 +95,59 @@ def _fix_json_ids(doc: dict) -> None:
                     link["spanId"] = _hex_to_b64(link.get("spanId"), 8)
 
 
-def decode_request(body: bytes, content_type: str | None) -> ExportTraceServiceRequest:
+def _fix_json_log_ids(doc: dict) -> None:
+    for rl in _objects(doc, "resourceLogs", "resource_logs"):
+        for sl in _objects(rl, "scopeLogs", "scope_logs"):
+            for record in _objects(sl, "logRecords", "log_records"):
+                for key, size in (("traceId", 16), ("spanId", 8)):
+                    if key in record:
+                        record[key] = _hex_to_b64(record[key], size)
+
+
+_POINT_LISTS = {
+    "gauge": "dataPoints",
+    "sum": "dataPoints",
+    "histogram": "dataPoints",
+    "exponentialHistogram": "dataPoints",
+    "summary": "dataPoints",
+}
+
+
+def _fix_json_metric_ids(doc: dict) -> None:
+    """Exemplars carry span context as hex too."""
+    for rm in _objects(doc, "resourceMetrics", "resource_metrics"):
+        for sm in _objects(rm, "scopeMetrics", "scope_metrics"):
+            for metric in _objects(sm, "metrics"):
+                for kind, points in _POINT_LISTS.items():
+                    data = metric.get(kind)
+                    if not isinstance(data, dict):
+                        continue
+                    for point in _objects(data, points, "data_points"):
+                        for exemplar in _objects(point, "exemplars"):
+                            exemplar["traceId"] = _hex_to_b64(exemplar.get("traceId"), 16)
+                            exemplar["spanId"] = _hex_to_b64(exemplar.get("spanId"), 8)
+
+
+# What each OTLP/HTTP path takes: its message, the list its JSON starts with, and the
+# hex ids its JSON carries.
+_FORMS = {
+    ExportTraceServiceRequest: ("resourceSpans", _fix_json_ids),
+    ExportLogsServiceRequest: ("resourceLogs", _fix_json_log_ids),
+    ExportMetricsServiceRequest: ("resourceMetrics", _fix_json_metric_ids),
+}
+
+
+def decode_request(body: bytes, content_type: str | None, message=ExportTraceServiceRequest):
+    """`body` as an instance of `message` (ExportTraceServiceRequest by default)."""
     kind = media_type(content_type)
-    request = ExportTraceServiceRequest()
+    request = message()
+    what = message.DESCRIPTOR.name
+    top, fix_ids = _FORMS[message]
     if kind == PROTOBUF:
         try:
             request.ParseFromString(body)
         except ProtobufDecodeError as exc:
-            raise DecodeError(
-                f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {exc}"
-            ) from None
+            raise DecodeError(f"body is not a valid OTLP protobuf {what}: {exc}") from None
         return request
     if kind == JSON:
         try:
@@ -107,14 +155,15 @@ def decode_request(body: bytes, content_type: str | None) -> ExportTraceServiceR
         except orjson.JSONDecodeError as exc:
             raise DecodeError(f"body is not valid JSON: {exc}") from None
         if not isinstance(doc, dict):
-            raise DecodeError("body must be a JSON object with resourceSpans")
-        _fix_json_ids(doc)
+            raise DecodeError(f"body must be a JSON object with {top}")
+        fix_ids(doc)
         try:
             json_format.ParseDict(doc, request, ignore_unknown_fields=True)
         except json_format.ParseError as exc:
-            raise DecodeError(
-                f"body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}"
-            ) from None
+            raise DecodeError(f"body is not a valid OTLP/JSON {what}: {exc}") from None
+        except RecursionError:
+            # orjson takes 1,024 levels; the parser's recursion ends sooner.
+            raise DecodeError("body nests values too deeply") from None
         return request
     raise UnsupportedContentType(
         f"Content-Type {content_type!r} is not supported (use {PROTOBUF} or {JSON})"

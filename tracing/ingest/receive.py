@@ -102,14 +102,24 @@ def span_count(request) -> int:
     return sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
 
 
-def receive(*, key: ApiKey, request) -> IngestResult:
-    tenant = key.tenant
+def log_record_count(request) -> int:
+    return sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+
+
+def data_point_count(request) -> int:
+    from tracing.codingagents.metrics import point_count
+
+    return point_count(request)
+
+
+def _admit(tenant, items: int) -> None:
+    """The tenant's ingest rate, one bucket for spans, log records and data points."""
     rate = tenant.ingest_spans_per_second or settings.INGEST_SPANS_PER_SECOND
     with storage_guard():
         # shared=False: without Redis, each web process keeps its own bucket rather
         # than writing one to the database on every batch.
         decision = ratelimit.take(
-            f"ingest:{tenant.pk}", span_count(request), rate=rate, burst=2 * rate, shared=False
+            f"ingest:{tenant.pk}", items, rate=rate, burst=2 * rate, shared=False
         )
     if not decision.allowed:
         raise IngestRefused(
@@ -118,5 +128,29 @@ def receive(*, key: ApiKey, request) -> IngestResult:
             f"over this tenant's ingest rate of {rate} spans a second",
             retry_after=max(1, round(decision.retry_after + 0.5)),
         )
+
+
+def receive(*, key: ApiKey, request) -> IngestResult:
+    tenant = key.tenant
+    _admit(tenant, span_count(request))
     with storage_guard():
         return spans_ingest(tenant_id=tenant.pk, request=request)
+
+
+def receive_logs(*, key: ApiKey, request) -> IngestResult:
+    """Coding agents' events (OTLP log records), folded into spans on the span path."""
+    from tracing.codingagents.fold import log_records_ingest
+
+    tenant = key.tenant
+    _admit(tenant, log_record_count(request))
+    with storage_guard():
+        return log_records_ingest(tenant_id=tenant.pk, request=request)
+
+
+def receive_metrics(*, key: ApiKey, request) -> IngestResult:
+    from tracing.codingagents.metrics import metric_points_ingest
+
+    tenant = key.tenant
+    _admit(tenant, data_point_count(request))
+    with storage_guard():
+        return metric_points_ingest(tenant_id=tenant.pk, request=request)
