@@ -3,7 +3,8 @@
 - a 100-step agent (each step an LLM call carrying the whole conversation so far) run
   live against the local Messages API server answering in 200 ms, then replayed from
   its journal: both durations (claim to outcome, in this process) and their ratio;
-- journal bytes per step (the rows' request and result columns as stored);
+- journal bytes per step at 10 and 100 steps (the rows' request and result columns as
+  stored, sealed): flat, since a step refers to its conversation instead of copying it;
 - the gateway round trip with the step identity (request hash + occurrence): a no-op
   tool call timed inside the sandbox, live, then the same calls answered from the
   journal by a replay.
@@ -96,11 +97,12 @@ def replay_now(tenant, source: Run) -> Run:
 
 
 def journal_bytes(run: Run) -> int:
+    """The request and result columns as stored (sealed bytes)."""
     table = JournalStep._meta.db_table
     size = "octet_length" if connection.vendor == "postgresql" else "length"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT SUM({size}(CAST(request AS TEXT)) + {size}(CAST(result AS TEXT))) "  # noqa: S608
+            f"SELECT SUM(COALESCE({size}(request), 0) + COALESCE({size}(result), 0)) "  # noqa: S608
             f"FROM {table} WHERE run_id = %s",
             [run.pk],
         )
@@ -125,9 +127,16 @@ def main():
         f"100-step run, LLM at 200 ms a call: live {live_s:.2f} s, replay {replay_s:.3f} s, "
         f"replay {live_s / replay_s:.0f}x faster (target: at least 100x)"
     )
-    steps = JournalStep.all_tenants.filter(run=live).count()
-    per_step = journal_bytes(live) / steps
-    print(f"journal: {per_step:.0f} bytes per step over {steps} steps (request + result)")
+    per_step = {}
+    short = run_now(tenant, agent, input={"steps": 10})
+    for run in (short, live):
+        steps = JournalStep.all_tenants.filter(run=run).count()
+        per_step[steps] = journal_bytes(run) / steps
+    print(
+        "journal: "
+        + ", ".join(f"{b:.0f} bytes per step over {n} steps" for n, b in per_step.items())
+        + " (request + result as stored, sealed)"
+    )
 
     llm.latency_ms = 0
     rt = agent_with_bundle(tenant, name="round-trip", code=ROUND_TRIP, manifest=MANIFEST)

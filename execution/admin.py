@@ -33,10 +33,18 @@ class AgentAdmin(ReadOnlyAdmin):
 
 class JournalStepInline(admin.TabularInline):
     model = JournalStep
-    fields = ["step", "kind", "is_error", "duration_ms", "result"]
+    fields = ["step", "kind", "is_error", "duration_ms", "redacted_result"]
     readonly_fields = fields
     extra = 0
     can_delete = False
+
+    @admin.display(description="result (redacted)")
+    def redacted_result(self, step):
+        # Staff see the journal as the tenant's viewers do: the value whole is the
+        # tenant's, for its own admins to ask for.
+        from replay.selectors import journal_redacted
+
+        return journal_redacted(tenant_id=step.tenant_id, value=step.result)
 
 
 @admin.register(Run)

@@ -8,7 +8,7 @@ from decimal import Decimal
 from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, PermissionDenied
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
@@ -19,6 +19,7 @@ from controlplane.api_base import (
     list_create_schema,
     or_404,
 )
+from controlplane.models import Scope
 from controlplane.services import ServiceError
 from execution import selectors, services
 from execution.budget import BudgetRefused
@@ -32,6 +33,7 @@ from execution.models import (
     ToolDefinition,
 )
 from execution.tools.egress import host_entry_problem
+from replay import selectors as replay_selectors
 from replay.models import JournalStep
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -305,6 +307,9 @@ class RunCancelView(TenantAPIView):
 
 
 class JournalStepSerializer(serializers.ModelSerializer):
+    request = serializers.JSONField(read_only=True)
+    result = serializers.JSONField(read_only=True)
+
     class Meta:
         model = JournalStep
         fields = [
@@ -319,13 +324,31 @@ class JournalStepSerializer(serializers.ModelSerializer):
         ]
 
 
+def wants_unredacted(request) -> bool:
+    """`?unredacted=1`: the journal's values whole, for a caller with the admin scope."""
+    raw = request.query_params.get("unredacted", "")
+    if raw not in ("", "0", "1", "true", "false"):
+        raise Invalid(f"unredacted must be 1 or 0, not {raw[:40]!r}")
+    if raw not in ("1", "true"):
+        return False
+    if Scope.ADMIN not in request.scopes:
+        raise PermissionDenied("unredacted needs the admin scope; without it steps are redacted")
+    return True
+
+
 class RunStepsView(TenantAPIView):
     @extend_schema(
-        summary="A run's journal, in step order", responses=JournalStepSerializer(many=True)
+        summary="A run's journal, in step order: requests and results redacted as the span "
+        "path redacts them (`?unredacted=1` with the admin scope: whole)",
+        parameters=[OpenApiParameter("unredacted", bool, required=False)],
+        responses=JournalStepSerializer(many=True),
     )
     def get(self, request, run_id: int):
+        unredacted = wants_unredacted(request)
         run = or_404(selectors.run_get(run_id=run_id))
-        steps = selectors.run_steps(run=run)[:1000]
+        steps = replay_selectors.steps_readable(
+            selectors.run_steps(run=run)[:1000], tenant_id=run.tenant_id, unredacted=unredacted
+        )
         return Response(JournalStepSerializer(steps, many=True).data)
 
 

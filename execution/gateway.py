@@ -211,7 +211,7 @@ class Gateway:
             with self.lock:
                 self._intents.add(step)
         if self.journal.source is not None:
-            answer = self.journal.source.answer(step, op, _journal_request(op, args))
+            answer = self.journal.source.answer(step, op, args)
             if answer.kind == "diverged":
                 return self._diverged(answer.report)
             if answer.kind in ("serve", "result"):
@@ -238,15 +238,17 @@ class Gateway:
         if self.stop_reason:  # stopped while the call ran: the agent gets no answer
             return self._stopped(self.stop_reason)
         self._count(op, None if is_error else result)
-        self._journal(step, op, args, result, is_error=is_error, started=started)
+        # The span first: the journal refers to its conversation instead of copying it.
+        span_id = ""
         if span:
-            self.tracer.record(
+            span_id = self.tracer.record(
                 span.pop("name"),
                 start_ns=started_ns,
                 end_ns=time.time_ns(),
                 attributes=span,
                 error=result["message"] if is_error else "",
             )
+        self._journal(step, op, args, result, is_error=is_error, started=started, span_id=span_id)
         return reply
 
     def _diverged(self, report: dict) -> dict:
@@ -269,25 +271,29 @@ class Gateway:
         else:  # a fork's step answered with the result its author gave
             result, is_error = answer.value, False
         self._count(op, None if is_error else result)
-        self._journal(step, op, args, result, is_error=is_error, started=started)
-        span = served_span(op, {"model": self.manifest["model"], **args}, result, is_error)
+        span, span_id = (
+            served_span(op, {"model": self.manifest["model"], **args}, result, is_error),
+            "",
+        )
         if span:
             if answer.row is not None:
                 span["flightdeck.replay.source_step"] = answer.row.step
-            self.tracer.record(
+            span_id = self.tracer.record(
                 span.pop("name"),
                 start_ns=started_ns,
                 end_ns=time.time_ns(),
                 attributes=span,
                 error=result.get("message", "") if is_error and isinstance(result, dict) else "",
             )
+        self._journal(step, op, args, result, is_error=is_error, started=started, span_id=span_id)
         return {"ok": False, "error": result} if is_error else {"ok": True, "result": result}
 
     def _journal(
-        self, step: StepIdentity, op, args, result, *, is_error: bool, started: float
+        self, step: StepIdentity, op, args, result, *, is_error: bool, started: float, span_id=""
     ) -> None:
         if step in self._intents:
             services.journal_step_complete(
+                tenant_id=self.tenant_id,
                 run_id=self.run_id,
                 step=step,
                 result=result,
@@ -303,7 +309,7 @@ class Gateway:
             run_id=self.run_id,
             step=step,
             kind=op,
-            request=_journal_request(op, args),
+            request=journal_request(op, args, span_id=span_id),
             result=result,
             is_error=is_error,
             duration_ms=(time.perf_counter() - started) * 1000,
@@ -425,7 +431,7 @@ class Gateway:
                 run_id=self.run_id,
                 step=step,
                 kind="tool",
-                request=_journal_request("tool", args),
+                request=journal_request("tool", args),
                 result=None,
                 is_error=False,
                 duration_ms=0,
@@ -587,20 +593,22 @@ def _thread_ok(thread, seq) -> bool:
     )
 
 
-def _journal_request(op: str, args: dict):
-    # The conversation is in the span path already (redacted, deduplicated); the journal
-    # keeps a short hash of each message (so a replay's report names the message that
-    # changed) and the small requests whole.
-    if op == "llm.messages":
-        kept = {k: v for k, v in args.items() if k not in ("messages", "system", "tools")}
-        for name in ("messages", "system", "tools"):
-            value = args.get(name)
-            if isinstance(value, list) and name == "messages":
-                kept["messages_sha256"] = [short_hash(m) for m in value]
-            elif value is not None:
-                kept[f"{name}_sha256"] = short_hash(value)
-        return kept
-    return args
+def journal_request(op: str, args: dict, *, span_id: str = ""):
+    """What the journal keeps of a request. The conversation an LLM call resends is in
+    the span path already (redacted, stored once as a chain of messages): the journal
+    names the call's chat span for it, with the conversation's length and one hash, so
+    a step costs the same whatever the length of the conversation (a copy, or a hash
+    per message, would grow with its square). Other requests are small: kept whole."""
+    if op != "llm.messages":
+        return args
+    kept = {k: v for k, v in args.items() if k not in ("messages", "system", "tools")}
+    messages = args.get("messages")
+    if isinstance(messages, list):
+        kept["messages"] = {"span": span_id, "count": len(messages), "sha256": short_hash(messages)}
+    for name in ("system", "tools"):
+        if args.get(name) is not None:
+            kept[f"{name}_sha256"] = short_hash(args[name])
+    return kept
 
 
 def short_hash(value) -> str:

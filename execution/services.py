@@ -46,6 +46,7 @@ from execution.tools import (
 )
 from execution.tools.egress import host_entry_problem
 from replay.models import JournalStep
+from replay.sealing import seal
 
 if TYPE_CHECKING:
     from replay.journal import StepIdentity
@@ -407,7 +408,9 @@ def journal_step_insert(
 
     Plain SQL through the fields' own adapters: this is on every gateway call's path,
     and the ORM's save() costs more than the insert itself. The run's counters are
-    written by the supervisor once a second (run_lease_renew), not here.
+    written by the supervisor once a second (run_lease_renew), not here. The request and
+    result are sealed with the tenant's journal key (replay/sealing.py: about 20 us a
+    value), as raw bytes, so PostgreSQL's jsonb limits (no NUL) no longer apply.
     """
     values = {
         "tenant_id": tenant_id,
@@ -418,8 +421,8 @@ def journal_step_insert(
         "occurrence": step.occurrence,
         "thread": step.thread,
         "thread_seq": step.thread_seq,
-        "request": json_safe(request),
-        "result": json_safe(result),
+        "request": seal(tenant_id=tenant_id, value=request),
+        "result": seal(tenant_id=tenant_id, value=result),
         "is_error": is_error,
         "done": done,
         "duration_ms": duration_ms,
@@ -431,12 +434,23 @@ def journal_step_insert(
 
 
 def journal_step_complete(
-    *, run_id: int, step: "StepIdentity", result, is_error: bool, duration_ms: float
+    *,
+    tenant_id: int,
+    run_id: int,
+    step: "StepIdentity",
+    result,
+    is_error: bool,
+    duration_ms: float,
 ) -> None:
     """Write the result of a call whose intent was journaled."""
     JournalStep.objects.filter(
         run_id=run_id, request_hash=step.request_hash, occurrence=step.occurrence
-    ).update(result=json_safe(result), is_error=is_error, done=True, duration_ms=duration_ms)
+    ).update(
+        result=seal(tenant_id=tenant_id, value=result),
+        is_error=is_error,
+        done=True,
+        duration_ms=duration_ms,
+    )
 
 
 def run_state_set(*, tenant_id: int, run_id: int, key: str, value) -> None:

@@ -125,7 +125,10 @@ class RunTracer:
             **attributes,
         }
 
-    def record(self, name: str, *, start_ns: int, end_ns: int, attributes: dict, error: str = ""):
+    def record(
+        self, name: str, *, start_ns: int, end_ns: int, attributes: dict, error: str = ""
+    ) -> str:
+        """Record one finished call; its span id (hex), which the journal refers to."""
         span = self.tracer.start_span(
             name,
             context=self.context,
@@ -137,6 +140,7 @@ class RunTracer:
             span.set_attribute("error.type", error.split(":")[0][:100])
             span.set_status(Status(StatusCode.ERROR, error[:500]))
         span.end(end_time=end_ns)
+        return format(span.get_span_context().span_id, "016x")
 
     def flush(self) -> None:
         spans = self.buffer.take()

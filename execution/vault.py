@@ -28,16 +28,29 @@ class VaultError(LookupError):
     pass
 
 
+def _derive(material: bytes, info: bytes) -> str:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
+    return base64.urlsafe_b64encode(key).decode()
+
+
+def _master_keys() -> list[str]:
+    keys = [k.strip() for k in (settings.EXECUTION_VAULT_KEYS or "").split(",") if k.strip()]
+    return keys or [_derive(settings.SECRET_KEY.encode(), b"flightdeck-vault")]
+
+
 @lru_cache(maxsize=1)
 def _fernet() -> MultiFernet:
-    keys = [k.strip() for k in (settings.EXECUTION_VAULT_KEYS or "").split(",") if k.strip()]
-    if not keys:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"flightdeck-vault"
-        ).derive(settings.SECRET_KEY.encode())
-        keys = [base64.urlsafe_b64encode(derived).decode()]
     # The first key encrypts; all of them decrypt, so keys can be rotated.
-    return MultiFernet([Fernet(k) for k in keys])
+    return MultiFernet([Fernet(k) for k in _master_keys()])
+
+
+@lru_cache(maxsize=4096)
+def tenant_fernet(tenant_id: int, purpose: str) -> MultiFernet:
+    """A tenant's own key for `purpose` (the journal's, ...), derived from each vault
+    key with HKDF: one tenant's rows never decrypt with another's key, and rotating the
+    vault keys rotates these too (the first encrypts, all decrypt)."""
+    info = f"flightdeck-{purpose}:{tenant_id}".encode()
+    return MultiFernet([Fernet(_derive(base64.urlsafe_b64decode(k), info)) for k in _master_keys()])
 
 
 def encrypt(value: str) -> bytes:

@@ -96,7 +96,7 @@ class SourceJournal:
         fork_row = self.by_step.get(self.fork_step) if self.fork_step else None
         self.fork_identity = (fork_row.request_hash, fork_row.occurrence) if fork_row else None
 
-    def answer(self, identity: StepIdentity, op: str, journaled_request) -> SourceAnswer:
+    def answer(self, identity: StepIdentity, op: str, args: dict) -> SourceAnswer:
         key = (identity.request_hash, identity.occurrence)
         if self.fork_step is not None:
             if key == self.fork_identity:
@@ -109,17 +109,30 @@ class SourceJournal:
         row = self.by_identity.get(key)
         if row is not None:
             return SourceAnswer("serve", row=row)
-        return SourceAnswer("diverged", report=self.report(identity, op, journaled_request))
+        return SourceAnswer("diverged", report=self.report(identity, op, args))
 
-    def report(self, identity: StepIdentity, op: str, journaled_request) -> dict:
+    def report(self, identity: StepIdentity, op: str, args: dict) -> dict:
         """The first call the source never made, beside the call it made in its place:
         the one its thread made at the same point of its own sequence (else the one
-        that arrived at the same step)."""
+        that arrived at the same step). Both in their readable form: redacted, an LLM
+        call's conversation as the span path holds it (the recorded one read back from
+        the source's chat span), so the diff shows the messages that changed."""
+        from replay.selectors import request_readable
+
         recorded = self.by_thread.get((identity.thread, identity.thread_seq)) or self.by_step.get(
             identity.step
         )
-        new = {"op": op, "args": journaled_request}
-        old = {"op": recorded.kind, "args": recorded.request} if recorded else None
+        source = self.link.source
+        new = {"op": op, "args": request_readable(tenant_id=source.tenant_id, op=op, args=args)}
+        old = None
+        if recorded is not None:
+            readable = request_readable(
+                tenant_id=source.tenant_id,
+                op=recorded.kind,
+                journaled=recorded.request,
+                trace_id=source.trace_id,
+            )
+            old = {"op": recorded.kind, "args": readable}
         return {
             "step": identity.step,
             "thread": identity.thread,

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from controlplane.tenancy import TenantModel
+from replay.sealing import SealedJSONField
 
 
 class JournalStep(TenantModel):
@@ -25,8 +26,9 @@ class JournalStep(TenantModel):
     occurrence = models.PositiveIntegerField(default=1)
     thread = models.CharField(max_length=64, default="main")
     thread_seq = models.PositiveIntegerField(default=0)
-    request = models.JSONField(null=True)
-    result = models.JSONField(null=True)
+    # Sealed with the tenant's journal key (sealing.py); readers show them redacted.
+    request = SealedJSONField(null=True)
+    result = SealedJSONField(null=True)
     # False while a tool with effects outside the run is being called: its intent is
     # journaled first, so a worker dying mid-call leaves the call visibly in doubt.
     done = models.BooleanField(default=True)
@@ -41,6 +43,13 @@ class JournalStep(TenantModel):
                 fields=["run", "request_hash", "occurrence"], name="journal_step_identity"
             ),
         ]
+
+    def save(self, *args, **kwargs):
+        # A selector's readable copy holds redacted values: saved, it would overwrite
+        # the journal's real ones.
+        if getattr(self, "redacted", False):
+            raise ValueError("a redacted copy of a journal step cannot be saved")
+        super().save(*args, **kwargs)
 
 
 class RunEventKind(models.TextChoices):

@@ -6,7 +6,17 @@ from django.utils import timezone
 from controlplane.services import Actor, ServiceError, audit_record
 from execution import services as execution_services
 from execution.models import Run, RunStatus
+from replay import selectors
 from replay.models import JournalStep, RunEvent, RunEventKind, RunLink, RunLinkKind
+
+
+def journal_delete(*, run: Run) -> int:
+    """Delete the run's journal (its sealed requests and results): what retention calls
+    before, or instead of, deleting the run itself. The conversations its LLM steps refer
+    to live in the span path, under the span path's own retention. Returns the rows
+    deleted."""
+    deleted, _ = JournalStep.all_tenants.filter(tenant_id=run.tenant_id, run_id=run.pk).delete()
+    return deleted
 
 
 def run_event_record(*, run: Run, kind: str, detail: dict | None = None) -> RunEvent:
@@ -51,7 +61,7 @@ def run_reconcile(*, run: Run, action: str, result=None, is_error: bool = False,
     step = JournalStep.objects.filter(run=run, done=False).order_by("step").first()
     detail = {"action": action, "step": step.step if step else None, "by": _who(actor)}
     if step is not None and action == "result":
-        step.result = execution_services.json_safe(result)
+        step.result = result
         step.is_error, step.done = bool(is_error), True
         step.save(update_fields=["result", "is_error", "done"])
     elif step is not None and action == "retry":
@@ -79,7 +89,10 @@ def run_in_doubt_record(*, run_id: int, step, tool: str, args: dict) -> None:
         kind=RunEventKind.IN_DOUBT,
         detail={
             "tool": tool,
-            "arguments": args.get("arguments"),
+            # An event is readable as it is stored: redacted, unlike the journal.
+            "arguments": selectors.journal_redacted(
+                tenant_id=run.tenant_id, value=args.get("arguments")
+            ),
             "idempotency_key": step.idempotency_key(run_id),
             "request_hash": step.request_hash,
             "occurrence": step.occurrence,

@@ -125,8 +125,10 @@ def compare_rows(left_steps, right_steps) -> tuple[list[dict], int | None]:
 def run_compare(request, tenant_slug, run_id: int, other_id: int):
     left = found_or_404(execution_selectors.run_get(run_id=run_id), "run")
     right = found_or_404(execution_selectors.run_get(run_id=other_id), "run")
-    left_steps = list(execution_selectors.run_steps(run=left)[:2000])
-    right_steps = list(execution_selectors.run_steps(run=right)[:2000])
+    left_steps, right_steps = (
+        selectors.steps_readable(execution_selectors.run_steps(run=r)[:2000], tenant_id=r.tenant_id)
+        for r in (left, right)
+    )
     rows, first = compare_rows(left_steps, right_steps)
     summaries = {
         id(s): r

@@ -23,6 +23,7 @@ from frontend.console import run_present
 from frontend.console.forms import RunStartForm
 from frontend.decorators import found_or_404, is_partial, tenant_view
 from frontend.render import render_page
+from replay import selectors as replay_selectors
 from tracing.query.filters import FilterError, parse_whole
 
 PAGE = 50
@@ -97,7 +98,8 @@ def _steps_after(run, after: int) -> tuple[list, int | None]:
     """The next STEP_CHUNK steps after `after`, and the step to continue after when there
     are more (None when these are the last)."""
     found = list(selectors.run_steps(run=run, after=after)[: STEP_CHUNK + 1])
-    rows = run_present.step_rows(found[:STEP_CHUNK])
+    readable = replay_selectors.steps_readable(found[:STEP_CHUNK], tenant_id=run.tenant_id)
+    rows = run_present.step_rows(readable)
     return rows, (rows[-1].step if len(found) > STEP_CHUNK else None)
 
 
@@ -119,14 +121,24 @@ def _detail(request, run, *, notice: str = "", status: int = 200):
     return render_page(request, "frontend/console/run.html", context, status=status)
 
 
-def _step_context(run, number: int) -> dict:
-    """One step, whole, as GET /api/v1/runs/{id}/steps has it."""
+def _step_context(run, number: int, *, unredacted: bool = False) -> dict:
+    """One step, whole, as GET /api/v1/runs/{id}/steps has it (redacted unless an admin
+    asked), with the conversation of an LLM call read back from its chat span."""
     step = found_or_404(selectors.run_step_get(run=run, step=number), "step")
+    [step] = replay_selectors.steps_readable([step], tenant_id=run.tenant_id, unredacted=unredacted)
     data = JournalStepSerializer(step).data
+    conversation = None
+    if step.kind == "llm.messages" and isinstance(step.request, dict):
+        conversation = replay_selectors.conversation_of(
+            trace_id=run.trace_id, reference=step.request.get("messages")
+        )
     return {
         "step": data,
         "request_json": _json(data["request"]),
         "result_json": _json(data["result"]),
+        "conversation": conversation,
+        "conversation_json": _json(conversation),
+        "unredacted": unredacted,
         "run": run,  # "Fork from here" posts to this run
     }
 
@@ -148,7 +160,13 @@ def run_detail(request, tenant_slug, run_id: int):
     except FilterError as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
     if step is not None:
-        return render_page(request, "frontend/console/_run_step.html", _step_context(run, step))
+        unredacted = request.GET.get("unredacted") == "1"
+        if unredacted and not roles.allows(request.membership, roles.CHANGE_SETTINGS):
+            return HttpResponse(
+                "unredacted steps are for admins", status=403, content_type="text/plain"
+            )
+        context = _step_context(run, step, unredacted=unredacted)
+        return render_page(request, "frontend/console/_run_step.html", context)
     steps, more = _steps_after(run, after)
     if request.GET.get("more"):
         # The next steps of a finished run, asked for as the journal scrolls.
