@@ -65,7 +65,6 @@ class BubblewrapBackend(Backend):
 
     def wrap(self, spec: SandboxSpec, uid: int | None) -> Launch:
         args = [
-            shutil.which("bwrap") or "bwrap",  # by path: it is started with no PATH
             "--unshare-all",  # network, pid, ipc, uts, user, cgroup
             "--die-with-parent",
             "--new-session",  # no TIOCSTI into the host's terminal
@@ -91,7 +90,14 @@ class BubblewrapBackend(Backend):
         args += ["--chdir", "/fd/scratch", "--clearenv"]
         for key, value in {"PATH": "/usr/bin:/bin", "HOME": "/fd/scratch", **spec.env}.items():
             args += ["--setenv", key, value]
-        return Launch([*args, "--", *spec.argv])
+        # The options go through a descriptor (--args), not the command line: the
+        # sandbox's pid 1 is bubblewrap itself, and its /proc/1/cmdline would name the
+        # run's folder and every bind. bubblewrap closes the descriptor once read.
+        options = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
+        os.write(options, b"".join(arg.encode() + b"\0" for arg in args))
+        os.lseek(options, 0, os.SEEK_SET)
+        bwrap = shutil.which("bwrap") or "bwrap"  # by path: it is started with no PATH
+        return Launch([bwrap, "--args", str(options), "--", *spec.argv], pass_fds=[options])
 
 
 class UnsandboxedBackend(Backend):

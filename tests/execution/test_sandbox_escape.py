@@ -55,6 +55,15 @@ def read_host():
 def pid1_environment():
     return open("/proc/1/environ", "rb").read().decode(errors="replace")
 
+def pid1_command_line():
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError as exc:
+            fds[fd] = type(exc).__name__
+    return {"cmdline": open("/proc/1/cmdline", "rb").read().decode(errors="replace"), "fds": fds}
+
 def write_host():
     return {p: attempt(lambda p=p: open(p, "w").write("pwned"))
             for p in ("/usr/pwned", "/fd/bundle/pwned", "/fd/runtime/pwned", HOST_TARGET)}
@@ -199,6 +208,18 @@ def test_it_gives_pid_1_nothing_of_the_hosts_environment(escaper):
     assert names <= {"PATH", "HOME", "FD_SOCKET", "FD_BUNDLE", "PYTHONUNBUFFERED"}, run.output
     for host_path in (str(Path.cwd()), str(Path(__file__).resolve().parents[2])):
         assert host_path not in run.output
+
+
+def test_it_hides_the_sandboxs_own_arguments_from_pid_1(escaper, settings):
+    # bubblewrap's pid 1 is bubblewrap itself: its command line would name the run's
+    # folder under EXECUTION_WORK_DIR and every bind, so they reach it through a
+    # descriptor (--args), which is closed before the agent starts.
+    run = escaper("pid1_command_line")
+    assert run.status == "succeeded", run.error
+    cmdline = run.output["cmdline"]
+    assert settings.EXECUTION_WORK_DIR not in cmdline and "--bind" not in cmdline, cmdline
+    assert "/fd/" not in cmdline.replace("/fd/runtime/fdrt.py", ""), cmdline
+    assert not [target for target in run.output["fds"].values() if "bwrap-args" in target]
 
 
 def test_it_keeps_the_system_and_bundle_read_only(escaper):
