@@ -161,6 +161,10 @@ def span_rows_html(
 ) -> str:
     """The tree rows of a trace view (name column and waterfall bar), as one string.
 
+    Bars and labels carry their offsets as data- attributes (percent of the trace),
+    which app.js sets through the CSSOM: the Content-Security-Policy allows no style
+    attributes.
+
     Written out directly rather than through a template loop: a 2,000-span trace renders
     in a few milliseconds this way. Everything taken from the span is escaped.
     `collapse_below`: spans at this depth or deeper with children start collapsed (big
@@ -206,10 +210,10 @@ def span_rows_html(
             f'<div class="span-row status-{status}" role="treeitem" id="span-{sid}" '
             f'data-span="{sid}" data-depth="{depth}" aria-level="{depth + 1}"{expanded} '
             f'aria-selected="false"{" hidden" if hidden else ""}>'
-            f'<div class="span-name" style="--depth:{depth}">{toggle}'
+            f'<div class="span-name">{toggle}'
             f'{badge}<span class="span-label">{escape(row["name"])}</span>{kids}{error}{tokens}</div>'
             f'<div class="span-bar-cell"><div class="span-bar op-{op} bar-{status}" '
-            f'style="left:{left:.3f}%;width:{width:.3f}%"></div>'
+            f'data-left="{left:.3f}" data-width="{width:.3f}"></div>'
             f"{label}</div></div>"
         )
     return "".join(out)
@@ -219,10 +223,10 @@ def _bar_label(left: float, width: float, text: str) -> str:
     """The duration beside a bar: after it, before it, or inside it, wherever it fits."""
     end = left + width
     if end <= 80:
-        return f'<span class="span-ms" style="left:{end:.3f}%">{escape(text)}</span>'
+        return f'<span class="span-ms" data-left="{end:.3f}">{escape(text)}</span>'
     if left >= 20:
-        return f'<span class="span-ms before" style="right:{100 - left:.3f}%">{escape(text)}</span>'
-    return f'<span class="span-ms inside" style="right:{100 - end:.3f}%">{escape(text)}</span>'
+        return f'<span class="span-ms before" data-right="{100 - left:.3f}">{escape(text)}</span>'
+    return f'<span class="span-ms inside" data-right="{100 - end:.3f}">{escape(text)}</span>'
 
 
 def axis_ticks(total_ms: float, count_: int = 5) -> list[dict]:

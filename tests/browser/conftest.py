@@ -48,11 +48,18 @@ def page(chromium):
     context = chromium.new_context(viewport={"width": 1440, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
-    errors = []
+    errors, refused = [], []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports what the Content-Security-Policy blocked on the console
+    # ("Refused to apply inline style ...", "Refused to execute inline script ...").
+    page.on(
+        "console",
+        lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not refused, f"the Content-Security-Policy refused {len(refused)}: {refused[:2]}"
 
 
 @pytest.fixture

@@ -218,6 +218,23 @@ def test_it_keeps_a_2000_span_trace_usable(live_server, page, shot, acme, make_k
         page.wait_for_timeout(150)
     expect(rows).to_have_count(2001)
     expect(visible).to_have_count(101)
+    # Bars sit where their spans fall, also in the chunks htmx swapped in, with no style
+    # attribute (the policy allows none): the last step starts at 99 % and lasts 1 %.
+    cell = steps.last.locator(".span-bar-cell").bounding_box()
+    bar = steps.last.locator(".span-bar").bounding_box()
+    assert abs((bar["x"] - cell["x"]) / cell["width"] - 0.99) < 0.005, (bar, cell)
+    assert abs(bar["width"] / cell["width"] - 0.01) < 0.005, (bar, cell)
+
+    def indent(row):
+        return float(
+            row.locator(".span-name").evaluate("n => getComputedStyle(n).paddingLeft")[:-2]
+        )
+
+    assert indent(steps.last) - indent(rows.first) == 16  # one level deeper
+    ticks = page.locator(".axis .tick")
+    last = ticks.last.bounding_box()
+    axis = page.locator(".axis").bounding_box()
+    assert abs((last["x"] + last["width"] - axis["x"]) / axis["width"] - 1) < 0.02, (last, axis)
     # Unfold the last step and open one of its spans with the keyboard.
     steps.last.locator(".toggle").click()
     expect(visible).to_have_count(120)

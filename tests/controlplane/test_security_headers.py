@@ -10,12 +10,14 @@ import pytest
 from tests.conftest import PASSWORD
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "frontend" / "templates"
+PRESENT = TEMPLATES.parent / "present.py"
 
 
 def test_it_sends_a_content_security_policy_without_inline_script(client, acme):
     policy = client.get("/login/")["Content-Security-Policy"]
     directives = dict(d.strip().split(" ", 1) for d in policy.split(";"))
     assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
+    assert "'unsafe-inline'" not in policy and "style-src-attr" not in directives
     assert directives["frame-ancestors"] == "'none'" and directives["object-src"] == "'none'"
     client.force_login(acme.owner)
     page = client.get("/t/acme/traces/")
@@ -23,12 +25,20 @@ def test_it_sends_a_content_security_policy_without_inline_script(client, acme):
 
 
 def test_it_keeps_script_styles_and_handlers_out_of_the_templates():
-    """What the policy would block: inline <script>, <style> and on*= handlers."""
+    """What the policy would block: inline <script>, <style>, style attributes and on*=
+    handlers, in the templates and in the HTML the trace tree is written as."""
     found = []
-    for template in TEMPLATES.rglob("*.html"):
-        text = template.read_text()
-        for pattern in (r"<script(?![^>]*\ssrc=)[^>]*>", r"<style\b", r"\son[a-z]+\s*=", "hx-on"):
-            found += [f"{template.relative_to(TEMPLATES)}: {m}" for m in re.findall(pattern, text)]
+    sources = [*TEMPLATES.rglob("*.html"), PRESENT]
+    for source in sources:
+        text = source.read_text()
+        for pattern in (
+            r"<script(?![^>]*\ssrc=)[^>]*>",
+            r"<style\b",
+            r"\sstyle\s*=",
+            r"\son[a-z]+\s*=",
+            "hx-on",
+        ):
+            found += [f"{source.name}: {m}" for m in re.findall(pattern, text)]
     assert found == []
 
 

@@ -21,6 +21,21 @@
 
   function visible(tree) { return rows(tree).filter((r) => !r.hidden); }
 
+  // Bars, their labels and the axis ticks come with their offsets in data- attributes
+  // (percent of the trace) and the rows with their depth; they are set here through the
+  // CSSOM because the Content-Security-Policy allows no style attributes.
+  const OFFSETS = ["left", "right", "width"];
+  function place(root) {
+    const placed = Array.from(root.querySelectorAll("[data-left], [data-right], [data-width]"));
+    if (root.matches && root.matches("[data-left], [data-right], [data-width]")) placed.push(root);
+    for (const el of placed) {
+      for (const side of OFFSETS) if (el.dataset[side] !== undefined) el.style[side] = el.dataset[side] + "%";
+    }
+    for (const name of root.querySelectorAll(".span-row > .span-name")) {
+      name.style.setProperty("--depth", name.parentElement.dataset.depth);
+    }
+  }
+
   let detailTimer = null;
   function openDetail(tree, row, now) {
     const url = tree.dataset.detailUrl + row.dataset.span;
@@ -138,6 +153,11 @@
     box.focus();
     box.select();
   });
+
+  // Deferred, so the page is parsed: place it before its first paint where possible;
+  // htmx.onLoad then places every fragment htmx swaps in (the tree's later chunks).
+  place(document);
+  htmx.onLoad(place);
 
   document.addEventListener("DOMContentLoaded", () => {
     const tree = document.getElementById("tree");
