@@ -3,7 +3,7 @@ trace's small state (TraceWatch) and the error windows, and hand findings to
 services.alert_raise, which keeps one incident per cause.
 
 Only detectors some rule of the tenant uses run, so a tenant without rules pays one
-cached-less query per batch and nothing else.
+query per batch and nothing else.
 """
 
 import statistics
@@ -13,30 +13,34 @@ from collections import defaultdict
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
-from django.utils import timezone
 
 from alerts import detectors, services
-from alerts.models import AlertRule, Detector, ErrorWindow, TraceWatch
+from alerts.models import AlertRule, Detector, ErrorWindow
 from controlplane.tenancy import tenant_scope
 from tracing import labels
 from tracing.models import Span, StatusCode, Trace
 from tracing.selectors import PayloadReader, span_stored_detail
 
+SPAN_DETECTORS = {
+    Detector.LOOP,
+    Detector.HALLUCINATED_TOOL,
+    Detector.ERROR_BURST,
+    Detector.COST_SPIKE,
+}
 TOOL_OPERATIONS = ("execute_tool",)
 LLM_OPERATIONS = ("chat", "text_completion", "generate_content")
 
 
 def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
-    """Run the tenant's detectors over newly stored spans; returns alerts raised."""
+    """Run the tenant's detectors over newly stored spans; returns alerts raised.
+
+    A batch costs a fixed number of queries whatever its traces: the rules, the spans
+    (by key: never a trace's earlier spans), labels, traces, the watches (one upsert,
+    one locked read, one update), and for error bursts one upsert and one read."""
     with tenant_scope(tenant_id):
-        rules = list(AlertRule.objects.prefetch_related("endpoints"))
+        rules = list(AlertRule.objects.all())
         wanted = {r.detector for r in rules}
-        if not wanted & {
-            Detector.LOOP,
-            Detector.HALLUCINATED_TOOL,
-            Detector.ERROR_BURST,
-            Detector.COST_SPIKE,
-        }:
+        if not wanted & SPAN_DETECTORS:
             return 0
         by_trace: dict[uuid.UUID, set[int]] = defaultdict(set)
         for trace_hex, span_hex in spans:
@@ -45,36 +49,41 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             )
         rows = [
             s
-            for s in Span.objects.filter(trace_id__in=by_trace).order_by("start_ns")
+            for s in Span.objects.filter(
+                trace_id__in=by_trace, span_id__in={i for ids in by_trace.values() for i in ids}
+            ).order_by("start_ns")
             if s.span_id in by_trace[s.trace_id]
         ]
         values = labels.values_of(tenant_id, {s.labels_id for s in rows})
         traces = {t.trace_id: t for t in Trace.objects.filter(trace_id__in=by_trace)}
-        raised = 0
-        fresh: list[Span] = []
-        costs = None
-        for trace_id, trace_rows in _group(rows).items():
-            trace = traces.get(trace_id)
-            agent = (trace.agent_name if trace else "") or _agent(values, trace_rows)
-            with transaction.atomic():
-                watch, _ = TraceWatch.objects.select_for_update().get_or_create(
-                    tenant_id=tenant_id, trace_id=trace_id.hex
-                )
+        grouped = _group(rows)
+        fresh_traces: dict[uuid.UUID, list] = {}
+        loops: dict[uuid.UUID, list] = {}
+        with transaction.atomic():
+            watches = services.trace_watches_lock(
+                tenant_id=tenant_id, trace_ids=[t.hex for t in grouped]
+            )
+            for trace_id, trace_rows in grouped.items():
+                watch = watches[trace_id.hex]
                 if detectors.batch_seen(watch.state, [_hex(s.span_id) for s in trace_rows]):
                     continue  # a redelivered task: this batch was counted already
-                fresh.extend(trace_rows)
-                findings = []
+                fresh_traces[trace_id] = trace_rows
                 if Detector.LOOP in wanted:
                     calls = [c for s in trace_rows if (c := _call(s, values[s.labels_id]))]
                     # A loop is one incident per trace and call.
-                    findings += [
-                        (Detector.LOOP, f.with_cause(f"loop:{trace_id.hex}:{f.cause[5:]}"))
+                    loops[trace_id] = [
+                        f.with_cause(f"loop:{trace_id.hex}:{f.cause[5:]}")
                         for f in detectors.loop_scan(
                             watch.state, calls, retry_budget=settings.ALERTS_RETRY_BUDGET
                         )
                     ]
-                watch.updated_at = timezone.now()
-                watch.save(update_fields=["state", "updated_at"])
+            services.trace_watches_save(watches=list(watches.values()))
+        raised = 0
+        costs = None
+        for trace_id, trace_rows in fresh_traces.items():
+            trace = traces.get(trace_id)
+            agent = (trace.agent_name if trace else "") or _agent(values, trace_rows)
+            findings = [(Detector.LOOP, f) for f in loops.get(trace_id, [])]
             if Detector.HALLUCINATED_TOOL in wanted:
                 findings += [
                     (Detector.HALLUCINATED_TOOL, f)
@@ -98,7 +107,8 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
                     trace_id=trace_id.hex,
                     run_id=run_id,
                 )
-        if Detector.ERROR_BURST in wanted and fresh:
+        if Detector.ERROR_BURST in wanted and fresh_traces:
+            fresh = [s for trace_rows in fresh_traces.values() for s in trace_rows]
             raised += _error_bursts(tenant_id, rules, fresh, values)
         return raised
 
@@ -238,20 +248,29 @@ def _error_bursts(tenant_id: int, rules, spans: list[Span], values: dict) -> int
         for subject in subjects:
             counts[(subject, minute)][0] += 1
             counts[(subject, minute)][1] += error
-    for (subject, minute), (calls, errors) in counts.items():
-        services.error_window_add(
-            tenant_id=tenant_id, subject=subject, minute=minute, calls=calls, errors=errors
-        )
+    if not counts:
+        return 0
+    services.error_windows_add(
+        tenant_id=tenant_id,
+        counts={key: (calls, errors) for key, (calls, errors) in counts.items()},
+    )
     window = settings.ALERTS_ERROR_WINDOW_MINUTES
     raised = 0
     newest = {}
     for subject, minute in counts:
         newest[subject] = max(minute, newest.get(subject, minute))
-    for subject, minute in newest.items():
-        total = ErrorWindow.objects.filter(
-            subject=subject, minute__gt=minute - window, minute__lte=minute
-        ).aggregate(calls=Sum("calls"), errors=Sum("errors"))
-        calls, errors = total["calls"] or 0, total["errors"] or 0
+    # One read of every subject's windows; each subject's sum is over its own newest
+    # minute's window.
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    recent = ErrorWindow.objects.filter(
+        subject__in=newest, minute__gt=min(newest.values()) - window
+    ).values_list("subject", "minute", "calls", "errors")
+    for subject, minute, calls, errors in recent:
+        if newest[subject] - window < minute <= newest[subject]:
+            totals[subject][0] += calls
+            totals[subject][1] += errors
+    for subject in newest:
+        calls, errors = totals[subject]
         if calls < settings.ALERTS_ERROR_MIN_CALLS:
             continue
         agent = subject[len("agent:") :] if subject.startswith("agent:") else ""
