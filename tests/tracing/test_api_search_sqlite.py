@@ -64,6 +64,7 @@ MIGRATION = """
 from django.core.management import call_command
 from django.db import connection
 from controlplane import services
+from tracing.search.fulltext import traces_matching_sql
 
 call_command("migrate", "tracing", "0017", verbosity=0)
 acme = services.tenant_create(slug="acme", name="Acme")
@@ -72,18 +73,47 @@ with connection.cursor() as cursor:
         "INSERT INTO tracing_searchtext (tenant_id, digest, document) VALUES (%s, 'd1', %s)",
         [acme.id, "Where is parcel 4471?"],
     )
-call_command("migrate", "tracing", verbosity=0)
-with connection.cursor() as cursor:
-    cursor.execute("SELECT id, document FROM tracing_searchtext")
-    [(row_id, document)] = cursor.fetchall()
-    assert document is None
     cursor.execute(
-        "SELECT rowid FROM tracing_searchtext_fts WHERE tracing_searchtext_fts MATCH %s",
-        ['"parc"* "4471"*'],
+        "INSERT INTO tracing_tracetext (tenant_id, digest, trace_id) VALUES (%s, 'd1', %s)",
+        [acme.id, bytes(range(16))],
     )
-    assert cursor.fetchall() == [(row_id,)]
-call_command("migrate", "tracing", "0017", verbosity=0)
+    cursor.execute(
+        "INSERT INTO tracing_traceattribute (tenant_id, key, value, trace_id) "
+        "VALUES (%s, 'gen_ai.tool.name', 'lookup_order', %s)",
+        [acme.id, bytes(range(16))],
+    )
 call_command("migrate", "tracing", verbosity=0)
+
+def search_finds_the_trace():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, document FROM tracing_searchtext")
+        [(row_id, document)] = cursor.fetchall()
+        assert document is None
+        cursor.execute(
+            "SELECT rowid FROM tracing_searchtext_fts WHERE tracing_searchtext_fts MATCH %s",
+            ['"parc"* "4471"*'],
+        )
+        assert cursor.fetchall() == [(row_id,)]
+        # The trace's link is kept, by the text's id, in a table that is its own key.
+        cursor.execute("SELECT tenant_id, text_id, trace_id FROM tracing_tracetext")
+        assert cursor.fetchall() == [(acme.id, row_id, bytes(range(16)))]
+        for table in ("tracing_tracetext", "tracing_traceattribute"):
+            cursor.execute("SELECT sql FROM sqlite_master WHERE name = %s", [table])
+            assert "WITHOUT ROWID" in cursor.fetchone()[0]
+        cursor.execute("SELECT key, value, trace_id FROM tracing_traceattribute")
+        assert cursor.fetchall() == [("gen_ai.tool.name", "lookup_order", bytes(range(16)))]
+        cursor.execute(*traces_matching_sql(acme.id, "parcel 4471"))
+        assert cursor.fetchall() == [(bytes(range(16)),)]
+
+search_finds_the_trace()
+call_command("migrate", "tracing", "0017", verbosity=0)
+with connection.cursor() as cursor:
+    cursor.execute("SELECT digest FROM tracing_tracetext")
+    assert cursor.fetchall() == [("d1",)]
+call_command("migrate", "tracing", verbosity=0)
+with connection.cursor() as cursor:  # (0018 backwards leaves the terms to index_traces)
+    cursor.execute("SELECT tenant_id, trace_id FROM tracing_tracetext")
+    assert cursor.fetchall() == [(acme.id, bytes(range(16)))]
 print("sqlite migration ok")
 """
 

@@ -323,14 +323,14 @@ def test_it_indexes_each_text_once_per_trace_and_can_run_twice(corpus, acme):
         texts = SearchText.objects.count()
         # The system prompt, sent by every chat span of every trace, is one text...
         prompt = [
-            d
-            for d in SearchText.objects.values_list("digest", flat=True)
-            if TraceText.objects.filter(digest=d).count() == 4
+            text_id
+            for text_id in SearchText.objects.values_list("id", flat=True)
+            if TraceText.objects.filter(text_id=text_id).count() == 4
         ]
         assert prompt
         # ...and each trace lists every text once, though its second chat resent them.
         per_trace = TraceText.objects.filter(trace_id=corpus["order"])
-        assert per_trace.count() == per_trace.values("digest").distinct().count()
+        assert per_trace.count() == per_trace.values("text_id").distinct().count()
         spans = [(corpus["order"], s) for s in _span_ids(corpus["order"])]
     index_spans(tenant_id=acme.id, spans=spans)
     index_spans(tenant_id=acme.id, spans=spans)

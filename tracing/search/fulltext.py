@@ -30,20 +30,21 @@ def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
         # Terms hold only letters and digits, so they are safe in tsquery syntax.
         tsquery = " & ".join(f"{w}:*" for w in words)
         return (
-            "SELECT tt.trace_id FROM tracing_tracetext tt "
-            "JOIN tracing_searchtext st ON st.tenant_id = tt.tenant_id AND st.digest = tt.digest "
-            "WHERE st.tenant_id = %s AND tt.tenant_id = %s "
-            "AND st.document @@ to_tsquery('simple', %s)",
-            [tenant_id, tenant_id, tsquery],
+            "SELECT tt.trace_id FROM tracing_searchtext st "
+            "JOIN tracing_tracetext tt ON tt.tenant_id = st.tenant_id AND tt.text_id = st.id "
+            "WHERE st.tenant_id = %s AND st.document @@ to_tsquery('simple', %s)",
+            [tenant_id, tsquery],
         )
     match = " ".join(f'"{w}"*' for w in words)
-    # CROSS JOIN fixes the join order in SQLite: the FTS match first, then its rows, then
-    # their traces. Left to itself the planner walks every trace text and runs the
-    # match once per row (seconds instead of milliseconds at 100,000 spans).
+    # CROSS JOIN fixes the join order in SQLite: the FTS match first, then the traces
+    # that list its rows (tracetext's key leads with the text). Left to itself the
+    # planner walks every trace text and runs the match once per row (seconds instead of
+    # milliseconds at 100,000 spans). A rowid is one tenant's text: the tenant's own
+    # links are the only ones that can name it.
     return (
         "SELECT tt.trace_id FROM tracing_searchtext_fts "
-        "CROSS JOIN tracing_searchtext st ON st.id = tracing_searchtext_fts.rowid "
-        "CROSS JOIN tracing_tracetext tt ON tt.tenant_id = st.tenant_id AND tt.digest = st.digest "
-        "WHERE tracing_searchtext_fts MATCH %s AND st.tenant_id = %s AND tt.tenant_id = %s",
-        [match, tenant_id, tenant_id],
+        "CROSS JOIN tracing_tracetext tt "
+        "ON tt.tenant_id = %s AND tt.text_id = tracing_searchtext_fts.rowid "
+        "WHERE tracing_searchtext_fts MATCH %s",
+        [tenant_id, match],
     )

@@ -8,7 +8,7 @@ it holds: messages, system instructions, tool arguments and results, error messa
 
 A text is tokenised once per tenant (SearchText, keyed by the payload digest: its
 terms only, the text stays in the payload store) and listed once per trace
-(TraceText), however many steps resend it. Everything is
+(TraceText, by the SearchText's id), however many steps resend it. Everything is
 inserted with ON CONFLICT DO NOTHING, so running a batch twice changes nothing.
 """
 
@@ -185,17 +185,22 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     listed = _already_listed(traces)
     texts, known = _texts_to_store(indexer, traces, listed)
     _texts_insert(tenant_id, {d: t for d, t in texts.items() if d not in known})
+    # Including the ids of texts another worker indexed meanwhile (ON CONFLICT skipped them).
+    text_ids = {**known, **_text_ids(set(texts) - set(known))}
 
     links, attributes = [], []
     for trace_id, index in traces.items():
         tid = uuid_param(trace_id)
-        for digest in sorted((index.digests | set(index.inline)) - listed[trace_id]):
-            if digest in known or digest in texts:
-                links.append((tenant_id, digest, tid))
+        for digest in (index.digests | set(index.inline)) - listed[trace_id]:
+            if digest in text_ids:
+                links.append((tenant_id, text_ids[digest], tid))
         for key, value in sorted(index.attributes):
             attributes.append((tenant_id, key, value, tid))
     _insert(
-        "tracing_tracetext", ("tenant_id", "digest", "trace_id"), ("bigint", "text", "uuid"), links
+        "tracing_tracetext",
+        ("tenant_id", "text_id", "trace_id"),
+        ("bigint", "bigint", "uuid"),
+        sorted(links),
     )
     _insert(
         "tracing_traceattribute",
@@ -206,22 +211,31 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     return len(rows)
 
 
+def _text_ids(digests: set[str]) -> dict[str, int]:
+    """digest -> SearchText id of those the tenant has indexed."""
+    return dict(SearchText.objects.filter(digest__in=sorted(digests)).values_list("digest", "id"))
+
+
 def _already_listed(traces: dict) -> dict[uuid.UUID, set[str]]:
     """The texts each trace lists already (an earlier batch of the trace, or a rerun)."""
     listed: dict[uuid.UUID, set[str]] = defaultdict(set)
     digests = set()
     for index in traces.values():
         digests |= index.digests | set(index.inline)
-    for trace_id, digest in TraceText.objects.filter(
-        trace_id__in=list(traces), digest__in=sorted(digests)
-    ).values_list("trace_id", "digest"):
-        listed[trace_id].add(digest)
+    digest_of = {text_id: digest for digest, text_id in _text_ids(digests).items()}
+    for trace_id, text_id in TraceText.objects.filter(
+        trace_id__in=list(traces), text_id__in=sorted(digest_of)
+    ).values_list("trace_id", "text_id"):
+        listed[trace_id].add(digest_of[text_id])
     return listed
 
 
-def _texts_to_store(indexer: SpanIndexer, traces: dict, listed: dict) -> tuple[dict, set]:
-    """(digest -> text of every text new to a trace that has words, digests the tenant
-    has indexed already). Adds the long strings of new messages to their traces."""
+def _texts_to_store(
+    indexer: SpanIndexer, traces: dict, listed: dict
+) -> tuple[dict, dict[str, int]]:
+    """(digest -> text of every text new to a trace that has words, digest -> id of the
+    texts the tenant has indexed already). Adds the long strings of new messages to their
+    traces."""
     # Messages new to their trace are read (from the database: they are small, their
     # long strings are stored apart) to find those long strings.
     new_messages = set()
@@ -243,11 +257,9 @@ def _texts_to_store(indexer: SpanIndexer, traces: dict, listed: dict) -> tuple[d
     candidates = set()
     for trace_id, index in traces.items():
         candidates |= (index.digests | set(index.inline)) - listed[trace_id]
-    known = set(
-        SearchText.objects.filter(digest__in=sorted(candidates)).values_list("digest", flat=True)
-    )
+    known = _text_ids(candidates)
     inline = {d for index in traces.values() for d in index.inline}
-    to_read = candidates - known - set(texts) - inline
+    to_read = candidates - set(known) - set(texts) - inline
     indexer.reader.fetch(to_read)
     for digest in to_read:
         if digest in indexer.reader.rows:
