@@ -34,7 +34,8 @@ class FileBlobStore:
             raise ValueError(f"blob key {key!r} leaves the store")
         return path
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: bytes, *, storage_class: str | None = None) -> None:
+        # A folder has no storage classes: retention records the class on its row.
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename: a reader never sees half a blob.
@@ -59,6 +60,17 @@ class FileBlobStore:
     def delete(self, keys: list[str]) -> None:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
+
+    def copy(self, source: str, target: str, *, storage_class: str | None = None) -> None:
+        self.put(target, self.get(source))
+
+    def storage_class(self, key: str) -> str | None:
+        return None
+
+    def sizes(self, prefix: str):
+        """(key, bytes) of every object under the prefix."""
+        for key in self.list(prefix):
+            yield key, self._path(key).stat().st_size
 
     def list(self, prefix: str):
         base = self.root
@@ -115,8 +127,31 @@ class S3BlobStore:
         except BotoCoreError as exc:
             raise BlobStoreUnavailable(str(exc)) from exc
 
-    def put(self, key: str, data: bytes) -> None:
-        self._call("put_object", Key=self.prefix + key, Body=data)
+    def put(self, key: str, data: bytes, *, storage_class: str | None = None) -> None:
+        extra = {"StorageClass": storage_class} if storage_class else {}
+        self._call("put_object", Key=self.prefix + key, Body=data, **extra)
+
+    def copy(self, source: str, target: str, *, storage_class: str | None = None) -> None:
+        """A server-side copy (up to 5 GB), into another storage class if given."""
+        extra = {"StorageClass": storage_class} if storage_class else {}
+        self._call(
+            "copy_object",
+            Key=self.prefix + target,
+            CopySource={"Bucket": self.bucket, "Key": self.prefix + source},
+            **extra,
+        )
+
+    def storage_class(self, key: str) -> str:
+        # S3 leaves the header out for STANDARD.
+        head = self._call("head_object", Key=self.prefix + key)
+        return head.get("StorageClass") or "STANDARD"
+
+    def sizes(self, prefix: str):
+        """(key, bytes) of every object under the prefix."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix) :], item["Size"]
 
     def get(self, key: str) -> bytes:
         return self._call("get_object", Key=self.prefix + key)["Body"].read()

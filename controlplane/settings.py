@@ -383,3 +383,25 @@ CELERY_BEAT_SCHEDULE["execution.requeue_lost_runs"] = {
     # looking this often costs one indexed query and never multiplies messages.
     "schedule": float(EXECUTION_LEASE_SECONDS),
 }
+# Retention (tracing/retention/README.md): each plan's days per tier; a tenant's policy
+# (GET/PUT /api/v1/retention) overrides them. A trace is hot for hot_days, warm until
+# hot_days + warm_days, cold until the three summed, then deleted; an alerted or
+# user-marked trace is kept at least extended_days.
+RETENTION_PLANS = {
+    "standard": {"hot_days": 7, "warm_days": 23, "cold_days": 60, "extended_days": 365},
+    "free": {"hot_days": 3, "warm_days": 4, "cold_days": 0, "extended_days": 30},
+    "enterprise": {"hot_days": 30, "warm_days": 60, "cold_days": 640, "extended_days": 2555},
+}
+RETENTION_DEFAULT_PLAN = env_str("RETENTION_DEFAULT_PLAN", "standard")
+if RETENTION_DEFAULT_PLAN not in RETENTION_PLANS:
+    raise ImproperlyConfigured(f"RETENTION_DEFAULT_PLAN must be one of {sorted(RETENTION_PLANS)}")
+# Traces moved per transaction; a run goes on batch after batch until nothing is due.
+RETENTION_BATCH = env_int("RETENTION_BATCH", 50, minimum=1)
+# The S3 storage class of cold bundles: GLACIER_IR (read in milliseconds) or STANDARD_IA.
+RETENTION_COLD_STORAGE_CLASS = env_str("RETENTION_COLD_STORAGE_CLASS", "GLACIER_IR")
+if RETENTION_COLD_STORAGE_CLASS not in ("GLACIER_IR", "STANDARD_IA"):
+    raise ImproperlyConfigured("RETENTION_COLD_STORAGE_CLASS must be GLACIER_IR or STANDARD_IA")
+CELERY_BEAT_SCHEDULE["tracing.apply_retention"] = {
+    "task": "tracing.apply_retention",
+    "schedule": 3600.0,  # each run does what is due; most hours nothing is
+}

@@ -158,3 +158,11 @@ def run_fork_create(
         fork_step=step,
         override=execution_services.json_safe(override),
     )
+
+
+def run_journal_delete(*, run_ids: list[int]) -> int:
+    """Delete the journals of runs whose traces retention removes (their steps hold
+    LLM responses and tool results whole). The runs themselves stay, with their
+    status and costs. Returns how many steps went."""
+    deleted, _ = JournalStep.objects.filter(run_id__in=run_ids).delete()
+    return deleted

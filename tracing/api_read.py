@@ -28,11 +28,15 @@ from tracing.query.filters import (
     parse_trace_id,
     span_hex,
 )
+from tracing.retention.models import Tier
 
 STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+TIER_NAMES = {t.value: t.label.lower() for t in Tier}
 
 
 def _iso_ns(ns: int) -> str:
@@ -58,6 +62,8 @@ def trace_summary(trace: Trace) -> dict:
         "error_count": trace.error_count,
         "input_tokens": trace.input_tokens,
         "output_tokens": trace.output_tokens,
+        "tier": TIER_NAMES.get(trace.tier, "hot"),
+        "text_archived": trace.tier == Tier.COLD,
     }
 
 
@@ -124,6 +130,13 @@ class TraceSummarySerializer(serializers.Serializer):
     error_count = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
+    tier = serializers.ChoiceField(
+        choices=["hot", "warm", "cold", "deleting"],
+        help_text="retention tier: hot rows, a warm bundle, a cold (archived) bundle",
+    )
+    text_archived = serializers.BooleanField(
+        help_text="cold: listed by its summary, its text no longer searched"
+    )
     cost_usd = serializers.CharField(
         allow_null=True, help_text="USD, counting each LLM call once; null until costed"
     )

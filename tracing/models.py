@@ -132,6 +132,10 @@ class Trace(TenantModel):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(default=timezone.now)
+    # Retention: hot (0), warm (1), cold (2), being deleted (3); see tracing/retention.
+    tier = models.SmallIntegerField(default=0, db_default=0)
+    # Where a warm or cold trace's bundle is: key, storage class, size, sha256, counts.
+    archive = models.JSONField(null=True, blank=True)
 
     class Meta(TenantModel.Meta):
         constraints = [
@@ -432,3 +436,13 @@ class TraceAttribute(TenantModel):
 
 # Coding agents' metrics live with their package; Django finds app models here.
 from tracing.codingagents.models import MetricKind, MetricPoint  # noqa: E402, F401
+
+# Retention's models live with their code (tracing/retention) and belong to this app.
+from tracing.retention.models import (  # noqa: E402, F401
+    ErasureRequest,
+    LegalHold,
+    RemovalRecord,
+    RetentionPolicy,
+    StorageUsage,
+    TraceMark,
+)

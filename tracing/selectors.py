@@ -6,6 +6,7 @@ from collections import Counter
 from django.db.models import Q
 
 from controlplane.blobstore import get_blob_store
+from controlplane.tenancy import current_tenant_id
 from tracing import labels
 from tracing.digests import DIGEST_BYTES, digest_text
 from tracing.ingest.dictionaries import unpack, unpack_json
@@ -41,9 +42,16 @@ class PayloadReader:
         self.tenant_id = tenant_id
         self.rows: dict[str, tuple[int, bytes]] = {}
         self.decoded: dict[str, object] = {}
+        # Payloads of the warm and cold traces read (their bundles'), looked at first.
+        self.archived: list[dict[str, tuple[int, bytes]]] = []
 
     def fetch(self, digests) -> None:
-        wanted = sorted(set(digests) - set(self.rows))
+        wanted = set(digests) - set(self.rows)
+        for payloads in self.archived:
+            for digest in wanted & payloads.keys():
+                self.rows[digest] = payloads[digest]
+            wanted -= payloads.keys()
+        wanted = sorted(wanted)
         for start in range(0, len(wanted), 500):
             for digest, kind, data in Payload.objects.filter(
                 digest__in=wanted[start : start + 500]
@@ -51,6 +59,23 @@ class PayloadReader:
                 if data is None:
                     data = get_blob_store().get(blob_key(self.tenant_id, digest))
                 self.rows[digest] = (kind, bytes(data))
+
+    def spans(self, trace_ids, *, fields=None) -> list[Span]:
+        """The traces' spans, by start time: rows of hot traces (and late spans of
+        archived ones), and the spans of warm and cold traces from their bundles, whose
+        payloads this reader then has too."""
+        trace_ids = list(trace_ids)
+        rows = Span.objects.filter(trace_id__in=trace_ids).order_by("start_ns", "span_id")
+        found = list(rows.only(*fields) if fields else rows)
+        from tracing.retention.bundles import bundles_open
+
+        for bundle in bundles_open(tenant_id=self.tenant_id, trace_ids=trace_ids):
+            if not any(p is bundle.payloads for p in self.archived):
+                self.archived.append(bundle.payloads)
+            found.extend(bundle.spans)
+        if any(getattr(span, "archived", False) for span in found):
+            found.sort(key=lambda span: (span.start_ns, span.span_id))
+        return found
 
     def _body(self, digest: str) -> tuple[int, bytes]:
         if digest not in self.rows:
@@ -165,8 +190,8 @@ class Conversations:
     def _load(self, trace_ids) -> None:
         if not trace_ids:
             return
-        for span in Span.objects.filter(trace_id__in=trace_ids).only(
-            "tenant_id", "trace_id", "span_id", "detail_packed"
+        for span in self.reader.spans(
+            trace_ids, fields=("tenant_id", "trace_id", "span_id", "detail_packed")
         ):
             key = (span.trace_id, span.span_id)
             if key not in self.refs:
@@ -239,12 +264,27 @@ def span_get(*, span_id: int, trace_id=None) -> Span | None:
     query = Q(span_id=span_id)
     if trace_id is not None:
         query &= Q(trace_id=trace_id)
-    return Span.objects.filter(query).order_by("-start_ns").first()
+    span = Span.objects.filter(query).order_by("-start_ns").first()
+    if span is None and trace_id is not None:
+        from tracing.retention.bundles import bundles_open
+
+        for bundle in bundles_open(tenant_id=current_tenant_id(), trace_ids=[trace_id]):
+            span = next((s for s in bundle.spans if s.span_id == span_id), None)
+    return span
+
+
+def payload_reader_for(span: Span) -> PayloadReader:
+    """A reader for a span's payloads; for a span of a warm or cold trace, one holding
+    its bundle's."""
+    reader = PayloadReader(span.tenant_id)
+    if getattr(span, "archived", False):
+        reader.spans([span.trace_id], fields=("span_id",))
+    return reader
 
 
 def span_detail(*, span: Span) -> dict:
     """Everything a span carried, large values read back from the payload store."""
-    reader = PayloadReader(span.tenant_id)
+    reader = payload_reader_for(span)
     detail = span_stored_detail(span=span)
     refs = detail.get("refs", {})
     reader.fetch([d for d in refs.values() if isinstance(d, str)] + refs.get("out", []))

@@ -44,3 +44,6 @@ def refresh_dictionaries(*, tenant_id: int) -> None:
     """Train new dictionaries from recent traffic if they compress it clearly better.
     Safe to run twice: the second finds the new ones as good as itself."""
     services.dictionaries_refresh(tenant_id=tenant_id)
+
+
+from tracing.retention.tasks import apply_retention, erasure_run  # noqa: E402, F401

@@ -18,6 +18,7 @@ from tests import suites
 from tests.execution.bundles import agent_with_bundle
 from tracing.ingest.decode import decode_request
 from tracing.ingest.pipeline import spans_ingest
+from tracing.retention.models import ErasureRequest, LegalHold
 
 METHODS = ("get", "post", "put", "patch", "delete")
 SECRET = "globex-secret-name"
@@ -40,6 +41,8 @@ OBJECTS = {
     "api/v1/sessions/<path:session_id>",
     "api/v1/sessions/<path:session_id>/messages",
     "api/v1/budgets/<int:budget_id>",
+    "api/v1/legal-holds/<int:hold_id>",
+    "api/v1/erasure-requests/<int:request_id>",
     "api/v1/alert-rules/<int:rule_id>",
     "api/v1/alerts/<int:alert_id>/acknowledge",
     "api/v1/alerts/<int:alert_id>/resolve",
@@ -99,6 +102,10 @@ EXEMPT = {
     "api/v1/alert-rules": "collection of the caller's tenant; no id in the path",
     "api/v1/alerts": "collection of the caller's tenant; no id in the path",
     "api/v1/webhook-endpoints": "collection of the caller's tenant; no id in the path",
+    "api/v1/retention": "the caller's tenant's policy; no id in the path",
+    "api/v1/storage": "the caller's tenant's bytes per tier; no id in the path",
+    "api/v1/legal-holds": "collection of the caller's tenant; no id in the path",
+    "api/v1/erasure-requests": "collection of the caller's tenant; no id in the path",
 }
 
 
@@ -150,7 +157,10 @@ def globex_objects(globex):
         alert = Alert.objects.create(
             tenant=globex, rule=rule, detector="loop", cause=SECRET, summary=SECRET
         )
+        hold = LegalHold.objects.create(tenant=globex, scope="session", value=SECRET)
+        erasure = ErasureRequest.objects.create(tenant=globex, session_id=SECRET)
     return {
+        "hold_id": hold.id, "request_id": erasure.id,
         "agent_id": agent.id, "agent_ref": agent.name, "run_id": run.id, "other_id": run.id, "key_id": key.id, "budget_id": budget.id,
         "rule_id": rule.id, "alert_id": alert.id, "endpoint_id": endpoint.id,
         "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174",
@@ -160,6 +170,7 @@ def globex_objects(globex):
 
 
 MISSING = {
+    "hold_id": 987654321, "request_id": 987654321,
     "agent_id": 987654321, "agent_ref": "no-such-agent", "run_id": 987654321, "other_id": 987654321, "key_id": 987654321, "budget_id": 987654321,
     "rule_id": 987654321, "alert_id": 987654321, "endpoint_id": 987654321,
     "trace_id": "f" * 32, "span_id": "e" * 16, "session_id": "no-such-session",

@@ -11,6 +11,7 @@ import orjson
 from tracing import selectors
 from tracing.models import Span, Trace
 from tracing.query.filters import span_hex
+from tracing.selectors import PayloadReader
 
 _COLUMNS = (
     ("gen_ai.operation.name", "operation"),
@@ -37,7 +38,7 @@ _VALUES = (
 
 
 def _spans(trace: Trace) -> list[Span]:
-    return list(Span.objects.filter(trace_id=trace.trace_id).order_by("start_ns", "span_id"))
+    return PayloadReader(trace.tenant_id).spans([trace.trace_id])
 
 
 def _span_attributes(span: Span, detail: dict) -> dict:

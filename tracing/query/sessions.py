@@ -4,7 +4,7 @@ conversation a session's traces hold."""
 import orjson
 from django.db.models import Count, Max, Min, Q, Sum
 
-from tracing.models import Span, StatusCode, Trace
+from tracing.models import StatusCode, Trace
 from tracing.query.filters import cursor_time, decode_cursor, encode_cursor
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
@@ -106,10 +106,9 @@ def session_conversation(*, traces: list[Trace]) -> list[dict]:
     if not traces:
         return []
     reader = PayloadReader(traces[0].tenant_id)
-    spans = list(
-        Span.objects.filter(trace_id__in=[t.trace_id for t in traces])
-        .order_by("start_ns")
-        .only("tenant_id", "trace_id", "span_id", "start_ns", "detail_packed")
+    spans = reader.spans(
+        [t.trace_id for t in traces],
+        fields=("tenant_id", "trace_id", "span_id", "start_ns", "detail_packed"),
     )
     refs_of = {
         (span.trace_id, span.span_id): span_stored_detail(span=span).get("refs", {})

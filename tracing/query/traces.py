@@ -16,6 +16,7 @@ from tracing.query.filters import (
     decode_cursor,
     encode_cursor,
 )
+from tracing.retention.bundles import bundles_open
 from tracing.search import fulltext
 
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
@@ -162,6 +163,10 @@ def trace_spans(*, trace_id: uuid.UUID) -> list[dict]:
         .order_by("start_ns", "span_id")
         .values_list(*SPAN_FIELDS)
     ]
+    archived = bundles_open(tenant_id=current_tenant_id(), trace_ids=[trace_id])
+    if archived:
+        rows += [{f: getattr(s, f) for f in SPAN_FIELDS} for s in archived[0].spans]
+        rows.sort(key=lambda row: (row["start_ns"], row["span_id"]))
     label_values = labels.values_of(current_tenant_id(), {r["labels_id"] for r in rows})
     for row in rows:
         row.update(label_values[row.pop("labels_id")])

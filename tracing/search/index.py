@@ -24,7 +24,7 @@ from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
-from tracing.models import PayloadKind, SearchText, Span, TraceText
+from tracing.models import PayloadKind, SearchText, Span, TraceAttribute, TraceText
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_VALUE = 255
@@ -290,17 +290,19 @@ def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None
         )
 
 
+def _indexed(text: str) -> str:
+    """A text as the index tokenises it (the FTS5 'delete' command needs it again).
+    PostgreSQL text cannot hold NUL characters."""
+    return text[:MAX_TEXT].replace("\x00", " ")
+
+
 def _texts_insert(tenant_id: int, texts: dict[str, str]) -> None:
     """Index digest -> text rows not indexed yet (a second run adds nothing), tokenised
     as fulltext.py reads them. The index keeps terms only, never the text (migration
     0018): a stripped tsvector on PostgreSQL, a contentless FTS5 row on SQLite."""
     if not texts:
         return
-    # PostgreSQL text cannot hold NUL characters.
-    rows = [
-        (tenant_id, digest, text[:MAX_TEXT].replace("\x00", " "))
-        for digest, text in sorted(texts.items())
-    ]
+    rows = [(tenant_id, digest, _indexed(text)) for digest, text in sorted(texts.items())]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             for start in range(0, len(rows), 100):
@@ -327,3 +329,66 @@ def _texts_insert(tenant_id: int, texts: dict[str, str]) -> None:
                 "INSERT INTO tracing_searchtext_fts (rowid, document) VALUES (%s, %s)",
                 [(row_id, text_of[digest]) for row_id, digest in inserted],
             )
+
+
+# --- removal (retention) -----------------------------------------------------------
+
+
+def trace_texts(*, tenant_id: int, spans: list[Span], reader: PayloadReader) -> dict[str, str]:
+    """digest -> text of every text the spans hold, as indexing found it: what the FTS5
+    'delete' command must be given to take a text's terms out again. `reader` must
+    have the trace's payloads (its bundle's, for a warm or cold trace)."""
+    indexer = SpanIndexer(tenant_id)
+    indexer.reader = reader
+    indexer.conversations = Conversations(reader)
+    index = _TraceIndex()
+    label_values = labels.values_of(tenant_id, {span.labels_id for span in spans})
+    for span in spans:
+        indexer.add_span(span, label_values[span.labels_id], index)
+    inputs = indexer.conversations.inputs(index.conversations)
+    for key in index.conversations:
+        index.digests.update(inputs[key])
+        index.messages.update(inputs[key])
+    reader.fetch(index.digests)
+    texts = {}
+    for digest in sorted(index.digests):
+        if digest in reader.rows:
+            leaves: list[str] = []
+            text = indexer.text_of(digest, leaves)
+            if text:
+                texts[digest] = text
+            reader.fetch(leaves)
+            for leaf in leaves:
+                if leaf in reader.rows and (leaf_text := indexer.text_of(leaf, [])):
+                    texts[leaf] = leaf_text
+    texts.update({d: t for d, t in index.inline.items() if t})
+    return texts
+
+
+def search_traces_forget(*, tenant_id: int, trace_ids: list, texts: dict[str, str]) -> int:
+    """Take traces out of the search index: their attribute and text links, and every
+    text no other trace of the tenant lists. On SQLite a text's terms leave the
+    contentless FTS5 table through its 'delete' command, which needs the text as indexed
+    (`texts`, from `trace_texts`); a text not given keeps its terms, which then match
+    nothing (its rowid is never handed out again, migration 0018). Returns how many
+    texts left the index."""
+    if not trace_ids:
+        return 0
+    links = TraceText.objects.filter(trace_id__in=trace_ids)
+    digests = set(links.values_list("digest", flat=True))
+    links.delete()
+    TraceAttribute.objects.filter(trace_id__in=trace_ids).delete()
+    still = set(
+        TraceText.objects.filter(digest__in=sorted(digests)).values_list("digest", flat=True)
+    )
+    orphans = SearchText.objects.filter(digest__in=sorted(digests - still))
+    rows = list(orphans.values_list("id", "digest"))
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO tracing_searchtext_fts (tracing_searchtext_fts, rowid, document) "
+                "VALUES ('delete', %s, %s)",
+                [(row_id, _indexed(texts[d])) for row_id, d in rows if d in texts],
+            )
+    orphans.delete()
+    return len(rows)

@@ -35,4 +35,5 @@ PAGES = [
     SettingsPage("prices", "Prices"),
     SettingsPage("alert-rules", "Alert rules"),
     SettingsPage("webhook-endpoints", "Webhook endpoints"),
+    SettingsPage("retention", "Retention"),
 ]

@@ -1,0 +1,126 @@
+"""A trace moves hot → warm → cold → deleted and reads back the same in each tier,
+against PostgreSQL and the S3-compatible server (file store and SQLite in the SQLite
+pass), with the clock set by --as-of."""
+
+import pytest
+from django.conf import settings
+
+from controlplane.blobstore import get_blob_store
+from controlplane.tenancy import tenant_scope
+from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, tier_of
+from tracing.models import Payload, SearchText, Span, Trace, TraceText
+from tracing.query.filters import TraceFilters
+from tracing.query.traces import traces_filtered
+from tracing.retention.models import StorageUsage, Tier
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def set_policy(api, key, **days):
+    response = api.request("PUT", "/api/v1/retention", key=key, json={**POLICY, **days})
+    assert response.status_code == 200, response.text
+
+
+def found_by_text(tenant, words: str) -> set[str]:
+    with tenant_scope(tenant):
+        return {t.trace_id.hex for t in traces_filtered(TraceFilters(q=words))}
+
+
+def bucket_keys(prefix: str) -> list[str]:
+    return sorted(get_blob_store().list(prefix))
+
+
+def test_it_reads_a_trace_back_the_same_in_every_tier(api, acme, make_key):
+    key = make_key(acme, "admin")
+    set_policy(api, key)
+    trace = send_trace(acme, steps=3)
+    hot = read_whole(api, key, trace)
+    assert found_by_text(acme, "Baker Street") == {trace}
+
+    assert "1 traces to warm" in apply(acme, days_ahead=1.5)
+    assert tier_of(acme, trace) == Tier.WARM
+    assert not Span.objects.unscoped().filter(tenant=acme).exists()  # one object instead
+    assert read_whole(api, key, trace) == hot
+    assert api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]["tier"] == "warm"
+    assert found_by_text(acme, "Baker Street") == {trace}  # warm traces are still searched
+
+    assert "1 to cold" in apply(acme, days_ahead=4)
+    row = Trace.all_tenants.get(tenant=acme, trace_id=trace)
+    assert row.tier == Tier.COLD and row.archive["storage_class"] == "GLACIER_IR"
+    assert row.archive["key"].endswith(".cold.zst")
+    assert bucket_keys(f"t/{acme.id}/bundles/") == [row.archive["key"]]  # the warm one went
+    if settings.BLOB_STORE["backend"] == "s3":
+        s3 = get_blob_store().client
+        head = s3.head_object(
+            Bucket=settings.BLOB_STORE["bucket"], Key=get_blob_store().prefix + row.archive["key"]
+        )
+        assert head["StorageClass"] == "GLACIER_IR"
+    assert read_whole(api, key, trace) == hot
+    cold = api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]
+    assert (cold["tier"], cold["text_archived"]) == ("cold", True)
+    assert found_by_text(acme, "Baker Street") == set()  # listed by summary only
+    listed = api.get("/api/v1/traces", key=key).json()["items"]
+    assert [t["trace_id"] for t in listed] == [trace]
+
+    assert "1 deleted" in apply(acme, days_ahead=7)
+    assert api.get(f"/api/v1/traces/{trace}", key=key).status_code == 404
+    assert bucket_keys(f"t/{acme.id}/") == []
+    with tenant_scope(acme):
+        assert not Payload.objects.exists()
+        assert not TraceText.objects.exists() and not SearchText.objects.exists()
+        assert StorageUsage.objects.get(tier=Tier.HOT).db_bytes == 0
+
+
+def test_it_keeps_a_conversation_whole_when_one_trace_of_the_session_goes_warm(api, acme, make_key):
+    key = make_key(acme, "admin")
+    set_policy(api, key, warm_days=10)
+    first = send_trace(acme, steps=2, session="shared")
+    # The next trace of the session resends the first's conversation and goes on.
+    second = send_trace(acme, steps=4, session="shared")
+    with tenant_scope(acme):
+        stored = Payload.objects.count()
+    age(acme, first, days=3)
+    age(acme, second, days=-2)
+    first_hot, second_hot = read_whole(api, key, first), read_whole(api, key, second)
+    # Two days on, past the day of grace payloads get: only what the hot trace reads stays.
+    assert "1 traces to warm" in apply(acme, days_ahead=2)
+    assert (tier_of(acme, first), tier_of(acme, second)) == (Tier.WARM, Tier.HOT)
+    assert read_whole(api, key, second) == second_hot
+    assert read_whole(api, key, first) == first_hot
+    # Payloads the hot trace reads stay; the warm trace's own left the database.
+    with tenant_scope(acme):
+        kept = Payload.objects.count()
+        assert 0 < kept <= stored
+    assert "1 traces to warm" in apply(acme, days_ahead=4)
+    with tenant_scope(acme):
+        assert not Payload.objects.exists()  # nothing hot reads any now
+    assert bucket_keys(f"t/{acme.id}/blobs/") == []
+    assert read_whole(api, key, first) == first_hot
+    assert read_whole(api, key, second) == second_hot
+
+
+def test_it_keeps_held_and_marked_traces_past_their_days(api, acme, make_key):
+    key = make_key(acme, "admin")
+    set_policy(api, key)
+    held = send_trace(acme, session="held-session")
+    marked = send_trace(acme, session="marked")
+    plain = send_trace(acme, session="plain")
+    hold = api.post(
+        "/api/v1/legal-holds", key=key, json={"scope": "session", "value": "held-session"}
+    )
+    assert hold.status_code == 201
+    from controlplane.services import Actor
+    from tracing.retention.services import trace_mark_set
+
+    with tenant_scope(acme):
+        trace_mark_set(tenant=acme, actor=Actor.system(), trace_hex=marked)
+    apply(acme, days_ahead=10)
+    assert tier_of(acme, plain) is None
+    assert tier_of(acme, held) == Tier.COLD  # cheaper, but not deleted
+    assert tier_of(acme, marked) == Tier.COLD  # kept for extended_days (30)
+    apply(acme, days_ahead=31)
+    assert tier_of(acme, marked) is None
+    assert tier_of(acme, held) == Tier.COLD
+    assert api.delete(f"/api/v1/legal-holds/{hold.json()['id']}", key=key).status_code == 204
+    apply(acme, days_ahead=31)
+    assert tier_of(acme, held) is None

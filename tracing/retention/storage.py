@@ -1,0 +1,50 @@
+"""Storage accounting: bytes per tenant per tier, database and blob store apart.
+
+Counted by each retention run (and after an erasure), so the figures are at most an
+hour old. Database bytes are what the rows' stored values take (span details, inline
+payloads, fixed columns at their width); blob bytes are the objects' sizes as the
+store lists them.
+"""
+
+from collections import defaultdict
+
+from django.db.models import Count, Sum
+from django.db.models.functions import Length
+from django.utils import timezone
+
+from controlplane.blobstore import get_blob_store, tenant_key
+from tracing.models import Payload, Span, Trace
+from tracing.retention.models import StorageUsage, Tier
+
+# Fixed columns of a row, at their width (ids, times, counts, header).
+SPAN_ROW_BYTES = 90
+TRACE_ROW_BYTES = 200
+PAYLOAD_ROW_BYTES = 48
+
+
+def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
+    """Count and store the tenant's bytes per tier; returns {tier: figures}."""
+    figures: dict[int, dict] = defaultdict(lambda: {"traces": 0, "db_bytes": 0, "blob_bytes": 0})
+    for tier, count in Trace.objects.values_list("tier").annotate(n=Count("id")):
+        if tier in (Tier.HOT, Tier.WARM, Tier.COLD):
+            figures[tier]["traces"] = count
+            figures[tier]["db_bytes"] += count * TRACE_ROW_BYTES
+    spans = Span.objects.aggregate(n=Count("span_id"), size=Sum(Length("detail_packed")))
+    payloads = Payload.objects.aggregate(n=Count("digest"), size=Sum(Length("data")))
+    figures[Tier.HOT]["db_bytes"] += (spans["n"] or 0) * SPAN_ROW_BYTES + (spans["size"] or 0)
+    figures[Tier.HOT]["db_bytes"] += (payloads["n"] or 0) * PAYLOAD_ROW_BYTES
+    figures[Tier.HOT]["db_bytes"] += payloads["size"] or 0
+    store = get_blob_store()
+    figures[Tier.HOT]["blob_bytes"] = sum(
+        size for _, size in store.sizes(tenant_key(tenant_id, "blobs") + "/")
+    )
+    for tier, archive in Trace.objects.filter(tier__in=(Tier.WARM, Tier.COLD)).values_list(
+        "tier", "archive"
+    ):
+        figures[tier]["blob_bytes"] += archive["bytes"]
+    now = as_of or timezone.now()
+    for tier in (Tier.HOT, Tier.WARM, Tier.COLD):
+        StorageUsage.objects.update_or_create(
+            tenant_id=tenant_id, tier=tier, defaults={**figures[tier], "updated_at": now}
+        )
+    return dict(figures)
