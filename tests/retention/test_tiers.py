@@ -5,6 +5,7 @@ pass), with the clock set by --as-of."""
 import pytest
 from django.conf import settings
 
+from billing.models import UsageDaily
 from controlplane.blobstore import get_blob_store
 from controlplane.tenancy import tenant_scope
 from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, tier_of
@@ -43,6 +44,11 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, acme, make_key):
     assert read_whole(api, key, trace) == hot
     assert api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]["tier"] == "warm"
     assert found_by_text(acme, "Baker Street") == {trace}  # warm traces are still searched
+    storage = {row["tier"]: row for row in api.get("/api/v1/storage", key=key).json()}
+    assert storage["warm"]["traces"] == 1 and storage["warm"]["blob_bytes"] > 0
+    assert storage["hot"]["traces"] == 0
+    # Billing prices it per GB-month: the day's storage cost is not zero.
+    assert UsageDaily.all_tenants.filter(tenant=acme, kind="storage", cost_nusd__gt=0).exists()
 
     assert "1 to cold" in apply(acme, days_ahead=4)
     row = Trace.all_tenants.get(tenant=acme, trace_id=trace)

@@ -12,6 +12,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
+from billing.storage import storage_day_record
 from controlplane.blobstore import get_blob_store, tenant_key
 from tracing.models import Payload, Span, Trace
 from tracing.retention.models import StorageUsage, Tier
@@ -47,4 +48,8 @@ def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
         StorageUsage.objects.update_or_create(
             tenant_id=tenant_id, tier=tier, defaults={**figures[tier], "updated_at": now}
         )
+    # XXX(retention): one price for every tier until the price book has one per class
+    # (a cold bundle costs less to keep than its STANDARD price says).
+    stored = sum(f["db_bytes"] + f["blob_bytes"] for f in figures.values())
+    storage_day_record(tenant_id=tenant_id, day=now.date(), stored_bytes=stored)
     return dict(figures)
