@@ -95,6 +95,7 @@ class Supervisor:
                 },
             )
         gateway = box = sandbox_hold = None
+        lost = False
         cpu_used = 0.0
         status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
         hits: dict[str, int] = {}
@@ -141,6 +142,7 @@ class Supervisor:
                     )
                 )
                 if not self._supervise(box, gateway, tracer):
+                    lost = True
                     return  # the lease was lost: another worker owns the run now
                 outcome = box.outcome()
                 agent_log.seek(max(0, agent_log.seek(0, 2) - LOG_TAIL))
@@ -157,6 +159,8 @@ class Supervisor:
         finally:
             if gateway is not None:
                 gateway.close()
+                if not lost:
+                    gateway.journal_flush()
             if box is not None:
                 cpu_used = _cpu_seconds(box)
                 box.close()
@@ -194,6 +198,7 @@ class Supervisor:
                     break
             if time.monotonic() - last_renew >= min(renew_every, 1.0):
                 last_renew = time.monotonic()
+                gateway.journal_flush()
                 tracer.flush()
                 state = self._renew(gateway.counters())
                 if state == "lost":

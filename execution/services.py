@@ -391,7 +391,7 @@ _JOURNAL_INSERT = (
 )
 
 
-def journal_step_insert(
+def journal_step_values(
     *,
     tenant_id: int,
     run_id: int,
@@ -402,16 +402,10 @@ def journal_step_insert(
     is_error: bool,
     duration_ms: float,
     done: bool = True,
-) -> None:
-    """Insert one step (or, `done` False, a tool call's intent before it is made);
-    committed when this returns (autocommit: one statement).
-
-    Plain SQL through the fields' own adapters: this is on every gateway call's path,
-    and the ORM's save() costs more than the insert itself. The run's counters are
-    written by the supervisor once a second (run_lease_renew), not here. The request and
-    result are sealed with the tenant's journal key (replay/sealing.py: about 20 us a
-    value), as raw bytes, so PostgreSQL's jsonb limits (no NUL) no longer apply.
-    """
+) -> list:
+    """One step's row as the journal INSERT's parameters; its request and result sealed
+    with the tenant's journal key (replay/sealing.py: about 20 us a value), as raw bytes,
+    so PostgreSQL's jsonb limits (no NUL) do not apply."""
     values = {
         "tenant_id": tenant_id,
         "run_id": run_id,
@@ -428,9 +422,27 @@ def journal_step_insert(
         "duration_ms": duration_ms,
         "created_at": timezone.now(),
     }
-    params = [f.get_db_prep_save(values[f.attname], connection) for f in _JOURNAL_FIELDS]
+    return [f.get_db_prep_save(values[f.attname], connection) for f in _JOURNAL_FIELDS]
+
+
+def journal_step_insert(**step) -> None:
+    """Insert one step (or, `done` False, a tool call's intent before it is made);
+    committed when this returns (autocommit: one statement). Takes journal_step_values'
+    arguments.
+
+    Plain SQL through the fields' own adapters: this is on every gateway call's path,
+    and the ORM's save() costs more than the insert itself. The run's counters are
+    written by the supervisor once a second (run_lease_renew), not here.
+    """
     with connection.cursor() as cursor:
-        cursor.execute(_JOURNAL_INSERT, params)
+        cursor.execute(_JOURNAL_INSERT, journal_step_values(**step))
+
+
+@transaction.atomic
+def journal_steps_write(*, rows: list[list]) -> None:
+    """Insert rows made by journal_step_values, in one transaction."""
+    with connection.cursor() as cursor:
+        cursor.executemany(_JOURNAL_INSERT, rows)
 
 
 def journal_step_complete(
