@@ -351,6 +351,9 @@ def test_it_keeps_terms_without_positions_in_the_index(corpus, acme):
             [acme.id],
         )
         total, stripped = cursor.fetchone()
+        # Entries go straight into the GIN tree: no pending list to leave pages behind.
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'searchtext_document_gin'")
+        assert cursor.fetchone()[0] == ["fastupdate=off"]
     assert total > 0 and stripped == total
 
 
