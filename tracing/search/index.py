@@ -24,7 +24,7 @@ from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
-from tracing.models import PayloadKind, SearchText, Span, TraceAttribute, TraceText
+from tracing.models import PayloadKind, SearchText, Span, TraceText
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_VALUE = 255
@@ -375,13 +375,19 @@ def search_traces_forget(*, tenant_id: int, trace_ids: list, texts: dict[str, st
     if not trace_ids:
         return 0
     links = TraceText.objects.filter(trace_id__in=trace_ids)
-    digests = set(links.values_list("digest", flat=True))
-    links.delete()
-    TraceAttribute.objects.filter(trace_id__in=trace_ids).delete()
+    text_ids = set(links.values_list("text_id", flat=True))
+    params = [tenant_id, *(uuid_param(t) for t in trace_ids)]
+    marks = ", ".join(["%s"] * len(trace_ids))
+    with connection.cursor() as cursor:
+        for table in ("tracing_tracetext", "tracing_traceattribute"):
+            cursor.execute(
+                f"DELETE FROM {table} WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
+                params,
+            )
     still = set(
-        TraceText.objects.filter(digest__in=sorted(digests)).values_list("digest", flat=True)
+        TraceText.objects.filter(text_id__in=sorted(text_ids)).values_list("text_id", flat=True)
     )
-    orphans = SearchText.objects.filter(digest__in=sorted(digests - still))
+    orphans = SearchText.objects.filter(id__in=sorted(text_ids - still))
     rows = list(orphans.values_list("id", "digest"))
     if connection.vendor == "sqlite":
         with connection.cursor() as cursor:

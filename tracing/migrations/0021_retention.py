@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('controlplane', '0003_ratebucket'),
-        ('tracing', '0019_metric_points'),
+        ('tracing', '0020_tracetext_by_text_id'),
     ]
 
     operations = [
