@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('controlplane', '0003_ratebucket'),
-        ('tracing', '0020_tracetext_by_text_id'),
+        ('tracing', '0021_searchtext_gin_without_pending_list'),
     ]
 
     operations = [
