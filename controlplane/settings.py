@@ -232,6 +232,15 @@ CONTENT_SECURITY_POLICY = env_str("CONTENT_SECURITY_POLICY", _security.CONTENT_S
 # Sent by SecurityMiddleware on HTTPS responses only, so plain-HTTP `make run` is unaffected.
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# A deployment served only over HTTPS (platform/) turns these on; the embedded default
+# serves plain HTTP on loopback and cannot, so they are off unless set (security.py
+# still marks every cookie Secure on an HTTPS request).
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Probes and the in-cluster OTLP path speak plain HTTP to the pod.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$", r"^v1/"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 # Behind a TLS-terminating proxy: "HTTP_X_FORWARDED_PROTO,https" (header, value). Only
 # set it when the proxy always overwrites that header, or clients could claim HTTPS.
 _proxy_ssl = env_str("SECURE_PROXY_SSL_HEADER", "")
