@@ -31,7 +31,7 @@ def bucket_keys(prefix: str) -> list[str]:
     return sorted(get_blob_store().list(prefix))
 
 
-def test_it_reads_a_trace_back_the_same_in_every_tier(api, acme, make_key):
+def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_key):
     key = make_key(acme, "admin")
     set_policy(api, key)
     trace = send_trace(acme, steps=3)
@@ -44,6 +44,8 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, acme, make_key):
     assert read_whole(api, key, trace) == hot
     assert api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]["tier"] == "warm"
     assert found_by_text(acme, "Baker Street") == {trace}  # warm traces are still searched
+    client.force_login(acme.owner)
+    assert "Warm" in client.get(f"/t/{acme.slug}/traces/{trace}/").content.decode()
     storage = {row["tier"]: row for row in api.get("/api/v1/storage", key=key).json()}
     assert storage["warm"]["traces"] == 1 and storage["warm"]["blob_bytes"] > 0
     assert storage["hot"]["traces"] == 0
@@ -65,6 +67,10 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, acme, make_key):
     cold = api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]
     assert (cold["tier"], cold["text_archived"]) == ("cold", True)
     assert found_by_text(acme, "Baker Street") == set()  # listed by summary only
+    client.force_login(acme.owner)
+    page = client.get(f"/t/{acme.slug}/traces/{trace}/").content.decode()
+    assert "Cold" in page and "its text is no longer searched" in page
+    assert "cold: text archived" in client.get(f"/t/{acme.slug}/traces/").content.decode()
     listed = api.get("/api/v1/traces", key=key).json()["items"]
     assert [t["trace_id"] for t in listed] == [trace]
 
@@ -130,3 +136,28 @@ def test_it_keeps_held_and_marked_traces_past_their_days(api, acme, make_key):
     assert api.delete(f"/api/v1/legal-holds/{hold.json()['id']}", key=key).status_code == 204
     apply(acme, days_ahead=31)
     assert tier_of(acme, held) is None
+
+
+def test_it_finishes_a_move_to_cold_killed_after_its_switch(api, acme, make_key, monkeypatch):
+    key = make_key(acme, "admin")
+    set_policy(api, key)
+    trace = send_trace(acme)
+    apply(acme, days_ahead=1.5)
+    hot_then_warm = read_whole(api, key, trace)
+    from tracing.retention import tiers
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the process died right after the transaction
+
+    monkeypatch.setattr(tiers, "_unlist", killed)
+    with pytest.raises(KeyboardInterrupt):
+        apply(acme, days_ahead=4)
+    monkeypatch.undo()
+    assert tier_of(acme, trace) == Tier.COLD
+    assert found_by_text(acme, "Baker Street") == {trace}  # not yet taken out
+    apply(acme, days_ahead=4)
+    assert found_by_text(acme, "Baker Street") == set()
+    row = Trace.all_tenants.get(tenant=acme, trace_id=trace)
+    assert "stale" not in row.archive
+    assert bucket_keys(f"t/{acme.id}/bundles/") == [row.archive["key"]]
+    assert read_whole(api, key, trace) == hot_then_warm

@@ -17,7 +17,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from controlplane.models import Tenant
 from controlplane.tenancy import tenant_scope
-from tracing.models import Trace
+from tracing.models import Trace, TraceText
 from tracing.retention import storage, tiers
 from tracing.retention.models import LegalHold, Tier, TraceMark
 from tracing.retention.selectors import retention_policy_get
@@ -131,6 +131,10 @@ def retention_apply(
         report.deleted.add(tiers.trace_remove(tenant_id=tenant_id, trace=trace))
     for pk in Trace.objects.filter(archive__has_key="stale").values_list("pk", flat=True):
         tiers.stale_delete(trace_pk=pk)
+    # A move to cold killed before its search links went (the tier had switched).
+    listed = TraceText.objects.values("trace_id")
+    for trace in Trace.objects.filter(tier=Tier.COLD, trace_id__in=listed):
+        tiers.trace_unlist(tenant_id=tenant_id, trace=trace)
     while work := _due(as_of, batch, keep, effective):
         for trace, action in work:
             if action == "delete":

@@ -180,12 +180,21 @@ def trace_chill(*, tenant_id: int, trace: Trace) -> bool:
             != 1
         ):
             return False
+    _unlist(tenant_id, trace, data)
+    stale_delete(trace_pk=trace.pk)
+    return True
+
+
+def _unlist(tenant_id: int, trace: Trace, data: bytes) -> int:
     bundle = bundle_unpack(tenant_id=tenant_id, data=data)
     reader = PayloadReader(tenant_id)
     reader.archived.append(bundle.payloads)
-    _forget_text(tenant_id, trace, bundle.spans + _span_rows(trace.trace_id), reader)
-    stale_delete(trace_pk=trace.pk)
-    return True
+    return _forget_text(tenant_id, trace, bundle.spans + _span_rows(trace.trace_id), reader)
+
+
+def trace_unlist(*, tenant_id: int, trace: Trace) -> int:
+    """Take a cold trace's texts out of search (finishing a move killed before it)."""
+    return _unlist(tenant_id, trace, get_blob_store().get(trace.archive["key"]))
 
 
 def stale_delete(*, trace_pk: int) -> None:
