@@ -11,12 +11,9 @@ from replay.models import JournalStep, RunEvent, RunEventKind, RunLink, RunLinkK
 
 
 def journal_delete(*, run: Run) -> int:
-    """Delete the run's journal (its sealed requests and results): what retention calls
-    before, or instead of, deleting the run itself. The conversations its LLM steps refer
-    to live in the span path, under the span path's own retention. Returns the rows
-    deleted."""
-    deleted, _ = JournalStep.all_tenants.filter(tenant_id=run.tenant_id, run_id=run.pk).delete()
-    return deleted
+    """Delete one run's journal (its sealed requests and results); the run stays. The
+    conversations its LLM steps refer to live in the span path, under its retention."""
+    return run_journal_delete(run_ids=[run.pk])
 
 
 def run_event_record(*, run: Run, kind: str, detail: dict | None = None) -> RunEvent:

@@ -113,7 +113,8 @@ def test_it_shows_the_run_page_journal_redacted_and_whole_to_admins_who_ask(
 
 def test_it_deletes_a_runs_journal_and_only_that_runs(private_run, acme):
     other = run_now(acme, private_run.agent)
-    assert journal_delete(run=private_run) == 2
+    with tenant_scope(acme):
+        assert journal_delete(run=private_run) == 2
     assert stored(private_run.pk) == [] and len(stored(other.pk)) == 2
 
 
