@@ -5,7 +5,7 @@ from django.db import OperationalError
 
 from alerts import detect, services, stuck
 from alerts.delivery import DeliveryFailed
-from controlplane.tasks import TenantTask, span_batch_task
+from controlplane.tasks import TenantTask, periodic_task, span_batch_task
 
 
 @span_batch_task(name="alerts.detect_spans")
@@ -50,13 +50,13 @@ def alert_deliver(self, *, tenant_id: int, alert_id: int | None, endpoint_id: in
     )  # fmt: skip
 
 
-@shared_task(name="alerts.stuck_runs", ignore_result=True, soft_time_limit=60, time_limit=90)
+@periodic_task(name="alerts.stuck_runs", soft_time_limit=60, time_limit=90)
 def stuck_runs() -> None:
     """Beat: managed runs with no step for longer than a stuck_run rule allows."""
     stuck.runs_stuck_detect()
 
 
-@shared_task(name="alerts.prune_state", ignore_result=True, soft_time_limit=300, time_limit=330)
+@periodic_task(name="alerts.prune_state", soft_time_limit=300, time_limit=330)
 def prune_state() -> None:
     """Beat: delete detection state no batch will read again, so it stays bounded."""
     services.detection_state_prune()

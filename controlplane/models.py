@@ -120,3 +120,16 @@ class RateBucket(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class PeriodicClaim(models.Model):
+    """When each beat job last ran: a delivery claims the job's period before it runs
+    (services.periodic_job_claim), so a second beat started by mistake doubles nothing."""
+
+    name = models.CharField(max_length=200, primary_key=True)  # the task's name
+    claimed_at = models.DateTimeField()
+    runs = models.PositiveBigIntegerField(default=0)
+    skipped = models.PositiveBigIntegerField(default=0)  # deliveries inside a claimed period
+
+    def __str__(self):
+        return self.name

@@ -8,9 +8,18 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from controlplane.models import ApiKey, AuditEvent, Membership, Role, Scope, Tenant
+from controlplane.models import (
+    ApiKey,
+    AuditEvent,
+    Membership,
+    PeriodicClaim,
+    Role,
+    Scope,
+    Tenant,
+)
 
 KEY_PREFIX = "fd_"
 
@@ -246,3 +255,38 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         )
         key.last_used_at = now
     return key
+
+
+# A beat job runs at most once in this share of its period: one beat's own jitter stays
+# inside it, and a second beat's deliveries, whatever their phase, fall inside a claim.
+CLAIM_SHARE = 0.8
+
+
+def _beat_period(name: str) -> float | None:
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        if entry["task"] == name:
+            schedule = entry["schedule"]
+            if isinstance(schedule, timedelta):
+                return schedule.total_seconds()
+            return float(schedule) if isinstance(schedule, int | float) else None
+    return None
+
+
+def periodic_job_claim(*, name: str) -> bool:
+    """Claim this period of the beat job `name`: True for the delivery that should run it,
+    False for another delivery in the same period (two beats). A conditional UPDATE, so
+    it holds across processes on PostgreSQL and SQLite alike. A job beat does not
+    schedule by a fixed period (or not at all) is not claimed."""
+    period = _beat_period(name)
+    if period is None:
+        return True
+    now = timezone.now()
+    PeriodicClaim.objects.get_or_create(
+        name=name, defaults={"claimed_at": now - timedelta(seconds=period)}
+    )
+    due = now - timedelta(seconds=period * CLAIM_SHARE)
+    claimed = PeriodicClaim.objects.filter(name=name, claimed_at__lte=due)
+    if claimed.update(claimed_at=now, runs=F("runs") + 1) == 1:
+        return True
+    PeriodicClaim.objects.filter(name=name).update(skipped=F("skipped") + 1)
+    return False

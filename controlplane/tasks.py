@@ -1,10 +1,14 @@
 """Celery plumbing shared by every app's tasks."""
 
+import logging
+
 from celery import shared_task
 from celery.contrib.django.task import DjangoTask
 from django.db import OperationalError
 
 from controlplane.tenancy import tenant_scope
+
+log = logging.getLogger(__name__)
 
 
 class TenantTask(DjangoTask):
@@ -39,3 +43,24 @@ def span_batch_task(*, name: str, autoretry_for: tuple = (OperationalError,)):
         time_limit=330,
         ignore_result=True,
     )
+
+
+class PeriodicTask(DjangoTask):
+    """A beat job. Each delivery first claims the job's period in the database
+    (services.periodic_job_claim); a delivery inside a claimed period (a second beat,
+    started by mistake) does nothing. Called directly (tests, a shell) it just runs."""
+
+    abstract = True
+
+    def __call__(self, *args, **kwargs):
+        from controlplane.services import periodic_job_claim  # needs the apps loaded
+
+        if not self.request.called_directly and not periodic_job_claim(name=self.name):
+            log.info("%s: already run in this period (is a second beat running?)", self.name)
+            return None
+        return super().__call__(*args, **kwargs)
+
+
+def periodic_task(*, name: str, **options):
+    """The shape of a beat job: claimed once a period (PeriodicTask), no result kept."""
+    return shared_task(base=PeriodicTask, name=name, ignore_result=True, **options)

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from controlplane.tasks import TenantTask
+from controlplane.tasks import TenantTask, periodic_task
 from execution import services
 
 
@@ -38,6 +38,6 @@ def tool_call(*, tenant_id: int, tool_call_id: int) -> None:
     services.tool_call_execute(tool_call_id=tool_call_id)
 
 
-@shared_task(name="execution.requeue_lost_runs", ignore_result=True)
+@periodic_task(name="execution.requeue_lost_runs")
 def requeue_lost_runs() -> None:
     services.runs_requeue_lost()

@@ -3,7 +3,7 @@ and tracing/services.py)."""
 
 from celery import shared_task
 
-from controlplane.tasks import TenantTask
+from controlplane.tasks import TenantTask, periodic_task
 from tracing import services
 from tracing.search.index import search_index_spans
 
@@ -25,7 +25,7 @@ def index_spans(*, tenant_id: int, spans: list) -> None:
     search_index_spans(tenant_id=tenant_id, spans=[tuple(s) for s in spans])
 
 
-@shared_task(name="tracing.refresh_dictionaries_due", ignore_result=True)
+@periodic_task(name="tracing.refresh_dictionaries_due")
 def refresh_dictionaries_due() -> None:
     """Beat: queue a refresh for each tenant whose dictionaries are a week old."""
     for tenant_id in services.dictionaries_due():

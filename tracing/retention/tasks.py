@@ -3,13 +3,11 @@ Registered through tracing/tasks.py, which Celery's autodiscovery imports."""
 
 from celery import shared_task
 
-from controlplane.tasks import TenantTask
+from controlplane.tasks import TenantTask, periodic_task
 from tracing.retention import erasure, job
 
 
-@shared_task(
-    name="tracing.apply_retention", ignore_result=True, soft_time_limit=3300, time_limit=3500
-)
+@periodic_task(name="tracing.apply_retention", soft_time_limit=3300, time_limit=3500)
 def apply_retention() -> None:
     """Beat, hourly: every tenant's due moves and deletions, batch after batch."""
     for _tenant, _report in job.tenants_apply():
