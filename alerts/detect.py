@@ -80,17 +80,24 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             services.trace_watches_save(watches=list(watches.values()))
         raised = 0
         costs = None
+        hallucinations = (
+            _hallucinations(
+                tenant_id,
+                [
+                    s
+                    for trace_rows in fresh_traces.values()
+                    for s in trace_rows
+                    if values[s.labels_id]["operation"] in LLM_OPERATIONS
+                ],
+            )
+            if Detector.HALLUCINATED_TOOL in wanted
+            else {}
+        )
         for trace_id, trace_rows in fresh_traces.items():
             trace = traces.get(trace_id)
             agent = (trace.agent_name if trace else "") or _agent(values, trace_rows)
             findings = [(Detector.LOOP, f) for f in loops.get(trace_id, [])]
-            if Detector.HALLUCINATED_TOOL in wanted:
-                findings += [
-                    (Detector.HALLUCINATED_TOOL, f)
-                    for s in trace_rows
-                    if values[s.labels_id]["operation"] in LLM_OPERATIONS
-                    for f in _hallucinations(s)
-                ]
+            findings += [(Detector.HALLUCINATED_TOOL, f) for f in hallucinations.get(trace_id, [])]
             if Detector.COST_SPIKE in wanted and agent:
                 costs = costs or CostContext(by_trace)
                 spike = _cost_spike(costs, trace_id, agent, trace_rows[-1], by_trace)
@@ -162,24 +169,34 @@ def _call(span: Span, label: dict) -> detectors.Call | None:
 TOOL_LIST_PREFIXES = ("gen_ai.tool.definitions", "llm.tools.", "llm.request.functions.")
 
 
-def _hallucinations(span: Span) -> list[detectors.Finding]:
-    """Reads only what the check needs: the tool list, then the response's messages,
-    and nothing for a request that declared no tools."""
-    stored = span_stored_detail(span=span)
-    refs = stored.get("refs", {})
-    attributes = dict(stored.get("attributes", {}))
-    large = [k for k in refs if k.startswith(TOOL_LIST_PREFIXES)]
-    if "out" not in refs or not (
-        large or any(k.startswith(TOOL_LIST_PREFIXES) for k in attributes)
-    ):
-        return []
-    reader = PayloadReader(span.tenant_id)
-    reader.fetch([refs[k] for k in large] + list(refs["out"]))
-    attributes.update({k: reader.value(refs[k]) for k in large})
-    tools = detectors.tool_definitions(attributes)
-    if tools is None:
-        return []
-    return detectors.hallucination_scan(_hex(span.span_id), tools, reader.values(refs["out"]))
+def _hallucinations(tenant_id: int, spans: list[Span]) -> dict:
+    """Findings by trace, for the batch's LLM spans. Reads only what the check needs,
+    for the whole batch at once: the tool lists and responses of the requests that
+    declared tools (one fetch), and nothing for a request that declared none."""
+    candidates = []
+    for span in spans:
+        stored = span_stored_detail(span=span)
+        refs = stored.get("refs", {})
+        attributes = dict(stored.get("attributes", {}))
+        large = [k for k in refs if k.startswith(TOOL_LIST_PREFIXES)]
+        if "out" in refs and (large or any(k.startswith(TOOL_LIST_PREFIXES) for k in attributes)):
+            candidates.append((span, refs, attributes, large))
+    if not candidates:
+        return {}
+    reader = PayloadReader(tenant_id)
+    reader.prefetch(
+        [refs[k] for _, refs, _, large in candidates for k in large]
+        + [d for _, refs, _, _ in candidates for d in refs["out"]]
+    )
+    found = defaultdict(list)
+    for span, refs, attributes, large in candidates:
+        attributes.update({k: reader.value(refs[k]) for k in large})
+        tools = detectors.tool_definitions(attributes)
+        if tools is not None:
+            found[span.trace_id] += detectors.hallucination_scan(
+                _hex(span.span_id), tools, reader.values(refs["out"])
+            )
+    return found
 
 
 class CostContext:
