@@ -88,7 +88,10 @@ class SourceJournal:
 
     def __init__(self, *, link):
         self.link = link
-        rows = list(selectors.run_steps_of(run_id=link.source_id).filter(done=True))
+        # The requests are read only for a divergence report: opened then, not for every row.
+        rows = list(
+            selectors.run_steps_of(run_id=link.source_id).filter(done=True).defer("request")
+        )
         self.fork_step = link.fork_step if link.kind == "fork" else None
         self.by_identity = {(s.request_hash, s.occurrence): s for s in rows}
         self.by_thread = {(s.thread, s.thread_seq): s for s in rows}
