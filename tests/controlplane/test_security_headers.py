@@ -70,7 +70,7 @@ def test_it_trusts_the_proxy_header_only_as_configured(client, acme, settings):
 
 
 @pytest.mark.parametrize("debug", [True, False])
-@pytest.mark.parametrize("path", ["/api/nope", "/api/v1/nope/deeper", "/v1/logs", "/v1/"])
+@pytest.mark.parametrize("path", ["/api/nope", "/api/v1/nope/deeper", "/v1/profiles", "/v1/"])
 def test_it_answers_unknown_api_paths_with_json_404(client, settings, debug, path):
     settings.DEBUG = debug
     response = client.get(path)
