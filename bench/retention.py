@@ -105,6 +105,11 @@ def read_p50(client: httpx.Client, trace: str) -> float:
     return statistics.median(times)
 
 
+def open_uncached(platform: Platform, trace: str) -> float:
+    out = manage(platform.env, "shell", "-c", OPEN_UNCACHED.format(runs=RUNS, trace=trace))
+    return float(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     platform = Platform("postgres+s3")
     try:
@@ -130,15 +135,11 @@ def main() -> None:
         moving = time.perf_counter() - start - idle
         warm = figures(platform)
         warm_read = read_p50(client, big)
-        warm_open = float(
-            manage(platform.env, "shell", "-c", OPEN_UNCACHED.format(runs=RUNS, trace=big))
-        )
+        warm_open = open_uncached(platform, big)
         manage(platform.env, "apply_retention", "--as-of", as_of(2 * DAYS + 1))
         cold = figures(platform)
         cold_read = read_p50(client, big)
-        cold_open = float(
-            manage(platform.env, "shell", "-c", OPEN_UNCACHED.format(runs=RUNS, trace=big))
-        )
+        cold_open = open_uncached(platform, big)
         moved = traces + 1
         print(f"load: {traces + 1} traces, {spans + 2001} spans; load average {os.getloadavg()}")
         print(out.strip())

@@ -69,10 +69,12 @@ class PayloadReader:
         found = list(rows.only(*fields) if fields else rows)
         from tracing.retention.bundles import bundles_open
 
+        stored = {(span.trace_id, span.span_id) for span in found}
         for bundle in bundles_open(tenant_id=self.tenant_id, trace_ids=trace_ids):
             if not any(p is bundle.payloads for p in self.archived):
                 self.archived.append(bundle.payloads)
-            found.extend(bundle.spans)
+            # A span sent again after its trace was archived is stored as a row: once.
+            found.extend(s for s in bundle.spans if (s.trace_id, s.span_id) not in stored)
         if any(getattr(span, "archived", False) for span in found):
             found.sort(key=lambda span: (span.start_ns, span.span_id))
         return found

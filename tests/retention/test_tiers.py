@@ -4,6 +4,7 @@ pass), with the clock set by --as-of."""
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from billing.models import UsageDaily
 from controlplane.blobstore import get_blob_store
@@ -161,3 +162,31 @@ def test_it_finishes_a_move_to_cold_killed_after_its_switch(api, acme, make_key,
     assert "stale" not in row.archive
     assert bucket_keys(f"t/{acme.id}/bundles/") == [row.archive["key"]]
     assert read_whole(api, key, trace) == hot_then_warm
+
+
+def test_it_reads_late_and_resent_spans_of_a_warm_trace_once(api, acme, make_key):
+    import json
+
+    from tests.tracing.test_otlp_http import one_span_request
+    from tracing.ingest.decode import decode_request
+    from tracing.ingest.pipeline import spans_ingest
+
+    def send(span_id: str, words: str):
+        doc = one_span_request(trace, span_id, **{"gen_ai.tool.call.result": words})
+        body = decode_request(json.dumps(doc).encode(), "application/json")
+        spans_ingest(tenant_id=acme.id, request=body)
+
+    key = make_key(acme, "admin")
+    set_policy(api, key)
+    trace = "3" * 32
+    send("eee19b7ec3c1b174", "first words")
+    # The span's own start (2023-11-14) is what retention ages: as of a day and a half on.
+    started = Trace.all_tenants.get(tenant=acme, trace_id=trace).start_time
+    apply(acme, days_ahead=(started - timezone.now()).total_seconds() / 86400 + 1.5)
+    assert tier_of(acme, trace) == Tier.WARM
+    send("eee19b7ec3c1b174", "first words")  # an exporter's retry, after the move
+    send("aaa19b7ec3c1b175", "late words")
+    spans = api.get(f"/api/v1/traces/{trace}", key=key).json()["spans"]
+    assert sorted(s["span_id"] for s in spans) == ["aaa19b7ec3c1b175", "eee19b7ec3c1b174"]
+    late = api.get(f"/api/v1/spans/aaa19b7ec3c1b175?trace_id={trace}", key=key).json()
+    assert late["tool_call_result"] == "late words"

@@ -165,7 +165,12 @@ def trace_spans(*, trace_id: uuid.UUID) -> list[dict]:
     ]
     archived = bundles_open(tenant_id=current_tenant_id(), trace_ids=[trace_id])
     if archived:
-        rows += [{f: getattr(s, f) for f in SPAN_FIELDS} for s in archived[0].spans]
+        stored = {row["span_id"] for row in rows}  # a span sent again after archiving
+        rows += [
+            {f: row[f] for f in SPAN_FIELDS}
+            for row in archived[0].rows
+            if row["span_id"] not in stored
+        ]
         rows.sort(key=lambda row: (row["start_ns"], row["span_id"]))
     label_values = labels.values_of(current_tenant_id(), {r["labels_id"] for r in rows})
     for row in rows:

@@ -52,11 +52,25 @@ class BundleCorrupt(ValueError):
     pass
 
 
-@dataclass(slots=True)
+@dataclass
 class Bundle:
+    tenant_id: int
     trace_id: uuid.UUID
-    spans: list[Span]
+    rows: list[dict]  # each span's columns and detail_packed
     payloads: dict[str, tuple[int, bytes]]  # digest -> (kind, stored body)
+    _spans: list[Span] | None = None
+
+    @property
+    def spans(self) -> list[Span]:
+        """The rows as (unsaved) Span instances, made once: the span tree needs only
+        the rows, and 2,000 model instances cost more than the rest of an open."""
+        if self._spans is None:
+            self._spans = []
+            for row in self.rows:
+                span = Span(tenant_id=self.tenant_id, trace_id=self.trace_id, **row)
+                span.archived = True
+                self._spans.append(span)
+        return self._spans
 
 
 def bundle_key(tenant_id: int, trace_id: uuid.UUID, tier: int) -> str:
@@ -105,24 +119,18 @@ def bundle_unpack(*, tenant_id: int, data: bytes) -> Bundle:
     index = orjson.loads(raw[4 : 4 + size])
     body = memoryview(raw)[4 + size :]
     trace_id = uuid.UUID(hex=index["trace"])
-    spans = []
+    rows = []
     width = len(SPAN_COLUMNS)
     for values in index["spans"]:
-        fields = dict(zip(SPAN_COLUMNS, values[:width], strict=True))
+        row = dict(zip(SPAN_COLUMNS, values[:width], strict=True))
         start, length = values[width], values[width + 1]
-        span = Span(
-            tenant_id=tenant_id,
-            trace_id=trace_id,
-            detail_packed=bytes(body[start : start + length]),
-            **fields,
-        )
-        span.archived = True
-        spans.append(span)
+        row["detail_packed"] = bytes(body[start : start + length])
+        rows.append(row)
     payloads = {
         digest: (kind, bytes(body[start : start + length]))
         for digest, kind, start, length in index["payloads"]
     }
-    return Bundle(trace_id=trace_id, spans=spans, payloads=payloads)
+    return Bundle(tenant_id=tenant_id, trace_id=trace_id, rows=rows, payloads=payloads)
 
 
 def sha256(data: bytes) -> str:
