@@ -59,7 +59,7 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
     )
     try:
         health = None
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240  # set-up migrates, collects and seeds first
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=5)
@@ -107,6 +107,7 @@ def test_it_starts_from_a_fresh_copy(tmp_path):
         assert run["agent"] == "calculator" and run["output"]["answer"] == "The tool returned: 42\n"
         assert len(run["trace_id"]) == 32 and run["step_count"] >= 3
         _few_processes_serve_it(output, proc.pid)
+        _the_web_process_takes_otlp_grpc(port, grpc_port, key)
 
         # Served with DEBUG off: no debug pages listing URL patterns or settings, static
         # files still served, and manage.py runs in the same checkout with no variables.
@@ -175,3 +176,27 @@ def _few_processes_serve_it(output: str, session: int) -> None:
         if "python" in Path(exe).name:
             pythons.append((entry / "cmdline").read_bytes().replace(b"\0", b" ")[:100])
     assert len(pythons) <= 8, pythons
+
+
+def _the_web_process_takes_otlp_grpc(port: int, grpc_port: int, key: str) -> None:
+    """A span sent by the OpenTelemetry SDK's gRPC exporter is stored and read back."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    exporter = OTLPSpanExporter(
+        endpoint=f"http://127.0.0.1:{grpc_port}",
+        insecure=True,
+        headers={"authorization": f"Bearer {key}"},
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("make-run-test").start_as_current_span("over-grpc") as span:
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    provider.shutdown()
+    trace = httpx.get(
+        f"http://127.0.0.1:{port}/api/v1/traces/{trace_id}",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
+    assert trace.status_code == 200 and trace.json()["trace"]["name"] == "over-grpc", trace.text
