@@ -1,0 +1,87 @@
+"""Coding agents' folded spans go through spans_ingest like any other: billing costs
+their chat spans from the price book (beside the agent's own figure), their spend
+counts toward the tenant's and the agent's budgets, and the alert detectors see them."""
+
+import json
+
+import pytest
+from django.test import TestCase
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from alerts.models import Alert, AlertRule
+from alerts.tasks import detect_spans
+from billing.models import Budget, SpanCost
+from billing.selectors import budget_check
+from controlplane.tenancy import tenant_scope
+from tests.alerts.helpers import announced
+from tests.billing.helpers import cost_queue
+from tests.tracing.codingagents import CLAUDE_CODE, fixture, otlp_json
+from tracing.codingagents.fold import log_records_ingest
+from tracing.ingest.decode import decode_request
+
+pytestmark = pytest.mark.django_db(transaction=True)
+START = 1_800_000_000 * 10**9
+
+
+def ingest(tenant, doc):
+    request = decode_request(json.dumps(doc).encode(), "application/json", ExportLogsServiceRequest)
+    return log_records_ingest(tenant_id=tenant.id, request=request)
+
+
+def test_their_spend_is_costed_and_counts_toward_budgets(acme, settings):
+    with tenant_scope(acme):
+        tenant_budget = Budget.objects.create(
+            tenant=acme, scope="tenant", period="lifetime", cap_nusd=10**9, thresholds=[1.0]
+        )
+        agent_budget = Budget.objects.create(
+            tenant=acme,
+            scope="agent",
+            agent="claude-code",
+            period="lifetime",
+            cap_nusd=30_000_000,  # $0.03: the session's calls cost more
+            thresholds=[1.0],
+        )
+    with cost_queue(settings) as drain:
+        result = ingest(acme, otlp_json(fixture(CLAUDE_CODE), start_ns=START))
+        assert (result.accepted, result.rejected) == (10, 0)
+        drain()
+    with tenant_scope(acme):
+        costs = {c.model: c for c in SpanCost.objects.all()}
+    # Price book (2025-11): claude-sonnet-4-5 $3 / $15 / $0.30 cache read / $3.75 cache
+    # write per million tokens; claude-haiku-4-5 $1 / $5.
+    sonnet = (1200 + 900) * 3 + (310 + 420) * 15 + (18000 + 19500) * 0.30 + (2100 + 600) * 3.75
+    haiku = 800 * 1 + 150 * 5
+    assert len(costs) == 2 and SpanCost.all_tenants.count() == 3
+    assert costs["claude-haiku-4-5-20251001"].cost_nusd == haiku * 1000
+    assert costs["claude-haiku-4-5-20251001"].agent_name == "claude-code"
+    with tenant_scope(acme):
+        total = sum(c.cost_nusd for c in SpanCost.objects.all())
+    assert total == round((sonnet + haiku) * 1000)
+    check = budget_check(tenant_id=acme.id, agent="claude-code")
+    spent = {b["id"]: b["spent_usd"] for b in check["budgets"]}
+    assert spent[tenant_budget.pk] == spent[agent_budget.pk] == str(total / 10**9)
+    # The agent's budget is over its cap: its next call is refused.
+    assert check["allowed"] is False and f"budget {agent_budget.pk}" in check["detail"]
+
+
+def test_the_alert_detectors_see_their_errors(acme, settings):
+    settings.ALERTS_DETECT_ON_INGEST = False  # detection runs below, in this process
+    settings.ALERTS_ERROR_MIN_CALLS = 4
+    AlertRule.all_tenants.create(tenant=acme, detector="error_burst", threshold=0.5)
+    doc = otlp_json(fixture(CLAUDE_CODE), start_ns=START, only=[0, 7])
+    records = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    error = records[1]
+    for attempt in range(2, 6):  # the API overloaded: retried, failing each time
+        again = json.loads(json.dumps(error))
+        again["timeUnixNano"] = str(int(error["timeUnixNano"]) + attempt * 10**9)
+        for a in again["attributes"]:
+            if a["key"] == "event.sequence":
+                a["value"] = {"intValue": str(100 + attempt)}
+        records.append(again)
+    with announced() as seen, TestCase.captureOnCommitCallbacks(execute=True):
+        assert ingest(acme, doc).accepted == 6
+    for tenant_id, batch in seen:
+        detect_spans(tenant_id=tenant_id, spans=batch)
+    with tenant_scope(acme):
+        causes = set(Alert.objects.values_list("cause", flat=True))
+    assert causes == {"error_burst:agent:claude-code"}
