@@ -2,7 +2,7 @@ from django.shortcuts import redirect
 from django.urls import include, path
 from django.views.decorators.http import require_GET
 
-from frontend.console import agents, alerts, costs, replays, runs
+from frontend.console import agents, alerts, codingagents, costs, replays, runs
 from frontend.decorators import tenant_view
 
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("runs/", include(replays)),
     path("agents/", include(agents)),
     path("costs/", include(costs)),
+    path("coding-agents/", include(codingagents)),
     path("alerts/", include(alerts)),
     path("settings/", include("frontend.console.settings.urls")),
 ]

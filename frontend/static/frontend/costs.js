@@ -1,12 +1,14 @@
-// The costs page's charts, drawn with the vendored Chart.js from each canvas's
-// data-series ({days, series: [{name, values}]}): no inline script, so the page keeps
-// working under a Content-Security-Policy without 'unsafe-inline'.
+// The costs and coding-agents pages' charts, drawn with the vendored Chart.js from each
+// canvas's data-series ({days, series: [{name, values}]}) and data-unit ("$" unless
+// set): no inline script, so the pages keep working under a Content-Security-Policy
+// without 'unsafe-inline'. Canvases that htmx swaps in are drawn too.
 (function () {
   "use strict";
   var palette = ["#4f7cff", "#f2994a", "#27ae60", "#9b51e0", "#eb5757", "#2d9cdb", "#f2c94c", "#6fcf97"];
 
   function draw(canvas) {
     var data = JSON.parse(canvas.getAttribute("data-series"));
+    var unit = canvas.getAttribute("data-unit");
     new window.Chart(canvas, {
       type: "bar",
       data: {
@@ -20,7 +22,7 @@
         maintainAspectRatio: false,
         scales: {
           x: { stacked: true },
-          y: { stacked: true, ticks: { callback: function (v) { return "$" + v; } } },
+          y: { stacked: true, ticks: { callback: function (v) { return unit ? v + " " + unit : "$" + v; } } },
         },
       },
     });
@@ -29,5 +31,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     if (!window.Chart) return;
     document.querySelectorAll("canvas.cost-chart").forEach(draw);
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (!window.Chart) return;
+    event.target.querySelectorAll("canvas.cost-chart").forEach(draw);
   });
 })();
