@@ -57,8 +57,8 @@ def test_it_shows_the_coding_agents_usage(live_server, page, shot, acme, make_ke
     expect(page.locator("#total-acceptance")).to_contain_text("75% (3 accepted, 1 rejected)")
     expect(page.locator("#coding-users tbody tr").first).to_contain_text("dev@acme.example")
     drawn = page.evaluate(
-        "() => ['chart-tokens', 'chart-cost'].map("
-        "id => window.Chart.getChart(document.getElementById(id)).data.datasets.length)"
+        "() => ['tokens', 'cost'].map(name => window.Chart.getChart("
+        "document.querySelector(`canvas[data-chart=${name}]`)).data.datasets.length)"
     )
     assert drawn == [2, 1]  # two models; one user
     shot("30-coding-agents")
@@ -76,7 +76,9 @@ def test_it_shows_the_coding_agents_usage(live_server, page, shot, acme, make_ke
     expect(page.locator("#coding-period a[aria-current]")).to_have_text("7 days")
     expect(page).to_have_url(f"{live_server.url}/t/acme/coding-agents/?days=7")
     expect(page.locator("#total-lines")).to_have_text("120 / 35")
-    assert page.evaluate("() => !!window.Chart.getChart(document.getElementById('chart-tokens'))")
+    assert page.evaluate(
+        "() => !!window.Chart.getChart(document.querySelector('canvas[data-chart=tokens]'))"
+    )
 
 
 def test_another_tenant_sees_none_of_it(live_server, page, acme, globex, make_key):
