@@ -8,6 +8,9 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from playwright.sync_api import expect
 
 from controlplane.services import Actor
+
+# The seed price book, reloaded after an earlier transactional test's flush emptied it.
+from tests.billing.conftest import price_book  # noqa: F401
 from tests.billing.helpers import cost_queue
 from tests.browser.conftest import log_in
 from tests.tracing.codingagents import (

@@ -14,6 +14,9 @@ from billing.models import Budget, SpanCost
 from billing.selectors import budget_check
 from controlplane.tenancy import tenant_scope
 from tests.alerts.helpers import announced
+
+# The seed price book, reloaded after an earlier transactional test's flush emptied it.
+from tests.billing.conftest import price_book  # noqa: F401
 from tests.billing.helpers import cost_queue
 from tests.tracing.codingagents import CLAUDE_CODE, fixture, otlp_json
 from tracing.codingagents.fold import log_records_ingest
