@@ -201,6 +201,7 @@ def _reserve_settle(tenant, *, clients: int, store: str, seconds: float = 5.0) -
                 held = hook.reserve(run_id=run_id, request=request)
                 hook.settle(reservation=held, usage=usage)
                 counts[i] += 1
+            hook.flush()
         connection.close()
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]

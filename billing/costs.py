@@ -232,12 +232,21 @@ def _upsert_totals(tenant_id: int, totals: dict) -> None:
     )
 
 
-def usage_add(*, tenant_id: int, kind: str, agent: str, run_id: int, cost_nusd: int) -> None:
+def usage_add(
+    *,
+    tenant_id: int,
+    kind: str,
+    agent: str,
+    run_id: int,
+    cost_nusd: int,
+    calls: int = 1,
+    day=None,
+) -> None:
     """Tool calls' and sandbox time's cost into the roll-ups (the gateway settled it)."""
     from django.utils import timezone
 
-    sums = [cost_nusd, 0, 0, 0, 0, 1, 0]
-    _upsert_daily(tenant_id, {(timezone.now().date(), kind, agent, ""): sums})
+    sums = [cost_nusd, 0, 0, 0, 0, calls, 0]
+    _upsert_daily(tenant_id, {(day or timezone.now().date(), kind, agent, ""): sums})
     _upsert_totals(tenant_id, {("run", str(run_id)): sums})
 
 

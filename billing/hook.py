@@ -6,15 +6,25 @@ call, settle the actual cost after, release the rest.
        ▼
     the call (LLM, tool, sandbox CPU time)
        ▼
-    settle ──▶ store.settle(reserved, actual) ──▶ thresholds ──▶ ledger rows
+    settle ──▶ store.settle(reserved, actual) ──▶ thresholds
+       ▼
+    ledger rows and roll-ups, batched: written together about once a second, past
+    FLUSH_ROWS rows, and at flush() (the run's end)
 
 An LLM call's worst case is its input tokens (estimated from the request's JSON
 length) plus max_tokens of output, at the model's prices; a tool call's is the book's
 price per call; the sandbox's is its CPU-second limit at the CPU-second price.
+
+Only the windows hold the cap, so only they are written on the call's path; the
+ledger and the roll-ups follow in batches, each row stamped when its call reserved or
+settled (a run's cost stays its settlements, line by line, once flushed). A worker
+that dies loses at most its last second of ledger rows; the windows keep the spend.
 """
 
 import json
 import logging
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,6 +44,8 @@ log = logging.getLogger(__name__)
 # errs high (Claude's tokens average 3.5-4 characters of English; JSON escapes add).
 CHARS_PER_TOKEN = 3
 PROVIDER = "anthropic"  # the gateway's LLM upstream
+FLUSH_SECONDS = 1.0  # the oldest ledger row a hook may hold back
+FLUSH_ROWS = 500  # ledger rows held back at most
 LEDGER_COLUMNS = (
     "tenant_id",
     "run_id",
@@ -78,6 +90,12 @@ class BudgetHook:
     def __init__(self):
         self.store = get_store()
         self._runs: dict[int, tuple[int, str]] = {}
+        # What flush() writes: ledger rows, and roll-up sums per (tenant, day, kind,
+        # agent, run) as [cost, calls].
+        self._lock = threading.Lock()
+        self._rows: list[tuple] = []
+        self._usage: dict[tuple, list[int]] = {}
+        self._held_since = 0.0
 
     def _run(self, run_id: int) -> tuple[int, str]:
         if run_id not in self._runs:
@@ -148,10 +166,7 @@ class BudgetHook:
         if not windows:
             return r  # nothing to hold: the settlement alone is written
         try:
-            # The hold and its ledger row commit together.
-            with write_turn(), transaction.atomic():
-                self.store.reserve(windows, r.amount_nusd)
-                self._ledger(r, [(LedgerKind.RESERVE, r.amount_nusd, r.detail)])
+            self.store.reserve(windows, r.amount_nusd)
         except Refused as exc:
             raise BudgetRefused(f"{exc.window.label} would be passed by this call") from None
         except Unreachable as exc:
@@ -159,6 +174,8 @@ class BudgetHook:
                 raise BudgetRefused(f"the budget store cannot be reached: {exc}") from None
             log.warning("run %s: budget store unreachable, tenant opted out: %s", run_id, exc)
             r.windows = []
+        else:
+            self._defer(r, [(LedgerKind.RESERVE, r.amount_nusd, r.detail)])
         return r
 
     def settle(self, *, reservation: Reservation | None, usage: dict | None) -> int:
@@ -170,29 +187,19 @@ class BudgetHook:
         entries = [(LedgerKind.SETTLE, actual, detail)]
         if r.windows and r.amount_nusd > actual:
             entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
-        with write_turn(), transaction.atomic():
-            if r.windows:
-                try:
-                    spent = self.store.settle(r.windows, r.amount_nusd if r.windows else 0, actual)
-                except Unreachable:
-                    # The money was spent either way; the ledger keeps it, and the
-                    # reservation stays held until the window's period ends.
-                    log.exception("run %s: could not settle in the budget store", r.run_id)
-                else:
-                    budgets.thresholds_record(windows=r.windows, spent_after=spent, added=actual)
-            self._ledger(r, entries)
-            if r.kind != CostKind.LLM and actual:
-                # LLM calls reach the roll-ups through their spans; the rest from here.
-                from billing.costs import usage_add
-
-                _, agent = self._run(r.run_id)
-                usage_add(
-                    tenant_id=r.tenant_id,
-                    kind=r.kind,
-                    agent=agent,
-                    run_id=r.run_id,
-                    cost_nusd=actual,
-                )
+        if r.windows:
+            try:
+                spent = self.store.settle(r.windows, r.amount_nusd, actual)
+            except Unreachable:
+                # The money was spent either way; the ledger keeps it, and the
+                # reservation stays held until the window's period ends.
+                log.exception("run %s: could not settle in the budget store", r.run_id)
+            else:
+                # Its own transaction when a threshold was reached (rare), as with the
+                # Redis store: the window's update does not wait for it.
+                budgets.thresholds_record(windows=r.windows, spent_after=spent, added=actual)
+        # LLM calls reach the roll-ups through their spans; the rest from here.
+        self._defer(r, entries, usage=actual if r.kind != CostKind.LLM else 0)
         return actual
 
     def _actual(self, r: Reservation, usage: dict) -> tuple[int, dict]:
@@ -219,25 +226,67 @@ class BudgetHook:
             return cost, {"cpu_seconds": float(seconds)}
         return 0, r.detail
 
-    def _ledger(self, r: Reservation, entries: list) -> None:
-        # One INSERT without the ORM: this runs twice per call of every managed run.
+    # --- the batched ledger --------------------------------------------------------
+
+    def _defer(self, r: Reservation, entries: list, usage: int = 0) -> None:
         held = [w.budget_id for w in r.windows]
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        reservation = r.id if connection.features.has_native_uuid_field else r.id.hex
-        rows.insert_ignoring_conflicts(
-            "billing_ledgerentry",
-            LEDGER_COLUMNS,
-            [
-                (
-                    r.tenant_id,
-                    r.run_id,
-                    reservation,
-                    entry,
-                    str(r.kind),
-                    amount,
-                    rows.json_param({**detail, "budgets": held} if held else detail),
-                    now,
-                )
-                for entry, amount, detail in entries
-            ],
-        )
+        now = timezone.now()
+        with self._lock:
+            if not self._rows:
+                self._held_since = time.monotonic()
+            for entry, amount, detail in entries:
+                detail = {**detail, "budgets": held} if held else detail
+                self._rows.append((r.tenant_id, r.run_id, r.id, entry, r.kind, amount, detail, now))
+            if usage:
+                key = (r.tenant_id, now.date(), str(r.kind), self._run(r.run_id)[1], r.run_id)
+                sums = self._usage.setdefault(key, [0, 0])
+                sums[0] += usage
+                sums[1] += 1
+            due = (
+                len(self._rows) >= FLUSH_ROWS
+                or time.monotonic() - self._held_since >= FLUSH_SECONDS
+            )
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the ledger rows and roll-ups held back, in one transaction."""
+        with self._lock:
+            held, self._rows = self._rows, []
+            usage, self._usage = self._usage, {}
+        if not held and not usage:
+            return
+        from billing.costs import usage_add
+
+        native_uuid = connection.features.has_native_uuid_field
+        adapt = connection.ops.adapt_datetimefield_value
+        try:
+            with write_turn(), transaction.atomic():
+                # One INSERT without the ORM for the whole batch.
+                rows.insert_ignoring_conflicts(
+                    "billing_ledgerentry",
+                    LEDGER_COLUMNS,
+                    [
+                        (t, run, rid if native_uuid else rid.hex, entry, str(kind), amount,
+                         rows.json_param(detail), adapt(at))
+                        for t, run, rid, entry, kind, amount, detail, at in held
+                    ],
+                )  # fmt: skip
+                for (tenant_id, day, kind, agent, run_id), (cost, calls) in usage.items():
+                    usage_add(
+                        tenant_id=tenant_id,
+                        kind=kind,
+                        agent=agent,
+                        run_id=run_id,
+                        cost_nusd=cost,
+                        calls=calls,
+                        day=day,
+                    )
+        except Exception:
+            with self._lock:  # kept for the next flush, in their order
+                self._rows[:0] = held
+                for key, (cost, calls) in usage.items():
+                    sums = self._usage.setdefault(key, [0, 0])
+                    sums[0] += cost
+                    sums[1] += calls
+            raise

@@ -18,16 +18,20 @@ Two backends, chosen by BILLING_BUDGET_STORE:
 """
 
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
+from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
 
 _turn = threading.local()
+# Windows whose row this process has seen stored: their reservations need no INSERT
+# first. A row deleted since (its budget was) is found missing and inserted again.
+_stored = TenantCache("budget windows", size=20_000)
 
 
 @contextmanager
@@ -73,6 +77,10 @@ class Unreachable(Exception):
     """The budget store could not be asked."""
 
 
+class _Missing(Exception):
+    """A window's row was taken to be stored and the UPDATE found none."""
+
+
 class DatabaseStore:
     def _ensure(self, cursor, windows) -> None:
         values = ", ".join(["(%s, %s, %s, 0, 0)"] * len(windows))
@@ -86,29 +94,54 @@ class DatabaseStore:
     def reserve(self, windows: list[Window], amount: int) -> None:
         if not windows:
             return
+        stored = all(_stored.get(w.tenant_id, w.sort_key) for w in windows)
         try:
-            with write_turn(), transaction.atomic(), connection.cursor() as cursor:
-                self._ensure(cursor, windows)
-                for w in sorted(windows, key=lambda w: w.sort_key):
-                    cursor.execute(
-                        "UPDATE billing_budgetwindow SET reserved_nusd = reserved_nusd + %s "
-                        "WHERE budget_id = %s AND key = %s "
-                        "AND spent_nusd + reserved_nusd + %s <= %s",
-                        [amount, w.budget_id, w.key, amount, w.cap_nusd],
-                    )
-                    if cursor.rowcount != 1:
-                        # Leaving the block rolls back what the earlier windows took.
-                        raise Refused(f"{w.label} would be passed", w)
+            try:
+                self._reserve(windows, amount, ensure=not stored)
+            except _Missing:
+                self._reserve(windows, amount, ensure=True)
         except DatabaseError as exc:
             raise Unreachable(str(exc)) from exc
+
+    def _reserve(self, windows: list[Window], amount: int, *, ensure: bool) -> None:
+        # One UPDATE is atomic by itself; more statements go in one transaction, so a
+        # call holds all its windows or none.
+        alone = not ensure and len(windows) == 1
+        with (
+            write_turn(),
+            nullcontext() if alone else transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            if ensure:
+                self._ensure(cursor, windows)
+            for w in sorted(windows, key=lambda w: w.sort_key):
+                cursor.execute(
+                    "UPDATE billing_budgetwindow SET reserved_nusd = reserved_nusd + %s "
+                    "WHERE budget_id = %s AND key = %s "
+                    "AND spent_nusd + reserved_nusd + %s <= %s",
+                    [amount, w.budget_id, w.key, amount, w.cap_nusd],
+                )
+                if cursor.rowcount != 1:
+                    # Leaving the block rolls back what the earlier windows took.
+                    if not ensure:
+                        raise _Missing  # or refused: asked again with the rows ensured
+                    raise Refused(f"{w.label} would be passed", w)
+        if ensure:
+            for w in windows:
+                _stored.put(w.tenant_id, {w.sort_key: True})
 
     def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
         """Each window's spent after the settlement, in the order given."""
         if not windows:
             return []
         spent = {}
+        alone = reserved and len(windows) == 1
         try:
-            with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+            with (
+                write_turn(),
+                nullcontext() if alone else transaction.atomic(),
+                connection.cursor() as cursor,
+            ):
                 if not reserved:
                     self._ensure(cursor, windows)
                 for w in sorted(windows, key=lambda w: w.sort_key):

@@ -166,6 +166,8 @@ class Supervisor:
                 box.close()
             if sandbox_hold is not None:
                 gateway.budget.settle(reservation=sandbox_hold, usage={"cpu_seconds": cpu_used})
+            if gateway is not None and gateway.budget is not None:
+                gateway.budget.flush()  # the run's cost is whole before its outcome is
             remove_tree(folder)
         if reason in STOP_LIMITS:
             hits.setdefault(STOP_LIMITS[reason], 1)
@@ -200,6 +202,7 @@ class Supervisor:
                 last_renew = time.monotonic()
                 gateway.journal_flush()
                 tracer.flush()
+                self._budget_flush(gateway)
                 state = self._renew(gateway.counters())
                 if state == "lost":
                     box.kill()
@@ -209,6 +212,16 @@ class Supervisor:
                     gateway.stop(state)
             time.sleep(0.01)
         return True
+
+    def _budget_flush(self, gateway: Gateway) -> None:
+        # The hook keeps what it could not write for its next flush; the lease is
+        # renewed either way.
+        if gateway.budget is None:
+            return
+        try:
+            gateway.budget.flush()
+        except Exception:  # noqa: BLE001 - logged; written at the next flush or the end
+            log.exception("run %s: the budget hook could not flush", self.run.pk)
 
     def _renew(self, counters: dict) -> str:
         if not services.run_lease_renew(

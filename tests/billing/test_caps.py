@@ -54,6 +54,8 @@ def _drive(gateway: Gateway, tenant, errors: list) -> None:
     except Exception as exc:  # noqa: BLE001 - reported by the test
         errors.append(repr(exc))
     finally:
+        with tenant_scope(tenant):
+            gateway.budget.flush()  # as the run's supervisor does when it ends
         connection.close()
 
 

@@ -242,6 +242,9 @@ class RecordingBudget:
         if reservation["kind"] == "llm":
             RecordingBudget.calls.append(("settle", reservation["run_id"], usage))
 
+    def flush(self):
+        pass
+
 
 def test_it_calls_the_budget_hook_around_each_llm_call(
     acme, transactional_db, settings, messages_api
