@@ -131,3 +131,41 @@ def test_it_answers_503_during_an_outage_and_the_retry_stores_the_batch(server):
     provider.shutdown()
     assert outcome["result"] == SpanExportResult.SUCCESS
     assert spans_stored(name) == 2
+
+
+def test_logs_and_metrics_answer_503_during_an_outage_and_the_retry_stores_them(server):
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+    from tests.tracing.codingagents import CLAUDE_CODE, fixture, otlp_json, send
+
+    url, key, name = server
+    headers = {"Authorization": f"Bearer {key}"}
+    logs = otlp_json(fixture(CLAUDE_CODE), start_ns=1_800_000_000 * 10**9, only=[0, 1])
+    point = {"timeUnixNano": str(time.time_ns()), "asDouble": 0.5}
+    metrics = {
+        "resourceMetrics": [
+            {
+                "scopeMetrics": [
+                    {
+                        "metrics": [
+                            {"name": "claude_code.cost.usage", "gauge": {"dataPoints": [point]}}
+                        ]
+                    }
+                ]
+            }  # fmt: skip
+        ]
+    }
+    stop_database(name)
+    for path, body in (("/v1/logs", logs), ("/v1/metrics", metrics)):
+        down = httpx.post(f"{url}{path}", json=body, headers=headers)
+        assert down.status_code == 503, path
+        assert down.headers["Retry-After"] == "5" and down.json()["error"] == "unavailable"
+
+    # The SDK's log exporter retries a 503 with backoff; bring the database back meanwhile.
+    exporter = OTLPLogExporter(endpoint=f"{url}/v1/logs", headers=headers, timeout=30)
+    sender = threading.Thread(target=lambda: send(exporter, fixture(CLAUDE_CODE), only=[0, 1]))
+    sender.start()
+    time.sleep(2)
+    admin_sql(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+    sender.join(timeout=40)
+    assert spans_stored(name) == 2
