@@ -48,7 +48,11 @@ class Journal:
         self.run_id = run.pk
         self.lock = threading.Lock()
         steps = selectors.run_steps(run=run)
-        recorded = steps.only("step", "request_hash", "occurrence", "result", "is_error", "kind")
+        # done with result, in one read: loaded later, a row completed meanwhile (by a
+        # previous owner still finishing its call) would be served with the result it
+        # had when read, none.
+        fields = ("step", "request_hash", "occurrence", "result", "is_error", "kind", "done")
+        recorded = steps.only(*fields)
         self.recorded = {(s.request_hash, s.occurrence): s for s in recorded}
         # New steps of a resumed run are numbered after the ones it already has.
         self.next = (steps.aggregate(m=Max("step"))["m"] or 0) + 1
