@@ -54,11 +54,12 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole suite on PostgreSQL, then the span path and its readers again on SQLite, the
-# embedded default that `make run` uses (less the tests of what only PostgreSQL has).
+# The whole suite on PostgreSQL, then again on SQLite, the embedded default that `make run`
+# uses: the span path and its readers, and billing (its budget windows take SQLite's write
+# turn), less the tests of what only PostgreSQL has.
 test: setup browser-deps sandbox-deps gvisor-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
-	FLIGHTDECK_TEST_DB=sqlite $(PY) -m pytest -m "not slow and not postgres" tests/controlplane tests/tracing tests/frontend $(PYTEST_ARGS)
+	FLIGHTDECK_TEST_DB=sqlite $(PY) -m pytest -m "not slow and not postgres" tests/controlplane tests/tracing tests/frontend tests/billing $(PYTEST_ARGS)
 
 bench: setup sandbox-deps gvisor-deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
