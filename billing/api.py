@@ -81,6 +81,37 @@ class BudgetListView(TenantAPIView):
         return Response(selectors.budgets_with_spend([budget])[0], status=201)
 
 
+class BudgetSettingsView(TenantAPIView):
+    parser_classes = [JSONParser]
+    required_scope = {"GET": Scope.READ, "PUT": Scope.ADMIN}
+
+    @extend_schema(
+        summary="The tenant's budget settings",
+        description="fail_open: when the budget store cannot be reached, calls go ahead "
+        "unheld (each run's first such call is audited) instead of being refused.",
+    )
+    def get(self, request):
+        return Response(selectors.account_json())
+
+    @extend_schema(summary="Set the tenant's budget settings", description='{"fail_open": false}')
+    def put(self, request):
+        data = request.data
+        if not isinstance(data, dict):
+            raise ValidationError({"body": ["must be a JSON object"]})
+        unknown = set(data) - {"fail_open"}
+        if unknown:
+            raise ValidationError({sorted(unknown)[0]: ["unknown field (known: fail_open)"]})
+        if "fail_open" not in data:
+            raise ValidationError({"fail_open": ["is required: true or false"]})
+        _call(
+            services.account_set,
+            tenant=request.tenant,
+            fail_open=data["fail_open"],
+            actor=self.actor,
+        )
+        return Response(selectors.account_json())
+
+
 class BudgetDetailView(TenantAPIView):
     parser_classes = [JSONParser]
     required_scope = {"GET": Scope.READ, "PUT": Scope.ADMIN, "DELETE": Scope.ADMIN}

@@ -33,7 +33,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing import budgets
-from billing.models import BillingAccount, CostKind, LedgerKind
+from billing.models import CostKind, LedgerKind
 from billing.prices import platform_price, price_for, to_nusd
 from billing.store import Refused, Unreachable, Window, get_store, write_turn
 from execution.budget import BudgetRefused
@@ -75,13 +75,12 @@ def estimate_input_tokens(request: dict) -> int:
     return len(json.dumps(body, default=str)) // CHARS_PER_TOKEN + 1
 
 
-def _fail_open(tenant_id: int) -> bool:
-    try:
-        return (
-            BillingAccount.objects.unscoped().filter(tenant_id=tenant_id, fail_open=True).exists()
-        )
-    except Exception:  # noqa: BLE001 - the database is what is down: refuse
-        return False
+def _fail_open(tenant_id: int, *, run_id: int, during: str) -> bool:
+    """Whether the tenant lets calls go ahead while the store cannot be reached
+    (billing.services audits each run's first one)."""
+    from billing.services import budget_store_unreachable
+
+    return budget_store_unreachable(tenant_id=tenant_id, run_id=run_id, during=during)
 
 
 class BudgetHook:
@@ -119,7 +118,7 @@ class BudgetHook:
         try:
             states = self.store.state(windows)
         except Unreachable:
-            if _fail_open(run.tenant_id):
+            if _fail_open(run.tenant_id, run_id=run.pk, during="admission"):
                 return
             raise BudgetRefused("the budget store cannot be reached") from None
         for w, (spent, _reserved) in zip(windows, states, strict=True):
@@ -170,7 +169,7 @@ class BudgetHook:
         except Refused as exc:
             raise BudgetRefused(f"{exc.window.label} would be passed by this call") from None
         except Unreachable as exc:
-            if not _fail_open(tenant_id):
+            if not _fail_open(tenant_id, run_id=run_id, during=str(kind)):
                 raise BudgetRefused(f"the budget store cannot be reached: {exc}") from None
             log.warning("run %s: budget store unreachable, tenant opted out: %s", run_id, exc)
             r.windows = []

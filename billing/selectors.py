@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from billing import budgets as budget_rules
 from billing.models import (
+    BillingAccount,
     Budget,
     BudgetScope,
     CostKind,
@@ -67,6 +68,13 @@ def price_book_effective() -> dict:
 # --- budgets ---------------------------------------------------------------------------
 
 
+def account_json() -> dict:
+    """The tenant's budget settings: fail_open lets calls go ahead unheld when the
+    budget store cannot be reached (the default, false, refuses them)."""
+    account = BillingAccount.objects.first()
+    return {"fail_open": bool(account and account.fail_open)}
+
+
 def budget_json(budget: Budget, spend: tuple | None, window: str | None) -> dict:
     spent, reserved = spend if spend is not None else (None, None)
     return {
@@ -111,7 +119,17 @@ def budgets_with_spend(budgets: list[Budget]) -> list[dict]:
 def budget_check(*, tenant_id: int, agent: str) -> dict:
     """Whether an external agent's next call is within every budget it answers to."""
     windows = budget_rules.windows_for(tenant_id=tenant_id, agent=agent, run_id=None)
-    states = get_store().state(windows)
+    try:
+        states = get_store().state(windows)
+    except Unreachable:
+        if not account_json()["fail_open"]:
+            raise
+        return {
+            "agent": agent,
+            "allowed": True,
+            "detail": "the budget store cannot be reached; the tenant lets calls go ahead",
+            "budgets": [],
+        }
     checked = []
     for w, (spent, reserved) in zip(windows, states, strict=True):
         checked.append(

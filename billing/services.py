@@ -2,11 +2,13 @@
 (Costs are written by costs.py on ingest, the ledger by hook.py in the gateway.)"""
 
 import json
+import logging
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from django.db import transaction
+from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -22,7 +24,7 @@ from billing.models import (
     PriceOverride,
 )
 from billing.prices import cache, to_nusd, usd
-from controlplane.models import Tenant
+from controlplane.models import AuditEvent, Tenant
 from controlplane.services import Actor, ServiceError, audit_record
 
 PRICE_FIELDS = (
@@ -34,6 +36,7 @@ PRICE_FIELDS = (
 ENTRY_FIELDS = ("provider", "model", *PRICE_FIELDS)
 PLATFORM_FIELDS = ("tool_call_usd", "sandbox_cpu_second_usd", "storage_gb_month_usd")
 MAX_CAP_USD = Decimal("10000000")
+log = logging.getLogger(__name__)
 
 
 class FieldError(ServiceError):
@@ -298,16 +301,57 @@ def run_budget_create(*, run, cap_usd) -> Budget:
     )
 
 
+def _flag(value, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(field, "must be true or false")
+    return value
+
+
 @transaction.atomic
-def account_set(*, tenant: Tenant, fail_open: bool, actor: Actor) -> BillingAccount:
-    account, _ = BillingAccount.objects.update_or_create(
-        tenant=tenant, defaults={"fail_open": bool(fail_open)}
-    )
+def account_set(*, tenant: Tenant, fail_open, actor: Actor) -> BillingAccount:
+    """Whether the tenant's calls go ahead when the budget store cannot be reached
+    (fail open) or are refused (fail closed, the default)."""
+    fail_open = _flag(fail_open, "fail_open")
+    account, _ = BillingAccount.objects.get_or_create(tenant=tenant)
+    before = account.fail_open
+    account.fail_open = fail_open
+    account.save(update_fields=["fail_open"])
     audit_record(
         tenant=tenant,
         actor=actor,
         action="billing.account",
         target=account,
-        data={"fail_open": account.fail_open},
+        data={"before": {"fail_open": before}, "after": {"fail_open": fail_open}},
     )
     return account
+
+
+def budget_store_unreachable(*, tenant_id: int, run_id: int, during: str) -> bool:
+    """A managed run's call (or its admission) found the budget store unreachable:
+    whether it may go ahead unheld, which only a tenant that opted out of fail-closed
+    allows. Each run's first such call is audited with what became of it, so the tenant
+    can see which runs spent unheld and which were stopped."""
+    from execution.models import Run
+
+    try:
+        went_ahead = (
+            BillingAccount.objects.unscoped().filter(tenant_id=tenant_id, fail_open=True).exists()
+        )
+        action = "budget.unheld" if went_ahead else "budget.store_refused"
+        recorded = AuditEvent.all_tenants.filter(
+            tenant_id=tenant_id, action=action, target_type="run", target_id=str(run_id)
+        ).exists()
+        run = None if recorded else Run.objects.unscoped().filter(pk=run_id).first()
+        if run is not None:
+            audit_record(
+                tenant=run.tenant,
+                actor=Actor.system(),
+                action=action,
+                target=run,
+                data={"during": during, "store": settings.BILLING_BUDGET_STORE},
+            )
+    except DatabaseError:
+        # The database is the budget store, or down with it: nothing can be held.
+        log.exception("run %s: the budget store and the database cannot be reached", run_id)
+        return False
+    return went_ahead

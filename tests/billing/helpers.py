@@ -1,5 +1,5 @@
-"""Spans the way instrumented agents send them, and the costing queue drained in this
-process as a worker would run it."""
+"""Spans the way instrumented agents send them, the costing queue drained in this
+process as a worker would run it, and a managed run's gateway driven from a test."""
 
 import os
 import uuid
@@ -95,3 +95,20 @@ def one_call(tenant, *, attrs, name="chat"):
         trace_id = span.get_span_context().trace_id
     send(tenant, exporter.get_finished_spans())
     return f"{trace_id:032x}"
+
+
+def gateway_for(run, tmp_path):
+    """The run's gateway as its worker makes it, called from the test's own threads."""
+    from execution.gateway import Gateway
+    from execution.spans import RunTracer
+
+    tracer = RunTracer(
+        tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name, trace_id=run.trace_id
+    )
+    return Gateway(
+        run=run,
+        manifest=run.version.manifest,
+        limits=run.limits,
+        tracer=tracer,
+        socket_path=tmp_path / f"{run.pk}.sock",
+    )

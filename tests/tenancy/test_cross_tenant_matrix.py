@@ -97,6 +97,7 @@ EXEMPT = {
     "api/v1/prices": "the platform's price book, the same for every tenant",
     "api/v1/budgets": "collection of the caller's tenant; no id in the path",
     "api/v1/budgets/check": "checks the caller's tenant's budgets; no id in the path",
+    "api/v1/budgets/settings": "the caller's tenant's budget settings; no id in the path",
     "api/v1/usage": "the caller's tenant's usage; no id in the path",
     "api/v1/statements/<str:month>": "a month of the caller's own tenant, not an object",
     "api/v1/alert-rules": "collection of the caller's tenant; no id in the path",

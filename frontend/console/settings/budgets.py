@@ -1,5 +1,6 @@
 """Settings › Budgets: caps with thresholds and their spend as bars; admins add and
-delete them (billing.services, audited)."""
+delete them, and choose whether calls go ahead when the budget store cannot be reached
+(billing.services, audited)."""
 
 from django import forms
 from django.http import Http404
@@ -30,6 +31,15 @@ class BudgetForm(forms.Form):
             raise forms.ValidationError("fractions such as 0.5, 0.8, 1.0") from None
 
 
+class StoreForm(forms.Form):
+    fail_open = forms.BooleanField(
+        required=False,
+        label="Let calls go ahead when the budget store cannot be reached",
+        help_text="off (the default): such calls are refused and the run stops with reason "
+        "budget; on: they run unheld, and each run's first one is in the audit log",
+    )
+
+
 def _create(*, actor, tenant, **data):
     data["cap_usd"] = str(data["cap_usd"])
     return services.budget_create(tenant=tenant, data=data, actor=actor)
@@ -50,8 +60,12 @@ def budget_rows() -> list[dict]:
     return rows
 
 
-def _page(request, *, form=None, status=200):
-    context = {"budgets": budget_rows(), "form": form or BudgetForm()}
+def _page(request, *, form=None, store_form=None, status=200):
+    context = {
+        "budgets": budget_rows(),
+        "form": form or BudgetForm(),
+        "store_form": store_form or StoreForm(initial=selectors.account_json()),
+    }
     return render_settings(request, "frontend/console/settings/budgets.html", context, status)
 
 
@@ -81,7 +95,22 @@ def budget_delete(request, tenant_slug, budget_id):
     return saved(request, f"Budget {budget_id} is deleted.", "settings-budgets")
 
 
+@require_POST
+@tenant_view
+@roles.requires(roles.CHANGE_SETTINGS)
+def budget_store(request, tenant_slug):
+    form = StoreForm(request.POST)
+    account = submit(request, form, services.account_set)
+    if form.errors:
+        return _page(request, store_form=form, status=400)
+    said = "go ahead unheld" if account.fail_open else "are refused"
+    return saved(
+        request, f"Calls {said} when the budget store cannot be reached.", "settings-budgets"
+    )
+
+
 urlpatterns = [
     path("", budget_list, name="settings-budgets"),
+    path("store", budget_store, name="settings-budget-store"),
     path("<int:budget_id>/delete", budget_delete, name="settings-budget-delete"),
 ]

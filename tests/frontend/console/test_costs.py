@@ -5,11 +5,12 @@ import json
 import pytest
 
 from billing import costs, services
-from billing.models import Budget, PriceBook, PriceOverride
+from billing.models import BillingAccount, Budget, PriceBook, PriceOverride
 from controlplane.models import AuditEvent
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from tests.billing.helpers import chat_attrs, one_call
+from tests.factories import UserFactory
 from tracing.models import Span
 
 BUDGETS = "/t/acme/settings/budgets/"
@@ -75,6 +76,49 @@ def test_budgets_show_as_bars_and_admins_add_and_delete_them_audited(client, acm
     assert {"budget.create", "budget.delete"} <= actions
     client.force_login(acme_viewer)
     assert client.post(BUDGETS, {"scope": "tenant", "cap_usd": "1"}).status_code == 403
+
+
+def test_admins_choose_fail_open_on_the_budgets_page_audited(client, acme, acme_viewer):
+    client.force_login(acme.owner)
+    html = client.get(BUDGETS).content.decode()
+    assert 'name="fail_open"' in html and 'id="id_fail_open" checked' not in html
+    resp = client.post(f"{BUDGETS}store", {"fail_open": "on"}, follow=True)
+    assert "Calls go ahead unheld" in resp.content.decode()
+    assert BillingAccount.all_tenants.get(tenant=acme).fail_open is True
+    client.post(f"{BUDGETS}store", {})
+    assert BillingAccount.all_tenants.get(tenant=acme).fail_open is False
+    audited = AuditEvent.all_tenants.filter(tenant=acme, action="billing.account")
+    assert [e.data["after"]["fail_open"] for e in audited.order_by("pk")] == [True, False]
+    client.force_login(acme_viewer)
+    assert "Calls are refused (fail closed)" in client.get(BUDGETS).content.decode()
+    assert client.post(f"{BUDGETS}store", {"fail_open": "on"}).status_code == 403
+    assert BillingAccount.all_tenants.get(tenant=acme).fail_open is False
+
+
+def test_platform_staff_see_every_tenants_budgets_in_the_admin(client, acme, globex):
+    with tenant_scope(acme):
+        ours = Budget.objects.create(tenant=acme, scope="tenant", cap_nusd=7_000_000_000)
+    with tenant_scope(globex):
+        theirs = Budget.objects.create(tenant=globex, scope="agent", agent="bot", cap_nusd=10**9)
+    client.force_login(acme.owner)  # a tenant's owner is not platform staff
+    assert client.get("/admin/billing/budget/").status_code == 302
+    client.force_login(
+        UserFactory(username="ops@flightdeck.test", is_staff=True, is_superuser=True)
+    )
+    html = client.get("/admin/billing/budget/").content.decode()
+    for budget in (ours, theirs):
+        assert f"/admin/billing/budget/{budget.pk}/change/" in html
+    assert ">acme<" in html.replace("Acme", "acme") and "globex" in html.lower()
+    assert "7" in html and ">0<" in html  # the cap and this period's spend
+    page = client.get(f"/admin/billing/budget/{theirs.pk}/change/")
+    assert page.status_code == 200 and "bot" in page.content.decode()
+    # Staff set a tenant's fail-open through the service, so it is audited.
+    resp = client.post(
+        "/admin/billing/billingaccount/add/", {"tenant": globex.pk, "fail_open": "on"}
+    )
+    assert resp.status_code == 302
+    assert BillingAccount.all_tenants.get(tenant=globex).fail_open is True
+    assert AuditEvent.all_tenants.filter(tenant=globex, action="billing.account").exists()
 
 
 def test_a_bad_budget_comes_back_with_the_message_on_its_field(client, acme):
