@@ -422,17 +422,22 @@ class Gateway:
         problem = llm.check_params(params)
         if problem:
             raise OpError("llm_error", problem, span)
+        return self._llm_held(params, span), span
+
+    def _llm_held(self, params: dict, span: dict, *, failed: str = "") -> dict:
+        """One LLM call held to the run's budgets: its worst case reserved before (a
+        refusal stops the run), its actual cost settled after."""
         reservation = self._reserve("llm", params, span)
         try:
             message, attempts = llm.messages_create(params)
         except UpstreamError as exc:
             if self.budget:
                 self.budget.settle(reservation=reservation, usage=None)
-            raise OpError("llm_error", str(exc), span) from None
+            raise OpError("llm_error", f"{failed}{exc}", span) from None
         if self.budget:
             self.budget.settle(reservation=reservation, usage=message.get("usage"))
         chat_span_answered(span, message, attempts)
-        return message, span
+        return message
 
     def _reserve(self, kind: str, request: dict, span: dict):
         """The budget's reservation for this call; a refusal stops the run."""
@@ -535,10 +540,13 @@ class Gateway:
                 "max_tokens": contextfit.SUMMARY_MAX_TOKENS,
                 "messages": [{"role": "user", "content": prompt}],
             }
-            try:
-                message, _ = llm.messages_create(params)
-            except UpstreamError as exc:
-                raise OpError("llm_error", f"summarising failed: {exc}") from None
+            # The summary is an LLM call like any other: held to the budgets, and on
+            # the trace as a chat span of its own, so reports count and price it.
+            span, started_ns = chat_span(params), time.time_ns()
+            message = self._llm_held(params, span, failed="summarising failed: ")
+            self.tracer.record(
+                span.pop("name"), start_ns=started_ns, end_ns=time.time_ns(), attributes=span
+            )
             for key in ("input_tokens", "output_tokens"):
                 spent[key] += message.get("usage", {}).get(key, 0)
             return " ".join(

@@ -12,9 +12,8 @@ from billing.budgets import windows_for
 from billing.models import Budget, LedgerEntry
 from billing.store import get_store
 from controlplane.tenancy import tenant_scope
-from execution.gateway import Gateway
 from execution.models import Run, RunStatus, StopReason
-from execution.spans import RunTracer
+from tests.billing.helpers import gateway_for
 from tests.execution.bundles import agent_with_bundle, run_now
 
 MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-4-5"\n'
@@ -23,20 +22,7 @@ RUNS = 50
 CAP = 20_000_000  # $0.02: a few dozen calls, while each reserves about $0.001
 
 
-def _gateway(run, tmp_path) -> Gateway:
-    tracer = RunTracer(
-        tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name, trace_id=run.trace_id
-    )
-    return Gateway(
-        run=run,
-        manifest=run.version.manifest,
-        limits=run.limits,
-        tracer=tracer,
-        socket_path=tmp_path / f"{run.pk}.sock",
-    )
-
-
-def _drive(gateway: Gateway, tenant, errors: list) -> None:
+def _drive(gateway, tenant, errors: list) -> None:
     try:
         with tenant_scope(tenant):
             for i in range(200):
@@ -78,7 +64,7 @@ def _concurrent_runs_hold_the_cap(tenant, tmp_path):
             for _ in range(RUNS)
         ]
         gateways = [
-            _gateway(Run.objects.select_related("agent", "version").get(pk=r.pk), tmp_path)
+            gateway_for(Run.objects.select_related("agent", "version").get(pk=r.pk), tmp_path)
             for r in runs
         ]
     errors: list = []
@@ -175,3 +161,69 @@ def test_a_run_is_refused_with_402_naming_the_spent_budget(api, acme, make_key):
     assert cost["cost_usd"] == "0" and set(cost["by_kind"]) == {"llm", "tool", "sandbox", "storage"}
     with tenant_scope(acme):
         assert Budget.objects.get(run_id=ok.json()["id"]).cap_nusd == 500_000_000
+
+
+def _history(turns=30) -> list:
+    history = []
+    for i in range(turns):
+        history.append({"role": "user", "content": f"question {i} " + "x" * 200})
+        history.append({"role": "assistant", "content": f"answer {i}"})
+    return history
+
+
+def _fit_gateway(tenant, tmp_path, *, budget_usd: float):
+    agent = agent_with_bundle(tenant, code=NOOP, manifest=MANIFEST)
+    from controlplane.services import Actor
+    from execution import services
+
+    with tenant_scope(tenant):
+        run = services.run_create(
+            tenant=tenant,
+            agent=agent,
+            version=None,
+            input=None,
+            limits={"budget_usd": budget_usd},
+            actor=Actor.system(),
+        )
+        return gateway_for(Run.objects.select_related("agent", "version").get(pk=run.pk), tmp_path)
+
+
+def test_a_context_fit_summary_is_reserved_and_settled_like_any_llm_call(
+    acme, tmp_path, messages_api
+):
+    gateway = _fit_gateway(acme, tmp_path, budget_usd=1.0)
+    with tenant_scope(acme):
+        reply = gateway.handle("context.fit", {"messages": _history(), "budget_tokens": 1000})
+        entries = list(LedgerEntry.objects.filter(run_id=gateway.run_id).order_by("pk"))
+        budget = Budget.objects.get(run_id=gateway.run_id)
+    assert reply["ok"] and reply["result"]["summarised"] and messages_api.requests == 1
+    reserve, settle, release = entries
+    assert (reserve.entry, settle.entry, release.entry) == ("reserve", "settle", "release")
+    assert {e.kind for e in entries} == {"llm"}
+    # The worst case held the summary's max_tokens of output; the settlement is its cost.
+    assert reserve.detail["max_tokens"] == 400 and reserve.detail["estimated_input_tokens"] > 1000
+    assert 0 < settle.amount_nusd < reserve.amount_nusd
+    assert settle.amount_nusd + release.amount_nusd == reserve.amount_nusd
+    usage = reply["result"]["usage"]
+    assert (settle.detail["input_tokens"], settle.detail["output_tokens"]) == (
+        usage["input_tokens"],
+        usage["output_tokens"],
+    )
+    window = windows_for(tenant_id=acme.id, agent=gateway.hello["agent"], run_id=gateway.run_id)
+    assert [w.budget_id for w in window] == [budget.pk]
+    assert get_store().state(window) == [(settle.amount_nusd, 0)]
+    # The summary is on the run's trace as a chat span, so reports price it too.
+    (chat,) = [s for s in gateway.tracer.buffer.spans if s.name.startswith("chat ")]
+    assert chat.attributes["gen_ai.usage.output_tokens"] == usage["output_tokens"]
+
+
+def test_a_context_fit_summary_past_the_cap_is_refused_and_the_run_stops(
+    acme, tmp_path, messages_api
+):
+    # $0.001 holds less than the summary's worst case (400 output tokens alone are $0.006).
+    gateway = _fit_gateway(acme, tmp_path, budget_usd=0.001)
+    with tenant_scope(acme):
+        reply = gateway.handle("context.fit", {"messages": _history(), "budget_tokens": 1000})
+        settled = LedgerEntry.objects.filter(run_id=gateway.run_id).exists()
+    assert not reply["ok"] and gateway.stop_reason == StopReason.BUDGET
+    assert messages_api.requests == 0 and not settled
