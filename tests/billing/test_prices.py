@@ -21,7 +21,8 @@ def test_it_prices_a_call_with_cache_tokens_from_the_seed_book(acme):
         model="claude-sonnet-4-20250514",
         day=date(2025, 10, 1),
     )
-    assert price.model == "claude-sonnet-4" and price.version == 1
+    newest = PriceBook.objects.order_by("-version").first().version
+    assert price.model == "claude-sonnet-4" and price.version == newest
     # 253 x $3 + 67 x $15 + 1000 cache reads x $0.30 + 200 cache writes x $3.75, per million.
     cost = price.cost_nusd(input_tokens=253, output_tokens=67, cache_read=1000, cache_write=200)
     assert usd(cost) == "0.002814"
@@ -188,3 +189,28 @@ def test_a_bad_override_is_a_400_naming_the_field(api, acme, make_key, entries, 
     )
     assert resp.status_code == 400
     assert resp.json()["error"] == "invalid" and field in resp.json()["detail"]
+
+
+def test_the_seed_book_prices_every_model_the_platform_itself_uses(acme, settings):
+    """The default model (`make run`'s local Messages API answers as it) and the example
+    agents' models are priced: their calls are never cost_unknown."""
+    import tomllib
+    from pathlib import Path
+
+    examples = Path(settings.BASE_DIR) / "examples"
+    models = {settings.EXECUTION_DEFAULT_MODEL} | {
+        tomllib.loads(m.read_text())["model"] for m in examples.glob("*/flightdeck.toml")
+    }
+    assert "claude-sonnet-5" in models
+    for model in models:
+        price = price_for(tenant_id=acme.id, provider="anthropic", model=model, day=date.today())
+        assert price is not None, model
+    sonnet5 = price_for(
+        tenant_id=acme.id, provider="anthropic", model="claude-sonnet-5", day=date(2026, 12, 1)
+    )
+    assert (sonnet5.input, sonnet5.output, sonnet5.cache_read, sonnet5.cache_write) == (
+        2,
+        10,
+        Decimal("0.2"),
+        Decimal("2.5"),
+    )
