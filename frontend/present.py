@@ -158,6 +158,7 @@ def span_rows_html(
     collapse_below: int | None,
     start: int = 0,
     stop: int | None = None,
+    costs: dict | None = None,
 ) -> str:
     """The tree rows of a trace view (name column and waterfall bar), as one string.
 
@@ -170,7 +171,9 @@ def span_rows_html(
     `collapse_below`: spans at this depth or deeper with children start collapsed (big
     traces), and their descendants start hidden. Only rows[start:stop] are written; the
     rows before are walked so a chunk's first rows know whether they start hidden.
+    `costs`: billing's cost of each LLM call's span ({span id: span_costs' entry}).
     """
+    costs = costs or {}
     total = max(total_ns, 1)
     out = []
     hide_deeper_than = None
@@ -204,6 +207,9 @@ def span_rows_html(
         tokens = ""
         if row["input_tokens"] is not None or row["output_tokens"] is not None:
             tokens = f'<span class="row-tokens">{count((row["input_tokens"] or 0) + (row["output_tokens"] or 0))} tok</span>'
+        cost = costs.get(row["span_id"])
+        if cost is not None:
+            tokens += _cost_label(cost)
         label = _bar_label(left, width, duration(ms))
         badge = f'<span class="op op-{op}">{escape(op)}</span>' if op != "other" else ""
         out.append(
@@ -217,6 +223,14 @@ def span_rows_html(
             f"{label}</div></div>"
         )
     return "".join(out)
+
+
+def _cost_label(cost: dict) -> str:
+    if cost["cost_unknown"]:
+        return '<span class="row-cost" title="the model has no price">$?</span>'
+    if not cost["counted"]:
+        return '<span class="row-cost muted" title="this call is counted in another span">$—</span>'
+    return f'<span class="row-cost">${escape(cost["cost_usd"])}</span>'
 
 
 def _bar_label(left: float, width: float, text: str) -> str:

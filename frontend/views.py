@@ -173,6 +173,7 @@ def trace_detail(request, tenant_slug, trace_id):
             collapse_below=collapse_below,
             start=start,
             stop=start + ROW_CHUNK,
+            costs=billing_selectors.span_costs(trace_id=trace.trace_id),
         )
         more = start + ROW_CHUNK < len(rows)
         return render_page(
@@ -190,7 +191,11 @@ def trace_detail(request, tenant_slug, trace_id):
             first = max(first, index + 1)
             detail = _span_context(trace, selected)
     html = present.span_rows_html(
-        rows[:first], t0=t0, total_ns=t1 - t0, collapse_below=collapse_below
+        rows[:first],
+        t0=t0,
+        total_ns=t1 - t0,
+        collapse_below=collapse_below,
+        costs=billing_selectors.span_costs(trace_id=trace.trace_id),
     )
     context = {
         "trace": trace,

@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from alerts import selectors as alerts_selectors
+from billing import selectors as billing_selectors
 from controlplane.services import Actor, ServiceError
 from execution import selectors, services
 from execution.api import JournalStepSerializer
@@ -36,12 +37,14 @@ POLL = "every 1s"
 def _rows(runs) -> list[dict]:
     runs = list(runs)
     alerts = alerts_selectors.alerted_runs(run_ids=[run.pk for run in runs])  # one query
+    costs = billing_selectors.run_costs([run.pk for run in runs])  # one query for the page
     return [
         {
             "run": run,
             "active": run_present.is_active(run),
             "duration_ms": run_present.run_duration_ms(run),
             "alerts": alerts.get(str(run.pk), 0),
+            "cost_usd": costs[run.pk],
         }
         for run in runs
     ]
@@ -88,6 +91,7 @@ def _live_context(run) -> dict:
         "active": run_present.is_active(run),
         "duration_ms": run_present.run_duration_ms(run),
         "usage": run_present.run_usage(run),
+        "cost_usd": billing_selectors.run_costs([run.pk])[run.pk],
         "output_json": _json(run.output),
         "poll": POLL,
         "alerts": alerts_selectors.alerted_runs(run_ids=[run.pk]).get(str(run.pk), 0),

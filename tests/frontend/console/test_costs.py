@@ -14,6 +14,7 @@ from tests.factories import UserFactory
 from tracing.models import Span
 
 BUDGETS = "/t/acme/settings/budgets/"
+MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-5"\n'
 PRICES = "/t/acme/settings/prices/"
 
 
@@ -170,7 +171,41 @@ def test_trace_list_and_view_show_costs(client, acme):
     assert "$0.001764" in html
     with tenant_scope(acme):
         trace_id = Span.objects.get().trace_id.hex
-    assert "$0.001764" in client.get(f"/t/acme/traces/{trace_id}/").content.decode()
+    view = client.get(f"/t/acme/traces/{trace_id}/").content.decode()
+    assert 'class="mono cost">$0.001764' in view  # the trace's total
+    assert '<span class="row-cost">$0.001764</span>' in view  # the span's, in the tree
+
+
+def test_the_run_list_and_the_run_page_show_each_runs_cost(client, acme):
+    from billing.hook import BudgetHook
+    from execution.services import run_create
+    from tests.execution.bundles import agent_with_bundle
+
+    agent = agent_with_bundle(
+        acme, code="def main(ctx, input):\n    return None\n", manifest=MANIFEST
+    )
+    with tenant_scope(acme):
+        run = run_create(
+            tenant=acme, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
+        )
+        idle = run_create(
+            tenant=acme, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
+        )
+        # One call through the gateway's hook: 1,000 in and 100 out at claude-sonnet-5's
+        # $2 / $10 per million.
+        hook = BudgetHook()
+        request = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": [{"role": "user"}]}
+        held = hook.reserve(run_id=run.pk, request=request)
+        hook.settle(reservation=held, usage={"input_tokens": 1000, "output_tokens": 100})
+    client.force_login(acme.owner)
+    html = client.get("/t/acme/runs/").content.decode()
+    assert '<th class="num">Cost</th>' in html
+    row = html[html.index(f'data-run="{run.pk}"') :]
+    assert '<td class="num mono cost">$0.003</td>' in row[: row.index("</tr>")]
+    other = html[html.index(f'data-run="{idle.pk}"') :]
+    assert '<td class="num mono cost">$0</td>' in other[: other.index("</tr>")]
+    page = client.get(f"/t/acme/runs/{run.pk}/").content.decode()
+    assert f'href="/api/v1/runs/{run.pk}/cost"' in page and "$0.003</a>" in page
 
 
 def test_services_used_by_the_pages_refuse_bad_prices(acme):
