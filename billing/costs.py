@@ -16,6 +16,7 @@ the once-only rule holds when two batches of one trace are costed at once.
 
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 from django.db import connection, transaction
@@ -30,7 +31,7 @@ from tracing import labels
 from tracing import services as tracing_services
 from tracing.ingest import rows
 from tracing.models import Span, Trace
-from tracing.selectors import span_stored_detail
+from tracing.selectors import span_detail_unpack
 
 LLM_OPERATIONS = ("chat", "text_completion", "generate_content", "")
 CACHE_READ_KEYS = (
@@ -66,40 +67,68 @@ def _day(ns: int):
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).date()
 
 
+@dataclass(slots=True)
+class _Call:
+    """The columns of a stored span that costing reads (no Span instance: a batch's
+    worth of model instances costs more than the costing itself)."""
+
+    trace_id: uuid.UUID
+    span_id: int
+    parent_span_id: int | None
+    start_ns: int
+    labels_id: int | None
+    session_id: str
+    run_id: str
+    input_tokens: int | None
+    output_tokens: int | None
+    detail_packed: bytes
+
+
+CALL_COLUMNS = tuple(f.name for f in fields(_Call))
+
+
+def _wanted(spans: list[tuple[str, str]]) -> dict[uuid.UUID, set[int]]:
+    by_hex: dict[str, set[int]] = defaultdict(set)
+    for trace_hex, span_hex in spans:
+        by_hex[trace_hex].add(int.from_bytes(bytes.fromhex(span_hex), "big", signed=True))
+    return {uuid.UUID(hex=t): ids for t, ids in by_hex.items()}
+
+
 def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     """Cost the newly stored spans [(trace id hex, span id hex)]; returns how many LLM
     calls this call recorded. Safe to run twice."""
-    wanted: dict[uuid.UUID, set[int]] = defaultdict(set)
-    for trace_hex, span_hex in spans:
-        wanted[uuid.UUID(hex=trace_hex)].add(
-            int.from_bytes(bytes.fromhex(span_hex), "big", signed=True)
-        )
+    wanted = _wanted(spans)
     if not wanted:
         return 0
+    span_ids = set().union(*wanted.values())
     with tenant_scope(tenant_id), write_turn(), transaction.atomic():
         # Batches of these traces take turns from here to commit.
         list(
             Trace.objects.select_for_update()
             .filter(trace_id__in=wanted).order_by("trace_id").values_list("pk", flat=True)
         )  # fmt: skip
+        # Only this batch's spans with usage: the traces' earlier spans are not read again.
         candidates = [
-            s for s in Span.objects.filter(trace_id__in=wanted)
+            _Call(*row) for row in Span.objects.filter(trace_id__in=wanted, span_id__in=span_ids)
             .filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
-            if s.span_id in wanted[s.trace_id]
+            .values_list(*CALL_COLUMNS)
+            if row[1] in wanted[row[0]]
         ]  # fmt: skip
         if not candidates:
             return 0
         values = labels.values_of(tenant_id, {s.labels_id for s in candidates})
         candidates = [s for s in candidates if values[s.labels_id]["operation"] in LLM_OPERATIONS]
         new_rows = _cost_rows(tenant_id, candidates, values)
-        inserted = {
-            (t if isinstance(t, uuid.UUID) else uuid.UUID(bytes=bytes(t)), s)
-            for t, s in rows.insert_ignoring_conflicts(
-                "billing_spancost", COST_COLUMNS, [_param(r) for r in new_rows],
-                returning=("trace_id", "span_id"),
-            )
-        }  # fmt: skip
-        mine = [r for r in new_rows if (r["trace_id"], r["span_id"]) in inserted]
+        if not new_rows:
+            return 0
+        # Each trace id as the database stores it, and answers it back.
+        stored = {t: rows.uuid_param(t) for t in wanted}
+        by_key = {(stored[r["trace_id"]], r["span_id"]): r for r in new_rows}
+        inserted = rows.insert_ignoring_conflicts(
+            "billing_spancost", COST_COLUMNS, _params(new_rows, stored),
+            returning=("trace_id", "span_id"),
+        )  # fmt: skip
+        mine = [by_key[(_stored_uuid(t), s)] for t, s in inserted]
         _rollups_add(tenant_id, [r for r in mine if r["counted"]])
         for r in mine:
             if not r["counted"]:
@@ -111,7 +140,13 @@ def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     return len(mine)
 
 
-def _cost_rows(tenant_id: int, candidates: list[Span], values: dict) -> list[dict]:
+def _stored_uuid(value):
+    """A returned trace id in the form uuid_param gives (SQLite answers a blob, which
+    may come back as a memoryview)."""
+    return value if isinstance(value, uuid.UUID | bytes) else bytes(value)
+
+
+def _cost_rows(tenant_id: int, candidates: list[_Call], values: dict) -> list[dict]:
     traces = {s.trace_id for s in candidates}
     # What is counted already in these traces: calls by response id, spans by id.
     stored = SpanCost.objects.filter(trace_id__in=traces, counted=True).values_list(
@@ -124,11 +159,14 @@ def _cost_rows(tenant_id: int, candidates: list[Span], values: dict) -> list[dic
             counted_parents.add((trace_id, parent))
         if call_key:
             counted_calls.add((trace_id, call_key))
+    prices: dict[tuple, object] = {}  # one lookup per provider, model and day in a batch
     out = []
     # Parents start first: within a batch the outer span of a call counts.
     for s in sorted(candidates, key=lambda s: (s.trace_id, s.start_ns, s.span_id)):
         v = values[s.labels_id]
-        attrs = span_stored_detail(span=s).get("attributes", {})
+        attrs = span_detail_unpack(tenant_id=tenant_id, packed=s.detail_packed).get(
+            "attributes", {}
+        )
         call_key = str(attrs.get("gen_ai.response.id") or "")[:255]
         duplicate = (
             (s.trace_id, s.parent_span_id) in counted_spans
@@ -148,7 +186,10 @@ def _cost_rows(tenant_id: int, candidates: list[Span], values: dict) -> list[dic
             "cost_nusd": None, "price_version": None, "price_override": False,
             "counted": not duplicate, "over_budget": False,
         }  # fmt: skip
-        price = price_for(tenant_id=tenant_id, provider=v["provider"], model=model, day=day)
+        key = (v["provider"], model, day)
+        if key not in prices:
+            prices[key] = price_for(tenant_id=tenant_id, provider=key[0], model=model, day=day)
+        price = prices[key]
         if price is not None:
             row["cost_nusd"] = price.cost_nusd(
                 input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
@@ -165,12 +206,18 @@ def _cost_rows(tenant_id: int, candidates: list[Span], values: dict) -> list[dic
     return out
 
 
-def _param(row: dict) -> tuple:
+def _params(new_rows: list[dict], stored: dict) -> list[tuple]:
+    """The rows as INSERT parameters, in COST_COLUMNS' order; `stored`: each trace id
+    as the database stores it."""
     adapt = connection.ops.adapt_datefield_value
-    return tuple(
-        rows.uuid_param(row[c]) if c == "trace_id" else adapt(row[c]) if c == "day" else row[c]
-        for c in COST_COLUMNS
-    )
+    days = {r["day"]: adapt(r["day"]) for r in new_rows}
+    return [
+        tuple(
+            stored[r["trace_id"]] if c == "trace_id" else days[r["day"]] if c == "day" else r[c]
+            for c in COST_COLUMNS
+        )
+        for r in new_rows
+    ]
 
 
 def _sums(row: dict) -> list:

@@ -22,7 +22,12 @@ def span_stored_detail(*, span: Span) -> dict:
     """What a span's row holds besides its columns, unpacked: attributes, events,
     links, small tool values, its origin's digest ("origin"), the digests of its large
     values ("refs") and which attributes its columns hold ("m")."""
-    return unpack_json(span.tenant_id, span.detail_packed)
+    return span_detail_unpack(tenant_id=span.tenant_id, packed=span.detail_packed)
+
+
+def span_detail_unpack(*, tenant_id: int, packed: bytes) -> dict:
+    """span_stored_detail of a row read as values rather than as a Span."""
+    return unpack_json(tenant_id, packed)
 
 
 def span_labels(*, span: Span) -> dict:
