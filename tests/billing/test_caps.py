@@ -194,6 +194,7 @@ def test_a_context_fit_summary_is_reserved_and_settled_like_any_llm_call(
     gateway = _fit_gateway(acme, tmp_path, budget_usd=1.0)
     with tenant_scope(acme):
         reply = gateway.handle("context.fit", {"messages": _history(), "budget_tokens": 1000})
+        gateway.budget.flush()  # the ledger rows the hook holds back, as a run's end writes them
         entries = list(LedgerEntry.objects.filter(run_id=gateway.run_id).order_by("pk"))
         budget = Budget.objects.get(run_id=gateway.run_id)
     assert reply["ok"] and reply["result"]["summarised"] and messages_api.requests == 1
@@ -224,6 +225,7 @@ def test_a_context_fit_summary_past_the_cap_is_refused_and_the_run_stops(
     gateway = _fit_gateway(acme, tmp_path, budget_usd=0.001)
     with tenant_scope(acme):
         reply = gateway.handle("context.fit", {"messages": _history(), "budget_tokens": 1000})
+        gateway.budget.flush()
         settled = LedgerEntry.objects.filter(run_id=gateway.run_id).exists()
     assert not reply["ok"] and gateway.stop_reason == StopReason.BUDGET
     assert messages_api.requests == 0 and not settled

@@ -197,6 +197,7 @@ def test_the_run_list_and_the_run_page_show_each_runs_cost(client, acme):
         request = {"model": "claude-sonnet-5", "max_tokens": 100, "messages": [{"role": "user"}]}
         held = hook.reserve(run_id=run.pk, request=request)
         hook.settle(reservation=held, usage={"input_tokens": 1000, "output_tokens": 100})
+        hook.flush()  # as the run's end does
     client.force_login(acme.owner)
     html = client.get("/t/acme/runs/").content.decode()
     assert '<th class="num">Cost</th>' in html
