@@ -120,7 +120,7 @@ class Supervisor:
                     kind="sandbox",
                     request={"cpu_seconds": run.limits["cpu_seconds"]},
                 )
-            # Append mode: stdout and stderr share the file (see tools/python.py).
+            # The sandbox writes it through a pipe (base.LogPipe), up to max_file_mb.
             with open(folder / "agent.log", "a+b") as agent_log:
                 box = get_backend().start(
                     SandboxSpec(

@@ -10,6 +10,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ class SandboxSpec:
     rw_binds: list[tuple[Path, str]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     stdin: int | None = subprocess.DEVNULL
-    stdout: object = subprocess.DEVNULL  # a file object or subprocess constant
+    # A file object (stdout and stderr reach it through a pipe, see LogPipe) or a
+    # subprocess constant.
+    stdout: object = subprocess.DEVNULL
     name: str = "sandbox"
 
 
@@ -68,14 +71,58 @@ class Launch:
         self.pass_fds = []
 
 
+class LogPipe:
+    """The sandbox's stdout and stderr: a pipe, copied into the host's file by a thread,
+    up to the file-size limit. Handed the file itself, the sandbox could read its host
+    path at /proc/self/fd/1 (and at /proc/1/fd/1: bubblewrap's pid 1 holds it too); a
+    pipe reads as `pipe:[N]`. At the limit the pipe is closed, so a further write fails
+    (EPIPE), as one past RLIMIT_FSIZE did (EFBIG)."""
+
+    def __init__(self, out, *, max_bytes: int):
+        self.out, self.room = out, max_bytes - os.fstat(out.fileno()).st_size
+        self.read_fd, self.write_fd = os.pipe()
+        self.thread = threading.Thread(target=self._copy, name="sandbox-log", daemon=True)
+
+    def start(self) -> None:
+        os.close(self.write_fd)  # the sandbox holds the only write end now
+        self.thread.start()
+
+    def _copy(self) -> None:
+        try:
+            while self.room > 0 and (chunk := os.read(self.read_fd, 65536)):
+                chunk = chunk[: self.room]
+                self.room -= len(chunk)
+                while chunk:
+                    chunk = chunk[os.write(self.out.fileno(), chunk) :]
+        finally:
+            os.close(self.read_fd)
+
+    def abandon(self) -> None:
+        """The sandbox did not start: close both ends."""
+        os.close(self.write_fd)
+        os.close(self.read_fd)
+
+    def wait(self, timeout: float = 5.0) -> None:
+        # Whatever is left in the sandbox dies with it; the timeout is for a process
+        # that outlives its kill (close() then holds the uid slot anyway).
+        self.thread.join(timeout)
+
+
 class Sandbox:
     """A started sandbox. The host kills it for wall time and (with cgroups) CPU time."""
 
     def __init__(
-        self, proc, spec: SandboxSpec, cgroups: CgroupSet, uid_slot: UidSlot, backend, launch
+        self,
+        proc,
+        spec: SandboxSpec,
+        cgroups: CgroupSet,
+        uid_slot: UidSlot,
+        backend,
+        launch,
+        log: LogPipe | None = None,
     ):
         self.proc, self.spec, self.cgroups, self.uid_slot = proc, spec, cgroups, uid_slot
-        self.backend, self.launch = backend, launch
+        self.backend, self.launch, self.log = backend, launch, log
         self.started = time.monotonic()
         self.killed_for = ""
 
@@ -113,6 +160,8 @@ class Sandbox:
 
     def outcome(self) -> Outcome:
         rc = self.proc.wait()
+        if self.log is not None:
+            self.log.wait()  # the file holds all the sandbox wrote once this returns
         reason = self.killed_for
         if not reason and self.cgroups.oom_killed():
             reason = "memory"
@@ -197,7 +246,7 @@ class Backend:
         )
         uid = slot.acquire()
         cgroups = CgroupSet()
-        launch = None
+        launch = log = None
         try:
             if uid is not None:
                 os.chown(spec.scratch, uid, uid)
@@ -216,10 +265,14 @@ class Backend:
             # unsafe in this threaded worker.
             joins = "".join(f"echo $$ > {shlex.quote(str(p))} && " for p in cgroups.join_paths)
             argv = ["/bin/sh", "-c", f'{joins}exec "$@"', "sh", *launch.argv]
+            stdout = spec.stdout
+            if hasattr(stdout, "fileno"):
+                log = LogPipe(stdout, max_bytes=spec.limits.max_file_mb * 1024 * 1024)
+                stdout = log.write_fd
             proc = subprocess.Popen(
                 argv,
                 stdin=spec.stdin,
-                stdout=spec.stdout,
+                stdout=stdout,
                 stderr=subprocess.STDOUT,
                 env={"PATH": "/usr/bin:/bin"},
                 start_new_session=True,
@@ -227,10 +280,14 @@ class Backend:
                 pass_fds=launch.pass_fds,
             )
         except BaseException:
+            if log is not None:
+                log.abandon()
             cgroups.remove()
             slot.release()
             raise
         finally:
             if launch is not None:
                 launch.close_fds()
-        return Sandbox(proc, spec, cgroups, slot, self, launch)
+        if log is not None:
+            log.start()
+        return Sandbox(proc, spec, cgroups, slot, self, launch, log)

@@ -32,8 +32,7 @@ def python_run(arguments: dict, spec, idempotency_key: str = "") -> dict:
         limits = Limits.from_dict(
             {**settings.EXECUTION_PYTHON_TOOL_LIMITS, "wall_seconds": spec.timeout}
         )
-        # Append mode: the sandbox's stdout and stderr share this file, and gVisor
-        # writes each through its own offset unless the file appends.
+        # The sandbox's stdout and stderr reach this file through one pipe (base.LogPipe).
         with open(folder / "output", "a+b") as out:
             box = get_backend().start(
                 SandboxSpec(

@@ -64,6 +64,16 @@ def pid1_command_line():
             fds[fd] = type(exc).__name__
     return {"cmdline": open("/proc/1/cmdline", "rb").read().decode(errors="replace"), "fds": fds}
 
+def descriptor_paths():
+    out = {}
+    for folder in ("/proc/self/fd", "/proc/1/fd"):
+        for fd in attempt(lambda folder=folder: os.listdir(folder)).get("value") or []:
+            try:
+                out[f"{folder}/{fd}"] = os.readlink(f"{folder}/{fd}")
+            except OSError as exc:
+                out[f"{folder}/{fd}"] = type(exc).__name__
+    return out
+
 def write_host():
     return {p: attempt(lambda p=p: open(p, "w").write("pwned"))
             for p in ("/usr/pwned", "/fd/bundle/pwned", "/fd/runtime/pwned", HOST_TARGET)}
@@ -111,6 +121,17 @@ def sleeper():
 def big_file():
     with open("/fd/scratch/big", "wb") as fh:
         return attempt(lambda: [fh.write(b"x" * (1 << 20)) for _ in range(64)] and None)
+
+def big_log():
+    import sys
+    written = 0
+    try:
+        for _ in range(4):
+            sys.stdout.write("x" * (1 << 20))
+            written += 1
+    except OSError as exc:
+        return {"written_mb": written, "error": type(exc).__name__}
+    return {"written_mb": written, "error": None}
 
 def gateway_flood():
     import json
@@ -222,6 +243,18 @@ def test_it_hides_the_sandboxs_own_arguments_from_pid_1(escaper, settings):
     assert not [target for target in run.output["fds"].values() if "bwrap-args" in target]
 
 
+def test_it_names_no_host_path_in_the_agents_descriptors(escaper, settings):
+    # The agent's stdout and stderr are the run's log on the host: read through
+    # /proc/self/fd/1 they named the run's folder under EXECUTION_WORK_DIR.
+    run = escaper("descriptor_paths")
+    assert run.status == "succeeded", run.error
+    paths = run.output
+    assert {"/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"} <= set(paths), paths
+    for fd, target in paths.items():
+        assert settings.EXECUTION_WORK_DIR not in target and "run-" not in target, (fd, target)
+        assert "agent.log" not in target or target.startswith("/fd/"), (fd, target)
+
+
 def test_it_keeps_the_system_and_bundle_read_only(escaper):
     run = escaper("write_host")
     assert run.status == "succeeded", run.error
@@ -312,6 +345,15 @@ def test_it_bounds_file_size(escaper):
     run = escaper("big_file", max_file_mb=1)
     assert run.status == "succeeded", run.error
     assert run.output["ok"] is False and "File too large" in run.output["error"]
+
+
+def test_it_bounds_the_agents_log_by_the_file_size_limit(escaper):
+    # The log reaches the host through a pipe; its copier stops at max_file_mb and
+    # closes the pipe, so the write past it fails, as one past RLIMIT_FSIZE did.
+    run = escaper("big_log", max_file_mb=1)
+    assert run.status == "succeeded", run.error
+    assert run.output == {"written_mb": 1, "error": "BrokenPipeError"}, run.output
+    assert run.logs and set(run.logs) == {"x"}
 
 
 def test_it_runs_each_sandbox_as_its_own_unprivileged_user(escaper, settings):
