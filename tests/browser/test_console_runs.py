@@ -88,7 +88,7 @@ def test_it_uploads_the_example_agent_runs_it_and_follows_it_live(
     assert not acme.owner.is_superuser and not acme.owner.is_staff
     log_in(page, live_server.url, "alice@acme.test")
     expect(page).to_have_url(re.compile(r"/t/acme/traces/$"))
-    page.locator(".mainnav a", has_text="Agents").click()
+    page.locator(".mainnav a", has_text=re.compile("^Agents$")).click()  # not "Coding agents"
     expect(page).to_have_url(f"{base}/agents/")
     page.fill("#id_name", "calculator")
     page.click("#agent-create button[type=submit]")
@@ -170,7 +170,7 @@ def test_it_uploads_the_example_agent_runs_it_and_follows_it_live(
     page.click("#run-start button[type=submit]")
     expect(page).to_have_url(re.compile(r"/t/acme/runs/\d+/$"))
     second = run_id_of(page.url)
-    page.locator(".mainnav a", has_text="Runs").click()
+    page.locator(".mainnav a", has_text=re.compile("^Runs$")).click()
     rows = page.locator("tr.run-row")
     expect(rows).to_have_count(2)
     expect(rows.first).to_have_attribute("data-run", str(second))
