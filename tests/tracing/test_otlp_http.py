@@ -284,6 +284,7 @@ def test_it_answers_429_over_the_tenants_rate(live_server, acme, make_key):
     assert [a.status_code for a in answers[:2]] == [200, 200]  # a burst of two passes
     assert answers[2].status_code == 429
     assert int(answers[2].headers["Retry-After"]) >= 1
+    assert "rate of 1 spans a second" in answers[2].json()["detail"]
 
 
 def test_it_answers_503_and_stores_nothing_when_the_blob_store_is_down(

@@ -112,8 +112,9 @@ def data_point_count(request) -> int:
     return point_count(request)
 
 
-def _admit(tenant, items: int) -> None:
-    """The tenant's ingest rate, one bucket for spans, log records and data points."""
+def _admit(tenant, items: int, unit: str) -> None:
+    """The tenant's ingest rate, one bucket for spans, log records and data points
+    (`unit` names what this request counted, for the 429's detail)."""
     rate = tenant.ingest_spans_per_second or settings.INGEST_SPANS_PER_SECOND
     with storage_guard():
         # shared=False: without Redis, each web process keeps its own bucket rather
@@ -125,14 +126,15 @@ def _admit(tenant, items: int) -> None:
         raise IngestRefused(
             429,
             "rate_limited",
-            f"over this tenant's ingest rate of {rate} spans a second",
+            f"over this tenant's ingest rate of {rate} {unit} a second "
+            "(spans, log records and metric data points count against one rate)",
             retry_after=max(1, round(decision.retry_after + 0.5)),
         )
 
 
 def receive(*, key: ApiKey, request) -> IngestResult:
     tenant = key.tenant
-    _admit(tenant, span_count(request))
+    _admit(tenant, span_count(request), "spans")
     with storage_guard():
         return spans_ingest(tenant_id=tenant.pk, request=request)
 
@@ -142,7 +144,7 @@ def receive_logs(*, key: ApiKey, request) -> IngestResult:
     from tracing.codingagents.fold import log_records_ingest
 
     tenant = key.tenant
-    _admit(tenant, log_record_count(request))
+    _admit(tenant, log_record_count(request), "log records")
     with storage_guard():
         return log_records_ingest(tenant_id=tenant.pk, request=request)
 
@@ -151,6 +153,6 @@ def receive_metrics(*, key: ApiKey, request) -> IngestResult:
     from tracing.codingagents.metrics import metric_points_ingest
 
     tenant = key.tenant
-    _admit(tenant, data_point_count(request))
+    _admit(tenant, data_point_count(request), "metric data points")
     with storage_guard():
         return metric_points_ingest(tenant_id=tenant.pk, request=request)
