@@ -57,7 +57,8 @@ def test_it_shows_the_coding_agents_usage(live_server, page, shot, acme, make_ke
     expect(page.locator("#priced-cost")).to_contain_text("codex $")
     expect(page.locator("#total-lines")).to_have_text("120 / 35")
     expect(page.locator("#total-commits")).to_have_text("2, 1")
-    expect(page.locator("#total-acceptance")).to_contain_text("75% (3 accepted, 1 rejected)")
+    # The metric says 3 and 1, Codex's decisions 1 and 1.
+    expect(page.locator("#total-acceptance")).to_contain_text("67% (4 accepted, 2 rejected)")
     expect(page.locator("#coding-users tbody tr").first).to_contain_text("dev@acme.example")
     drawn = page.evaluate(
         "() => ['tokens', 'cost'].map(name => window.Chart.getChart("

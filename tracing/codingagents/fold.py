@@ -102,7 +102,16 @@ def _is_false(value) -> bool:
     return value is False or (isinstance(value, str) and value.strip().lower() == "false")
 
 
-def _fold_record(record, *, resource_at: int, scope_at: int):
+def _user(attrs: dict, resource: dict) -> str:
+    for source in (attrs, resource):
+        for key in mapping.USER_KEYS:
+            value = source.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+                return str(value)
+    return ""
+
+
+def _fold_record(record, *, resource_at: int, scope_at: int, resource: dict):
     """A record as a _Folded, or a reason to refuse it, or None (folded into another)."""
     attrs = attributes(record.attributes)
     body = any_value(record.body) if record.HasField("body") else None
@@ -148,6 +157,12 @@ def _fold_record(record, *, resource_at: int, scope_at: int):
             # one stays as sent, and the span path refuses it with its reason.
             value = _as_count(value)
         span_attrs[target] = value
+    if "user.id" not in span_attrs:
+        # The span path takes a span's user from user.id or enduser.id: one that sent
+        # no user.id (Codex) acts for its account or e-mail.
+        user = _user(attrs, resource)
+        if user:
+            span_attrs["enduser.id"] = user
     folded = _Folded(
         name=name,
         event=event,
@@ -287,9 +302,10 @@ def log_records_trace_request(request) -> tuple[ExportTraceServiceRequest, Inges
     result = IngestResult()
     folded: list[_Folded] = []
     for r_at, resource_logs in enumerate(request.resource_logs):
+        resource = attributes(resource_logs.resource.attributes)
         for s_at, scope_logs in enumerate(resource_logs.scope_logs):
             for record in scope_logs.log_records:
-                f = _fold_record(record, resource_at=r_at, scope_at=s_at)
+                f = _fold_record(record, resource_at=r_at, scope_at=s_at, resource=resource)
                 if isinstance(f, str):
                     result.reject(f)
                 elif f is None:

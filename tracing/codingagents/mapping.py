@@ -153,8 +153,21 @@ METRIC_COMMITS = "claude_code.commit.count"
 METRIC_PULL_REQUESTS = "claude_code.pull_request.count"
 METRIC_ACTIVE_TIME = "claude_code.active_time.total"
 METRIC_EDIT_DECISIONS = "claude_code.code_edit_tool.decision"  # decision: accept, reject
-ACCEPT_DECISIONS = ("accept", "approved", "approved_for_session")
+# Tool acceptance: Claude Code's from the metric above (its tool_decision events say the
+# same, so they are not counted again); Codex sends no metrics, so its rate is read
+# from its folded codex.tool_decision spans (`decision` kept as sent, the tool in the
+# span's labels).
+CODEX_TOOL_DECISION = "codex.tool_decision"
+DECISION_SOURCES = (METRIC_EDIT_DECISIONS, CODEX_TOOL_DECISION)
+# Claude Code: accept, reject. Codex: approved, approved_execpolicy_amendment,
+# approved_for_session, denied, abort (docs/config.md, "Event catalog").
+ACCEPT_DECISIONS = ("accept", "approved", "approved_execpolicy_amendment", "approved_for_session")
 REJECT_DECISIONS = ("reject", "denied", "abort")
+# Who a coding agent's event acted for, first found: Claude Code always sends user.id
+# (an installation id) and, once signed in, user.account_uuid and user.email; Codex
+# sends user.account_id and user.email. A span's user (its trace's, the users page's,
+# a user budget's) is the first of these on the record, else on its resource.
+USER_KEYS = ("user.id", "user.account_uuid", "user.account_id", "user.email")
 
 # Metric point and resource attributes that get a column of their own.
 METRIC_COLUMNS = {

@@ -8,9 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import Count, Max, Min, Sum
 
+from tracing import labels
 from tracing.codingagents import mapping
 from tracing.codingagents.models import MetricPoint
-from tracing.models import Trace
+from tracing.models import Span, SpanLabels, Trace
+from tracing.selectors import span_detail_unpack
 
 AGENT_NAMES = (mapping.CLAUDE_CODE.name, mapping.CODEX.name)
 _PAGE_METRICS = (
@@ -64,6 +66,54 @@ def _increases(since: date, until: date) -> list[Increase]:
         else:
             added = value
         out.append(Increase(name, moment.date(), added, email or user or "(unknown)", model, attrs))
+    return out
+
+
+# Codex traces read for their tool decisions; past this the newest are read.
+MAX_DECISION_TRACES = 5000
+
+
+def _codex_decisions(since: date, until: date) -> list[Increase]:
+    """Codex's tool decisions in the window as increases of one, from its folded
+    tool_decision spans (Codex exports no metrics)."""
+    start = datetime.combine(since, time.min, tzinfo=UTC)
+    end = datetime.combine(until + timedelta(days=1), time.min, tzinfo=UTC)
+    # Its tool_decision spans are its only ones with a tool and no operation.
+    label_ids = list(
+        SpanLabels.objects.filter(agent_name=mapping.CODEX.name, operation="")
+        .exclude(tool_name="")
+        .values_list("id", flat=True)
+    )
+    if not label_ids:
+        return []
+    traces = list(
+        Trace.objects.filter(agent_name=mapping.CODEX.name, start_time__lt=end, end_time__gte=start)
+        .order_by("-start_time")
+        .values_list("trace_id", flat=True)[:MAX_DECISION_TRACES]
+    )
+    start_ns, end_ns = int(start.timestamp() * 1e9), int(end.timestamp() * 1e9)
+    rows = Span.objects.filter(
+        trace_id__in=traces, labels_id__in=label_ids, end_ns__gte=start_ns, end_ns__lt=end_ns
+    ).values_list("tenant_id", "end_ns", "labels_id", "detail_packed")
+    rows = list(rows)
+    tools = labels.values_of(rows[0][0], label_ids) if rows else {}
+    out = []
+    for tenant_id, at_ns, labels_id, packed in rows:
+        attrs = span_detail_unpack(tenant_id=tenant_id, packed=packed).get("attributes", {})
+        user = next((str(attrs[k]) for k in mapping.USER_KEYS if attrs.get(k)), "")
+        out.append(
+            Increase(
+                name=mapping.CODEX_TOOL_DECISION,
+                day=datetime.fromtimestamp(at_ns / 1e9, tz=UTC).date(),
+                value=1.0,
+                user=str(attrs.get("user.email") or user or "(unknown)"),
+                model="",
+                attributes={
+                    "decision": str(attrs.get("decision", "")),
+                    "tool": tools[labels_id]["tool_name"],
+                },
+            )
+        )
     return out
 
 
@@ -138,7 +188,7 @@ def _add(figures: UserFigures, inc: Increase) -> None:
         figures.commits += inc.value
     elif inc.name == mapping.METRIC_PULL_REQUESTS:
         figures.pull_requests += inc.value
-    elif inc.name == mapping.METRIC_EDIT_DECISIONS:
+    elif inc.name in mapping.DECISION_SOURCES:
         decision = str(inc.attributes.get("decision", ""))
         if decision in mapping.ACCEPT_DECISIONS:
             figures.accepted += inc.value
@@ -147,7 +197,7 @@ def _add(figures: UserFigures, inc: Increase) -> None:
 
 
 def coding_overview(*, since: date, until: date) -> Overview:
-    increases = _increases(since, until)
+    increases = _increases(since, until) + _codex_decisions(since, until)
     days = _days(since, until)
     users: dict[str, UserFigures] = {}
     total = UserFigures(user="all")
@@ -155,7 +205,7 @@ def coding_overview(*, since: date, until: date) -> Overview:
     for inc in increases:
         _add(users.setdefault(inc.user, UserFigures(user=inc.user)), inc)
         _add(total, inc)
-        if inc.name == mapping.METRIC_EDIT_DECISIONS:
+        if inc.name in mapping.DECISION_SOURCES:
             decision = str(inc.attributes.get("decision", ""))
             tool = str(inc.attributes.get("tool", "")) or "(tool)"
             if decision in mapping.ACCEPT_DECISIONS:
