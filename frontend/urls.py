@@ -12,6 +12,7 @@ urlpatterns = [
     path(f"{tenant}/traces/", views.trace_list, name="trace-list"),
     path(f"{tenant}/traces/counts", views.trace_counts, name="trace-counts"),
     path(f"{tenant}/traces/<str:trace_id>/", views.trace_detail, name="trace-detail"),
+    path(f"{tenant}/traces/<str:trace_id>/mark", views.trace_mark, name="trace-mark"),
     path(f"{tenant}/traces/<str:trace_id>/download", views.trace_download, name="trace-download"),
     path(
         f"{tenant}/traces/<str:trace_id>/spans/<str:span_id>",

@@ -18,7 +18,7 @@ from controlplane import services as controlplane_services
 from controlplane.auth import session_tenant
 from controlplane.models import Scope
 from execution import selectors as execution_selectors
-from frontend import present
+from frontend import present, roles
 from frontend.decorators import is_partial, tenant_view
 from frontend.forms import LoginForm
 from frontend.render import render_page
@@ -32,6 +32,8 @@ from tracing.query.filters import (
     parse_whole,
     span_hex,
 )
+from tracing.retention import selectors as retention_selectors
+from tracing.retention import services as retention_services
 
 PAGE = 50
 # Traces with more spans than this open with deep subtrees collapsed, and their rows
@@ -216,8 +218,27 @@ def trace_detail(request, tenant_slug, trace_id):
         "alerts": alerts_selectors.alerted_traces(trace_ids=[trace.trace_id.hex]).get(
             trace.trace_id.hex, 0
         ),
+        "mark": retention_selectors.trace_mark_get(trace_hex=trace.trace_id.hex),
+        "extended_days": retention_selectors.retention_policy_get()
+        .of(trace.agent_name)
+        .extended_days,
     }
     return render_page(request, "frontend/trace.html", context)
+
+
+@require_POST
+@tenant_view
+@roles.requires(roles.RUN)
+def trace_mark(request, tenant_slug, trace_id):
+    """Mark the trace to keep (`marked=1`) or take the mark off (`marked=0`)."""
+    trace = _trace_or_404(trace_id)
+    actor = controlplane_services.Actor(user=request.user)
+    hex_id = trace.trace_id.hex
+    if request.POST.get("marked") == "0":
+        retention_services.trace_mark_clear(tenant=request.tenant, actor=actor, trace_hex=hex_id)
+    else:
+        retention_services.trace_mark_set(tenant=request.tenant, actor=actor, trace_hex=hex_id)
+    return redirect("trace-detail", tenant_slug=request.tenant.slug, trace_id=hex_id)
 
 
 def _root_io(trace, rows: list) -> dict | None:

@@ -29,6 +29,7 @@ from tracing.query.filters import (
     span_hex,
 )
 from tracing.retention.models import Tier
+from tracing.retention.selectors import trace_mark_get
 
 STATUS_NAMES = {0: "unset", 1: "ok", 2: "error"}
 
@@ -141,6 +142,12 @@ class TraceSummarySerializer(serializers.Serializer):
         allow_null=True, help_text="USD, counting each LLM call once; null until costed"
     )
     cost_unknown = serializers.BooleanField(help_text="a call's model has no price")
+
+
+class TraceDetailSummarySerializer(TraceSummarySerializer):
+    marked = serializers.BooleanField(
+        help_text="a user marked it to keep: PUT/DELETE /api/v1/traces/{id}/mark"
+    )
 
 
 class SpanSummarySerializer(serializers.Serializer):
@@ -287,7 +294,7 @@ class TraceListView(ReadView):
         return Response({"items": items, "next_cursor": next_cursor})
 
 
-def _trace_or_404(raw: str) -> Trace:
+def trace_or_404(raw: str) -> Trace:
     try:
         trace_id = parse_trace_id(raw)
     except FilterError as exc:
@@ -318,15 +325,17 @@ class TraceDetailView(ReadView):
         summary="One trace: summary and span tree (payloads per span: GET /api/v1/spans/{id})",
         responses=inline_serializer(
             "TraceDetail",
-            {"trace": TraceSummarySerializer(), "spans": SpanNodeSerializer(many=True)},
+            {"trace": TraceDetailSummarySerializer(), "spans": SpanNodeSerializer(many=True)},
         ),
     )
     def get(self, request, trace_id: str):
-        trace = _trace_or_404(trace_id)
+        trace = trace_or_404(trace_id)
         rows = traces.trace_spans(trace_id=trace.trace_id)
         spans = span_tree(rows, trace.start_ns)
         _with_span_costs(spans, trace.trace_id)
-        return Response({"trace": with_costs([trace_summary(trace)])[0], "spans": spans})
+        summary = with_costs([trace_summary(trace)])[0]
+        summary["marked"] = trace_mark_get(trace_hex=trace.trace_id.hex) is not None
+        return Response({"trace": summary, "spans": spans})
 
 
 def span_payload(span) -> dict:

@@ -28,6 +28,11 @@ urlpatterns = [
     ),
     path("api/v1/traces", api_read.TraceListView.as_view(), name="traces"),
     path("api/v1/traces/<str:trace_id>", api_read.TraceDetailView.as_view(), name="trace"),
+    path(
+        "api/v1/traces/<str:trace_id>/mark",
+        retention_api.TraceMarkView.as_view(),
+        name="trace-mark",
+    ),
     path("api/v1/spans/<str:span_id>", api_read.SpanDetailView.as_view(), name="span"),
     path("api/v1/sessions", api_read.SessionListView.as_view(), name="sessions"),
     path(

@@ -13,7 +13,7 @@ from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, 
 from tracing.models import Payload, SearchText, Span, Trace, TraceText
 from tracing.query.filters import TraceFilters
 from tracing.query.traces import traces_filtered
-from tracing.retention.models import StorageUsage, Tier
+from tracing.retention.models import StorageUsage, Tier, TraceMark
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -122,17 +122,14 @@ def test_it_keeps_held_and_marked_traces_past_their_days(api, acme, make_key):
         "/api/v1/legal-holds", key=key, json={"scope": "session", "value": "held-session"}
     )
     assert hold.status_code == 201
-    from controlplane.services import Actor
-    from tracing.retention.services import trace_mark_set
-
-    with tenant_scope(acme):
-        trace_mark_set(tenant=acme, actor=Actor.system(), trace_hex=marked)
+    assert api.request("PUT", f"/api/v1/traces/{marked}/mark", key=key).status_code == 200
     apply(acme, days_ahead=10)
     assert tier_of(acme, plain) is None
     assert tier_of(acme, held) == Tier.COLD  # cheaper, but not deleted
     assert tier_of(acme, marked) == Tier.COLD  # kept for extended_days (30)
     apply(acme, days_ahead=31)
     assert tier_of(acme, marked) is None
+    assert not TraceMark.all_tenants.filter(tenant=acme).exists()  # gone with its trace
     assert tier_of(acme, held) == Tier.COLD
     assert api.delete(f"/api/v1/legal-holds/{hold.json()['id']}", key=key).status_code == 204
     apply(acme, days_ahead=31)
@@ -164,7 +161,7 @@ def test_it_finishes_a_move_to_cold_killed_after_its_switch(api, acme, make_key,
     assert read_whole(api, key, trace) == hot_then_warm
 
 
-def test_it_reads_late_and_resent_spans_of_a_warm_trace_once(api, acme, make_key):
+def test_it_reads_and_counts_late_and_resent_spans_of_an_archived_trace_once(api, acme, make_key):
     import json
 
     from tests.tracing.test_otlp_http import one_span_request
@@ -174,7 +171,13 @@ def test_it_reads_late_and_resent_spans_of_a_warm_trace_once(api, acme, make_key
     def send(span_id: str, words: str):
         doc = one_span_request(trace, span_id, **{"gen_ai.tool.call.result": words})
         body = decode_request(json.dumps(doc).encode(), "application/json")
-        spans_ingest(tenant_id=acme.id, request=body)
+        return spans_ingest(tenant_id=acme.id, request=body)
+
+    def counted() -> tuple[int, int]:
+        summary = api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]
+        row = Trace.all_tenants.get(tenant=acme, trace_id=trace)
+        assert summary["span_count"] == row.span_count
+        return row.span_count, Span.all_tenants.filter(tenant=acme, trace_id=trace).count()
 
     key = make_key(acme, "admin")
     set_policy(api, key)
@@ -184,9 +187,17 @@ def test_it_reads_late_and_resent_spans_of_a_warm_trace_once(api, acme, make_key
     started = Trace.all_tenants.get(tenant=acme, trace_id=trace).start_time
     apply(acme, days_ahead=(started - timezone.now()).total_seconds() / 86400 + 1.5)
     assert tier_of(acme, trace) == Tier.WARM
-    send("eee19b7ec3c1b174", "first words")  # an exporter's retry, after the move
-    send("aaa19b7ec3c1b175", "late words")
+    resent = send("eee19b7ec3c1b174", "first words")  # an exporter's retry, after the move
+    assert (resent.accepted, resent.duplicates) == (0, 1)
+    assert send("aaa19b7ec3c1b175", "late words").accepted == 1
+    assert counted() == (2, 1)  # the bundle's span and the late one's row
     spans = api.get(f"/api/v1/traces/{trace}", key=key).json()["spans"]
     assert sorted(s["span_id"] for s in spans) == ["aaa19b7ec3c1b175", "eee19b7ec3c1b174"]
     late = api.get(f"/api/v1/spans/aaa19b7ec3c1b175?trace_id={trace}", key=key).json()
     assert late["tool_call_result"] == "late words"
+
+    apply(acme, days_ahead=(started - timezone.now()).total_seconds() / 86400 + 4)
+    assert tier_of(acme, trace) == Tier.COLD
+    assert send("eee19b7ec3c1b174", "first words").duplicates == 1
+    assert send("aaa19b7ec3c1b175", "late words").duplicates == 1  # a row still
+    assert counted() == (2, 1)

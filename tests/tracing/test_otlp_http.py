@@ -93,7 +93,7 @@ def test_it_counts_and_publishes_a_span_once_when_a_retry_races_the_first_attemp
         one_span_request("5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174")
     ).encode()
     # The retry arrives before the first attempt commits: the early check finds nothing.
-    monkeypatch.setattr(pipeline, "_drop_stored", lambda collected, result: collected)
+    monkeypatch.setattr(pipeline, "_drop_stored", lambda tenant_id, collected, result: collected)
     published = []
     listener = lambda sender, spans, **kw: published.extend(spans)  # noqa: E731
     spans_ingested.connect(listener)
@@ -132,7 +132,7 @@ def test_it_stores_a_span_once_when_two_requests_write_it_at_the_same_time(acme,
     # A first span stores the resource, so the racing requests have no payload to
     # write and meet at the trace's lock.
     pipeline.spans_ingest(tenant_id=acme.id, request=request("aaa19b7ec3c1b174"))
-    monkeypatch.setattr(pipeline, "_drop_stored", lambda collected, result: collected)
+    monkeypatch.setattr(pipeline, "_drop_stored", lambda tenant_id, collected, result: collected)
     first_locked = threading.Event()
     real_lock = rows.lock_traces
 

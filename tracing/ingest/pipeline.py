@@ -22,6 +22,7 @@ from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
 from tracing.ingest.redact import URL_KEYS, is_infrastructure
 from tracing.models import PayloadKind, Span, StatusCode, conventional_name
+from tracing.retention.bundles import bundles_open
 from tracing.signals import spans_ingested
 
 MAX_REPORTED_ERRORS = 5
@@ -61,7 +62,7 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
     result = IngestResult()
     with tenant_scope(tenant_id):
         collected = _collect(request, result)
-        collected = _drop_stored(collected, result)
+        collected = _drop_stored(tenant_id, collected, result)
         if not collected:
             return result
         setup = tenant_redaction(tenant_id)
@@ -146,15 +147,27 @@ def _collect(request, result: IngestResult) -> list:
 
 
 def _stored_of(trace_ids) -> set[tuple[uuid.UUID, int]]:
-    """(trace id, span id) of the spans of these traces stored already."""
+    """(trace id, span id) of the spans of these traces stored already as rows."""
     return set(Span.objects.filter(trace_id__in=trace_ids).values_list("trace_id", "span_id"))
 
 
-def _drop_stored(collected: list, result: IngestResult) -> list:
-    """An exporter that retries resends spans already stored: skip them before any work."""
+def _archived_of(tenant_id: int, trace_ids) -> set[tuple[uuid.UUID, int]]:
+    """(trace id, span id) of the spans of these traces held in a warm or cold bundle:
+    their rows are gone, so only the bundle knows a resent span was counted already."""
+    return {
+        (bundle.trace_id, row["span_id"])
+        for bundle in bundles_open(tenant_id=tenant_id, trace_ids=trace_ids)
+        for row in bundle.rows
+    }
+
+
+def _drop_stored(tenant_id: int, collected: list, result: IngestResult) -> list:
+    """An exporter that retries resends spans already stored: skip them before any work.
+    Spans of a trace moved to warm or cold count as stored too (they are in its bundle)."""
     if not collected:
         return collected
-    stored = _stored_of({uuid.UUID(bytes=span.trace_id) for span, _, _ in collected})
+    trace_ids = {uuid.UUID(bytes=span.trace_id) for span, _, _ in collected}
+    stored = _stored_of(trace_ids) | _archived_of(tenant_id, trace_ids)
     if not stored:
         return collected
     kept = []

@@ -1,4 +1,5 @@
-"""GET/PUT /api/v1/retention, legal holds, erasure requests and storage figures."""
+"""GET/PUT /api/v1/retention, legal holds, trace marks, erasure requests and storage
+figures."""
 
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
@@ -9,6 +10,7 @@ from controlplane.api_base import TenantAPIView, TenantListCreateView, list_crea
 from controlplane.models import Scope
 from controlplane.parsers import JSONParser
 from controlplane.services import ServiceError
+from tracing.api_read import trace_or_404
 from tracing.retention import selectors, services
 from tracing.retention.models import TIER_KEYS
 
@@ -102,6 +104,56 @@ class LegalHoldView(TenantAPIView):
     def delete(self, request, hold_id: int):
         hold = or_404(selectors.legal_hold_get(hold_id=hold_id))
         services.legal_hold_delete(tenant=request.tenant, actor=self.actor, hold=hold)
+        return Response(status=204)
+
+
+class TraceMarkSerializer(serializers.Serializer):
+    trace_id = serializers.CharField(help_text="32 hex characters")
+    marked = serializers.BooleanField(help_text="kept at least the policy's extended_days")
+    extended_days = serializers.IntegerField(help_text="the days a marked trace is kept")
+    marked_by = serializers.CharField()
+    marked_at = serializers.DateTimeField()
+
+
+class TraceMarkView(TenantAPIView):
+    """A user's mark on a trace keeps it at least `extended_days` (retention policy)."""
+
+    required_scope = Scope.WRITE
+
+    @extend_schema(
+        operation_id="traces_mark",
+        summary="Mark a trace to keep it at least the policy's extended_days",
+        request=None,
+        responses=TraceMarkSerializer,
+    )
+    def put(self, request, trace_id: str):
+        trace = trace_or_404(trace_id)
+        mark = services.trace_mark_set(
+            tenant=request.tenant, actor=self.actor, trace_hex=trace.trace_id.hex
+        )
+        return Response(
+            {
+                "trace_id": mark.trace_hex,
+                "marked": True,
+                "extended_days": selectors.retention_policy_get()
+                .of(trace.agent_name)
+                .extended_days,
+                "marked_by": mark.created_by,
+                "marked_at": mark.created_at.isoformat(),
+            }
+        )
+
+    @extend_schema(
+        operation_id="traces_unmark",
+        summary="Remove a trace's mark: the policy's days apply again",
+        responses={204: None},
+    )
+    def delete(self, request, trace_id: str):
+        trace = trace_or_404(trace_id)
+        if not services.trace_mark_clear(
+            tenant=request.tenant, actor=self.actor, trace_hex=trace.trace_id.hex
+        ):
+            raise NotFound(f"trace {trace.trace_id.hex} is not marked")
         return Response(status=204)
 
 

@@ -6,6 +6,7 @@ from tracing.retention.models import (
     RetentionPolicy,
     StorageUsage,
     Tier,
+    TraceMark,
 )
 from tracing.retention.policy import Effective
 
@@ -21,6 +22,11 @@ def legal_hold_list():
 
 def legal_hold_get(*, hold_id: int) -> LegalHold | None:
     return LegalHold.objects.filter(pk=hold_id).first()
+
+
+def trace_mark_get(*, trace_hex: str) -> TraceMark | None:
+    """The user's mark keeping the trace longer, if it has one."""
+    return TraceMark.objects.filter(trace_hex=trace_hex).first()
 
 
 def erasure_request_list():

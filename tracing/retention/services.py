@@ -113,12 +113,39 @@ def legal_hold_delete(*, tenant: Tenant, actor: Actor, hold: LegalHold) -> None:
     hold.delete()
 
 
+@transaction.atomic
 def trace_mark_set(*, tenant: Tenant, actor: Actor, trace_hex: str) -> TraceMark:
-    """Keep a trace for the policy's extended_days."""
-    mark, _ = TraceMark.objects.get_or_create(
+    """Keep a trace at least the policy's extended_days. Marking a marked trace again
+    changes nothing (and is not audited twice)."""
+    mark, created = TraceMark.objects.get_or_create(
         tenant=tenant, trace_hex=uuid.UUID(hex=trace_hex).hex, defaults={"created_by": _who(actor)}
     )
+    if created:
+        audit_record(
+            tenant=tenant,
+            actor=actor,
+            action="trace.mark",
+            target=mark,
+            data={"trace_id": mark.trace_hex},
+        )
     return mark
+
+
+@transaction.atomic
+def trace_mark_clear(*, tenant: Tenant, actor: Actor, trace_hex: str) -> bool:
+    """The trace goes back to the policy's days. False if it was not marked."""
+    mark = TraceMark.objects.filter(trace_hex=uuid.UUID(hex=trace_hex).hex).first()
+    if mark is None:
+        return False
+    audit_record(
+        tenant=tenant,
+        actor=actor,
+        action="trace.unmark",
+        target=mark,
+        data={"trace_id": mark.trace_hex},
+    )
+    mark.delete()
+    return True
 
 
 @transaction.atomic

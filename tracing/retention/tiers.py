@@ -36,7 +36,7 @@ from tracing.retention.bundles import (
     list_body,
     sha256,
 )
-from tracing.retention.models import Tier
+from tracing.retention.models import Tier, TraceMark
 from tracing.search.index import search_traces_forget, trace_texts
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
@@ -266,6 +266,7 @@ def trace_remove(*, tenant_id: int, trace: Trace) -> Removed:
         ]
         get_blob_store().delete(keys)
         removed.bundles = 1
+    TraceMark.objects.filter(trace_hex=trace.trace_id.hex).delete()
     Trace.objects.filter(pk=trace.pk).delete()
     removed.traces = 1
     return removed
