@@ -335,6 +335,35 @@ def runs_requeue_lost() -> int:
     return count
 
 
+def runs_hand_back(*, owners: list[str]) -> int:
+    """Give back the runs these worker processes hold, at once, as their worker stops
+    (SIGTERM): the lease ends now rather than running out, and each run is queued again
+    so another worker takes it up from its journal within a second or two. The old
+    supervisor finds its lease gone at its next renewal (within a second) and stops the
+    sandbox without writing an outcome; a tool call it had out is repeated under the
+    same idempotency key, as after a crash."""
+    from replay.services import run_event_record
+
+    now = timezone.now()
+    count = 0
+    held = Run.objects.unscoped().filter(status=RunStatus.RUNNING, lease_owner__in=owners)
+    for run in held.only("pk", "tenant_id", "status", "lease_owner"):
+        # Conditional: the run may have finished or been taken over since the read.
+        if (
+            Run.objects.unscoped()
+            .filter(pk=run.pk, status=RunStatus.RUNNING, lease_owner=run.lease_owner)
+            .update(lease_owner="", lease_expires_at=now, requeued_at=now)
+            != 1
+        ):
+            continue
+        run_event_record(
+            run=run, kind="requeued", detail={"was": "running", "handed_back_by": run.lease_owner}
+        )
+        _enqueue_run(run)
+        count += 1
+    return count
+
+
 # --- the worker's writes: the supervisor's and the gateway's -----------------------------
 
 
