@@ -305,6 +305,25 @@ class Payload(TenantModel):
     data = models.BinaryField(null=True, blank=True)  # inline content; null: in the blob store
     redactions = models.JSONField(null=True, blank=True)
 
+    class Meta(TenantModel.Meta):
+        indexes = [
+            # The lists a trace's spans hold, found by their head (the trace id) when
+            # the trace leaves the hot tier (tracing/retention/tiers.py); only SPAN_LIST
+            # rows are in it, so ingest's other payloads pay nothing for it.
+            models.Index(
+                models.F("tenant"),
+                models.Func(
+                    models.F("data"),
+                    models.Value(1),
+                    models.Value(16),
+                    function="substr",
+                    output_field=models.BinaryField(),
+                ),
+                name="payload_span_list_trace",
+                condition=models.Q(kind=PayloadKind.SPAN_LIST),
+            )
+        ]
+
     def __str__(self):
         return f"{self.get_kind_display()} {self.digest}"
 

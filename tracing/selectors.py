@@ -272,11 +272,19 @@ def span_get(*, span_id: int, trace_id=None) -> Span | None:
     if trace_id is not None:
         query &= Q(trace_id=trace_id)
     span = Span.objects.filter(query).order_by("-start_ns").first()
-    if span is None and trace_id is not None:
-        from tracing.retention.bundles import bundles_open
+    if span is not None:
+        return span
+    from tracing.retention.bundles import bundles_open
+    from tracing.retention.selectors import archived_listing
 
-        for bundle in bundles_open(tenant_id=current_tenant_id(), trace_ids=[trace_id]):
-            span = next((s for s in bundle.spans if s.span_id == span_id), None)
+    if trace_id is None:
+        # Not a row: a warm or cold trace's bundle may hold it (the newest, as above).
+        listing = archived_listing("span_ids", [span_id]).order_by("-start_time")
+        trace_ids = list(listing.values_list("trace_id", flat=True)[:1])
+    else:
+        trace_ids = [trace_id]
+    for bundle in bundles_open(tenant_id=current_tenant_id(), trace_ids=trace_ids):
+        span = next((s for s in bundle.spans if s.span_id == span_id), None)
     return span
 
 

@@ -41,15 +41,15 @@ def found(tenant, words: str) -> set[str]:
         return {t.trace_id.hex for t in traces_filtered(TraceFilters(q=words))}
 
 
-def send_user_span(tenant, trace_hex: str, user: str, words: str) -> None:
-    doc = one_span_request(
-        trace_hex, "eee19b7ec3c1b174", **{"user.id": user, "gen_ai.tool.call.result": words}
-    )
+def send_user_span(
+    tenant, trace_hex: str, user: str, words: str, *, key="user.id", span="eee19b7ec3c1b174"
+) -> None:
+    doc = one_span_request(trace_hex, span, **{key: user, "gen_ai.tool.call.result": words})
     spans_ingest(
         tenant_id=tenant.id, request=decode_request(json.dumps(doc).encode(), "application/json")
     )
     with tenant_scope(tenant):
-        search_index_spans(tenant_id=tenant.id, spans=[(trace_hex, "eee19b7ec3c1b174")])
+        search_index_spans(tenant_id=tenant.id, spans=[(trace_hex, span)])
 
 
 def erase(api, key, tenant, body: dict) -> dict:
@@ -90,6 +90,32 @@ def test_it_erases_an_end_users_traces_by_user_id(api, acme, make_key):
     status = erase(api, key, acme, {"user_id": "u-77"})
     assert status["removed"]["trace_ids"] == [mine]
     assert found(acme, "platypus") == set() and found(acme, "wombat") == {theirs}
+
+
+def test_it_erases_a_cold_trace_by_the_user_attributes_of_its_spans(api, acme, make_key):
+    key = make_key(acme, "admin")
+    assert api.request("PUT", "/api/v1/retention", key=key, json=POLICY).status_code == 200
+    mine, theirs = "4" * 32, "5" * 32
+    send_user_span(acme, mine, "u-a", "platypus invoice")
+    # A second span names another end user: the trace's user column keeps the first.
+    send_user_span(acme, mine, "u-b", "koala ledger", key="enduser.id", span="aaa19b7ec3c1b175")
+    send_user_span(acme, theirs, "u-c", "wombat receipt", key="enduser.id")
+    started = Trace.all_tenants.get(tenant=acme, trace_id=mine).start_time
+    apply(acme, days_ahead=(started - timezone.now()).total_seconds() / 86400 + 4)
+    assert (tier_of(acme, mine), tier_of(acme, theirs)) == (Tier.COLD, Tier.COLD)
+    row = Trace.all_tenants.get(tenant=acme, trace_id=mine)
+    assert row.user_id == "u-a" and row.archive["users"] == ["u-a", "u-b"]
+    # Traces archived before rows listed their users get the list from their bundle.
+    Trace.all_tenants.filter(pk=row.pk).update(
+        archive={k: v for k, v in row.archive.items() if k not in ("users", "span_ids")}
+    )
+    apply(acme, days_ahead=(started - timezone.now()).total_seconds() / 86400 + 4)
+    assert Trace.all_tenants.get(pk=row.pk).archive["users"] == ["u-a", "u-b"]
+
+    status = erase(api, key, acme, {"user_id": "u-b"})
+    assert status["removed"]["trace_ids"] == [mine]
+    assert tier_of(acme, mine) is None and tier_of(acme, theirs) == Tier.COLD
+    assert erase(api, key, acme, {"user_id": "u-c"})["removed"]["trace_ids"] == [theirs]
 
 
 def test_it_deletes_a_tenant_from_every_tier_and_the_bucket(api, acme, globex, make_key):

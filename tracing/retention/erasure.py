@@ -14,21 +14,28 @@ from controlplane.blobstore import get_blob_store, tenant_key
 from controlplane.models import Tenant
 from controlplane.tenancy import tenant_scope
 from tracing.models import Trace, TraceAttribute
-from tracing.retention import storage, tiers
-from tracing.retention.models import ErasureRequest, LegalHold, RemovalRecord
+from tracing.retention import selectors, storage, tiers
+from tracing.retention.models import USER_KEYS, ErasureRequest, LegalHold, RemovalRecord
 from tracing.selectors import redaction_preview
 
-USER_KEYS = ("user.id", "enduser.id")
 
-
-def _user_traces(tenant_id: int, user_id: str):
+def _user_traces(tenant_id: int, user_id: str) -> list[Trace]:
+    """Traces naming the user in their user column or a user.id / enduser.id attribute:
+    hot and warm ones through the search index's attribute links, cold ones (whose
+    links went with their text) through the users their row lists."""
     # Stored values are redacted: an e-mail address as user.id is kept as [EMAIL:…].
     redacted, _ = redaction_preview(tenant_id=tenant_id, text=user_id)
     values = sorted({user_id, redacted})
     by_attribute = TraceAttribute.objects.filter(key__in=USER_KEYS, value__in=values)
-    return Trace.objects.filter(
-        Q(user_id__in=values) | Q(trace_id__in=by_attribute.values("trace_id"))
-    )
+    found = {
+        t.pk: t
+        for t in Trace.objects.filter(
+            Q(user_id__in=values) | Q(trace_id__in=by_attribute.values("trace_id"))
+        )
+    }
+    for trace in selectors.archived_listing("users", values):
+        found.setdefault(trace.pk, trace)
+    return list(found.values())
 
 
 def _held(traces):
@@ -58,7 +65,7 @@ def erasure_execute(*, tenant_id: int, request_id: int) -> None:
     if request.session_id:
         traces = list(Trace.objects.filter(session_id=request.session_id))
     else:
-        traces = list(_user_traces(tenant_id, request.user_id))
+        traces = _user_traces(tenant_id, request.user_id)
     held = _held(traces)
     held_ids = {t.pk for t in held}
     removed = _remove_all(tenant_id, [t for t in traces if t.pk not in held_ids])

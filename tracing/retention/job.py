@@ -131,6 +131,11 @@ def retention_apply(
         report.deleted.add(tiers.trace_remove(tenant_id=tenant_id, trace=trace))
     for pk in Trace.objects.filter(archive__has_key="stale").values_list("pk", flat=True):
         tiers.stale_delete(trace_pk=pk)
+    # Archived before rows listed their span ids and users: read them from the bundle.
+    for trace in Trace.objects.filter(tier__in=(Tier.WARM, Tier.COLD)).exclude(
+        archive__has_key="span_ids"
+    ):
+        tiers.archive_listed(tenant_id=tenant_id, trace=trace)
     # A move to cold killed before its search links went (the tier had switched).
     listed = TraceText.objects.values("trace_id")
     for trace in Trace.objects.filter(tier=Tier.COLD, trace_id__in=listed):

@@ -8,6 +8,8 @@ from django.utils import timezone
 from controlplane.tenancy import TenantModel
 
 TIER_KEYS = ("hot_days", "warm_days", "cold_days", "extended_days")
+# The attributes naming a trace's end user, for erasure by user id.
+USER_KEYS = ("user.id", "enduser.id")
 
 
 class Tier(models.IntegerChoices):

@@ -1,5 +1,11 @@
-"""Retention's reads: the policy in force, legal holds, erasure requests, storage."""
+"""Retention's reads: the policy in force, legal holds, erasure requests, storage,
+and the archived traces found by what their rows list."""
 
+from django.db import connection
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
+
+from tracing.models import Trace
 from tracing.retention.models import (
     ErasureRequest,
     LegalHold,
@@ -54,3 +60,29 @@ def storage_usage() -> list[dict]:
             }
         )
     return out
+
+
+ARCHIVE_LISTS = ("span_ids", "users")  # what tiers.archive_lists puts in Trace.archive
+
+
+def archived_listing(key: str, values: list):
+    """The warm and cold traces whose archive lists any of `values` under `key`."""
+    if key not in ARCHIVE_LISTS:
+        raise ValueError(f"archives list no {key}")
+    archived = Trace.objects.filter(tier__in=(Tier.WARM, Tier.COLD))
+    if not values:
+        return archived.none()
+    if connection.vendor == "postgresql":
+        # jsonb containment, which the GIN index trace_archive_span_ids serves.
+        query = Q()
+        for value in values:
+            query |= Q(**{f"archive__{key}__contains": [value]})
+        return archived.filter(query)
+    marks = ", ".join(["%s"] * len(values))
+    listed = RawSQL(  # noqa: S611 - key is one of ARCHIVE_LISTS, the values parameters
+        f"EXISTS (SELECT 1 FROM json_each(tracing_trace.archive, '$.{key}') "  # noqa: S608
+        f"WHERE json_each.value IN ({marks}))",
+        list(values),
+        output_field=BooleanField(),
+    )
+    return archived.alias(listed=listed).filter(listed=True)

@@ -36,7 +36,7 @@ from tracing.retention.bundles import (
     list_body,
     sha256,
 )
-from tracing.retention.models import Tier, TraceMark
+from tracing.retention.models import USER_KEYS, Tier, TraceMark
 from tracing.search.index import search_traces_forget, trace_texts
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
@@ -77,6 +77,28 @@ def _span_rows(trace_id: uuid.UUID) -> list[Span]:
     return list(Span.objects.filter(trace_id=trace_id).order_by("start_ns", "span_id"))
 
 
+def archive_lists(spans: list[Span], reader: PayloadReader) -> dict:
+    """What an archived trace's row lists so it is found without opening its bundle:
+    its span ids (a span asked for without its trace) and the end users its spans or
+    their resources name (an erasure by user id, once its search links are gone)."""
+    users: set[str] = set()
+    for span in spans:
+        detail = span_stored_detail(span=span)
+        attributes = dict(detail.get("attributes") or {})
+        if detail.get("origin"):
+            try:
+                origin = reader.value(detail["origin"])
+            except KeyError:
+                origin = {}
+            resource = origin.get("resource") if isinstance(origin, dict) else None
+            attributes.update(resource if isinstance(resource, dict) else {})
+        for key in USER_KEYS:
+            value = attributes.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                users.add(str(value)[:255])
+    return {"span_ids": sorted({span.span_id for span in spans}), "users": sorted(users)}
+
+
 def _bundle_of(tenant_id: int, trace: Trace) -> tuple[bytes, dict, Closure]:
     spans = _span_rows(trace.trace_id)
     closure = spans_closure(tenant_id=tenant_id, spans=spans)
@@ -86,18 +108,33 @@ def _bundle_of(tenant_id: int, trace: Trace) -> tuple[bytes, dict, Closure]:
             items = closure.conversations.of_list(digest)
             payloads[digest] = (PayloadKind.LIST, list_body(items))
     data = bundle_pack(trace_id=trace.trace_id, spans=spans, payloads=payloads)
-    return data, {"spans": len(spans), "payloads": len(payloads)}, closure
+    listed = archive_lists(spans, closure.reader)
+    return data, {"spans": len(spans), "payloads": len(payloads), **listed}, closure
+
+
+def archive_listed(*, tenant_id: int, trace: Trace) -> None:
+    """Give an archived trace's row the lists `archive_lists` makes, read from its
+    bundle: traces archived before the row kept them."""
+    bundle = bundle_unpack(tenant_id=tenant_id, data=get_blob_store().get(trace.archive["key"]))
+    reader = PayloadReader(tenant_id)
+    reader.archived.append(bundle.payloads)
+    archive = {**trace.archive, **archive_lists(bundle.spans, reader)}
+    Trace.objects.filter(pk=trace.pk, tier=trace.tier).update(archive=archive)
+
+
+# Written as the partial index payload_span_list_trace is (migration 0023), the kind a
+# literal: SQLite uses such an index only for the very same expression.
+_HELD_LISTS = (
+    "SELECT digest FROM tracing_payload WHERE tenant_id = %s "  # noqa: S608 - a constant
+    f"AND kind = {int(PayloadKind.SPAN_LIST)} AND substr(data, 1, 16) = %s"
+)
 
 
 def _lists_held_by(tenant_id: int, trace_id: uuid.UUID) -> dict[str, bytes]:
     """The SPAN_LIST payloads held by spans of the trace (other traces may continue
     them), each as the LIST body it stands for: the spans are about to go."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT digest FROM tracing_payload WHERE tenant_id = %s AND kind = %s "
-            "AND substr(data, 1, 16) = %s",
-            [tenant_id, int(PayloadKind.SPAN_LIST), trace_id.bytes],
-        )
+        cursor.execute(_HELD_LISTS, [tenant_id, trace_id.bytes])
         field_ = Payload._meta.get_field("digest")
         digests = [field_.to_python(row[0]) for row in cursor.fetchall()]
     if not digests:
