@@ -9,17 +9,18 @@ query per batch and nothing else.
 import statistics
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import OuterRef, Q, Subquery, Sum
 
 from alerts import detectors, services
 from alerts.models import AlertRule, Detector, ErrorWindow
 from controlplane.tenancy import tenant_scope
 from tracing import labels
 from tracing.models import Span, StatusCode, Trace
-from tracing.selectors import PayloadReader, span_stored_detail
+from tracing.selectors import PayloadReader, span_detail_unpack
 
 SPAN_DETECTORS = {
     Detector.LOOP,
@@ -31,45 +32,57 @@ TOOL_OPERATIONS = ("execute_tool",)
 LLM_OPERATIONS = ("chat", "text_completion", "generate_content")
 
 
+@dataclass(slots=True)
+class Row:
+    """What detection reads of a stored span: read as values, its detail unpacked once."""
+
+    trace_id: uuid.UUID
+    span_id: int
+    start_ns: int
+    error: bool
+    run_id: str
+    name: str
+    label: dict
+    detail: dict
+
+    @property
+    def hex(self) -> str:
+        return _hex(self.span_id)
+
+
 def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     """Run the tenant's detectors over newly stored spans; returns alerts raised.
 
-    A batch costs a fixed number of queries whatever its traces: the rules, the spans
-    (by key: never a trace's earlier spans), labels, traces, the watches (one upsert,
-    one locked read, one update), and for error bursts one upsert and one read."""
+    A batch costs a fixed number of queries whatever its traces and agents: the rules,
+    the spans (by key: never a trace's earlier spans), labels, traces, the watches (one
+    upsert, one locked read, one update), for hallucinated tool calls the payloads (the
+    responses, then their long strings), for cost spikes one read of the batch's and
+    the agents' recent costs, and for error bursts one upsert and one read."""
     with tenant_scope(tenant_id):
         rules = list(AlertRule.objects.all())
         wanted = {r.detector for r in rules}
         if not wanted & SPAN_DETECTORS:
             return 0
-        by_trace: dict[uuid.UUID, set[int]] = defaultdict(set)
-        for trace_hex, span_hex in spans:
-            by_trace[uuid.UUID(hex=trace_hex)].add(
-                int.from_bytes(bytes.fromhex(span_hex), "big", signed=True)
+        grouped = _rows(tenant_id, spans)
+        traces = {
+            t[0]: t[1:]
+            for t in Trace.objects.filter(trace_id__in=grouped).values_list(
+                "trace_id", "agent_name", "run_id"
             )
-        rows = [
-            s
-            for s in Span.objects.filter(
-                trace_id__in=by_trace, span_id__in={i for ids in by_trace.values() for i in ids}
-            ).order_by("start_ns")
-            if s.span_id in by_trace[s.trace_id]
-        ]
-        values = labels.values_of(tenant_id, {s.labels_id for s in rows})
-        traces = {t.trace_id: t for t in Trace.objects.filter(trace_id__in=by_trace)}
-        grouped = _group(rows)
-        fresh_traces: dict[uuid.UUID, list] = {}
+        }
+        fresh: dict[uuid.UUID, list[Row]] = {}
         loops: dict[uuid.UUID, list] = {}
         with transaction.atomic():
             watches = services.trace_watches_lock(
                 tenant_id=tenant_id, trace_ids=[t.hex for t in grouped]
             )
-            for trace_id, trace_rows in grouped.items():
+            for trace_id, rows in grouped.items():
                 watch = watches[trace_id.hex]
-                if detectors.batch_seen(watch.state, [_hex(s.span_id) for s in trace_rows]):
+                if detectors.batch_seen(watch.state, [r.hex for r in rows]):
                     continue  # a redelivered task: this batch was counted already
-                fresh_traces[trace_id] = trace_rows
+                fresh[trace_id] = rows
                 if Detector.LOOP in wanted:
-                    calls = [c for s in trace_rows if (c := _call(s, values[s.labels_id]))]
+                    calls = [c for r in rows if (c := _call(r))]
                     # A loop is one incident per trace and call.
                     loops[trace_id] = [
                         f.with_cause(f"loop:{trace_id.hex}:{f.cause[5:]}")
@@ -78,52 +91,84 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
                         )
                     ]
             services.trace_watches_save(watches=list(watches.values()))
-        raised = 0
-        costs = None
+        agents = {
+            trace_id: (traces.get(trace_id, ("", ""))[0] or _agent(rows))
+            for trace_id, rows in fresh.items()
+        }
         hallucinations = (
-            _hallucinations(
-                tenant_id,
-                [
-                    s
-                    for trace_rows in fresh_traces.values()
-                    for s in trace_rows
-                    if values[s.labels_id]["operation"] in LLM_OPERATIONS
-                ],
-            )
+            _hallucinations(tenant_id, [r for rows in fresh.values() for r in rows])
             if Detector.HALLUCINATED_TOOL in wanted
             else {}
         )
-        for trace_id, trace_rows in fresh_traces.items():
-            trace = traces.get(trace_id)
-            agent = (trace.agent_name if trace else "") or _agent(values, trace_rows)
+        spikes = (
+            _cost_spikes({t: a for t, a in agents.items() if a}, fresh)
+            if Detector.COST_SPIKE in wanted
+            else {}
+        )
+        raised = 0
+        for trace_id, rows in fresh.items():
             findings = [(Detector.LOOP, f) for f in loops.get(trace_id, [])]
             findings += [(Detector.HALLUCINATED_TOOL, f) for f in hallucinations.get(trace_id, [])]
-            if Detector.COST_SPIKE in wanted and agent:
-                costs = costs or CostContext(by_trace)
-                spike = _cost_spike(costs, trace_id, agent, trace_rows[-1], by_trace)
-                findings += [(Detector.COST_SPIKE, spike)] if spike else []
-            run_id = (trace.run_id if trace else "") or next(
-                (s.run_id for s in trace_rows if s.run_id), ""
+            if trace_id in spikes:
+                findings.append((Detector.COST_SPIKE, spikes[trace_id]))
+            run_id = traces.get(trace_id, ("", ""))[1] or next(
+                (r.run_id for r in rows if r.run_id), ""
             )
             for detector, finding in findings:
                 raised += services.findings_raise(
                     rules=rules,
                     detector=detector,
                     finding=finding,
-                    agent=agent,
+                    agent=agents[trace_id],
                     trace_id=trace_id.hex,
                     run_id=run_id,
                 )
-        if Detector.ERROR_BURST in wanted and fresh_traces:
-            fresh = [s for trace_rows in fresh_traces.values() for s in trace_rows]
-            raised += _error_bursts(tenant_id, rules, fresh, values)
+        if Detector.ERROR_BURST in wanted and fresh:
+            raised += _error_bursts(tenant_id, rules, [r for rows in fresh.values() for r in rows])
         return raised
 
 
-def _group(rows: list[Span]) -> dict:
-    grouped = defaultdict(list)
-    for s in rows:
-        grouped[s.trace_id].append(s)
+def _rows(tenant_id: int, spans: list[tuple[str, str]]) -> dict[uuid.UUID, list[Row]]:
+    """The batch's spans by trace, in start order: one query for the spans, one for
+    their labels."""
+    by_trace: dict[uuid.UUID, set[int]] = defaultdict(set)
+    for trace_hex, span_hex in spans:
+        by_trace[uuid.UUID(hex=trace_hex)].add(
+            int.from_bytes(bytes.fromhex(span_hex), "big", signed=True)
+        )
+    found = [
+        v
+        for v in Span.objects.filter(
+            trace_id__in=by_trace, span_id__in={i for ids in by_trace.values() for i in ids}
+        )
+        .order_by("start_ns")
+        .values_list(
+            "trace_id",
+            "span_id",
+            "start_ns",
+            "status_code",
+            "run_id",
+            "name",
+            "labels_id",
+            "detail_packed",
+        )  # fmt: skip
+        if v[1] in by_trace[v[0]]
+    ]
+    values = labels.values_of(tenant_id, {v[6] for v in found})
+    grouped: dict[uuid.UUID, list[Row]] = defaultdict(list)
+    for trace_id, span_id, start_ns, status, run_id, name, labels_id, packed in found:
+        grouped[trace_id].append(
+            Row(
+                trace_id,
+                span_id,
+                start_ns,
+                status == StatusCode.ERROR,
+                run_id,
+                name or "",
+                values[labels_id],
+                span_detail_unpack(tenant_id=tenant_id, packed=packed),
+            )  # fmt: skip
+        )
     return grouped
 
 
@@ -131,132 +176,144 @@ def _hex(span_id: int) -> str:
     return span_id.to_bytes(8, "big", signed=True).hex()
 
 
-def _agent(values: dict, rows: list[Span]) -> str:
-    return next(
-        (values[s.labels_id]["agent_name"] for s in rows if values[s.labels_id]["agent_name"]), ""
-    )
+def _agent(rows: list[Row]) -> str:
+    return next((r.label["agent_name"] for r in rows if r.label["agent_name"]), "")
 
 
-def _call(span: Span, label: dict) -> detectors.Call | None:
-    operation = label["operation"]
+def _call(row: Row) -> detectors.Call | None:
+    operation = row.label["operation"]
     if operation not in TOOL_OPERATIONS and operation not in LLM_OPERATIONS:
         return None
-    detail = span_stored_detail(span=span)
-    refs = detail.get("refs", {})
-    error = span.status_code == StatusCode.ERROR
+    refs = row.detail.get("refs", {})
     if operation in TOOL_OPERATIONS:
-        name = label["tool_name"] or span.name or "tool"
-        tool = detail.get("tool", {})
+        name = row.label["tool_name"] or row.name or "tool"
+        tool = row.detail.get("tool", {})
         if "gen_ai.tool.call.arguments" in tool:
             arguments = detectors.canonical(tool["gen_ai.tool.call.arguments"])
         else:  # a large value: its payload digest names its content
             arguments = str(refs.get("gen_ai.tool.call.arguments", "")).encode()
-        return detectors.Call(
-            _hex(span.span_id),
-            span.start_ns,
-            "tool",
-            name,
-            detectors.call_key(name, arguments),
-            error,
-        )
+        key = detectors.call_key(name, arguments)
+        return detectors.Call(row.hex, row.start_ns, "tool", name, key, row.error)
     if "in" not in refs:
         return None  # a request whose messages were not recorded cannot be compared
-    model = label["request_model"]
+    model = row.label["request_model"]
     key = detectors.call_key(model, refs.get("in"), refs.get("sys"))
-    return detectors.Call(_hex(span.span_id), span.start_ns, "llm", model or "llm", key, error)
+    return detectors.Call(row.hex, row.start_ns, "llm", model or "llm", key, row.error)
 
 
 TOOL_LIST_PREFIXES = ("gen_ai.tool.definitions", "llm.tools.", "llm.request.functions.")
 
 
-def _hallucinations(tenant_id: int, spans: list[Span]) -> dict:
+def _hallucinations(tenant_id: int, rows: list[Row]) -> dict:
     """Findings by trace, for the batch's LLM spans. Reads only what the check needs,
     for the whole batch at once: the tool lists and responses of the requests that
-    declared tools (one fetch), and nothing for a request that declared none."""
+    declared tools (one fetch), and nothing for a request that declared none. A tool
+    list is parsed once however many spans send it (a trace's requests repeat it)."""
     candidates = []
-    for span in spans:
-        stored = span_stored_detail(span=span)
-        refs = stored.get("refs", {})
-        attributes = dict(stored.get("attributes", {}))
-        large = [k for k in refs if k.startswith(TOOL_LIST_PREFIXES)]
-        if "out" in refs and (large or any(k.startswith(TOOL_LIST_PREFIXES) for k in attributes)):
-            candidates.append((span, refs, attributes, large))
+    for row in rows:
+        if row.label["operation"] not in LLM_OPERATIONS:
+            continue
+        refs = row.detail.get("refs", {})
+        if "out" not in refs:
+            continue
+        attributes = row.detail.get("attributes", {})
+        listed = {k: v for k, v in attributes.items() if k.startswith(TOOL_LIST_PREFIXES)}
+        large = {k: d for k, d in refs.items() if k.startswith(TOOL_LIST_PREFIXES)}
+        if listed or large:
+            candidates.append((row, refs["out"], listed, large))
     if not candidates:
         return {}
     reader = PayloadReader(tenant_id)
-    reader.prefetch(
-        [refs[k] for _, refs, _, large in candidates for k in large]
-        + [d for _, refs, _, _ in candidates for d in refs["out"]]
+    reader.fetch(
+        [d for _, _, _, large in candidates for d in large.values()]
+        + [d for _, out, _, _ in candidates for d in out]
     )
+    # Only the responses' tool calls are read: their text is never fetched.
+    responses = iter(
+        reader.message_parts([d for _, out, _, _ in candidates for d in out], types=("tool_call",))
+    )
+    parsed: dict[bytes, detectors.Tools | None] = {}
     found = defaultdict(list)
-    for span, refs, attributes, large in candidates:
-        attributes.update({k: reader.value(refs[k]) for k in large})
-        tools = detectors.tool_definitions(attributes)
-        if tools is not None:
-            found[span.trace_id] += detectors.hallucination_scan(
-                _hex(span.span_id), tools, reader.values(refs["out"])
+    for row, out, listed, large in candidates:
+        calls = [{"parts": next(responses)} for _ in out]
+        # Large lists are named by their digests; small ones by their text.
+        key = detectors.canonical(
+            sorted({**listed, **{k: f"@{d}" for k, d in large.items()}}.items())
+        )
+        if key not in parsed:
+            parsed[key] = detectors.tool_definitions(
+                {**listed, **{k: reader.value(d) for k, d in large.items()}}
             )
+        tools = parsed[key]
+        if tools is not None:
+            found[row.trace_id] += detectors.hallucination_scan(row.hex, tools, calls)
     return found
 
 
-class CostContext:
-    """Costs read once per batch: the batch's traces' and each agent's recent median
-    (billing costs spans in a task of its own, which may not have run for this batch
-    yet: the trace's next batch judges it again)."""
-
-    def __init__(self, trace_ids):
-        self.mine = _trace_costs(list(trace_ids))
-        self.medians: dict[str, float | None] = {}
-
-    def median(self, agent: str, batch) -> float | None:
-        if agent not in self.medians:
-            recent = list(
-                Trace.objects.filter(agent_name=agent)
-                .exclude(trace_id__in=batch)
-                .order_by("-start_time")
-                .values_list("trace_id", flat=True)[: settings.ALERTS_COST_SAMPLE]
-            )
-            others = [c for c in _trace_costs(recent).values() if c]
-            enough = len(others) >= settings.ALERTS_COST_MIN_SAMPLES
-            self.medians[agent] = statistics.median(others) if enough else None
-        return self.medians[agent]
-
-
-def _trace_costs(trace_ids: list) -> dict:
+def _cost_spikes(agents: dict[uuid.UUID, str], fresh: dict) -> dict[uuid.UUID, detectors.Finding]:
+    """Traces of the batch costing more than their agent's recent median, with one
+    query for every trace and agent: the batch's costs, and those of each agent's
+    last ALERTS_COST_SAMPLE other traces (billing costs spans in a task of its own,
+    which may not have run for this batch yet: the trace's next batch judges it again)."""
     from billing.models import SpanCost
 
-    return dict(
-        SpanCost.objects.filter(trace_id__in=trace_ids, counted=True)
-        .values_list("trace_id")
-        .annotate(total=Sum("cost_nusd"))
-        .values_list("trace_id", "total")
+    if not agents:
+        return {}
+    batch = list(agents)
+    recent = Q()
+    for agent in sorted(set(agents.values())):
+        # One index walk a branch (trace_recent), each stopping at its sample's size.
+        recent |= Q(
+            trace_id__in=Trace.objects.filter(agent_name=agent)
+            .exclude(trace_id__in=batch)
+            .order_by("-start_time")
+            .values("trace_id")[: settings.ALERTS_COST_SAMPLE]
+        )
+    costs = (
+        SpanCost.objects.filter(Q(trace_id__in=batch) | recent, counted=True)
+        .values("trace_id")
+        .annotate(
+            total=Sum("cost_nusd"),
+            agent=Subquery(
+                Trace.objects.filter(trace_id=OuterRef("trace_id")).values("agent_name")[:1]
+            ),
+        )
+        .values_list("trace_id", "agent", "total")
     )
+    mine: dict[uuid.UUID, int] = {}
+    others: dict[str, list[int]] = defaultdict(list)
+    for trace_id, agent, total in costs:
+        if trace_id in agents:
+            mine[trace_id] = total or 0
+        elif total:
+            others[agent].append(total)
+    spikes = {}
+    for trace_id, agent in agents.items():
+        cost = mine.get(trace_id, 0)
+        sample = others.get(agent, [])
+        if cost <= 0 or len(sample) < settings.ALERTS_COST_MIN_SAMPLES:
+            continue
+        median = statistics.median(sample)
+        if not median:
+            continue
+        spikes[trace_id] = detectors.Finding(
+            cause=f"cost_spike:{trace_id.hex}",
+            span_id=fresh[trace_id][-1].hex,
+            summary=f"trace cost {cost / 1e9:.4f} USD, {cost / median:.1f}x {agent}'s median",
+            detail={"cost_usd": f"{cost / 1e9:.6f}", "median_usd": f"{median / 1e9:.6f}"},
+            count=cost / median,
+        )
+    return spikes
 
 
-def _cost_spike(
-    ctx: CostContext, trace_id, agent: str, last: Span, batch
-) -> detectors.Finding | None:
-    mine = ctx.mine.get(trace_id) or 0
-    median = ctx.median(agent, batch) if mine > 0 else None
-    if not median:
-        return None
-    return detectors.Finding(
-        cause=f"cost_spike:{trace_id.hex}",
-        span_id=_hex(last.span_id),
-        summary=f"trace cost {mine / 1e9:.4f} USD, {mine / median:.1f}x {agent}'s median",
-        detail={"cost_usd": f"{mine / 1e9:.6f}", "median_usd": f"{median / 1e9:.6f}"},
-        count=mine / median,
-    )
-
-
-def _error_bursts(tenant_id: int, rules, spans: list[Span], values: dict) -> int:
+def _error_bursts(tenant_id: int, rules, rows: list[Row]) -> int:
     """Count calls and errors per agent and tool and minute; raise where the window's
     error rate passes a rule's threshold."""
     counts: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
-    for s in spans:
-        label = values[s.labels_id]
-        minute = s.start_ns // 60_000_000_000
-        error = int(s.status_code == StatusCode.ERROR)
+    for row in rows:
+        label = row.label
+        minute = row.start_ns // 60_000_000_000
+        error = int(row.error)
         subjects = []
         if label["agent_name"] and label["operation"] in TOOL_OPERATIONS + LLM_OPERATIONS:
             subjects.append(f"agent:{label['agent_name']}")

@@ -9,13 +9,15 @@ same). Keys are 12-hex-digit hashes, so the state stays small.
 
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
-import jsonschema
+import jsonschema_rs
 import orjson
 
 MAX_KEYS = 256  # distinct calls remembered per trace; the rarest are forgotten first
 RECENT = 6  # tool calls kept in order, enough for a 3-cycle seen twice
 SEEN_BATCHES = 16
+MAX_SCHEMA_BYTES = 256 * 1024  # a larger declared schema is not judged
 
 
 @dataclass(slots=True)
@@ -148,67 +150,91 @@ def batch_seen(state: dict, span_ids: list[str]) -> bool:
 # --- hallucinated tool calls -------------------------------------------------------------
 
 
-def tool_definitions(attributes: dict) -> dict[str, dict | None] | None:
-    """The request's tools, name -> JSON schema (None: no schema), in any of the forms
-    instrumentations record them, or None when the span names no tools at all."""
+@dataclass(slots=True)
+class Tools:
+    """A request's declared tools: name -> JSON schema (None: no schema). `complete`
+    is False when some definition could not be read: a call of a tool not listed is
+    then not judged (it may be the unreadable one), its arguments still are."""
+
+    schemas: dict
+    complete: bool = True
+
+
+def tool_definitions(attributes: dict) -> Tools | None:
+    """The request's tools in any of the forms instrumentations record them, or None
+    when the span declares no tools at all.
+
+    A definition is Anthropic's `{name, input_schema}`, OpenAI's `{type: function,
+    function: {name, parameters}}` (Chat Completions) or `{type: function, name,
+    parameters}` (Responses, the GenAI conventions), or Gemini's `{function_declarations:
+    [...]}`; a schema may come as a JSON text."""
     defs: list = []
+    declared = False
     raw = attributes.get("gen_ai.tool.definitions")
     if raw is not None:
+        declared = True
         raw = _json(raw)
-        defs.extend(raw if isinstance(raw, list) else [])
+        defs.extend(raw if isinstance(raw, list) else [raw])
     for key, value in attributes.items():
         if key.startswith("llm.tools.") and key.endswith(".tool.json_schema"):
             defs.append(_json(value))  # OpenInference
     functions: dict[str, dict] = {}
     for key, value in attributes.items():
-        if key.startswith("llm.request.functions."):  # OpenLLMetry
+        if key.startswith("llm.request.functions."):  # OpenLLMetry before the conventions
             index, _, field = key[len("llm.request.functions.") :].partition(".")
             functions.setdefault(index, {})[field] = _json(value)
     defs.extend(functions.values())
-    if not defs:
+    if not defs and not declared:
         return None
-    tools = {}
+    tools = Tools({})
     for d in defs:
-        if not isinstance(d, dict):
-            continue
-        fn = d.get("function") if isinstance(d.get("function"), dict) else d
-        name = fn.get("name")
-        if isinstance(name, str):
-            schema = fn.get("parameters") or fn.get("input_schema") or d.get("input_schema")
-            tools[name] = schema if isinstance(schema, dict) else None
+        listed = d.get("function_declarations") if isinstance(d, dict) else None
+        for fn in listed if isinstance(listed, list) else [d]:
+            if isinstance(fn, dict) and isinstance(fn.get("function"), dict):
+                fn = fn["function"]
+            name = fn.get("name") if isinstance(fn, dict) else None
+            if not isinstance(name, str):
+                tools.complete = False
+                continue
+            schema = _json(fn.get("parameters") or fn.get("input_schema"))
+            tools.schemas[name] = schema if isinstance(schema, dict) else None
     return tools
 
 
 def tool_calls(output_messages) -> list[dict]:
     calls = []
-    for message in output_messages or []:
-        for part in message.get("parts", []) if isinstance(message, dict) else []:
+    for message in output_messages if isinstance(output_messages, list) else []:
+        parts = message.get("parts") if isinstance(message, dict) else None
+        for part in parts if isinstance(parts, list) else []:
             if isinstance(part, dict) and part.get("type") == "tool_call":
                 calls.append(part)
     return calls
 
 
-def hallucination_scan(span_id: str, tools: dict, output_messages) -> list[Finding]:
+def hallucination_scan(span_id: str, tools: Tools, output_messages) -> list[Finding]:
     """Tool calls of one response that name an undeclared tool or fail its schema."""
     found = []
     for call in tool_calls(output_messages):
         name = call.get("name") or ""
-        if name not in tools:
+        name = name if isinstance(name, str) else orjson.dumps(name).decode()[:200]
+        if name not in tools.schemas:
+            if not tools.complete:
+                continue
             found.append(
                 Finding(
                     cause=f"hallucinated_tool:{span_id}:{name}",
                     span_id=span_id,
                     summary=f"the model called {name!r}, which the request did not declare",
-                    detail={"tool": name, "declared": sorted(tools)},
+                    detail={"tool": name, "declared": sorted(tools.schemas)[:50]},
                     count=1,
                 )
             )
             continue
-        schema = tools[name]
+        schema = tools.schemas[name]
         if schema is None:
             continue
         arguments = _json(call.get("arguments"))
-        error = _schema_error(schema, {} if arguments is None else arguments)
+        error = schema_error(schema, {} if arguments is None else arguments)
         if error:
             found.append(
                 Finding(
@@ -222,15 +248,37 @@ def hallucination_scan(span_id: str, tools: dict, output_messages) -> list[Findi
     return found
 
 
-def _schema_error(schema: dict, instance) -> str | None:
+def schema_error(schema: dict, instance) -> str | None:
+    """Why the instance fails the schema, or None (valid, or a schema that cannot judge:
+    a tool's broken schema is the tool's problem, not the model's)."""
     try:
-        validator_cls = jsonschema.validators.validator_for(schema)
-        validator_cls(schema).validate(instance)
-    except jsonschema.ValidationError as exc:
-        return exc.message[:300]
-    except jsonschema.SchemaError:
-        return None  # a tool's broken schema is the tool's problem, not the model's
-    return None
+        text = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+    validator = _validator(text) if len(text) <= MAX_SCHEMA_BYTES else None
+    if validator is None:
+        return None
+    try:
+        error = next(validator.iter_errors(instance), None)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        return None  # an instance the validator cannot take in (too deep, too large a number)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.instance_path)
+    return f"{where + ': ' if where else ''}{error.message}"[:300]
+
+
+@lru_cache(maxsize=512)
+def _validator(schema: bytes):
+    """A compiled validator per distinct schema (an agent sends the same tools with
+    every request). Offline: a `$ref` to a URL is never fetched from the worker. The
+    linear-time regex engine: a schema's `pattern` cannot stall detection."""
+    try:
+        return jsonschema_rs.validator_for(
+            orjson.loads(schema), offline=True, pattern_options=jsonschema_rs.RegexOptions()
+        )
+    except (ValueError, jsonschema_rs.ReferencingError, RecursionError):
+        return None  # not a schema the validator accepts
 
 
 def _json(value):

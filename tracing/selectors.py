@@ -132,6 +132,26 @@ class PayloadReader:
     def message_list(self, digest: str) -> list:
         return self.values(Conversations(self).of_list(digest))
 
+    def message_parts(self, digests: list[str], *, types: tuple[str, ...]) -> list[list]:
+        """Each message's parts of the given types, whole: for a reader of some parts
+        (tool calls) of many messages, which then never reads the other parts' text.
+        One query for the messages, one for the long strings of the parts kept."""
+        self.fetch(digests)
+        kept = []
+        for digest in digests:
+            kind, _ = self._body(digest)
+            message = self._decoded(digest) if kind == PayloadKind.MESSAGE else None
+            parts = message.get("parts") if isinstance(message, dict) else None
+            kept.append(
+                [p for p in parts if isinstance(p, dict) and p.get("type") in types]
+                if isinstance(parts, list)
+                else []
+            )
+        leaves: list[str] = []
+        _leaves_of(kept, leaves)
+        self.fetch(leaves)
+        return [[self._with_leaves(p) for p in parts] for parts in kept]
+
 
 def _leaves_of(value, out: list[str]) -> None:
     if isinstance(value, dict):

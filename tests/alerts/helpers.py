@@ -14,6 +14,14 @@ from tests.tracing.otlp import provider_for
 from tracing.ingest.pipeline import spans_ingest
 from tracing.signals import spans_ingested
 
+# A tool's declared arguments: an integer order number and nothing else.
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {"order": {"type": "integer"}},
+    "required": ["order"],
+    "additionalProperties": False,
+}
+
 
 @contextmanager
 def announced():
@@ -69,7 +77,7 @@ class Recorder:
             if error:
                 span.set_status(Status(StatusCode.ERROR, "failed"))
 
-    def chat(self, *, tools: list, calls: list, attrs_form="genai"):
+    def chat(self, *, tools: list, calls: list, attrs_form="genai", **extra):
         reply = {
             "role": "assistant",
             "parts": [
@@ -85,6 +93,7 @@ class Recorder:
                 [{"role": "user", "parts": [{"type": "text", "content": "where is order 7?"}]}]
             ),
             "gen_ai.output.messages": json.dumps([reply]),
+            **extra,
         }
         if attrs_form == "genai":
             attrs["gen_ai.tool.definitions"] = json.dumps(

@@ -2,16 +2,9 @@ import pytest
 
 from alerts.models import Alert, TraceWatch
 from alerts.tasks import detect_spans
-from tests.alerts.helpers import Recorder, ingest_and_detect
+from tests.alerts.helpers import ORDER_SCHEMA, Recorder, ingest_and_detect
 
 pytestmark = pytest.mark.django_db
-
-ORDER_SCHEMA = {
-    "type": "object",
-    "properties": {"order": {"type": "integer"}},
-    "required": ["order"],
-    "additionalProperties": False,
-}
 
 
 def alerts_of(tenant, trace_id=None):
