@@ -309,9 +309,17 @@ def _charge_external(tenant_id: int, costed: list[dict]) -> None:
     managed = {
         str(pk) for pk in Run.objects.filter(pk__in=run_ids).values_list("pk", flat=True)
     } if run_ids else set()  # fmt: skip
+    # The playground's calls were held to the budgets by replay.playground, like a run's.
+    from replay.models import PlaygroundRun
+
+    held = set(
+        PlaygroundRun.objects.filter(
+            trace_id__in={r["trace_id"].hex for r in costed if not r["run_id"]}
+        ).values_list("trace_id", flat=True)
+    )
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in costed:
-        if r["run_id"] not in managed:
+        if r["run_id"] not in managed and r["trace_id"].hex not in held:
             groups[(r["agent_name"], r["day"])].append(r)
     store = get_store()
     for (agent, day), group in groups.items():

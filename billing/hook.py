@@ -127,8 +127,19 @@ class BudgetHook:
 
     # --- reserve / settle ----------------------------------------------------------
 
-    def reserve(self, *, run_id: int, request: dict, kind: str = CostKind.LLM) -> Reservation:
-        tenant_id, agent = self._run(run_id)
+    def reserve(
+        self,
+        *,
+        run_id: int | None,
+        request: dict,
+        kind: str = CostKind.LLM,
+        tenant_id: int | None = None,
+        agent: str = "",
+    ) -> Reservation:
+        """A call of a managed run, or with run_id None one made outside any run (the
+        playground's), of `agent` in `tenant_id`: it answers to their budgets only."""
+        if run_id is not None:
+            tenant_id, agent = self._run(run_id)
         windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=run_id)
         r = Reservation(uuid.uuid4(), tenant_id, run_id, kind, 0, windows)
         if kind == CostKind.LLM:

@@ -353,6 +353,10 @@ EXECUTION_VAULT_KEYS = env_str("EXECUTION_VAULT_KEYS", "")
 # Billing's reserve/settle seam: a dotted path to a class with admit(), reserve() and
 # settle() (execution/budget.py); set it empty to run without budgets.
 EXECUTION_BUDGET_HOOK = env_str("EXECUTION_BUDGET_HOOK", "billing.hook.BudgetHook")
+# The playground (replay/playground.py): LLM calls a minute per tenant (a token bucket,
+# burst a tenth of it), and the largest request it sends, in bytes of JSON.
+PLAYGROUND_LLM_PER_MINUTE = env_int("PLAYGROUND_LLM_PER_MINUTE", 60, minimum=1)
+PLAYGROUND_MAX_REQUEST_BYTES = env_int("PLAYGROUND_MAX_REQUEST_BYTES", 1_000_000, minimum=1024)
 # Where budget windows keep their spend: "database" (a conditional UPDATE, the default)
 # or "redis" (a Lua script; needs REDIS_URL).
 BILLING_BUDGET_STORE = env_str("BILLING_BUDGET_STORE", "database")

@@ -4,6 +4,8 @@ EXECUTION_BUDGET_HOOK names a class; the gateway makes one per run and calls
 `reserve(run_id=, kind=, request=)` before each LLM call, tool call and the sandbox's
 CPU time, and `settle(reservation=, usage=)` after; `run_create` calls `admit(run=)`.
 Any of them raises BudgetRefused to refuse: the run stops with reason `budget`.
+A call made outside any run (the playground's) reserves with `run_id=None` and names
+its `tenant_id=` and `agent=` instead.
 `flush()` is called about once a second while the run goes on and once when it ends,
 before its outcome is written: a hook may hold its bookkeeping back until then.
 """

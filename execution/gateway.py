@@ -589,6 +589,12 @@ def chat_span(params: dict) -> dict:
         "gen_ai.request.max_tokens": params.get("max_tokens"),
         "gen_ai.input.messages": as_json(semconv_messages(params.get("messages"))),
         "gen_ai.system_instructions": as_json(system_instructions(params.get("system"))),
+        # The rest of the request, so the call can be opened in the playground as sent.
+        "gen_ai.request.temperature": params.get("temperature"),
+        "gen_ai.request.top_p": params.get("top_p"),
+        "gen_ai.request.top_k": params.get("top_k"),
+        "gen_ai.request.stop_sequences": params.get("stop_sequences"),
+        "gen_ai.tool.definitions": as_json(params["tools"]) if params.get("tools") else None,
     }
 
 

@@ -54,9 +54,22 @@ def check_params(params: dict) -> str | None:
     return None
 
 
+# Sampling parameters the SDK's create() has no keyword for (anthropic 2.x): they go in
+# the body as sent, and the API answers 400 for a model that does not take them.
+BODY_ONLY = ("temperature", "top_p", "top_k")
+
+
+def _create_kwargs(params: dict) -> dict:
+    kwargs = {k: v for k, v in params.items() if k not in BODY_ONLY}
+    extra = {k: params[k] for k in BODY_ONLY if k in params}
+    if extra:
+        kwargs["extra_body"] = extra
+    return kwargs
+
+
 def _call_once(params: dict) -> dict:
     try:
-        message = client().messages.create(**params)
+        message = client().messages.create(**_create_kwargs(params))
     except anthropic.APIStatusError as exc:
         detail = exc.message
         raise UpstreamError(

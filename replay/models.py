@@ -1,7 +1,8 @@
 """The run's journal, and what replay adds to a run: its link to the run it replays or
 forks, and the events of its life that are not calls (a worker lost, the run taken up
-again, a call in doubt resolved, a divergence)."""
+again, a call in doubt resolved, a divergence), and the playground's calls."""
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -88,3 +89,39 @@ class RunLink(TenantModel):
     # A replay that diverged: the step, the recorded request, the new one and their diff.
     divergence = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+
+class PlaygroundRunStatus(models.TextChoices):
+    OK = "ok"  # the model answered
+    ERROR = "error"  # the upstream failed (its error is on the chat span)
+
+
+class PlaygroundRun(TenantModel):
+    """One call run from the playground: an edited copy of a recorded chat span's
+    request, sent through the gateway's LLM path and recorded as a trace of its own.
+
+    The row exists before that trace's spans are stored, so costing knows the call was
+    held to the budgets already and does not charge it again as an external agent's."""
+
+    trace_id = models.CharField(max_length=32, unique=True)  # the new trace, hex
+    source_trace_id = models.CharField(max_length=32)
+    source_span_id = models.CharField(max_length=16)
+    model = models.CharField(max_length=255)
+    status = models.CharField(max_length=8, choices=PlaygroundRunStatus.choices, default="ok")
+    input_tokens = models.PositiveIntegerField(null=True)
+    output_tokens = models.PositiveIntegerField(null=True)
+    cost_nusd = models.BigIntegerField(null=True)  # null: failed, or a model with no price
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    api_key = models.ForeignKey(
+        "controlplane.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        indexes = [
+            models.Index(
+                fields=["tenant", "source_trace_id", "source_span_id"], name="playground_source"
+            )
+        ]

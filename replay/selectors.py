@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from django.db.models import QuerySet
 
 from execution.models import Run
-from replay.models import JournalStep, RunEvent, RunEventKind, RunLink
+from replay.models import JournalStep, PlaygroundRun, RunEvent, RunEventKind, RunLink
 
 
 def run_events(*, run: Run) -> QuerySet[RunEvent]:
@@ -117,3 +117,14 @@ def request_readable(
             if messages is not None:
                 readable["messages"] = messages
     return journal_redacted(tenant_id=tenant_id, value=readable)
+
+
+def playground_runs_of(*, trace_id: str, span_id: str, limit: int = 50) -> list[PlaygroundRun]:
+    """The playground's calls made from this span (hex ids), newest first."""
+    rows = PlaygroundRun.objects.filter(source_trace_id=trace_id, source_span_id=span_id)
+    return list(rows.order_by("-created_at", "-id")[:limit])
+
+
+def playground_run_of_trace(*, trace_id: str) -> PlaygroundRun | None:
+    """The playground call whose trace this is (hex id), if it is one."""
+    return PlaygroundRun.objects.filter(trace_id=trace_id).first()

@@ -36,6 +36,7 @@ OBJECTS = {
     "api/v1/runs/<int:run_id>/replay",
     "api/v1/runs/<int:run_id>/fork",
     "api/v1/runs/<int:run_id>/lineage",
+    "api/v1/playground/<str:span_id>",
     "api/v1/traces/<str:trace_id>",
     "api/v1/traces/<str:trace_id>/mark",
     "api/v1/spans/<str:span_id>",
@@ -98,6 +99,8 @@ EXEMPT = {
     "api/v1/sessions": "collection of the caller's tenant; no id in the path",
     "api/v1/prices": "the platform's price book, the same for every tenant",
     "api/v1/budgets": "collection of the caller's tenant; no id in the path",
+    "api/v1/playground": "runs a call from a span named in the body; another tenant's: "
+    "404 (tests/replay/test_playground_api.py)",
     "api/v1/budgets/check": "checks the caller's tenant's budgets; no id in the path",
     "api/v1/budgets/settings": "the caller's tenant's budget settings; no id in the path",
     "api/v1/usage": "the caller's tenant's usage; no id in the path",
