@@ -3,17 +3,20 @@ call, settle the actual cost after, release the rest.
 
     reserve ──▶ windows of the call's budgets (tenant, agent, run) ── store.reserve
        │            refused: BudgetRefused, the run stops with reason `budget`
+       │            a tool call: its price charged here (charge=True) ──▶ thresholds
        ▼
     the call (LLM, tool, sandbox CPU time)
        ▼
-    settle ──▶ store.settle(reserved, actual) ──▶ thresholds
+    settle ──▶ store.settle(reserved, actual) ──▶ thresholds   (a charged tool: nothing)
        ▼
     ledger rows and roll-ups, batched: written together about once a second, past
     FLUSH_ROWS rows, and at flush() (the run's end)
 
 An LLM call's worst case is its input tokens (estimated from the request's JSON
 length) plus max_tokens of output, at the model's prices; a tool call's is the book's
-price per call; the sandbox's is its CPU-second limit at the CPU-second price.
+price per call, which is also its cost, so it is charged at once (and given back only
+when the call was not made); the sandbox's is its CPU-second limit at the CPU-second
+price.
 
 Only the windows hold the cap, so only they are written on the call's path; the
 ledger and the roll-ups follow in batches, each row stamped when its call reserved or
@@ -68,6 +71,7 @@ class Reservation:
     windows: list[Window] = field(default_factory=list)
     price: object = None
     detail: dict = field(default_factory=dict)
+    charged: bool = False  # the amount went to spent at reservation: nothing to settle
 
 
 def estimate_input_tokens(request: dict) -> int:
@@ -89,6 +93,10 @@ class BudgetHook:
     def __init__(self):
         self.store = get_store()
         self._runs: dict[int, tuple[int, str]] = {}
+        # Each run's windows, with the cached budget lists and day they were made from:
+        # made again when the budget cache hands out new lists (a budget changed or its
+        # entry expired) or the day turns.
+        self._windows: dict[int, tuple] = {}
         # What flush() writes: ledger rows, and roll-up sums per (tenant, day, kind,
         # agent, run) as [cost, calls].
         self._lock = threading.Lock()
@@ -125,6 +133,16 @@ class BudgetHook:
             if spent >= w.cap_nusd:
                 raise BudgetRefused(f"{w.label} is spent")
 
+    def _windows_of(self, run_id: int, tenant_id: int, agent: str) -> list[Window]:
+        day = timezone.now().date()
+        tenant_wide, own = budgets.cache.budgets(tenant_id, run_id)
+        made = self._windows.get(run_id)
+        if made is None or made[0] is not tenant_wide or made[1] is not own or made[2] != day:
+            windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=run_id, day=day)
+            made = (tenant_wide, own, day, windows)
+            self._windows[run_id] = made
+        return made[3]
+
     # --- reserve / settle ----------------------------------------------------------
 
     def reserve(
@@ -140,7 +158,9 @@ class BudgetHook:
         playground's), of `agent` in `tenant_id`: it answers to their budgets only."""
         if run_id is not None:
             tenant_id, agent = self._run(run_id)
-        windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=run_id)
+            windows = self._windows_of(run_id, tenant_id, agent)
+        else:
+            windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=None)
         r = Reservation(uuid.uuid4(), tenant_id, run_id, kind, 0, windows)
         if kind == CostKind.LLM:
             r.price = price_for(
@@ -175,8 +195,11 @@ class BudgetHook:
             r.detail = {"cpu_seconds_limit": float(seconds)}
         if not windows:
             return r  # nothing to hold: the settlement alone is written
+        # A tool call's price is known before it is made: charged in the one UPDATE that
+        # checks the cap, so the call costs the store one write, not two.
+        charge = kind == CostKind.TOOL
         try:
-            self.store.reserve(windows, r.amount_nusd)
+            spent = self.store.reserve(windows, r.amount_nusd, charge=charge)
         except Refused as exc:
             raise BudgetRefused(f"{exc.window.label} would be passed by this call") from None
         except Unreachable as exc:
@@ -185,7 +208,11 @@ class BudgetHook:
             log.warning("run %s: budget store unreachable, tenant opted out: %s", run_id, exc)
             r.windows = []
         else:
-            self._defer(r, [(LedgerKind.RESERVE, r.amount_nusd, r.detail)])
+            if charge:
+                r.charged = True
+                budgets.thresholds_record(windows=windows, spent_after=spent, added=r.amount_nusd)
+            else:
+                self._defer(r, [(LedgerKind.RESERVE, r.amount_nusd, r.detail)])
         return r
 
     def settle(self, *, reservation: Reservation | None, usage: dict | None) -> int:
@@ -195,6 +222,11 @@ class BudgetHook:
             return 0
         actual, detail = self._actual(r, usage or {})
         entries = [(LedgerKind.SETTLE, actual, detail)]
+        if r.charged:
+            if actual != r.amount_nusd:  # charged, then not called: given back
+                self._refund(r, r.amount_nusd - actual)
+            self._defer(r, entries, usage=actual)
+            return actual
         if r.windows and r.amount_nusd > actual:
             entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
         if r.windows:
@@ -211,6 +243,12 @@ class BudgetHook:
         # LLM calls reach the roll-ups through their spans; the rest from here.
         self._defer(r, entries, usage=actual if r.kind != CostKind.LLM else 0)
         return actual
+
+    def _refund(self, r: Reservation, amount: int) -> None:
+        try:
+            self.store.settle(r.windows, 0, -amount)
+        except Unreachable:
+            log.exception("run %s: could not give a charge back in the budget store", r.run_id)
 
     def _actual(self, r: Reservation, usage: dict) -> tuple[int, dict]:
         if r.kind == CostKind.LLM:

@@ -133,9 +133,14 @@ class SpanCost(TenantModel):
                 fields=["tenant", "trace_id", "span_id"], name="span_cost_unique"
             )
         ]
+        # Reads by trace use span_cost_unique's (tenant, trace_id) prefix. The usage
+        # report's list of unpriced models reads a few rows of many: a partial index.
         indexes = [
-            models.Index(fields=["tenant", "trace_id", "call_key"], name="span_cost_call"),
-            models.Index(fields=["tenant", "run_id"], name="span_cost_run"),
+            models.Index(
+                fields=["tenant", "day"],
+                condition=models.Q(cost_nusd__isnull=True, counted=True),
+                name="span_cost_unknown",
+            ),
         ]
 
     @property

@@ -3,7 +3,9 @@
 Each window holds `spent` (settled) and `reserved` (held for calls in flight), in
 nano-dollars. Three operations, each atomic over all the windows of one call:
 - reserve(amount): add to `reserved` of every window, or of none when any would pass
-  its cap (spent + reserved + amount > cap); the refused window is named;
+  its cap (spent + reserved + amount > cap); the refused window is named. With
+  charge=True the amount goes to `spent` instead (a call whose cost is known before it
+  is made: nothing is left to settle), and each window's spent after is returned;
 - settle(reserved, actual): move a reservation to `spent` (the rest is released);
 - state(): each window's (spent, reserved).
 
@@ -91,22 +93,25 @@ class DatabaseStore:
             params,
         )
 
-    def reserve(self, windows: list[Window], amount: int) -> None:
+    def reserve(self, windows: list[Window], amount: int, *, charge: bool = False) -> list[int]:
+        """Each window's spent after, in the order given."""
         if not windows:
-            return
+            return []
         stored = all(_stored.get(w.tenant_id, w.sort_key) for w in windows)
         try:
             try:
-                self._reserve(windows, amount, ensure=not stored)
+                return self._reserve(windows, amount, charge=charge, ensure=not stored)
             except _Missing:
-                self._reserve(windows, amount, ensure=True)
+                return self._reserve(windows, amount, charge=charge, ensure=True)
         except DatabaseError as exc:
             raise Unreachable(str(exc)) from exc
 
-    def _reserve(self, windows: list[Window], amount: int, *, ensure: bool) -> None:
+    def _reserve(self, windows: list[Window], amount: int, *, charge: bool, ensure: bool):
         # One UPDATE is atomic by itself; more statements go in one transaction, so a
         # call holds all its windows or none.
         alone = not ensure and len(windows) == 1
+        held = "spent_nusd" if charge else "reserved_nusd"
+        spent = {}
         with (
             write_turn(),
             nullcontext() if alone else transaction.atomic(),
@@ -116,19 +121,22 @@ class DatabaseStore:
                 self._ensure(cursor, windows)
             for w in sorted(windows, key=lambda w: w.sort_key):
                 cursor.execute(
-                    "UPDATE billing_budgetwindow SET reserved_nusd = reserved_nusd + %s "
+                    f"UPDATE billing_budgetwindow SET {held} = {held} + %s "  # noqa: S608
                     "WHERE budget_id = %s AND key = %s "
-                    "AND spent_nusd + reserved_nusd + %s <= %s",
+                    "AND spent_nusd + reserved_nusd + %s <= %s RETURNING spent_nusd",
                     [amount, w.budget_id, w.key, amount, w.cap_nusd],
                 )
-                if cursor.rowcount != 1:
+                row = cursor.fetchone()
+                if row is None:
                     # Leaving the block rolls back what the earlier windows took.
                     if not ensure:
                         raise _Missing  # or refused: asked again with the rows ensured
                     raise Refused(f"{w.label} would be passed", w)
+                spent[w.sort_key] = row[0]
         if ensure:
             for w in windows:
                 _stored.put(w.tenant_id, {w.sort_key: True})
+        return [spent[w.sort_key] for w in windows]
 
     def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
         """Each window's spent after the settlement, in the order given."""
@@ -171,20 +179,24 @@ class DatabaseStore:
         return [found.get(w.sort_key, (0, 0)) for w in windows]
 
 
-# KEYS: the windows' hashes. ARGV: amount, then each window's cap.
+# KEYS: the windows' hashes. ARGV: amount, the field it goes to ('reserved', or
+# 'spent' for a charge), then each window's cap. Returns {refused window's index}, or
+# {0, each window's spent after}.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
   local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
   local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
-  if spent + reserved + amount > tonumber(ARGV[i + 1]) then
-    return i
+  if spent + reserved + amount > tonumber(ARGV[i + 2]) then
+    return {i}
   end
 end
-for _, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'reserved', amount)
+local out = {0}
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, ARGV[2], amount)
+  out[i + 1] = tonumber(redis.call('HGET', key, 'spent') or '0')
 end
-return 0
+return out
 """
 # ARGV: reserved, actual. Returns each window's spent after.
 _SETTLE = """
@@ -223,18 +235,21 @@ class RedisStore:
         except redis.RedisError as exc:
             raise Unreachable(str(exc)) from exc
 
-    def reserve(self, windows: list[Window], amount: int) -> None:
+    def reserve(self, windows: list[Window], amount: int, *, charge: bool = False) -> list[int]:
         if not windows:
-            return
+            return []
         _, reserve, _ = _redis()
-        refused = self._call(
+        field = "spent" if charge else "reserved"
+        out = self._call(
             lambda: reserve(
-                keys=[self.key(w) for w in windows], args=[amount, *(w.cap_nusd for w in windows)]
+                keys=[self.key(w) for w in windows],
+                args=[amount, field, *(w.cap_nusd for w in windows)],
             )
         )
-        if int(refused):
-            w = windows[int(refused) - 1]
+        if int(out[0]):
+            w = windows[int(out[0]) - 1]
             raise Refused(f"{w.label} would be passed", w)
+        return [int(v) for v in out[1:]]
 
     def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
         if not windows:

@@ -15,6 +15,7 @@ from billing.store import get_store
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from execution import services
+from execution.budget import BudgetRefused
 from tests.execution.bundles import agent_with_bundle, run_now
 
 MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-4-5"\ntools = ["echo"]\n'
@@ -53,7 +54,10 @@ def test_a_runs_cost_is_its_calls_line_by_line_when_the_run_ends(
     assert cost["reserved_usd"] == "0"  # every hold was settled or released
     with tenant_scope(acme):
         entries = LedgerEntry.objects.filter(run=run)
-        assert entries.filter(entry="reserve").count() == 5
+        # The LLM call and the sandbox are held, then settled; the tools, whose price
+        # is their cost, are charged at once.
+        assert entries.filter(entry="reserve").count() == 2
+        assert entries.filter(entry="settle").count() == 5
         tools = UsageDaily.objects.filter(kind="tool", agent_name=agent.name)
         assert tools.aggregate(c=Sum("calls"), s=Sum("cost_nusd")) == {
             "c": 3,
@@ -103,3 +107,58 @@ def test_a_window_row_deleted_under_the_process_cache_is_stored_again(acme, tran
         with pytest.raises(Exception, match="would be passed"):
             store.reserve(windows, 800)
         assert store.state(windows) == [(0, 300)]
+
+
+@pytest.mark.parametrize("store", ["database", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_tool_call_is_charged_when_reserved_and_given_back_if_not_made(
+    acme, settings, store, transactional_db
+):
+    settings.BILLING_BUDGET_STORE = store
+    settings.REDIS_PREFIX = f"{settings.REDIS_PREFIX}charge-{acme.pk}:"
+    price = to_nusd(platform_price("tool_call_usd"))
+    agent = agent_with_bundle(acme, code=CALLS, manifest=MANIFEST)
+    with tenant_scope(acme):
+        Budget.objects.create(tenant=acme, scope="tenant", period="day", cap_nusd=2 * price)
+    run = _queued_run(acme, agent)
+    with tenant_scope(acme):
+        windows = windows_for(tenant_id=acme.id, agent=agent.name, run_id=run.pk)
+        hook = BudgetHook()
+        made = hook.reserve(run_id=run.pk, kind="tool", request={"name": "echo"})
+        assert hook.store.state(windows) == [(price, 0)]  # spent before the call is made
+        assert hook.settle(reservation=made, usage={"called": True}) == price
+        assert hook.store.state(windows) == [(price, 0)]
+        not_made = hook.reserve(run_id=run.pk, kind="tool", request={"name": "echo"})
+        with pytest.raises(BudgetRefused, match="would be passed"):
+            hook.reserve(run_id=run.pk, kind="tool", request={"name": "echo"})
+        assert hook.store.state(windows) == [(2 * price, 0)]
+        assert hook.settle(reservation=not_made, usage={"called": False}) == 0
+        assert hook.store.state(windows) == [(price, 0)]
+        hook.flush()
+        ledger = LedgerEntry.objects.filter(run=run).order_by("pk")
+        assert list(ledger.values_list("entry", "amount_nusd")) == [
+            ("settle", price),
+            ("settle", 0),
+        ]
+
+
+def test_a_budget_changed_mid_run_applies_to_the_runs_next_call(acme, transactional_db):
+    from billing.services import budget_update
+
+    price = to_nusd(platform_price("tool_call_usd"))
+    agent = agent_with_bundle(acme, code=CALLS, manifest=MANIFEST)
+    with tenant_scope(acme):
+        budget = Budget.objects.create(
+            tenant=acme, scope="tenant", period="day", cap_nusd=10 * price
+        )
+    run = _queued_run(acme, agent)
+    with tenant_scope(acme):
+        hook = BudgetHook()
+        hook.settle(
+            reservation=hook.reserve(run_id=run.pk, kind="tool", request={"name": "echo"}),
+            usage={"called": True},
+        )
+        budget_update(
+            budget=budget, data={"cap_usd": str(Decimal(price) / 10**9)}, actor=Actor.system()
+        )
+        with pytest.raises(BudgetRefused, match=f"budget {budget.pk}"):
+            hook.reserve(run_id=run.pk, kind="tool", request={"name": "echo"})

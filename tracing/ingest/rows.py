@@ -8,6 +8,8 @@ connection's own operations, so types match what the ORM would write.
 
 import fcntl
 import hashlib
+import os
+import threading
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -170,6 +172,24 @@ def _lock_path() -> Path:
     return Path(name).with_suffix(".write-lock")
 
 
+# Each thread's open lock file per path: a gateway thread takes the turn for every
+# budgeted call, and opening the file each time cost more than the flock. flock locks
+# an open file, so threads with their own handles still exclude one another; a file
+# removed since (a test's scratch folder) is opened again, as others will open anew.
+_handles = threading.local()
+
+
+def _lock_handle():
+    held = getattr(_handles, "files", None)
+    if held is None:
+        held = _handles.files = {}
+    key = (str(settings.DATABASES["default"]["NAME"]), str(settings.VAR_DIR))
+    handle = held.get(key)
+    if handle is None or os.fstat(handle.fileno()).st_nlink == 0:
+        handle = held[key] = open(_lock_path(), "a")  # noqa: SIM115 - kept for the thread
+    return handle
+
+
 @contextmanager
 def write_turn():
     """On SQLite, take turns to write through a file lock.
@@ -182,10 +202,9 @@ def write_turn():
     if connection.vendor != "sqlite":
         yield
         return
-    path = _lock_path()
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    handle = _lock_handle()
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
