@@ -26,8 +26,9 @@ pytestmark = [
 EXPECTED = {"answers": [n * 10 for n in range(STEPS)], "done": STEPS - 1}
 
 
-@pytest.fixture
-def receiver(acme, settings):
+def start_receiver(tenant, settings) -> Receiver:
+    """The side-effect-counting webhook (tests/replay), allowed for `tenant`, and runs
+    sent to the platform tests' workers."""
     import threading
 
     from controlplane.services import Actor
@@ -37,10 +38,16 @@ def receiver(acme, settings):
     settings.EXECUTION_TOOL_QUEUE = QUEUE
     server = Receiver()
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    with tenant_scope(acme):
+    with tenant_scope(tenant):
         services.allowed_host_add(
-            tenant=acme, host=f"127.0.0.1:{server.server_address[1]}", actor=Actor.system()
+            tenant=tenant, host=f"127.0.0.1:{server.server_address[1]}", actor=Actor.system()
         )
+    return server
+
+
+@pytest.fixture
+def receiver(acme, settings):
+    server = start_receiver(acme, settings)
     yield server
     server.shutdown()
 

@@ -1,0 +1,245 @@
+"""Scale-out figures (run by `make bench`), on PostgreSQL + Redis + a moto S3 server, with
+the processes tests/platform/ starts (controlplane/loopback.py):
+
+- OTLP spans/s with 1 and with 2 web processes (one gunicorn worker each), the same load
+  from two clients of pre-encoded OTLP protobuf; the ratio (target >= 1.4x on 2 cores),
+  and the CPU seconds per 1,000 spans of each process kind, which say where the time went
+  and so why a ratio falls short;
+- runs/s (no-op agent, bubblewrap) with 1 and with 2 workers (two pool processes each).
+
+Rounds interleave the layouts and each figure is the median of ROUNDS. The load average
+is printed beside every figure: under load the figures are indicative only.
+"""
+
+import sys
+
+# Run as a script, this file's folder comes first on the path, where its own name hides
+# the standard library's `platform` (which uuid, boto3 and Django import).
+sys.path = [p for p in sys.path if p != sys.path[0] or not p.endswith("bench")]
+
+import os  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import Platform  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+BATCHES = 24  # per client and round
+TRACES, STEPS = 10, 5  # per batch: 60 spans
+RUNS = 24  # per round
+TAG = f"bench-platform-{os.getpid()}"
+LOGS = Path(tempfile.mkdtemp(prefix="fd-bench-platform-"))
+
+
+def loadavg() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def setup_env(platform: Platform) -> dict:
+    env = {
+        **platform.env,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/1",
+        "FLIGHTDECK_REDIS_PREFIX": f"{TAG}:",
+        # What ingest queues for indexing, costing and alerts waits on a queue of its own.
+        "SEARCH_INDEX_QUEUE": f"{TAG}-later",
+        "BILLING_QUEUE": f"{TAG}-later",
+        "ALERTS_QUEUE": f"{TAG}-later",
+        "EXECUTION_QUEUE": f"{TAG}-runs",
+        "EXECUTION_TOOL_QUEUE": f"{TAG}-runs",
+        "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        "PYTHONPATH": str(ROOT),
+    }
+    os.environ.update(env)
+    return env
+
+
+def postgres_cpu(platform: Platform) -> dict[int, float]:
+    from controlplane.loopback import cpu_of
+
+    # The bench's own database, named by bench/common.py: its backends are the web's.
+    name = platform.env["DATABASE_URL"].rsplit("/", 1)[1]
+    query = f"SELECT pid FROM pg_stat_activity WHERE datname = '{name}'"  # noqa: S608
+    pids = [row[0] for row in platform.sql(query)]
+    return {pid: cpu_of(pid) for pid in pids}
+
+
+def ingest_round(webs, key: str, bodies, platform: Platform) -> dict:
+    from controlplane.loopback import cpu_of
+    from tracing import otlpload
+
+    urls = [f"http://127.0.0.1:{web.port}" for web in webs]
+    web_before = [web.cpu_seconds() for web in webs]
+    pg_before = postgres_cpu(platform)
+    s3_before = cpu_of(platform.procs[0].pid)
+    client_before = time.process_time()
+    seconds = otlpload.post_bodies(urls, key, bodies)
+    client = time.process_time() - client_before
+    pg_after = postgres_cpu(platform)
+    spans = sum(len(b) for b in bodies) * TRACES * (STEPS + 1)
+    per_k = 1000 / spans
+    return {
+        "spans_s": spans / seconds,
+        "web": sum(w.cpu_seconds() - b for w, b in zip(webs, web_before, strict=True)) * per_k,
+        "postgres": sum(pg_after[p] - pg_before.get(p, 0.0) for p in pg_after) * per_k,
+        "s3": (cpu_of(platform.procs[0].pid) - s3_before) * per_k,
+        "clients": client * per_k,
+        "load": loadavg(),
+    }
+
+
+def ingest(platform: Platform, env: dict) -> None:
+    from controlplane.loopback import start_web
+    from tracing import otlpload
+
+    key = platform.key
+    webs = [start_web(name=f"web{n}", env=env, log_path=LOGS / f"web{n}.log") for n in (1, 2)]
+    try:
+        rounds = {1: [], 2: []}
+        seed = 0
+        warm = [
+            [
+                otlpload.encode(b)
+                for b in otlpload.batches(count=4, traces=TRACES, steps=STEPS, seed=99)
+            ]
+        ]
+        otlpload.post_bodies([f"http://127.0.0.1:{w.port}" for w in webs], key, warm * 2)
+        for r in range(ROUNDS):
+            for count in (1, 2) if r % 2 == 0 else (2, 1):
+                seed += 2
+                bodies = [
+                    [
+                        otlpload.encode(b)
+                        for b in otlpload.batches(
+                            count=BATCHES, traces=TRACES, steps=STEPS, seed=seed + c
+                        )
+                    ]
+                    for c in (0, 1)
+                ]
+                rounds[count].append(ingest_round(webs[:count], key, bodies, platform))
+        for count in (1, 2):
+            med = {
+                k: statistics.median(r[k] for r in rounds[count])
+                for k in rounds[count][0]
+                if k != "load"
+            }
+            loads = "; ".join(r["load"] for r in rounds[count])
+            print(
+                f"OTLP ingest, {count} web process(es), 2 clients: {med['spans_s']:.0f} spans/s "
+                f"(median of {ROUNDS}; {loads})"
+            )
+            print(
+                f"  CPU s per 1,000 spans: web {med['web']:.2f}, PostgreSQL {med['postgres']:.2f}, "
+                f"S3 (moto) {med['s3']:.2f}, clients {med['clients']:.2f}"
+            )
+        ratios = [b["spans_s"] / a["spans_s"] for a, b in zip(rounds[1], rounds[2], strict=True)]
+        print(
+            f"scaling 1 -> 2 web processes: {statistics.median(ratios):.2f}x "
+            f"(target >= 1.4x; rounds {', '.join(f'{x:.2f}' for x in ratios)}; {loadavg()})"
+        )
+        per_span = statistics.median(
+            r["web"] + r["postgres"] + r["s3"] + r["clients"] for r in rounds[2]
+        )
+        print(
+            f"  on {os.cpu_count()} cores the whole path costs {per_span:.2f} CPU s per 1,000 spans, "
+            f"a ceiling of {1000 * os.cpu_count() / per_span:.0f} spans/s for this machine"
+        )
+    finally:
+        for web in webs:
+            web.stop()
+
+
+def runs(env: dict) -> None:
+    import django
+
+    django.setup()
+    from controlplane.loopback import start_worker
+    from controlplane.models import Tenant
+    from controlplane.services import Actor
+    from controlplane.tenancy import tenant_scope
+    from execution import services
+    from execution.models import Run
+    from execution.testing import agent_with_bundle
+
+    tenant = Tenant.objects.get(slug="bench")
+    agent = agent_with_bundle(tenant, name="noop", code="def main(ctx, input):\n    return None\n")
+    queue = env["EXECUTION_QUEUE"]
+
+    def batch(n: int) -> float:
+        with tenant_scope(tenant):
+            started = time.perf_counter()
+            ids = [
+                services.run_create(
+                    tenant=tenant,
+                    agent=agent,
+                    version=None,
+                    input=None,
+                    limits=None,
+                    actor=Actor.system(),
+                ).pk
+                for _ in range(n)
+            ]
+            done = Run.objects.filter(pk__in=ids, finished_at__isnull=False)
+            while done.count() < n:
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - started
+            failed = Run.objects.filter(pk__in=ids).exclude(status="succeeded").count()
+            assert failed == 0, f"{failed} no-op runs did not succeed"
+        return n / elapsed
+
+    rates = {1: [], 2: []}
+    for r in range(ROUNDS):
+        for count in (1, 2) if r % 2 == 0 else (2, 1):
+            # Fresh workers per measurement: a worker merely paused would still hold
+            # the message its pending fetch had taken.
+            workers = [
+                start_worker(
+                    name=f"{TAG}-w{n}",
+                    queues=[queue],
+                    concurrency=2,
+                    env=env,
+                    log_path=LOGS / f"worker{n}.log",
+                )
+                for n in range(count)
+            ]
+            try:
+                batch(2 * count)  # up and warm
+                rates[count].append((batch(RUNS), loadavg()))
+            finally:
+                for w in workers:
+                    w.stop()
+    for count in (1, 2):
+        loads = "; ".join(load for _, load in rates[count])
+        rate = statistics.median(rate for rate, _ in rates[count])
+        print(
+            f"runs/s, no-op agent, {count} worker(s) of 2 pool processes: {rate:.1f} "
+            f"(median of {ROUNDS}; {loads})"
+        )
+    ratio = statistics.median(b[0] / a[0] for a, b in zip(rates[1], rates[2], strict=True))
+    print(f"scaling 1 -> 2 workers: {ratio:.2f}x")
+
+
+def main() -> None:
+    platform = Platform("postgres+s3")
+    env = setup_env(platform)
+    import redis
+
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    parts = os.environ.get("BENCH_PARTS", "ingest,runs").split(",")
+    try:
+        if "ingest" in parts:
+            ingest(platform, env)
+        if "runs" in parts:
+            runs(env)
+    finally:
+        broker.delete(f"{TAG}-later", f"{TAG}-runs")
+        platform.stop()
+
+
+if __name__ == "__main__":
+    main()
