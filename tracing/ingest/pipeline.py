@@ -22,7 +22,7 @@ from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
 from tracing.ingest.redact import URL_KEYS, is_infrastructure
 from tracing.models import PayloadKind, Span, StatusCode, conventional_name
-from tracing.retention.bundles import bundles_open
+from tracing.retention.selectors import archived_span_keys
 from tracing.signals import spans_ingested
 
 MAX_REPORTED_ERRORS = 5
@@ -151,23 +151,13 @@ def _stored_of(trace_ids) -> set[tuple[uuid.UUID, int]]:
     return set(Span.objects.filter(trace_id__in=trace_ids).values_list("trace_id", "span_id"))
 
 
-def _archived_of(tenant_id: int, trace_ids) -> set[tuple[uuid.UUID, int]]:
-    """(trace id, span id) of the spans of these traces held in a warm or cold bundle:
-    their rows are gone, so only the bundle knows a resent span was counted already."""
-    return {
-        (bundle.trace_id, row["span_id"])
-        for bundle in bundles_open(tenant_id=tenant_id, trace_ids=trace_ids)
-        for row in bundle.rows
-    }
-
-
 def _drop_stored(tenant_id: int, collected: list, result: IngestResult) -> list:
     """An exporter that retries resends spans already stored: skip them before any work.
-    Spans of a trace moved to warm or cold count as stored too (they are in its bundle)."""
+    Spans of a trace moved to warm or cold count as stored too (its row lists them)."""
     if not collected:
         return collected
     trace_ids = {uuid.UUID(bytes=span.trace_id) for span, _, _ in collected}
-    stored = _stored_of(trace_ids) | _archived_of(tenant_id, trace_ids)
+    stored = _stored_of(trace_ids) | archived_span_keys(tenant_id=tenant_id, trace_ids=trace_ids)
     if not stored:
         return collected
     kept = []

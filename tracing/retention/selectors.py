@@ -1,11 +1,14 @@
 """Retention's reads: the policy in force, legal holds, erasure requests, storage,
 and the archived traces found by what their rows list."""
 
+import uuid
+
 from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
 from tracing.models import Trace
+from tracing.retention.bundles import bundles_open
 from tracing.retention.models import (
     ErasureRequest,
     LegalHold,
@@ -86,3 +89,22 @@ def archived_listing(key: str, values: list):
         output_field=BooleanField(),
     )
     return archived.alias(listed=listed).filter(listed=True)
+
+
+def archived_span_keys(*, tenant_id: int, trace_ids) -> set[tuple[uuid.UUID, int]]:
+    """(trace id, span id) of the spans held by those of the traces that are warm or cold,
+    from the span ids their rows list; only an archive from before rows listed them is
+    opened."""
+    keys, unlisted = set(), []
+    rows = Trace.objects.filter(
+        trace_id__in=list(trace_ids), tier__in=(Tier.WARM, Tier.COLD)
+    ).values_list("trace_id", "archive")
+    for trace_id, archive in rows:
+        if "span_ids" in archive:
+            keys.update((trace_id, span_id) for span_id in archive["span_ids"])
+        else:
+            unlisted.append(trace_id)
+    if unlisted:
+        for bundle in bundles_open(tenant_id=tenant_id, trace_ids=unlisted):
+            keys.update((bundle.trace_id, row["span_id"]) for row in bundle.rows)
+    return keys
