@@ -38,19 +38,24 @@ def backend(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-@pytest.mark.parametrize("service", ["redis", "database"])
-def test_it_loses_no_span_when_a_service_goes_away(service, acme, make_key, launch):
-    key = make_key(acme, "ingest")
+def cut_off_proxy(service: str) -> tuple[TcpProxy, dict]:
+    """A proxy in front of Redis or the database, and the environment that points a
+    process at it instead."""
     if service == "redis":
         proxy = TcpProxy([backend(settings.REDIS_URL)])
-        env = {
+        return proxy, {
             "REDIS_URL": proxied(settings.REDIS_URL, proxy),
             "CELERY_BROKER_URL": proxied(settings.CELERY_BROKER_URL, proxy),
         }
-    else:
-        database = process_env()["DATABASE_URL"]
-        proxy = TcpProxy([backend(database)])
-        env = {"DATABASE_URL": proxied(database, proxy)}
+    database = process_env()["DATABASE_URL"]
+    proxy = TcpProxy([backend(database)])
+    return proxy, {"DATABASE_URL": proxied(database, proxy)}
+
+
+@pytest.mark.parametrize("service", ["redis", "database"])
+def test_it_loses_no_span_when_a_service_goes_away(service, acme, make_key, launch):
+    key = make_key(acme, "ingest")
+    proxy, env = cut_off_proxy(service)
     web = launch.web("web", **env)
     url = f"http://127.0.0.1:{web.port}"
     clients = [
@@ -102,16 +107,7 @@ def test_it_lets_a_run_wait_out_an_outage_and_continue(service, acme, make_key, 
 
     receiver = start_receiver(acme, settings)
     try:
-        if service == "redis":
-            proxy = TcpProxy([backend(settings.REDIS_URL)])
-            env = {
-                "REDIS_URL": proxied(settings.REDIS_URL, proxy),
-                "CELERY_BROKER_URL": proxied(settings.CELERY_BROKER_URL, proxy),
-            }
-        else:
-            database = process_env()["DATABASE_URL"]
-            proxy = TcpProxy([backend(database)])
-            env = {"DATABASE_URL": proxied(database, proxy)}
+        proxy, env = cut_off_proxy(service)
         receiver.delay = 0.5
         agent = effect_tool(acme, receiver, name="effect", idempotent=True)
         launch.worker("w1", **env)
