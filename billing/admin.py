@@ -101,7 +101,10 @@ class PriceBookAdmin(admin.ModelAdmin):
         "loaded_at",
         "tool_call_usd",
         "sandbox_cpu_second_usd",
-        "storage_gb_month_usd",
+        "storage_database_gb_month_usd",
+        "storage_standard_gb_month_usd",
+        "storage_standard_ia_gb_month_usd",
+        "storage_glacier_ir_gb_month_usd",
     ]
     inlines = [PriceEntryInline]
 

@@ -14,6 +14,17 @@ from controlplane.tenancy import TenantModel
 from tracing.models import TraceIdField
 
 PRICE = {"max_digits": 14, "decimal_places": 6}
+# Where stored bytes sit -> the book's price of a GB-month there: the database, and the
+# blob store's objects by S3 storage class (the local store records the same classes).
+STORAGE_PRICE_FIELDS = {
+    "database": "storage_database_gb_month_usd",
+    "STANDARD": "storage_standard_gb_month_usd",
+    "STANDARD_IA": "storage_standard_ia_gb_month_usd",
+    "GLACIER_IR": "storage_glacier_ir_gb_month_usd",
+}
+PLATFORM_FIELDS = ("tool_call_usd", "sandbox_cpu_second_usd", *STORAGE_PRICE_FIELDS.values())
+# A book from before storage had a price per class names one for all of them.
+LEGACY_STORAGE_FIELD = "storage_gb_month_usd"
 
 
 class PriceBook(models.Model):
@@ -25,7 +36,12 @@ class PriceBook(models.Model):
     # The platform's own unit prices, USD.
     tool_call_usd = models.DecimalField(**PRICE, default=0)
     sandbox_cpu_second_usd = models.DecimalField(**PRICE, default=0)
-    storage_gb_month_usd = models.DecimalField(**PRICE, default=0)
+    # Storage per GB-month by where the bytes sit (billing/storage.py): the database's
+    # rows, then the blob store's objects by their S3 storage class.
+    storage_database_gb_month_usd = models.DecimalField(**PRICE, default=0)
+    storage_standard_gb_month_usd = models.DecimalField(**PRICE, default=0)
+    storage_standard_ia_gb_month_usd = models.DecimalField(**PRICE, default=0)
+    storage_glacier_ir_gb_month_usd = models.DecimalField(**PRICE, default=0)
 
     def __str__(self):
         return f"price book v{self.version}"

@@ -87,7 +87,7 @@ def model_keys(model: str) -> list[str]:
 @dataclass(slots=True)
 class _Book:
     version: int | None
-    platform: dict  # tool_call_usd, sandbox_cpu_second_usd, storage_gb_month_usd: Decimal
+    platform: dict  # models.PLATFORM_FIELDS -> Decimal
     by_name: dict  # model key -> [(effective_from, Price)] newest first
 
 
@@ -106,7 +106,7 @@ def _price_of(row, version, override=False) -> Price:
 
 
 def _load_book() -> _Book:
-    from billing.models import PriceBook
+    from billing.models import PLATFORM_FIELDS, PriceBook
 
     book = PriceBook.objects.order_by("-version").first()
     if book is None:
@@ -116,11 +116,7 @@ def _load_book() -> _Book:
         price = _price_of(entry, book.version)
         for name in {entry.model.lower(), *(a.lower() for a in entry.aliases)}:
             by_name.setdefault(name, []).append((entry.effective_from, price))
-    platform = {
-        "tool_call_usd": book.tool_call_usd,
-        "sandbox_cpu_second_usd": book.sandbox_cpu_second_usd,
-        "storage_gb_month_usd": book.storage_gb_month_usd,
-    }
+    platform = {name: getattr(book, name) for name in PLATFORM_FIELDS}
     return _Book(book.version, platform, by_name)
 
 

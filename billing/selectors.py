@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from billing import budgets as budget_rules
 from billing.models import (
+    PLATFORM_FIELDS,
     BillingAccount,
     Budget,
     BudgetScope,
@@ -55,11 +56,7 @@ def price_book_effective() -> dict:
     return {
         "version": book.version if book else None,
         "source": book.source if book else "",
-        "platform": {
-            "tool_call_usd": plain(book.tool_call_usd) if book else "0",
-            "sandbox_cpu_second_usd": plain(book.sandbox_cpu_second_usd) if book else "0",
-            "storage_gb_month_usd": plain(book.storage_gb_month_usd) if book else "0",
-        },
+        "platform": {f: plain(getattr(book, f)) if book else "0" for f in PLATFORM_FIELDS},
         "entries": entries,
         "overrides": [_entry_json(o) for o in overrides.values()],
     }

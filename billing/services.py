@@ -15,6 +15,9 @@ from django.utils import timezone
 from billing.budgets import cache as budget_cache
 from billing.models import (
     DEFAULT_THRESHOLDS,
+    LEGACY_STORAGE_FIELD,
+    PLATFORM_FIELDS,
+    STORAGE_PRICE_FIELDS,
     BillingAccount,
     Budget,
     BudgetPeriod,
@@ -34,7 +37,6 @@ PRICE_FIELDS = (
     "cache_write_usd_per_mtok",
 )
 ENTRY_FIELDS = ("provider", "model", *PRICE_FIELDS)
-PLATFORM_FIELDS = ("tool_call_usd", "sandbox_cpu_second_usd", "storage_gb_month_usd")
 MAX_CAP_USD = Decimal("10000000")
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,12 @@ def price_book_load(*, data: dict, source: str = "") -> PriceBook:
     if not isinstance(models, list) or not models:
         raise FieldError("models", "must be a non-empty list")
     platform = data.get("platform", {})
+    if not isinstance(platform, dict):
+        raise FieldError("platform", "must be an object of unit prices")
+    if LEGACY_STORAGE_FIELD in platform:
+        # An older file's one storage price stands for every class it does not name.
+        one = platform[LEGACY_STORAGE_FIELD]
+        platform = {**dict.fromkeys(STORAGE_PRICE_FIELDS.values(), one), **platform}
     latest = PriceBook.objects.aggregate(m=Max("version"))["m"] or 0
     book = PriceBook.objects.create(
         version=latest + 1,
@@ -130,7 +138,9 @@ def price_book_load_file(*, path: Path) -> PriceBook:
 
 
 def seed_path() -> Path:
-    return sorted((Path(__file__).parent / "prices").glob("*.json"))[-1]
+    """The newest seed file. Files are named by the month or day their prices were read
+    (2026-12, 2026-12-02), compared part by part so a day sorts after its month."""
+    return max((Path(__file__).parent / "prices").glob("*.json"), key=lambda p: p.stem.split("-"))
 
 
 @transaction.atomic

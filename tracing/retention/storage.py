@@ -35,21 +35,25 @@ def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
     figures[Tier.HOT]["db_bytes"] += (spans["n"] or 0) * SPAN_ROW_BYTES + (spans["size"] or 0)
     figures[Tier.HOT]["db_bytes"] += (payloads["n"] or 0) * PAYLOAD_ROW_BYTES
     figures[Tier.HOT]["db_bytes"] += payloads["size"] or 0
+    # The bytes by where they sit, for billing's price per place: every row in the
+    # database, hot payload objects in STANDARD, each bundle in the class it was
+    # stored as (a deployment may have changed RETENTION_COLD_STORAGE_CLASS since).
+    stored: dict[str, int] = defaultdict(int)
     store = get_blob_store()
     figures[Tier.HOT]["blob_bytes"] = sum(
         size for _, size in store.sizes(tenant_key(tenant_id, "blobs") + "/")
     )
+    stored["STANDARD"] = figures[Tier.HOT]["blob_bytes"]
     for tier, archive in Trace.objects.filter(tier__in=(Tier.WARM, Tier.COLD)).values_list(
         "tier", "archive"
     ):
         figures[tier]["blob_bytes"] += archive["bytes"]
+        stored[archive.get("storage_class") or "STANDARD"] += archive["bytes"]
+    stored["database"] = sum(f["db_bytes"] for f in figures.values())
     now = as_of or timezone.now()
     for tier in (Tier.HOT, Tier.WARM, Tier.COLD):
         StorageUsage.objects.update_or_create(
             tenant_id=tenant_id, tier=tier, defaults={**figures[tier], "updated_at": now}
         )
-    # XXX(retention): one price for every tier until the price book has one per class
-    # (a cold bundle costs less to keep than its STANDARD price says).
-    stored = sum(f["db_bytes"] + f["blob_bytes"] for f in figures.values())
-    storage_day_record(tenant_id=tenant_id, day=now.date(), stored_bytes=stored)
+    storage_day_record(tenant_id=tenant_id, day=now.date(), stored=dict(stored))
     return dict(figures)
