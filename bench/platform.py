@@ -5,6 +5,9 @@ the processes tests/platform/ starts (controlplane/loopback.py):
   from two clients of pre-encoded OTLP protobuf; the ratio (target >= 1.4x on 2 cores),
   and the CPU seconds per 1,000 spans of each process kind, which say where the time went
   and so why a ratio falls short;
+- the work ingest queues for later (search index, costing, alert detection), drained by
+  one worker afterwards: its CPU seconds per 1,000 spans and PostgreSQL's, which say how
+  many worker cores a given span rate needs beside the web's (docs/capacity.md);
 - runs/s (no-op agent, bubblewrap) with 1 and with 2 workers (two pool processes each).
 
 Rounds interleave the layouts and each figure is the median of ROUNDS. The load average
@@ -78,6 +81,21 @@ def postgres_cpu(platform: Platform) -> dict[int, float]:
     return {pid: cpu_of(pid) for pid in pids}
 
 
+def cluster_cpu(platform: Platform) -> float:
+    """CPU seconds of the whole PostgreSQL server so far, exited backends included (the
+    postmaster reaps them: their time is in its cutime/cstime). Server-wide, so only
+    meaningful while nothing else uses the server."""
+    from controlplane.loopback import _children, cpu_of
+
+    backend = platform.sql("SELECT pg_backend_pid()")[0][0]
+    with open(f"/proc/{backend}/stat") as f:
+        postmaster = int(f.read().rsplit(")", 1)[1].split()[1])
+    with open(f"/proc/{postmaster}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    reaped = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu_of(postmaster) + reaped + sum(cpu_of(p) for p in _children(postmaster))
+
+
 def ingest_round(webs, key: str, bodies, platform: Platform) -> dict:
     from controlplane.loopback import cpu_of
     from tracing import otlpload
@@ -102,7 +120,8 @@ def ingest_round(webs, key: str, bodies, platform: Platform) -> dict:
     }
 
 
-def ingest(platform: Platform, env: dict) -> None:
+def ingest(platform: Platform, env: dict) -> int:
+    """Prints the ingest figures; returns how many spans were sent."""
     from controlplane.loopback import start_web
     from tracing import otlpload
 
@@ -118,6 +137,7 @@ def ingest(platform: Platform, env: dict) -> None:
             ]
         ]
         otlpload.post_bodies([f"http://127.0.0.1:{w.port}" for w in webs], key, warm * 2)
+        sent = 2 * len(warm[0]) * TRACES * (STEPS + 1)
         for r in range(ROUNDS):
             for count in (1, 2) if r % 2 == 0 else (2, 1):
                 seed += 2
@@ -131,6 +151,7 @@ def ingest(platform: Platform, env: dict) -> None:
                     for c in (0, 1)
                 ]
                 rounds[count].append(ingest_round(webs[:count], key, bodies, platform))
+                sent += 2 * BATCHES * TRACES * (STEPS + 1)
         for count in (1, 2):
             med = {
                 k: statistics.median(r[k] for r in rounds[count])
@@ -158,9 +179,63 @@ def ingest(platform: Platform, env: dict) -> None:
             f"  on {os.cpu_count()} cores the whole path costs {per_span:.2f} CPU s per 1,000 spans, "
             f"a ceiling of {1000 * os.cpu_count() / per_span:.0f} spans/s for this machine"
         )
+        return sent
     finally:
         for web in webs:
             web.stop()
+
+
+def followup(platform: Platform, env: dict, spans: int) -> None:
+    """Drains what ingest queued for later with one worker and prints its cost per span."""
+    import redis
+
+    from controlplane.loopback import start_worker, wait_until
+
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    queue = env["SEARCH_INDEX_QUEUE"]
+    queued = broker.llen(queue)
+    # A worker's start (imports, Django setup) is not per-span work: measured on an idle
+    # queue and taken off.
+    idle = start_worker(
+        name=f"{TAG}-idle",
+        queues=[f"{TAG}-idle"],
+        concurrency=2,
+        env=env,
+        log_path=LOGS / "idle.log",
+    )
+    time.sleep(1)
+    startup = idle.cpu_seconds()
+    idle.stop()
+    pg_before = cluster_cpu(platform)
+    started = time.perf_counter()
+    worker = start_worker(
+        name=f"{TAG}-later",
+        queues=[queue],
+        concurrency=2,
+        env=env,
+        log_path=LOGS / "later.log",
+    )
+    try:
+        wait_until(lambda: broker.llen(queue) == 0, timeout=1800, what="follow-up not drained")
+        last = -1.0
+        while (cpu := worker.cpu_seconds()) != last:  # the last tasks taken finish
+            last = cpu
+            time.sleep(1)
+        elapsed = time.perf_counter() - started - 1
+        per_k = 1000 / spans
+        work = (cpu - startup) * per_k
+        # A task's connection closes when it ends, taking its backend's figures with it.
+        pg = (cluster_cpu(platform) - pg_before) * per_k
+        print(
+            f"follow-up (index, cost, alerts) of {spans} spans, {queued} tasks, one worker of "
+            f"2 pool processes: {spans / elapsed:.0f} spans/s ({loadavg()})"
+        )
+        print(
+            f"  CPU s per 1,000 spans: worker {work:.2f}, "
+            f"PostgreSQL (the whole server: quiet machine only) {pg:.2f}"
+        )
+    finally:
+        worker.stop()
 
 
 def runs(env: dict) -> None:
@@ -243,7 +318,7 @@ def main() -> None:
     parts = os.environ.get("BENCH_PARTS", "ingest,runs").split(",")
     try:
         if "ingest" in parts:
-            ingest(platform, env)
+            followup(platform, env, ingest(platform, env))
         if "runs" in parts:
             runs(env)
     finally:
