@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from frontend import views
+from frontend import playground, views
 
 tenant = "t/<slug:tenant_slug>"
 
@@ -18,6 +18,11 @@ urlpatterns = [
         f"{tenant}/traces/<str:trace_id>/spans/<str:span_id>",
         views.span_detail,
         name="span-detail",
+    ),
+    path(
+        f"{tenant}/traces/<str:trace_id>/spans/<str:span_id>/playground",
+        playground.playground_page,
+        name="playground",
     ),
     path(f"{tenant}/sessions/", views.session_list, name="session-list"),
     path(f"{tenant}/sessions/<path:session_id>/", views.session_detail, name="session-detail"),

@@ -22,6 +22,8 @@ from frontend import present, roles
 from frontend.decorators import is_partial, tenant_view
 from frontend.forms import LoginForm
 from frontend.render import render_page
+from replay import playground
+from replay import selectors as replay_selectors
 from tracing import selectors
 from tracing.query import export, sessions, traces, users
 from tracing.query.filters import (
@@ -218,6 +220,7 @@ def trace_detail(request, tenant_slug, trace_id):
         "alerts": alerts_selectors.alerted_traces(trace_ids=[trace.trace_id.hex]).get(
             trace.trace_id.hex, 0
         ),
+        "playground_run": replay_selectors.playground_run_of_trace(trace_id=trace.trace_id.hex),
         "mark": retention_selectors.trace_mark_get(trace_hex=trace.trace_id.hex),
         "extended_days": retention_selectors.retention_policy_get()
         .of(trace.agent_name)
@@ -303,6 +306,7 @@ def _span_context(trace, span_hex: str) -> dict | None:
         conversation.append(system)
     conversation += [present.message_view(m) for m in detail["input_messages"] or []]
     output = [present.message_view(m) for m in detail["output_messages"] or []]
+    llm_call = labels["operation"] in playground.LLM_OPERATIONS
     return {
         "span": span,
         "cost": billing_selectors.span_costs(trace_id=trace.trace_id).get(span.span_id),
@@ -328,6 +332,12 @@ def _span_context(trace, span_hex: str) -> dict | None:
         ],
         "links": detail["links"],
         "redactions": sorted((span.redactions or {}).items()),
+        "llm_call": llm_call,
+        "playground_runs": replay_selectors.playground_runs_of(
+            trace_id=trace.trace_id.hex, span_id=span_hex, limit=10
+        )
+        if llm_call
+        else [],
     }
 
 

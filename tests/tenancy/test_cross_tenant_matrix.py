@@ -55,6 +55,7 @@ OBJECTS = {
     "t/<slug:tenant_slug>/traces/<str:trace_id>/",
     "t/<slug:tenant_slug>/traces/<str:trace_id>/mark",
     "t/<slug:tenant_slug>/traces/<str:trace_id>/spans/<str:span_id>",
+    "t/<slug:tenant_slug>/traces/<str:trace_id>/spans/<str:span_id>/playground",
     "t/<slug:tenant_slug>/sessions/<path:session_id>/",
     "t/<slug:tenant_slug>/runs/<int:run_id>/",
     "t/<slug:tenant_slug>/runs/<int:run_id>/cancel",
