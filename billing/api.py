@@ -14,6 +14,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 
 from billing import selectors, services
+from billing.budgets import user_as_stored
 from billing.models import Budget
 from billing.store import Unreachable
 from controlplane.api_base import TenantAPIView
@@ -71,8 +72,9 @@ class BudgetListView(TenantAPIView):
 
     @extend_schema(
         summary="Create a budget",
-        description='{"scope": "tenant"|"agent"|"run", "agent": name, "period": '
-        '"day"|"month"|"lifetime", "cap_usd": "50.00", "thresholds": [0.5, 0.8, 1.0]}',
+        description='{"scope": "tenant"|"agent"|"run"|"user", "agent": name, "user": '
+        "user id (scope user: the spans' user.id, enduser.id ..., redacted as spans are), "
+        '"period": "day"|"month"|"lifetime", "cap_usd": "50.00", "thresholds": [0.5, 0.8, 1.0]}',
     )
     def post(self, request):
         budget = _call(
@@ -126,7 +128,7 @@ class BudgetDetailView(TenantAPIView):
     def get(self, request, budget_id: int):
         return Response(selectors.budgets_with_spend([self._budget(budget_id)])[0])
 
-    @extend_schema(summary="Change a budget's cap, thresholds or agent")
+    @extend_schema(summary="Change a budget's cap, thresholds, agent or user")
     def put(self, request, budget_id: int):
         budget = _call(
             services.budget_update,
@@ -146,15 +148,26 @@ class BudgetCheckView(TenantAPIView):
     required_scope = Scope.READ
 
     @extend_schema(
-        summary="May this agent make its next call? (for external agents, before each call)",
-        parameters=[OpenApiParameter("agent", str, required=True)],
+        summary="May this agent (for this user) make its next call? (for external agents, "
+        "before each call)",
+        parameters=[
+            OpenApiParameter("agent", str, description="the agent's name"),
+            OpenApiParameter("user", str, description="the user the call is for"),
+        ],
     )
     def get(self, request):
         agent = request.query_params.get("agent", "")
-        if not agent:
-            raise ValidationError({"agent": ["is required: the agent's name"]})
+        user = request.query_params.get("user", "")
+        if not agent and not user:
+            raise ValidationError({"agent": ["is required: the agent's name, or a user"]})
+        if len(agent) > 255 or len(user) > 255:
+            raise ValidationError({"agent" if len(agent) > 255 else "user": ["is too long"]})
+        if user:
+            user = user_as_stored(tenant_id=request.tenant.pk, user=user)
         try:
-            return Response(selectors.budget_check(tenant_id=request.tenant.pk, agent=agent))
+            return Response(
+                selectors.budget_check(tenant_id=request.tenant.pk, agent=agent, user=user)
+            )
         except Unreachable:
             return Response(
                 {"error": "unavailable", "detail": "the budget store cannot be reached"}, status=503
@@ -197,9 +210,11 @@ class UsageView(TenantAPIView):
     required_scope = Scope.READ
 
     @extend_schema(
-        summary="Cost and tokens by day, agent, model and cost kind",
+        summary="Cost and tokens by day, agent, model, cost kind and user",
         parameters=[
-            OpenApiParameter("group_by", str, description="comma-separated: day,agent,model,kind"),
+            OpenApiParameter(
+                "group_by", str, description="comma-separated: day,agent,model,kind,user"
+            ),
             OpenApiParameter("from", str, description="first day, YYYY-MM-DD (30 days ago)"),
             OpenApiParameter("to", str, description="last day, YYYY-MM-DD (today)"),
             OpenApiParameter("format", str, enum=["json", "csv"]),

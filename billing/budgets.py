@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections import Counter
 from datetime import date
 from decimal import Decimal
 
@@ -14,6 +15,7 @@ from billing.signals import budget_threshold_crossed
 from billing.store import Window
 from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
+from tracing.ingest.policy import tenant_redaction
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +35,21 @@ def budget_label(budget: Budget) -> str:
         subject = "the tenant's"
     elif budget.scope == BudgetScope.AGENT:
         subject = f"agent {budget.agent!r}'s"
+    elif budget.scope == BudgetScope.USER:
+        subject = f"user {budget.user!r}'s"
     elif budget.run_id:
         subject = f"run {budget.run_id}'s"
     else:
         subject = f"the per-run ({budget.agent or 'every agent'})"
     period = "" if budget.scope == BudgetScope.RUN else f" {budget.period}"
     return f"budget {budget.pk} ({subject}{period} cap of ${usd(budget.cap_nusd)})"
+
+
+def user_as_stored(*, tenant_id: int, user: str) -> str:
+    """A user id as spans' users are stored: redacted by the tenant's redactor, so a
+    budget for "dev@acme.example" matches the spans that carried that address (stored
+    as "[EMAIL:3f9a]"), and a placeholder given as such stays as it is."""
+    return tenant_redaction(tenant_id).redactor.redact_short(user, Counter())[:255]
 
 
 def as_window(budget: Budget, *, day: date, run_id: int | None) -> Window:
@@ -52,13 +63,18 @@ def as_window(budget: Budget, *, day: date, run_id: int | None) -> Window:
     )
 
 
-def applicable(*, tenant_id: int, agent: str, run_id: int | None) -> list[Budget]:
-    """The budgets a call of this agent (and run, for a managed one) answers to, from
-    the cache below: a budget changed elsewhere applies within TTL seconds."""
+def applicable(*, tenant_id: int, agent: str, run_id: int | None, user: str = "") -> list[Budget]:
+    """The budgets a call of this agent (and run, for a managed one; and user, for a
+    span that names one) answers to, from the cache below: a budget changed elsewhere
+    applies within TTL seconds."""
     tenant_wide, own = cache.budgets(tenant_id, run_id)
     out = []
     for b in tenant_wide:
-        if b.scope == BudgetScope.TENANT or (b.scope == BudgetScope.AGENT and b.agent == agent):
+        if (
+            b.scope == BudgetScope.TENANT
+            or (b.scope == BudgetScope.AGENT and b.agent == agent)
+            or (b.scope == BudgetScope.USER and user and b.user == user)
+        ):
             out.append(b)
         elif b.scope == BudgetScope.RUN and run_id is not None and b.agent in ("", agent):
             out.append(b)  # a cap on each run (of the agent)
@@ -107,10 +123,10 @@ cache = BudgetCache()
 
 
 def windows_for(
-    *, tenant_id: int, agent: str, run_id: int | None, day: date | None = None
+    *, tenant_id: int, agent: str, run_id: int | None, day: date | None = None, user: str = ""
 ) -> list[Window]:
     day = day or timezone.now().date()
-    budgets = applicable(tenant_id=tenant_id, agent=agent, run_id=run_id)
+    budgets = applicable(tenant_id=tenant_id, agent=agent, run_id=run_id, user=user)
     return [as_window(b, day=day, run_id=run_id) for b in budgets]
 
 
@@ -151,6 +167,7 @@ def _send(budget_id: int, key: str, threshold: str, spent: int) -> None:
         budget_id=budget.pk,
         scope=budget.scope,
         agent=budget.agent,
+        user=budget.user,
         run_id=budget.run_id or (int(key[4:]) if key.startswith("run:") else None),
         period=budget.period,
         window=key,

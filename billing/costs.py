@@ -15,7 +15,7 @@ the once-only rule holds when two batches of one trace are costed at once.
 """
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
@@ -30,6 +30,8 @@ from controlplane.tenancy import tenant_scope
 from tracing import labels
 from tracing import services as tracing_services
 from tracing.ingest import rows
+from tracing.ingest.normalise import USER_KEYS
+from tracing.ingest.policy import tenant_redaction
 from tracing.models import Span, Trace
 from tracing.selectors import span_detail_unpack
 
@@ -102,10 +104,11 @@ def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         return 0
     span_ids = set().union(*wanted.values())
     with tenant_scope(tenant_id), write_turn(), transaction.atomic():
-        # Batches of these traces take turns from here to commit.
-        list(
+        # Batches of these traces take turns from here to commit; each trace's user is
+        # the one its calls count toward when they name none of their own.
+        trace_users = dict(
             Trace.objects.select_for_update()
-            .filter(trace_id__in=wanted).order_by("trace_id").values_list("pk", flat=True)
+            .filter(trace_id__in=wanted).order_by("trace_id").values_list("trace_id", "user_id")
         )  # fmt: skip
         # Only this batch's spans with usage: the traces' earlier spans are not read again.
         candidates = [
@@ -118,7 +121,7 @@ def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             return 0
         values = labels.values_of(tenant_id, {s.labels_id for s in candidates})
         candidates = [s for s in candidates if values[s.labels_id]["operation"] in LLM_OPERATIONS]
-        new_rows = _cost_rows(tenant_id, candidates, values)
+        new_rows = _cost_rows(tenant_id, candidates, values, trace_users)
         if not new_rows:
             return 0
         # Each trace id as the database stores it, and answers it back.
@@ -146,7 +149,19 @@ def _stored_uuid(value):
     return value if isinstance(value, uuid.UUID | bytes) else bytes(value)
 
 
-def _cost_rows(tenant_id: int, candidates: list[_Call], values: dict) -> list[dict]:
+def _span_user(attrs: dict, redactor, trace_user: str) -> str:
+    """The user a call counts toward: the span's own (the span path's keys), redacted
+    as the trace's user column is so that the two agree, else its trace's."""
+    for key in USER_KEYS:
+        value = attrs.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return redactor.redact_short(str(value), Counter())[:255]
+    return trace_user or ""
+
+
+def _cost_rows(
+    tenant_id: int, candidates: list[_Call], values: dict, trace_users: dict
+) -> list[dict]:
     traces = {s.trace_id for s in candidates}
     # What is counted already in these traces: calls by response id, spans by id.
     stored = SpanCost.objects.filter(trace_id__in=traces, counted=True).values_list(
@@ -160,6 +175,7 @@ def _cost_rows(tenant_id: int, candidates: list[_Call], values: dict) -> list[di
         if call_key:
             counted_calls.add((trace_id, call_key))
     prices: dict[tuple, object] = {}  # one lookup per provider, model and day in a batch
+    redactor = tenant_redaction(tenant_id).redactor
     out = []
     # Parents start first: within a batch the outer span of a call counts.
     for s in sorted(candidates, key=lambda s: (s.trace_id, s.start_ns, s.span_id)):
@@ -180,6 +196,7 @@ def _cost_rows(tenant_id: int, candidates: list[_Call], values: dict) -> list[di
             "parent_span_id": s.parent_span_id, "day": day, "call_key": call_key,
             "agent_name": v["agent_name"] or v["service_name"], "session_id": s.session_id,
             "run_id": s.run_id, "provider": v["provider"], "model": model[:255],
+            "user_id": _span_user(attrs, redactor, trace_users.get(s.trace_id, "")),
             "input_tokens": s.input_tokens or 0, "output_tokens": s.output_tokens or 0,
             "cache_read_tokens": _first_int(attrs, CACHE_READ_KEYS),
             "cache_write_tokens": _first_int(attrs, CACHE_WRITE_KEYS),
@@ -235,7 +252,7 @@ def _rollups_add(tenant_id: int, counted: list[dict]) -> None:
     daily, totals = {}, {}
     for r in counted:
         sums = _sums(r)
-        _add(daily, (r["day"], CostKind.LLM, r["agent_name"], r["model"]), sums)
+        _add(daily, (r["day"], CostKind.LLM, r["agent_name"], r["model"], r["user_id"]), sums)
         _add(totals, ("trace", r["trace_id"].hex), sums)
         if r["run_id"]:
             _add(totals, ("run", r["run_id"]), sums)
@@ -266,8 +283,11 @@ def _upsert_daily(tenant_id: int, daily: dict) -> None:
     adapt = connection.ops.adapt_datefield_value
     _upsert(
         "billing_usagedaily",
-        ("day", "kind", "agent_name", "model"),
-        [(tenant_id, adapt(d), str(k), a[:255], m[:255], *s) for (d, k, a, m), s in daily.items()],
+        ("day", "kind", "agent_name", "model", "user_id"),
+        [
+            (tenant_id, adapt(d), str(k), a[:255], m[:255], u, *s)
+            for (d, k, a, m, u), s in daily.items()
+        ],
     )
 
 
@@ -293,14 +313,14 @@ def usage_add(
     from django.utils import timezone
 
     sums = [cost_nusd, 0, 0, 0, 0, calls, 0]
-    _upsert_daily(tenant_id, {(day or timezone.now().date(), kind, agent, ""): sums})
+    _upsert_daily(tenant_id, {(day or timezone.now().date(), kind, agent, "", ""): sums})
     _upsert_totals(tenant_id, {("run", str(run_id)): sums})
 
 
 def _charge_external(tenant_id: int, costed: list[dict]) -> None:
-    """External agents' calls count against the tenant's and their agent's budgets here
-    (a managed run's calls were reserved and settled by its gateway). A call recorded
-    while a budget is over its cap is flagged over_budget."""
+    """External agents' calls count against the tenant's, their agent's and their user's
+    budgets here (a managed run's calls were reserved and settled by its gateway). A
+    call recorded while a budget is over its cap is flagged over_budget."""
     if not costed:
         return
     from execution.models import Run
@@ -320,10 +340,12 @@ def _charge_external(tenant_id: int, costed: list[dict]) -> None:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in costed:
         if r["run_id"] not in managed and r["trace_id"].hex not in held:
-            groups[(r["agent_name"], r["day"])].append(r)
+            groups[(r["agent_name"], r["user_id"], r["day"])].append(r)
     store = get_store()
-    for (agent, day), group in groups.items():
-        windows = budgets.windows_for(tenant_id=tenant_id, agent=agent, run_id=None, day=day)
+    for (agent, user, day), group in groups.items():
+        windows = budgets.windows_for(
+            tenant_id=tenant_id, agent=agent, run_id=None, day=day, user=user
+        )
         if not windows:
             continue
         amount = sum(r["cost_nusd"] for r in group)

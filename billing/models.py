@@ -165,13 +165,16 @@ class SpanCost(TenantModel):
 
 
 class UsageDaily(TenantModel):
-    """Cost and tokens per tenant, day, kind, agent and model, added to as costs arrive:
-    the tenant's, each agent's and each model's figures by day are sums of these."""
+    """Cost and tokens per tenant, day, kind, agent, model and user, added to as costs
+    arrive: the tenant's, each agent's, model's and user's figures by day are sums of
+    these. `user_id` is the span's user as its trace records it (redacted); a managed
+    run's tools and sandbox time have none."""
 
     day = models.DateField()
     kind = models.CharField(max_length=16, choices=CostKind.choices)
     agent_name = models.CharField(max_length=255, blank=True)
     model = models.CharField(max_length=255, blank=True)
+    user_id = models.CharField(max_length=255, blank=True, default="")
     cost_nusd = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
@@ -183,7 +186,8 @@ class UsageDaily(TenantModel):
     class Meta(TenantModel.Meta):
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "day", "kind", "agent_name", "model"], name="usage_daily_unique"
+                fields=["tenant", "day", "kind", "agent_name", "model", "user_id"],
+                name="usage_daily_unique",
             )
         ]
 
@@ -211,6 +215,7 @@ class BudgetScope(models.TextChoices):
     TENANT = "tenant"
     AGENT = "agent"
     RUN = "run"
+    USER = "user"
 
 
 class BudgetPeriod(models.TextChoices):
@@ -231,11 +236,13 @@ class Budget(TenantModel):
 
     tenant: all of the tenant's spend; agent: one agent's (by name, so external agents
     have budgets too); run: each run's own spend (of one agent, or of every run), or
-    one run's when `run` is set (a run's `budget_usd`).
+    one run's when `run` is set (a run's `budget_usd`); user: one user's spend (the
+    spans' user as their traces record it, redacted), e.g. a coding agent's user.
     """
 
     scope = models.CharField(max_length=8, choices=BudgetScope.choices)
     agent = models.CharField(max_length=255, blank=True, default="")
+    user = models.CharField(max_length=255, blank=True, default="")
     run = models.ForeignKey(
         "execution.Run", on_delete=models.CASCADE, null=True, blank=True, related_name="+"
     )
@@ -251,7 +258,7 @@ class Budget(TenantModel):
         indexes = [models.Index(fields=["tenant", "scope"], name="budget_tenant_scope")]
 
     def __str__(self):
-        subject = self.agent or (f"run {self.run_id}" if self.run_id else "")
+        subject = self.agent or self.user or (f"run {self.run_id}" if self.run_id else "")
         return f"budget {self.pk} ({self.scope} {subject} {self.period})".replace("  ", " ")
 
 

@@ -78,6 +78,7 @@ def budget_json(budget: Budget, spend: tuple | None, window: str | None) -> dict
         "id": budget.pk,
         "scope": budget.scope,
         "agent": budget.agent,
+        "user": budget.user,
         "run": budget.run_id,
         "period": budget.period,
         "cap_usd": usd(budget.cap_nusd),
@@ -113,9 +114,10 @@ def budgets_with_spend(budgets: list[Budget]) -> list[dict]:
     ]
 
 
-def budget_check(*, tenant_id: int, agent: str) -> dict:
-    """Whether an external agent's next call is within every budget it answers to."""
-    windows = budget_rules.windows_for(tenant_id=tenant_id, agent=agent, run_id=None)
+def budget_check(*, tenant_id: int, agent: str, user: str = "") -> dict:
+    """Whether an external agent's next call (for this user, when one is named) is
+    within every budget it answers to. `user` is as spans' users are stored."""
+    windows = budget_rules.windows_for(tenant_id=tenant_id, agent=agent, run_id=None, user=user)
     try:
         states = get_store().state(windows)
     except Unreachable:
@@ -123,6 +125,7 @@ def budget_check(*, tenant_id: int, agent: str) -> dict:
             raise
         return {
             "agent": agent,
+            "user": user,
             "allowed": True,
             "detail": "the budget store cannot be reached; the tenant lets calls go ahead",
             "budgets": [],
@@ -143,6 +146,7 @@ def budget_check(*, tenant_id: int, agent: str) -> dict:
     refused = [c for c in checked if not c["allowed"]]
     return {
         "agent": agent,
+        "user": user,
         "allowed": not refused,
         "detail": f"budget {refused[0]['id']} is spent" if refused else "",
         "budgets": checked,
@@ -240,8 +244,8 @@ def run_cost(*, run) -> dict:
 
 # --- usage reports ---------------------------------------------------------------------
 
-GROUPS = ("day", "agent", "model", "kind")
-_COLUMN = {"day": "day", "agent": "agent_name", "model": "model", "kind": "kind"}
+GROUPS = ("day", "agent", "model", "kind", "user")
+_COLUMN = {"day": "day", "agent": "agent_name", "model": "model", "kind": "kind", "user": "user_id"}
 
 
 def usage(*, since: date, until: date, group_by: list[str]) -> list[dict]:

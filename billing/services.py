@@ -13,6 +13,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from billing.budgets import cache as budget_cache
+from billing.budgets import user_as_stored
 from billing.models import (
     DEFAULT_THRESHOLDS,
     LEGACY_STORAGE_FIELD,
@@ -194,10 +195,10 @@ def _thresholds(value) -> list:
     return sorted(set(out))
 
 
-def _budget_fields(data: dict, *, partial_of: Budget | None = None) -> dict:
+def _budget_fields(data: dict, *, tenant_id: int, partial_of: Budget | None = None) -> dict:
     if not isinstance(data, dict):
         raise FieldError("body", "must be a JSON object")
-    known = {"scope", "agent", "period", "cap_usd", "thresholds"}
+    known = {"scope", "agent", "user", "period", "cap_usd", "thresholds"}
     unknown = set(data) - known - {"id", "spend"}
     if unknown:
         raise FieldError(sorted(unknown)[0], f"unknown field (known: {', '.join(sorted(known))})")
@@ -210,8 +211,17 @@ def _budget_fields(data: dict, *, partial_of: Budget | None = None) -> dict:
         raise FieldError("agent", "must be an agent's name")
     if scope == BudgetScope.AGENT and not agent:
         raise FieldError("agent", "is required for an agent budget")
-    if scope == BudgetScope.TENANT and agent:
-        raise FieldError("agent", "must be empty for a tenant budget")
+    if scope in (BudgetScope.TENANT, BudgetScope.USER) and agent:
+        raise FieldError("agent", f"must be empty for a {scope} budget")
+    user = data.get("user", current.user if current else "") or ""
+    if not isinstance(user, str) or len(user) > 255:
+        raise FieldError("user", "must be a user's id")
+    if scope == BudgetScope.USER and not user.strip():
+        raise FieldError("user", "is required for a user budget")
+    if scope != BudgetScope.USER and user:
+        raise FieldError("user", "is only for a user budget")
+    if "user" in data and user:
+        user = user_as_stored(tenant_id=tenant_id, user=user.strip())
     default_period = BudgetPeriod.LIFETIME if scope == BudgetScope.RUN else BudgetPeriod.MONTH
     period = data.get("period", current.period if current else default_period)
     if period not in BudgetPeriod.values:
@@ -233,6 +243,7 @@ def _budget_fields(data: dict, *, partial_of: Budget | None = None) -> dict:
     return {
         "scope": scope,
         "agent": agent,
+        "user": user,
         "period": period,
         "cap_nusd": cap,
         "thresholds": thresholds,
@@ -243,6 +254,7 @@ def _audit_data(budget: Budget) -> dict:
     return {
         "scope": budget.scope,
         "agent": budget.agent,
+        "user": budget.user,
         "period": budget.period,
         "cap_usd": usd(budget.cap_nusd),
         "thresholds": budget.thresholds,
@@ -251,7 +263,7 @@ def _audit_data(budget: Budget) -> dict:
 
 @transaction.atomic
 def budget_create(*, tenant: Tenant, data: dict, actor: Actor) -> Budget:
-    budget = Budget.objects.create(tenant=tenant, **_budget_fields(data))
+    budget = Budget.objects.create(tenant=tenant, **_budget_fields(data, tenant_id=tenant.pk))
     budget_cache.invalidate(tenant.pk)
     audit_record(
         tenant=tenant, actor=actor, action="budget.create", target=budget, data=_audit_data(budget)
@@ -261,7 +273,7 @@ def budget_create(*, tenant: Tenant, data: dict, actor: Actor) -> Budget:
 
 @transaction.atomic
 def budget_update(*, budget: Budget, data: dict, actor: Actor) -> Budget:
-    fields = _budget_fields(data, partial_of=budget)
+    fields = _budget_fields(data, tenant_id=budget.tenant_id, partial_of=budget)
     if fields["scope"] != budget.scope or fields["period"] != budget.period:
         # Spend is kept per period of one scope: a different one is a new budget.
         raise FieldError(

@@ -146,6 +146,6 @@ def test_external_spend_fires_each_threshold_once_also_when_a_batch_is_resent(
 def test_the_budget_check_answers_for_an_external_agent(api, acme, make_key):
     key = make_key(acme, "read")
     body = api.get("/api/v1/budgets/check?agent=support", key=key).json()
-    assert body == {"agent": "support", "allowed": True, "detail": "", "budgets": []}
+    assert body == {"agent": "support", "user": "", "allowed": True, "detail": "", "budgets": []}
     resp = api.get("/api/v1/budgets/check", key=key)
     assert resp.status_code == 400 and "agent" in resp.json()["detail"]

@@ -3,14 +3,17 @@ their chat spans from the price book (beside the agent's own figure), their spen
 counts toward the tenant's and the agent's budgets, and the alert detectors see them."""
 
 import json
+from datetime import UTC, datetime
 
 import pytest
+from django.db.models import Sum
 from django.test import TestCase
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from alerts.models import Alert, AlertRule
 from alerts.tasks import detect_spans
-from billing.models import Budget, SpanCost
+from billing.budgets import windows_for
+from billing.models import Budget, BudgetWindow, SpanCost, UsageDaily
 from billing.selectors import budget_check
 from controlplane.tenancy import tenant_scope
 from tests.alerts.helpers import announced
@@ -65,6 +68,38 @@ def test_their_spend_is_costed_and_counts_toward_budgets(acme, settings):
     assert spent[tenant_budget.pk] == spent[agent_budget.pk] == str(total / 10**9)
     # The agent's budget is over its cap: its next call is refused.
     assert check["allowed"] is False and f"budget {agent_budget.pk}" in check["detail"]
+
+
+def test_a_sessions_spend_counts_toward_its_users_budget(acme, settings):
+    """Claude Code names its user on every record (user.id, an installation id): the
+    folded session's calls count toward that user's budget, and another user's is left
+    alone."""
+    user = fixture(CLAUDE_CODE)["standard"]["user.id"]
+    with tenant_scope(acme):
+        users_budget = Budget.objects.create(
+            tenant=acme, scope="user", user=user, period="day", cap_nusd=10**9
+        )
+        other = Budget.objects.create(
+            tenant=acme, scope="user", user="someone-else", period="day", cap_nusd=10**9
+        )
+    with cost_queue(settings) as drain:
+        assert ingest(acme, otlp_json(fixture(CLAUDE_CODE), start_ns=START)).accepted == 10
+        drain()
+    with tenant_scope(acme):
+        total = sum(c.cost_nusd for c in SpanCost.objects.all())
+        by_user = dict(
+            UsageDaily.objects.values("user_id")
+            .annotate(c=Sum("cost_nusd"))
+            .values_list("user_id", "c")
+        )
+    assert total > 0 and by_user == {user: total}
+    day = datetime.fromtimestamp(START / 1e9, tz=UTC).date()
+    windows = {w.budget_id: w for w in windows_for(tenant_id=acme.id, agent="", run_id=None,
+                                                   day=day, user=user)}  # fmt: skip
+    assert set(windows) == {users_budget.pk}
+    with tenant_scope(acme):
+        spent = dict(BudgetWindow.objects.values_list("budget_id", "spent_nusd"))
+    assert spent == {users_budget.pk: total} and other.pk not in spent
 
 
 def test_the_alert_detectors_see_their_errors(acme, settings):

@@ -18,6 +18,11 @@ from frontend.decorators import tenant_view
 class BudgetForm(forms.Form):
     scope = forms.ChoiceField(choices=BudgetScope.choices)
     agent = forms.CharField(required=False, max_length=255, help_text="for an agent or per-run cap")
+    user = forms.CharField(
+        required=False,
+        max_length=255,
+        help_text="for a user cap: the user id the spans carry (user.id, enduser.id, e-mail)",
+    )
     period = forms.ChoiceField(choices=BudgetPeriod.choices, initial=BudgetPeriod.MONTH)
     cap_usd = forms.DecimalField(label="Cap (USD)", min_value=0, max_digits=14, decimal_places=6)
     thresholds = forms.CharField(
