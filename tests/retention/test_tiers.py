@@ -6,9 +6,12 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from alerts.models import Alert
 from billing.models import UsageDaily
 from controlplane.blobstore import get_blob_store
 from controlplane.tenancy import tenant_scope
+from execution.models import Agent, AgentVersion, Run
+from replay.models import JournalStep
 from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, tier_of
 from tracing.models import Payload, SearchText, Span, Trace, TraceText
 from tracing.query.filters import TraceFilters
@@ -231,3 +234,73 @@ def test_it_finds_a_span_of_an_archived_trace_without_its_trace_id(api, acme, ma
     assert api.get(f"/api/v1/spans/{span_id}", key=key).status_code == 404
     apply(acme, days_ahead=4)
     assert api.get(f"/api/v1/spans/{span_id}", key=key).json() == hot
+
+
+def test_it_keeps_traces_held_by_id_or_tenant_wide_and_alerted_ones_past_their_days(
+    api, acme, make_key
+):
+    key = make_key(acme, "admin")
+    set_policy(api, key)
+    held, alerted = send_trace(acme, session="held"), send_trace(acme, session="alerted")
+    plain = send_trace(acme, session="plain")
+    by_id = api.post("/api/v1/legal-holds", key=key, json={"scope": "trace", "value": held})
+    assert by_id.status_code == 201, by_id.text
+    with tenant_scope(acme):
+        Alert.objects.create(
+            tenant=acme, detector="loop", cause="loop", trace_id=alerted, summary="a loop"
+        )
+    apply(acme, days_ahead=10)
+    assert tier_of(acme, plain) is None
+    assert (tier_of(acme, held), tier_of(acme, alerted)) == (Tier.COLD, Tier.COLD)
+    tenant_wide = api.post("/api/v1/legal-holds", key=key, json={"scope": "tenant"})
+    assert tenant_wide.status_code == 201, tenant_wide.text
+    assert api.delete(f"/api/v1/legal-holds/{by_id.json()['id']}", key=key).status_code == 204
+    apply(acme, days_ahead=31)
+    assert tier_of(acme, alerted) == Tier.COLD  # held by the tenant's hold now
+    assert tier_of(acme, held) == Tier.COLD
+    path = f"/api/v1/legal-holds/{tenant_wide.json()['id']}"
+    assert api.delete(path, key=key).status_code == 204
+    apply(acme, days_ahead=31)
+    assert (tier_of(acme, held), tier_of(acme, alerted)) == (None, None)
+
+
+def test_it_moves_an_agents_traces_by_the_agents_own_days(api, acme, make_key):
+    key = make_key(acme, "admin")
+    set_policy(api, key, agents={"support": {"hot_days": 5}})
+    trace = send_trace(acme)  # the support agent's
+    assert "0 traces to warm" in apply(acme, days_ahead=1.5)
+    assert tier_of(acme, trace) == Tier.HOT
+    set_policy(api, key, agents={"billing": {"hot_days": 5}})
+    assert "1 traces to warm" in apply(acme, days_ahead=1.5)
+    assert tier_of(acme, trace) == Tier.WARM
+
+
+def test_it_deletes_a_managed_runs_journal_with_its_trace_and_keeps_the_run(api, acme, make_key):
+    key = make_key(acme, "admin")
+    set_policy(api, key)
+    trace = send_trace(acme)
+    with tenant_scope(acme):
+        agent = Agent.objects.create(tenant=acme, name="support")
+        version = AgentVersion.objects.create(
+            tenant=acme,
+            agent=agent,
+            version=1,
+            bundle_sha256="0" * 64,
+            bundle_format="zip",
+            bundle_size=1,
+            manifest={},
+        )
+        run = Run.objects.create(
+            tenant=acme, agent=agent, version=version, status="succeeded", trace_id=trace
+        )
+        for step in (1, 2):
+            JournalStep.objects.create(
+                tenant=acme, run=run, step=step, kind="llm", request_hash=f"h{step}"
+            )
+    Trace.all_tenants.filter(tenant=acme, trace_id=trace).update(run_id=str(run.pk))
+    assert "1 traces to warm" in apply(acme, days_ahead=1.5)
+    assert JournalStep.all_tenants.filter(run=run).count() == 2  # kept while the trace is
+    out = apply(acme, days_ahead=7)
+    assert "1 deleted" in out and "2 journal steps" in out
+    assert not JournalStep.all_tenants.filter(run=run).exists()
+    assert Run.all_tenants.filter(pk=run.pk, status="succeeded").exists()
