@@ -418,3 +418,11 @@ CELERY_BEAT_SCHEDULE["tracing.apply_retention"] = {
     "task": "tracing.apply_retention",
     "schedule": 3600.0,  # each run does what is due; most hours nothing is
 }
+# Coding agents' metric points (tracing/codingagents/README.md) are kept this many days,
+# whatever the tenant's trace retention (older points are refused on arrival); hourly,
+# beat makes the next days' PostgreSQL partitions and drops the older ones.
+METRICS_RETENTION_DAYS = env_int("METRICS_RETENTION_DAYS", 400, minimum=1)
+CELERY_BEAT_SCHEDULE["tracing.metric_partitions"] = {
+    "task": "tracing.metric_partitions",
+    "schedule": 3600.0,
+}

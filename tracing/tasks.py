@@ -32,6 +32,14 @@ def refresh_dictionaries_due() -> None:
         refresh_dictionaries.delay(tenant_id=tenant_id)
 
 
+@periodic_task(name="tracing.metric_partitions", soft_time_limit=600, time_limit=660)
+def metric_partitions() -> None:
+    """Beat: the metric store's partitions made ahead, and its old days dropped."""
+    from tracing.codingagents.metrics import metric_partitions_maintain
+
+    metric_partitions_maintain()
+
+
 @shared_task(
     base=TenantTask,
     name="tracing.refresh_dictionaries",

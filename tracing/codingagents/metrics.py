@@ -1,8 +1,10 @@
 """OTLP metrics to MetricPoint rows: sums, gauges and histograms, per tenant.
 
-On PostgreSQL the table is partitioned by day; a day's partition is created the first
-time a point of that day arrives (under an advisory lock, so two processes do not race
-to create it), and dropping old data is dropping partitions. Points are stored once
+On PostgreSQL the table is partitioned by day; the beat job `tracing.metric_partitions`
+creates today's and the next days' partitions ahead and drops those older than
+METRICS_RETENTION_DAYS (on SQLite it deletes old rows in bounded batches). A day's
+partition is also created the first time a point of that day arrives, should the beat
+be late (under an advisory lock, so two processes do not race to create it). Points are stored once
 per (series, time), so a resent batch changes nothing. Attribute values are redacted
 with the tenant's rules like every span attribute.
 """
@@ -14,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -25,10 +28,14 @@ from tracing.ingest.normalise import MAX_NS, attributes
 from tracing.ingest.pipeline import IngestResult
 from tracing.ingest.policy import tenant_redaction
 
-# Points further from now than this are refused: each day costs a partition.
-PAST_DAYS = 400
+# Points further from now than METRICS_RETENTION_DAYS back or this ahead are refused:
+# each day costs a partition, and an older point would land in a dropped one.
 FUTURE_DAYS = 2
-PARTITION_LOCK = 0x4D50  # pg_advisory_xact_lock class of partition creation
+PARTITION_LOCK = 0x4D50  # pg_advisory_xact_lock class of partition creation and drops
+PARTITION_PREFIX = "tracing_metricpoint_p"
+# Rows deleted per statement on SQLite: each batch is one short write turn, so ingest
+# is not held up behind a long delete.
+DELETE_BATCH = 5000
 
 COLUMNS = (
     "tenant_id", "time", "series", "name", "kind", "cumulative", "start_ns", "value", "count",
@@ -72,9 +79,10 @@ def _problem(name: str, point, value: float | None) -> str | None:
         return f"data point of {name!r}: the value must be a finite number"
     now = timezone.now()
     moment = datetime.fromtimestamp(point.time_unix_nano / 1e9, tz=UTC)
-    if not now - timedelta(days=PAST_DAYS) <= moment <= now + timedelta(days=FUTURE_DAYS):
+    past = settings.METRICS_RETENTION_DAYS
+    if not now - timedelta(days=past) <= moment <= now + timedelta(days=FUTURE_DAYS):
         return (
-            f"data point of {name!r}: time is more than {PAST_DAYS} days before or "
+            f"data point of {name!r}: time is more than {past} days before or "
             f"{FUTURE_DAYS} days after now"
         )
     return None
@@ -166,7 +174,7 @@ class _Partitions:
             for day in missing:
                 # Fixed names from a date: nothing of the request reaches this SQL.
                 cursor.execute(
-                    f"CREATE TABLE IF NOT EXISTS tracing_metricpoint_p{day:%Y%m%d} "
+                    f"CREATE TABLE IF NOT EXISTS {PARTITION_PREFIX}{day:%Y%m%d} "
                     f"PARTITION OF tracing_metricpoint FOR VALUES FROM "
                     f"('{day.isoformat()} 00:00:00+00') TO "
                     f"('{(day + timedelta(days=1)).isoformat()} 00:00:00+00')"
@@ -174,8 +182,81 @@ class _Partitions:
         with self.lock:
             self.days.update(missing)
 
+    def forget(self, days: set[date]) -> None:
+        with self.lock:
+            self.days -= days
+
 
 partitions = _Partitions()
+
+
+def partition_days() -> list[date]:
+    """The days whose partition exists (PostgreSQL), oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'tracing_metricpoint'"
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    days = []
+    for name in names:
+        try:
+            days.append(datetime.strptime(name.removeprefix(PARTITION_PREFIX), "%Y%m%d").date())
+        except ValueError:
+            continue  # not one of ours (an operator's default partition): left alone
+    return sorted(days)
+
+
+@dataclass(slots=True)
+class Maintained:
+    created: list[date]
+    dropped: list[date]
+    deleted_rows: int
+
+
+def metric_partitions_maintain(*, today: date | None = None) -> Maintained:
+    """Keep the metric store's days: on PostgreSQL create the partitions of today and
+    the next FUTURE_DAYS ahead (the days a point may have) and drop those wholly older
+    than METRICS_RETENTION_DAYS; on SQLite delete the older rows, DELETE_BATCH at a
+    time. Every tenant's points alike: the retention is the platform's. Safe to run
+    twice."""
+    today = today or timezone.now().date()
+    oldest_kept = today - timedelta(days=settings.METRICS_RETENTION_DAYS)
+    if connection.vendor != "postgresql":
+        return Maintained(created=[], dropped=[], deleted_rows=_rows_delete_before(oldest_kept))
+    wanted = {today + timedelta(days=i) for i in range(FUTURE_DAYS + 1)}
+    existing = set(partition_days())
+    created = sorted(wanted - existing)
+    partitions.ensure(set(created))
+    dropped = [d for d in sorted(existing) if d < oldest_kept]
+    for day in dropped:
+        # One partition a transaction: a drop takes an exclusive lock on the parent
+        # for its moment only, not for the whole list.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, 0)", [PARTITION_LOCK])
+            cursor.execute(f"DROP TABLE IF EXISTS {PARTITION_PREFIX}{day:%Y%m%d}")
+    partitions.forget(set(dropped))
+    return Maintained(created=created, dropped=dropped, deleted_rows=0)
+
+
+def _rows_delete_before(day: date) -> int:
+    cutoff = connection.ops.adapt_datetimefield_value(
+        datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    )
+    deleted = 0
+    while True:
+        # Oldest ids first: points arrive roughly in time order, so the rows due are
+        # found at the start of the table without an index on time alone.
+        with rows.write_turn(), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM tracing_metricpoint WHERE id IN (SELECT id FROM "
+                "tracing_metricpoint WHERE time < %s ORDER BY id LIMIT %s)",
+                [cutoff, DELETE_BATCH],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < DELETE_BATCH:
+            return deleted
 
 
 def _series(point: _Point, resource: dict) -> bytes:
