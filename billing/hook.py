@@ -12,6 +12,12 @@ call, settle the actual cost after, release the rest.
     ledger rows and roll-ups, batched: written together about once a second, past
     FLUSH_ROWS rows, and at flush() (the run's end)
 
+The gateway settles an LLM call with its journal step (settle_journaled): on the
+database store the window's UPDATE and the settlement's ledger rows join the step's
+transaction, one commit for the three; on Redis the ledger rows do, and the Lua script
+runs after that commit, so a worker dying in between leaves a hold that reconcile()
+settles from the ledger when the run is taken up again.
+
 An LLM call's worst case is its input tokens (estimated from the request's JSON
 length) plus max_tokens of output, at the model's prices; a tool call's is the book's
 price per call, which is also its cost, so it is charged at once (and given back only
@@ -29,6 +35,7 @@ import logging
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -38,7 +45,7 @@ from django.utils import timezone
 from billing import budgets
 from billing.models import CostKind, LedgerKind
 from billing.prices import platform_price, price_for, to_nusd
-from billing.store import Refused, Unreachable, Window, get_store, write_turn
+from billing.store import Hold, Refused, Unreachable, Window, get_store, write_turn
 from execution.budget import BudgetRefused
 from tracing.ingest import rows
 
@@ -72,6 +79,9 @@ class Reservation:
     price: object = None
     detail: dict = field(default_factory=dict)
     charged: bool = False  # the amount went to spent at reservation: nothing to settle
+    hold: Hold | None = None  # a managed run's hold, as the Redis store records it
+    # An LLM call's reserve row, written with its settlement (with its journal step).
+    reserved_row: tuple | None = None
 
 
 def estimate_input_tokens(request: dict) -> int:
@@ -198,8 +208,10 @@ class BudgetHook:
         # A tool call's price is known before it is made: charged in the one UPDATE that
         # checks the cap, so the call costs the store one write, not two.
         charge = kind == CostKind.TOOL
+        if not charge and run_id is not None:
+            r.hold = Hold(tenant_id, run_id, r.id.hex)
         try:
-            spent = self.store.reserve(windows, r.amount_nusd, charge=charge)
+            spent = self.store.reserve(windows, r.amount_nusd, charge=charge, hold=r.hold)
         except Refused as exc:
             raise BudgetRefused(f"{exc.window.label} would be passed by this call") from None
         except Unreachable as exc:
@@ -211,6 +223,8 @@ class BudgetHook:
             if charge:
                 r.charged = True
                 budgets.thresholds_record(windows=windows, spent_after=spent, added=r.amount_nusd)
+            elif kind == CostKind.LLM:
+                r.reserved_row = (LedgerKind.RESERVE, r.amount_nusd, r.detail, timezone.now())
             else:
                 self._defer(r, [(LedgerKind.RESERVE, r.amount_nusd, r.detail)])
         return r
@@ -222,6 +236,8 @@ class BudgetHook:
             return 0
         actual, detail = self._actual(r, usage or {})
         entries = [(LedgerKind.SETTLE, actual, detail)]
+        if r.reserved_row is not None:
+            self._defer(r, [r.reserved_row[:3]], at=r.reserved_row[3])
         if r.charged:
             if actual != r.amount_nusd:  # charged, then not called: given back
                 self._refund(r, r.amount_nusd - actual)
@@ -231,7 +247,7 @@ class BudgetHook:
             entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
         if r.windows:
             try:
-                spent = self.store.settle(r.windows, r.amount_nusd, actual)
+                spent = self.store.settle(r.windows, r.amount_nusd, actual, hold=r.hold)
             except Unreachable:
                 # The money was spent either way; the ledger keeps it, and the
                 # reservation stays held until the window's period ends.
@@ -243,6 +259,78 @@ class BudgetHook:
         # LLM calls reach the roll-ups through their spans; the rest from here.
         self._defer(r, entries, usage=actual if r.kind != CostKind.LLM else 0)
         return actual
+
+    def settle_journaled(self, *, settlements: list[tuple], write) -> None:
+        """Write a call's journal step (`write()`) and settle the LLM calls it made,
+        [(reservation, usage)], in one commit: a step is never journaled with its
+        calls unsettled, nor settled without its step. On the database store the
+        windows' UPDATEs join that transaction (last, so their rows stay locked for the
+        shortest time); on Redis the settlements' ledger rows do, and the script runs
+        once it committed (reconcile() covers a death in between)."""
+        settled = [(r, *self._actual(r, usage or {})) for r, usage in settlements if r]
+        ledger, now = [], timezone.now()
+        for r, actual, detail in settled:
+            if r.reserved_row is not None:
+                ledger += self._ledger_rows(r, [r.reserved_row[:3]], r.reserved_row[3])
+            entries = [(LedgerKind.SETTLE, actual, detail)]
+            if r.windows and r.amount_nusd > actual:
+                entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
+            ledger += self._ledger_rows(r, entries, now)
+        joined = self.store.in_database
+        spent = {}
+        with write_turn() if joined else nullcontext(), transaction.atomic():
+            write()
+            if ledger:
+                _ledger_insert(ledger)
+            if joined:
+                for r, actual, _ in settled:
+                    if r.windows:
+                        spent[r.id] = self.store.settle(
+                            r.windows, r.amount_nusd, actual, joined=True
+                        )
+        for r, actual, _ in settled:
+            if not r.windows:
+                continue
+            if not joined:
+                try:
+                    spent[r.id] = self.store.settle(r.windows, r.amount_nusd, actual, hold=r.hold)
+                except Unreachable:
+                    # The ledger has the settlement; reconcile() applies it once the
+                    # store is back and the run is taken up again.
+                    log.exception("run %s: could not settle in the budget store", r.run_id)
+                    continue
+            budgets.thresholds_record(windows=r.windows, spent_after=spent[r.id], added=actual)
+
+    def reconcile(self, *, run_id: int) -> None:
+        """Settle or give back what a dead worker of this run left held (the Redis
+        store's holds; the database store's settlements committed with their steps).
+        The ledger says which: a hold whose settlement is there was settled by that
+        row, any other is released, with a ledger row saying so."""
+        if self.store.in_database:
+            return
+        from billing.models import LedgerEntry
+
+        tenant_id, _agent = self._run(run_id)
+        settled = dict(
+            (r.hex, amount)
+            for r, amount in LedgerEntry.objects.unscoped()
+            .filter(tenant_id=tenant_id, run_id=run_id, entry=LedgerKind.SETTLE)
+            .values_list("reservation", "amount_nusd")
+        )
+        try:
+            released = self.store.reconcile(tenant_id=tenant_id, run_id=run_id, settled=settled)
+        except Unreachable:
+            log.exception("run %s: could not reconcile its holds in the budget store", run_id)
+            return
+        if released:
+            now = timezone.now()
+            _ledger_insert(
+                [
+                    (tenant_id, run_id, uuid.UUID(rid), LedgerKind.RELEASE, CostKind.LLM,
+                     amount, {"reconciled": True}, now)
+                    for rid, amount in released
+                ]
+            )  # fmt: skip
 
     def _refund(self, r: Reservation, amount: int) -> None:
         try:
@@ -276,15 +364,21 @@ class BudgetHook:
 
     # --- the batched ledger --------------------------------------------------------
 
-    def _defer(self, r: Reservation, entries: list, usage: int = 0) -> None:
+    @staticmethod
+    def _ledger_rows(r: Reservation, entries: list, now) -> list[tuple]:
         held = [w.budget_id for w in r.windows]
-        now = timezone.now()
+        return [
+            (r.tenant_id, r.run_id, r.id, entry, r.kind, amount,
+             {**detail, "budgets": held} if held else detail, now)
+            for entry, amount, detail in entries
+        ]  # fmt: skip
+
+    def _defer(self, r: Reservation, entries: list, usage: int = 0, at=None) -> None:
+        now = at or timezone.now()
         with self._lock:
             if not self._rows:
                 self._held_since = time.monotonic()
-            for entry, amount, detail in entries:
-                detail = {**detail, "budgets": held} if held else detail
-                self._rows.append((r.tenant_id, r.run_id, r.id, entry, r.kind, amount, detail, now))
+            self._rows += self._ledger_rows(r, entries, now)
             if usage:
                 key = (r.tenant_id, now.date(), str(r.kind), self._run(r.run_id)[1], r.run_id)
                 sums = self._usage.setdefault(key, [0, 0])
@@ -306,20 +400,9 @@ class BudgetHook:
             return
         from billing.costs import usage_add
 
-        native_uuid = connection.features.has_native_uuid_field
-        adapt = connection.ops.adapt_datetimefield_value
         try:
             with write_turn(), transaction.atomic():
-                # One INSERT without the ORM for the whole batch.
-                rows.insert_ignoring_conflicts(
-                    "billing_ledgerentry",
-                    LEDGER_COLUMNS,
-                    [
-                        (t, run, rid if native_uuid else rid.hex, entry, str(kind), amount,
-                         rows.json_param(detail), adapt(at))
-                        for t, run, rid, entry, kind, amount, detail, at in held
-                    ],
-                )  # fmt: skip
+                _ledger_insert(held)
                 for (tenant_id, day, kind, agent, run_id), (cost, calls) in usage.items():
                     usage_add(
                         tenant_id=tenant_id,
@@ -338,3 +421,18 @@ class BudgetHook:
                     sums[0] += cost
                     sums[1] += calls
             raise
+
+
+def _ledger_insert(held: list[tuple]) -> None:
+    """One INSERT without the ORM for ledger rows made by _ledger_rows."""
+    native_uuid = connection.features.has_native_uuid_field
+    adapt = connection.ops.adapt_datetimefield_value
+    rows.insert_ignoring_conflicts(
+        "billing_ledgerentry",
+        LEDGER_COLUMNS,
+        [
+            (t, run, rid if native_uuid else rid.hex, entry, str(kind), amount,
+             rows.json_param(detail), adapt(at))
+            for t, run, rid, entry, kind, amount, detail, at in held
+        ],
+    )  # fmt: skip

@@ -15,14 +15,20 @@ than they spent, so the settled total stays within the cap plus what was in flig
 Two backends, chosen by BILLING_BUDGET_STORE:
 - "database": a conditional UPDATE per window in one transaction; PostgreSQL locks each
   window row until commit (windows are taken in key order, so two calls cannot
-  deadlock), SQLite's writers take the write turn (`rows.write_turn`).
-- "redis": one Lua script per operation, atomic on the Redis server.
+  deadlock), SQLite's writers take the write turn (`rows.write_turn`). A settlement can
+  join the caller's transaction (the journal step of its call): one commit for both.
+- "redis": one Lua script per operation, atomic on the Redis server. The settlement
+  cannot share the journal's commit, so a managed run's hold is also a record of its
+  own (held, released or gone once settled), listed per run: a worker that died
+  between its journal's commit and the settlement leaves the record held, and
+  `reconcile` settles it from the ledger row committed with the journal, or releases
+  it when the call never reached the journal (the run makes it again).
 """
 
 import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -67,6 +73,15 @@ class Window:
         return (self.budget_id, self.key)
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A managed run's reservation, as the Redis store records it for `reconcile`."""
+
+    tenant_id: int
+    run_id: int
+    reservation: str  # the ledger's reservation id, in hex
+
+
 class Refused(Exception):
     """The reservation would pass a cap (window says which), or the store is down."""
 
@@ -84,6 +99,9 @@ class _Missing(Exception):
 
 
 class DatabaseStore:
+    # A settlement joins the caller's transaction: nothing is left for reconcile.
+    in_database = True
+
     def _ensure(self, cursor, windows) -> None:
         values = ", ".join(["(%s, %s, %s, 0, 0)"] * len(windows))
         params = [p for w in windows for p in (w.tenant_id, w.budget_id, w.key)]
@@ -93,7 +111,9 @@ class DatabaseStore:
             params,
         )
 
-    def reserve(self, windows: list[Window], amount: int, *, charge: bool = False) -> list[int]:
+    def reserve(
+        self, windows: list[Window], amount: int, *, charge: bool = False, hold: Hold | None = None
+    ) -> list[int]:
         """Each window's spent after, in the order given."""
         if not windows:
             return []
@@ -138,12 +158,22 @@ class DatabaseStore:
                 _stored.put(w.tenant_id, {w.sort_key: True})
         return [spent[w.sort_key] for w in windows]
 
-    def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
-        """Each window's spent after the settlement, in the order given."""
+    def settle(
+        self,
+        windows: list[Window],
+        reserved: int,
+        actual: int,
+        *,
+        hold: Hold | None = None,
+        joined: bool = False,
+    ) -> list[int]:
+        """Each window's spent after the settlement, in the order given. `joined`: part
+        of the caller's transaction, which commits it (no savepoint), and a database
+        error is the caller's to handle, as for its own statements."""
         if not windows:
             return []
         spent = {}
-        alone = reserved and len(windows) == 1
+        alone = joined or (reserved and len(windows) == 1)
         try:
             with (
                 write_turn(),
@@ -162,6 +192,8 @@ class DatabaseStore:
                     row = cursor.fetchone()
                     spent[w.sort_key] = row[0] if row else 0
         except DatabaseError as exc:
+            if joined:
+                raise
             raise Unreachable(str(exc)) from exc
         return [spent[w.sort_key] for w in windows]
 
@@ -178,37 +210,70 @@ class DatabaseStore:
         }
         return [found.get(w.sort_key, (0, 0)) for w in windows]
 
+    def reconcile(self, *, tenant_id: int, run_id: int, settled: dict) -> list:
+        return []
 
-# KEYS: the windows' hashes. ARGV: amount, the field it goes to ('reserved', or
-# 'spent' for a charge), then each window's cap. Returns {refused window's index}, or
-# {0, each window's spent after}.
+
+# KEYS: the N windows' hashes, then for a managed run's hold its record and the run's
+# set of records. ARGV: amount, the field it goes to ('reserved', or 'spent' for a
+# charge), N, the record's lifetime in seconds, then each window's cap. Returns
+# {refused window's index}, or {0, each window's spent after}.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-  local spent = tonumber(redis.call('HGET', key, 'spent') or '0')
-  local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
-  if spent + reserved + amount > tonumber(ARGV[i + 2]) then
+local n = tonumber(ARGV[3])
+for i = 1, n do
+  local spent = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
+  local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0')
+  if spent + reserved + amount > tonumber(ARGV[i + 4]) then
     return {i}
   end
 end
 local out = {0}
-for i, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, ARGV[2], amount)
-  out[i + 1] = tonumber(redis.call('HGET', key, 'spent') or '0')
+for i = 1, n do
+  redis.call('HINCRBY', KEYS[i], ARGV[2], amount)
+  out[i + 1] = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
+end
+if #KEYS > n then
+  local windows = table.concat(KEYS, '\\n', 1, n)
+  redis.call('HSET', KEYS[n + 1], 'state', 'held', 'amount', amount, 'windows', windows)
+  redis.call('EXPIRE', KEYS[n + 1], ARGV[4])
+  redis.call('SADD', KEYS[n + 2], KEYS[n + 1])
+  redis.call('EXPIRE', KEYS[n + 2], ARGV[4])
 end
 return out
 """
-# ARGV: reserved, actual. Returns each window's spent after.
+# KEYS as for _RESERVE. ARGV: reserved, actual, N, and 'settle' or 'release' (give a
+# hold back, the call unsettled). With a record, a hold is settled once: 'held' moves
+# both amounts, 'released' (reconcile gave the hold back) adds the spend only, and a
+# record gone (settled) changes nothing. Returns each window's spent after.
 _SETTLE = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  if tonumber(ARGV[1]) ~= 0 then
-    redis.call('HINCRBY', key, 'reserved', -tonumber(ARGV[1]))
+local reserved, actual, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if #KEYS > n then
+  local state = redis.call('HGET', KEYS[n + 1], 'state')
+  if state == 'released' then
+    reserved = 0
   end
-  out[i] = redis.call('HINCRBY', key, 'spent', tonumber(ARGV[2]))
+  if state == false or (state == 'released' and ARGV[4] == 'release') then
+    reserved, actual = 0, 0
+  elseif ARGV[4] == 'release' then
+    actual = 0
+    redis.call('HSET', KEYS[n + 1], 'state', 'released')
+  else
+    redis.call('DEL', KEYS[n + 1])
+    redis.call('SREM', KEYS[n + 2], KEYS[n + 1])
+  end
+end
+local out = {}
+for i = 1, n do
+  if reserved ~= 0 then
+    redis.call('HINCRBY', KEYS[i], 'reserved', -reserved)
+  end
+  out[i] = redis.call('HINCRBY', KEYS[i], 'spent', actual)
 end
 return out
 """
+# Long past any call and any resume of its run: only a hold nobody reconciled expires.
+HOLD_SECONDS = 7 * 86400
 
 
 @lru_cache(maxsize=1)
@@ -222,10 +287,24 @@ def _redis():
 class RedisStore:
     """Windows as Redis hashes {spent, reserved}. Integers only: HINCRBY is exact."""
 
+    in_database = False
+
     @staticmethod
     def key(w: Window) -> str:
         # One hash slot per tenant ({...}), so a cluster can run a call's script.
         return f"{settings.REDIS_PREFIX}budget:{{{w.tenant_id}}}:{w.budget_id}:{w.key}"
+
+    @staticmethod
+    def hold_keys(tenant_id: int, run_id: int, reservation: str) -> list[str]:
+        """The hold's record and its run's set of records (the tenant's hash slot)."""
+        base = f"{settings.REDIS_PREFIX}budget:{{{tenant_id}}}"
+        return [f"{base}:hold:{reservation}", f"{base}:run:{run_id}:holds"]
+
+    def _keys(self, windows: list[Window], hold: Hold | None) -> list[str]:
+        keys = [self.key(w) for w in windows]
+        if hold is not None:
+            keys += self.hold_keys(hold.tenant_id, hold.run_id, hold.reservation)
+        return keys
 
     def _call(self, fn):
         import redis
@@ -235,15 +314,17 @@ class RedisStore:
         except redis.RedisError as exc:
             raise Unreachable(str(exc)) from exc
 
-    def reserve(self, windows: list[Window], amount: int, *, charge: bool = False) -> list[int]:
+    def reserve(
+        self, windows: list[Window], amount: int, *, charge: bool = False, hold: Hold | None = None
+    ) -> list[int]:
         if not windows:
             return []
         _, reserve, _ = _redis()
         field = "spent" if charge else "reserved"
         out = self._call(
             lambda: reserve(
-                keys=[self.key(w) for w in windows],
-                args=[amount, field, *(w.cap_nusd for w in windows)],
+                keys=self._keys(windows, hold),
+                args=[amount, field, len(windows), HOLD_SECONDS, *(w.cap_nusd for w in windows)],
             )
         )
         if int(out[0]):
@@ -251,14 +332,52 @@ class RedisStore:
             raise Refused(f"{w.label} would be passed", w)
         return [int(v) for v in out[1:]]
 
-    def settle(self, windows: list[Window], reserved: int, actual: int) -> list[int]:
+    def settle(
+        self,
+        windows: list[Window],
+        reserved: int,
+        actual: int,
+        *,
+        hold: Hold | None = None,
+        release: bool = False,
+    ) -> list[int]:
         if not windows:
             return []
         _, _, settle = _redis()
+        how = "release" if release else "settle"
         out = self._call(
-            lambda: settle(keys=[self.key(w) for w in windows], args=[reserved, actual])
+            lambda: settle(
+                keys=self._keys(windows, hold), args=[reserved, actual, len(windows), how]
+            )
         )
         return [int(v) for v in out]
+
+    def reconcile(self, *, tenant_id: int, run_id: int, settled: dict) -> list:
+        """The run's holds still recorded as held: a worker died with them. `settled`
+        maps a reservation id (hex) to the actual cost of its ledger's settlement,
+        committed with the call's journal step; a hold found there is settled, any other
+        given back (its call never reached the journal: the run makes it again).
+        Returns [(reservation, amount released)] for the holds given back."""
+        client, _, settle = _redis()
+        _, holds = self.hold_keys(tenant_id, run_id, "")
+        released = []
+        for record in self._call(partial(client.smembers, holds)):
+            record = record.decode()
+            got = self._call(partial(client.hmget, record, "state", "amount", "windows"))
+            state, amount, windows = (v.decode() if v is not None else None for v in got)
+            if state != "held":
+                if state is None:  # settled, or expired
+                    self._call(partial(client.srem, holds, record))
+                continue
+            reservation = record.rsplit(":", 1)[1]
+            release = reservation not in settled
+            keys = windows.split("\n")
+            how = "release" if release else "settle"
+            args = [int(amount), settled.get(reservation, 0), len(keys), how]
+            self._call(partial(settle, keys=[*keys, record, holds], args=args))
+            if release:
+                released.append((reservation, int(amount)))
+        return released
 
     def state(self, windows: list[Window]) -> list[tuple[int, int]]:
         if not windows:

@@ -5,7 +5,8 @@ thread per connection answers. For each call:
 
     journal has it? -> recorded result (resume)
     else: run limits -> rate limit -> [billing reserve] -> LLM / tool / state / memory
-          -> journal insert (committed) -> span -> [billing settle] -> answer
+          -> span -> journal insert [+ billing settle of its LLM calls] (one commit)
+          -> answer
 
 A tool with effects outside the run has its intent journaled before the call and its
 result written after; on resume, an intent with no result is in doubt: called again
@@ -74,6 +75,9 @@ class Gateway:
         }
         # Billing's reserve/settle seam (execution/budget.py).
         self.budget = budget_hook()
+        # Per agent thread: the LLM calls of the operation it is running, settled in the
+        # commit of that operation's journal step (or alone if it never gets one).
+        self._call = threading.local()
         self.ops = {
             "llm.messages": self._llm,
             "tool": self._tool,
@@ -220,6 +224,15 @@ class Gateway:
                 return self._from_source(step, op, args, answer)
             if answer.kind == "request":  # a fork's step run live with its edited request
                 args = {**args, **answer.value}
+        self._call.settlements = []
+        try:
+            return self._live(step, op, args, handler)
+        finally:
+            left, self._call.settlements = self._call.settlements, None
+            for reservation, usage in left:  # stopped before its step was journaled
+                self.budget.settle(reservation=reservation, usage=usage)
+
+    def _live(self, step: StepIdentity, op: str, args: dict, handler) -> dict:
         limited = self._rate_limit(op, args)
         if limited:
             # Journaled like any answer: the same call of a resumed run gets the same one.
@@ -309,30 +322,39 @@ class Gateway:
     def _journal(
         self, step: StepIdentity, op, args, result, *, is_error: bool, started: float, span_id=""
     ) -> None:
-        if step in self._intents:
-            services.journal_step_complete(
-                tenant_id=self.tenant_id,
-                run_id=self.run_id,
-                step=step,
-                result=result,
-                is_error=is_error,
-                duration_ms=(time.perf_counter() - started) * 1000,
-            )
-            with self.lock:
-                self._intents.discard(step)
-                self.steps += 1
-            return
-        services.journal_step_insert(
-            tenant_id=self.tenant_id,
-            run_id=self.run_id,
-            step=step,
-            kind=op,
-            request=journal_request(op, args, span_id=span_id),
-            result=result,
-            is_error=is_error,
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
+        completes = step in self._intents
+
+        def write():
+            if completes:
+                services.journal_step_complete(
+                    tenant_id=self.tenant_id,
+                    run_id=self.run_id,
+                    step=step,
+                    result=result,
+                    is_error=is_error,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+            else:
+                services.journal_step_insert(
+                    tenant_id=self.tenant_id,
+                    run_id=self.run_id,
+                    step=step,
+                    kind=op,
+                    request=journal_request(op, args, span_id=span_id),
+                    result=result,
+                    is_error=is_error,
+                    duration_ms=(time.perf_counter() - started) * 1000,
+                )
+
+        settlements = getattr(self._call, "settlements", None)
+        if settlements:
+            self._call.settlements = []
+            self.budget.settle_journaled(settlements=settlements, write=write)
+        else:
+            write()
         with self.lock:
+            if completes:
+                self._intents.discard(step)
             self.steps += 1
 
     def journal_flush(self) -> None:
@@ -431,13 +453,22 @@ class Gateway:
         try:
             message, attempts = llm.messages_create(params)
         except UpstreamError as exc:
-            if self.budget:
-                self.budget.settle(reservation=reservation, usage=None)
+            self._settle_with_step(reservation, None)
             raise OpError("llm_error", f"{failed}{exc}", span) from None
-        if self.budget:
-            self.budget.settle(reservation=reservation, usage=message.get("usage"))
+        self._settle_with_step(reservation, message.get("usage"))
         chat_span_answered(span, message, attempts)
         return message
+
+    def _settle_with_step(self, reservation, usage) -> None:
+        """Settled when the operation's step is journaled, in its commit (the answer
+        waits for that commit anyway); at once when no step will be."""
+        if self.budget is None or reservation is None:
+            return
+        pending = getattr(self._call, "settlements", None)
+        if pending is None:
+            self.budget.settle(reservation=reservation, usage=usage)
+        else:
+            pending.append((reservation, usage))
 
     def _reserve(self, kind: str, request: dict, span: dict):
         """The budget's reservation for this call; a refusal stops the run."""

@@ -114,6 +114,8 @@ class Supervisor:
                 socket_path=folder / "sock" / "gw.sock",
             ).start()
             if gateway.budget is not None:
+                if run.attempts > 1:  # what the lost worker left held, settled or given back
+                    gateway.budget.reconcile(run_id=run.pk)
                 # The sandbox's CPU time is held like a call: its limit at the CPU price.
                 sandbox_hold = gateway.budget.reserve(
                     run_id=run.pk,
