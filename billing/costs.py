@@ -3,10 +3,11 @@ and the roll-ups that reports read, kept incrementally.
 
 A span of an LLM call (operation chat, text_completion or generate_content, with
 token usage) gets one SpanCost row. Two spans that report the same call are counted
-once: the same `gen_ai.response.id` in one trace, or a parent and child both carrying
-usage (OpenLLMetry's or OpenInference's span with the anthropic SDK's own span inside).
+once (tracing.calls, the rule ingest applies to the trace's token sums): the same
+`gen_ai.response.id` in one trace, or a parent and child both carrying usage
+(OpenLLMetry's or OpenInference's span with the anthropic SDK's own span inside).
 Whichever of them is stored first counts; the other keeps its figures with
-counted=false and its tokens leave the trace's sums.
+counted=false.
 
 Rows are inserted with ON CONFLICT DO NOTHING and only the rows a call inserted move
 the roll-ups and budgets, so a task that runs twice (a redelivery) or a batch sent
@@ -28,14 +29,13 @@ from billing.prices import price_for
 from billing.store import Unreachable, get_store, write_turn
 from controlplane.tenancy import tenant_scope
 from tracing import labels
-from tracing import services as tracing_services
+from tracing.calls import LLM_OPERATIONS, CallReports, call_key
 from tracing.ingest import rows
 from tracing.ingest.normalise import USER_KEYS
 from tracing.ingest.policy import tenant_redaction
 from tracing.models import Span, Trace
 from tracing.selectors import span_detail_unpack
 
-LLM_OPERATIONS = ("chat", "text_completion", "generate_content", "")
 CACHE_READ_KEYS = (
     "gen_ai.usage.cache_read.input_tokens",
     "gen_ai.usage.cache_read_input_tokens",
@@ -46,7 +46,6 @@ CACHE_WRITE_KEYS = (
     "gen_ai.usage.cache_creation_input_tokens",
     "llm.token_count.prompt_details.cache_write",
 )
-RESPONSE_ID_KEYS = ("gen_ai.response.id",)
 COST_COLUMNS = (
     "tenant_id", "trace_id", "span_id", "parent_span_id", "day", "call_key", "agent_name",
     "session_id", "run_id", "provider", "model", "input_tokens", "output_tokens",
@@ -133,12 +132,6 @@ def spans_cost(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         )  # fmt: skip
         mine = [by_key[(_stored_uuid(t), s)] for t, s in inserted]
         _rollups_add(tenant_id, [r for r in mine if r["counted"]])
-        for r in mine:
-            if not r["counted"]:
-                tracing_services.trace_tokens_uncount(
-                    trace_id=r["trace_id"], input_tokens=r["input_tokens"],
-                    output_tokens=r["output_tokens"],
-                )  # fmt: skip
         _charge_external(tenant_id, [r for r in mine if r["counted"] and r["cost_nusd"]])
     return len(mine)
 
@@ -163,17 +156,13 @@ def _cost_rows(
     tenant_id: int, candidates: list[_Call], values: dict, trace_users: dict
 ) -> list[dict]:
     traces = {s.trace_id for s in candidates}
-    # What is counted already in these traces: calls by response id, spans by id.
-    stored = SpanCost.objects.filter(trace_id__in=traces, counted=True).values_list(
+    # The calls reported already in these traces.
+    reports = CallReports()
+    stored = SpanCost.objects.filter(trace_id__in=traces).values_list(
         "trace_id", "span_id", "parent_span_id", "call_key"
     )
-    counted_spans, counted_parents, counted_calls = set(), set(), set()
-    for trace_id, span_id, parent, call_key in stored:
-        counted_spans.add((trace_id, span_id))
-        if parent is not None:
-            counted_parents.add((trace_id, parent))
-        if call_key:
-            counted_calls.add((trace_id, call_key))
+    for row in stored:
+        reports.add(*row)
     prices: dict[tuple, object] = {}  # one lookup per provider, model and day in a batch
     redactor = tenant_redaction(tenant_id).redactor
     out = []
@@ -183,17 +172,13 @@ def _cost_rows(
         attrs = span_detail_unpack(tenant_id=tenant_id, packed=s.detail_packed).get(
             "attributes", {}
         )
-        call_key = str(attrs.get("gen_ai.response.id") or "")[:255]
-        duplicate = (
-            (s.trace_id, s.parent_span_id) in counted_spans
-            or (s.trace_id, s.span_id) in counted_parents
-            or (call_key and (s.trace_id, call_key) in counted_calls)
-        )
+        key = call_key(attrs)
+        duplicate = not reports.counts(s.trace_id, s.span_id, s.parent_span_id, key)
         model = v["response_model"] or v["request_model"]
         day = _day(s.start_ns)
         row = {
             "tenant_id": tenant_id, "trace_id": s.trace_id, "span_id": s.span_id,
-            "parent_span_id": s.parent_span_id, "day": day, "call_key": call_key,
+            "parent_span_id": s.parent_span_id, "day": day, "call_key": key,
             "agent_name": v["agent_name"] or v["service_name"], "session_id": s.session_id,
             "run_id": s.run_id, "provider": v["provider"], "model": model[:255],
             "user_id": _span_user(attrs, redactor, trace_users.get(s.trace_id, "")),
@@ -203,22 +188,16 @@ def _cost_rows(
             "cost_nusd": None, "price_version": None, "price_override": False,
             "counted": not duplicate, "over_budget": False,
         }  # fmt: skip
-        key = (v["provider"], model, day)
-        if key not in prices:
-            prices[key] = price_for(tenant_id=tenant_id, provider=key[0], model=model, day=day)
-        price = prices[key]
+        book = (v["provider"], model, day)
+        if book not in prices:
+            prices[book] = price_for(tenant_id=tenant_id, provider=book[0], model=model, day=day)
+        price = prices[book]
         if price is not None:
             row["cost_nusd"] = price.cost_nusd(
                 input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
                 cache_read=row["cache_read_tokens"], cache_write=row["cache_write_tokens"],
             )  # fmt: skip
             row["price_version"], row["price_override"] = price.version, price.override
-        if not duplicate:
-            counted_spans.add((s.trace_id, s.span_id))
-            if s.parent_span_id is not None:
-                counted_parents.add((s.trace_id, s.parent_span_id))
-            if call_key:
-                counted_calls.add((s.trace_id, call_key))
         out.append(row)
     return out
 

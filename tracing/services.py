@@ -6,7 +6,7 @@ from datetime import timedelta
 import orjson
 import re2
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Max
 from django.utils import timezone
 
 from controlplane.models import Tenant
@@ -165,13 +165,3 @@ def dictionaries_refresh(*, tenant_id: int) -> dict[int, int | None]:
     }
     PayloadDictionary.objects.update(checked_at=timezone.now())
     return serials
-
-
-def trace_tokens_uncount(*, trace_id, input_tokens: int, output_tokens: int) -> None:
-    """Take a second report of one LLM call out of its trace's token sums (billing finds
-    them: two instrumentations of the same call, see billing/costs.py)."""
-    if input_tokens or output_tokens:
-        Trace.objects.filter(trace_id=trace_id).update(
-            input_tokens=F("input_tokens") - input_tokens,
-            output_tokens=F("output_tokens") - output_tokens,
-        )

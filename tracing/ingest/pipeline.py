@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from operator import attrgetter
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.tenancy import tenant_scope
 from tracing import labels
+from tracing.calls import LLM_OPERATIONS, CallReports, call_key
 from tracing.ingest import rows
 from tracing.ingest.dictionaries import DetailPacker
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
@@ -88,6 +90,8 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
             _set_label_ids(tenant_id, span_rows)
             if rows.lock_traces(tenant_id, {n.trace_id for n in normal}):
                 span_rows = _not_stored(span_rows)
+            # Read while the traces are ours and before this batch is in them.
+            reports = _calls_reported(tenant_id, normal)
             stored = rows.insert_ignoring_conflicts(
                 "tracing_span",
                 rows.SPAN_COLUMNS,
@@ -95,7 +99,7 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
                 returning=("trace_id", "span_id"),
             )
             normal = _only_stored(normal, stored, result)
-            _traces_upsert(_trace_summaries(tenant_id, normal))
+            _traces_upsert(_trace_summaries(tenant_id, normal, reports))
             transaction.on_commit(batch.committed)
             transaction.on_commit(lambda: _publish(tenant_id, normal))
         result.accepted = len(normal)
@@ -416,7 +420,57 @@ ON CONFLICT (tenant_id, trace_id) DO UPDATE SET
 """
 
 
-def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[_TraceSummary]:
+def _reports_call(n: NormalSpan) -> bool:
+    return n.operation in LLM_OPERATIONS and (
+        n.input_tokens is not None or n.output_tokens is not None
+    )
+
+
+def _calls_reported(tenant_id: int, spans: list[NormalSpan]) -> CallReports:
+    """The LLM calls that the stored spans of these spans' traces report, so a second
+    report of one in a later batch (the SDK's inner span is exported first, its
+    instrumentation's outer span with the next batch) stays out of the token sums.
+    Two reports of a call overlap in time, so only stored spans overlapping this
+    batch's reports are read: a handful, however long the trace."""
+    reports = CallReports()
+    calls = [n for n in spans if _reports_call(n)]
+    if not calls:
+        return reports
+    stored = (
+        Span.objects.filter(
+            trace_id__in={uuid.UUID(bytes=n.trace_id) for n in calls},
+            start_ns__lte=max(n.end_ns for n in calls),
+            end_ns__gte=min(n.start_ns for n in calls),
+        )
+        .filter(Q(input_tokens__isnull=False) | Q(output_tokens__isnull=False))
+        .values_list("trace_id", "span_id", "parent_span_id", "labels_id", "detail_packed")
+    )
+    stored = list(stored)
+    if not stored:
+        return reports
+    from tracing.selectors import span_detail_unpack
+
+    values = labels.values_of(tenant_id, {row[3] for row in stored})
+    for trace_id, span_id, parent, labels_id, packed in stored:
+        if values[labels_id]["operation"] in LLM_OPERATIONS:
+            detail = span_detail_unpack(tenant_id=tenant_id, packed=packed)
+            key = call_key(detail.get("attributes", {}))
+            trace = trace_id.bytes if isinstance(trace_id, uuid.UUID) else bytes(trace_id)
+            reports.add(trace, span_id, parent, key)
+    return reports
+
+
+def _trace_summaries(
+    tenant_id: int, spans: list[NormalSpan], reports: CallReports
+) -> list[_TraceSummary]:
+    # A second report of an LLM call leaves the token sums (tracing.calls); within the
+    # batch the outer one counts, as in billing's costing.
+    repeats = set()
+    for n in sorted(filter(_reports_call, spans), key=lambda n: (n.trace_id, n.start_ns)):
+        span_id = signed64(n.span_id)
+        parent = signed64(n.parent_span_id) if n.parent_span_id else None
+        if not reports.counts(n.trace_id, span_id, parent, call_key(n.attributes)):
+            repeats.add((n.trace_id, n.span_id))
     summaries: dict[bytes, _TraceSummary] = {}
     for n in spans:
         s = summaries.get(n.trace_id)
@@ -441,8 +495,9 @@ def _trace_summaries(tenant_id: int, spans: list[NormalSpan]) -> list[_TraceSumm
         s.status = max(s.status, n.status_code)
         s.span_count += 1
         s.error_count += n.status_code == StatusCode.ERROR
-        s.input_tokens += n.input_tokens or 0
-        s.output_tokens += n.output_tokens or 0
+        if (n.trace_id, n.span_id) not in repeats:
+            s.input_tokens += n.input_tokens or 0
+            s.output_tokens += n.output_tokens or 0
     adapt_dt = connection.ops.adapt_datetimefield_value
     now = adapt_dt(timezone.now())
     for s in summaries.values():
