@@ -392,9 +392,10 @@ class PayloadDictionary(TenantModel):
 
 
 class SearchDocumentField(models.TextField):
-    """A full-text document: a tsvector without positions on PostgreSQL; NULL on SQLite,
-    where the terms live in a contentless FTS5 table (migration 0018). Neither keeps a
-    copy of the text: that is in the payload store."""
+    """A full-text document: a tsvector without positions on PostgreSQL. SQLite keeps
+    no SearchText rows: its terms are in a contentless FTS5 document per trace,
+    tracing_searchtrace (migration 0024). Neither keeps a copy of the text: that is in
+    the payload store."""
 
     def db_type(self, connection):
         return "tsvector" if connection.vendor == "postgresql" else "text"
@@ -404,7 +405,7 @@ class SearchText(TenantModel):
     """One row per distinct text per tenant: a message, a tool payload, an error.
 
     Keyed by the payload's digest, so the system prompt that every trace sends is
-    tokenised and stored once, not once per trace.
+    tokenised and stored once, not once per trace. PostgreSQL only (see above).
     """
 
     tenant = tenant_key_column()
@@ -425,9 +426,8 @@ class TraceText(TenantModel):
     resent on every step, but its messages are listed once).
 
     The key is the whole row and leads with the text: search goes from the texts that
-    match to their traces. A text is its SearchText's id (the FTS5 rowid on SQLite), not
-    its digest, and on SQLite the table is WITHOUT ROWID (migration 0020): a link is
-    about 30 bytes there, where a digest, a rowid and a unique index of them took 115.
+    match to their traces. A text is its SearchText's id, not its digest. PostgreSQL
+    only: SQLite's per-trace FTS5 documents need no links (migration 0024).
     """
 
     pk = models.CompositePrimaryKey("tenant", "text_id", "trace_id")

@@ -44,18 +44,20 @@ assert found("q=parcel+4471") == [order], found("q=parcel+4471")
 assert found("q=refu") == [refund]
 assert found("q=timed+out&status=error") == [refund]
 assert found("q=nothing+like+this") == []
+assert found("q=parcel+baker") == [order]  # the question and a tool result between them
 # Same start time: the later row first.
 assert found("attr=gen_ai.tool.name%3Dlookup_order") == [refund, order]
 with CaptureQueriesContext(connection) as queries:
     found("q=parcel")
-assert any("tracing_searchtext_fts MATCH" in q["sql"] for q in queries.captured_queries)
-# The index holds terms, not a copy of the texts: those stay in the payload store.
+assert any("tracing_searchtrace MATCH" in q["sql"] for q in queries.captured_queries)
+# The index holds terms, one document per trace, not a copy of the texts (those stay in
+# the payload store) and no link rows.
 with connection.cursor() as cursor:
-    cursor.execute("SELECT count(*), count(document) FROM tracing_searchtext")
-    rows, with_text = cursor.fetchone()
-    assert rows > 0 and with_text == 0
-    cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'tracing_searchtext_fts'")
+    cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'tracing_searchtrace'")
     assert "content=''" in cursor.fetchone()[0]
+    for table in ("tracing_searchtext", "tracing_tracetext"):
+        cursor.execute(f"SELECT count(*) FROM {table}")
+        assert cursor.fetchone() == (0,), table
 print("sqlite fts5 ok")
 """
 
@@ -82,7 +84,7 @@ with connection.cursor() as cursor:
         "VALUES (%s, 'gen_ai.tool.name', 'lookup_order', %s)",
         [acme.id, bytes(range(16))],
     )
-call_command("migrate", "tracing", verbosity=0)
+call_command("migrate", "tracing", "0023", verbosity=0)
 
 def search_finds_the_trace():
     with connection.cursor() as cursor:
@@ -102,18 +104,34 @@ def search_finds_the_trace():
             assert "WITHOUT ROWID" in cursor.fetchone()[0]
         cursor.execute("SELECT key, value, trace_id FROM tracing_traceattribute")
         assert cursor.fetchall() == [("gen_ai.tool.name", "lookup_order", bytes(range(16)))]
-        cursor.execute(*traces_matching_sql(acme.id, "parcel 4471"))
-        assert cursor.fetchall() == [(bytes(range(16)),)]
 
 search_finds_the_trace()
 call_command("migrate", "tracing", "0017", verbosity=0)
 with connection.cursor() as cursor:
     cursor.execute("SELECT digest FROM tracing_tracetext")
     assert cursor.fetchall() == [("d1",)]
-call_command("migrate", "tracing", verbosity=0)
+call_command("migrate", "tracing", "0023", verbosity=0)
 with connection.cursor() as cursor:  # (0018 backwards leaves the terms to index_traces)
     cursor.execute("SELECT tenant_id, trace_id FROM tracing_tracetext")
     assert cursor.fetchall() == [(acme.id, bytes(range(16)))]
+# 0024: one document per trace; the per-text index and its links go (index_traces
+# refills the new table from the stored spans), both ways.
+call_command("migrate", "tracing", verbosity=0)
+with connection.cursor() as cursor:
+    for table in ("tracing_searchtext", "tracing_tracetext"):
+        cursor.execute(f"SELECT count(*) FROM {table}")
+        assert cursor.fetchone() == (0,), table
+    cursor.execute("SELECT name FROM sqlite_master WHERE name LIKE 'tracing_search%%'")
+    names = {name for (name,) in cursor.fetchall()}
+    assert "tracing_searchtrace" in names and "tracing_searchtext_fts" not in names
+    cursor.execute(*traces_matching_sql(acme.id, "parcel"))
+    assert cursor.fetchall() == []
+call_command("migrate", "tracing", "0023", verbosity=0)
+with connection.cursor() as cursor:
+    cursor.execute("SELECT name FROM sqlite_master WHERE name LIKE 'tracing_search%%'")
+    names = {name for (name,) in cursor.fetchall()}
+    assert "tracing_searchtext_fts" in names and "tracing_searchtrace" not in names
+call_command("migrate", "tracing", verbosity=0)
 print("sqlite migration ok")
 """
 
@@ -149,5 +167,5 @@ def test_it_searches_full_text_with_sqlite_fts5(tmp_path):
 
 
 @pytest.mark.slow
-def test_it_moves_the_index_to_a_contentless_table_with_its_terms(tmp_path):
+def test_it_moves_the_index_to_contentless_tables_and_back(tmp_path):
     assert "sqlite migration ok" in _sqlite_script(tmp_path, MIGRATION)

@@ -316,6 +316,7 @@ def test_it_groups_traces_by_session_in_order(client, corpus, reader):
     assert resp.status_code == 400 and list(resp.json()["detail"]) == ["status"]
 
 
+@pytest.mark.postgres  # SQLite keeps one document per trace (tests/tracing/test_search_terms.py)
 def test_it_indexes_each_text_once_per_trace_and_can_run_twice(corpus, acme):
     with tenant_scope(acme):
         links = TraceText.objects.count()

@@ -136,9 +136,12 @@ def retention_apply(
         archive__has_key="span_ids"
     ):
         tiers.archive_listed(tenant_id=tenant_id, trace=trace)
-    # A move to cold killed before its search links went (the tier had switched).
+    # A move to cold killed before its texts left search (the tier had switched); moves
+    # from before the mark are found by their links (PostgreSQL).
     listed = TraceText.objects.values("trace_id")
-    for trace in Trace.objects.filter(tier=Tier.COLD, trace_id__in=listed):
+    for trace in Trace.objects.filter(
+        Q(archive__has_key=tiers.SEARCH_LISTED) | Q(trace_id__in=listed), tier=Tier.COLD
+    ):
         tiers.trace_unlist(tenant_id=tenant_id, trace=trace)
     while work := _due(as_of, batch, keep, effective):
         for trace, action in work:

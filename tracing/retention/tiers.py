@@ -124,6 +124,11 @@ def archive_listed(*, tenant_id: int, trace: Trace) -> None:
 
 # Written as the partial index payload_span_list_trace is (migration 0023), the kind a
 # literal: SQLite uses such an index only for the very same expression.
+# Set in Trace.archive by a move to cold, taken off once the trace's texts have left
+# search: a move killed in between is found by it on both backends (SQLite keeps no
+# link rows to find it by).
+SEARCH_LISTED = "search_listed"
+
 _HELD_LISTS = (
     "SELECT digest FROM tracing_payload WHERE tenant_id = %s "  # noqa: S608 - a constant
     f"AND kind = {int(PayloadKind.SPAN_LIST)} AND substr(data, 1, 16) = %s"
@@ -177,6 +182,8 @@ def trace_archive(*, tenant_id: int, trace: Trace, tier: int) -> bool:
         "storage_class": storage_class or "STANDARD",
         **counts,
     }
+    if tier == Tier.COLD:
+        archive[SEARCH_LISTED] = True
     with transaction.atomic():
         if Trace.objects.filter(pk=trace.pk, tier=Tier.HOT).update(tier=tier, archive=archive) != 1:
             return False
@@ -192,9 +199,15 @@ def trace_archive(*, tenant_id: int, trace: Trace, tier: int) -> bool:
 
 def _forget_text(tenant_id: int, trace: Trace, spans: list[Span], reader: PayloadReader) -> int:
     """A cold trace is listed by its summary only: its texts and attributes leave the
-    search index (the bundle keeps them)."""
+    search index (the bundle keeps them). The mark the move left comes off last, so a
+    move killed in between is finished by the next run (job.py)."""
     texts = trace_texts(tenant_id=tenant_id, spans=spans, reader=reader)
-    return search_traces_forget(tenant_id=tenant_id, trace_ids=[trace.trace_id], texts=texts)
+    forgotten = search_traces_forget(tenant_id=tenant_id, trace_ids=[trace.trace_id], texts=texts)
+    row = Trace.objects.filter(pk=trace.pk).only("archive").first()
+    if row is not None and row.archive and SEARCH_LISTED in row.archive:
+        archive = {k: v for k, v in row.archive.items() if k != SEARCH_LISTED}
+        Trace.objects.filter(pk=trace.pk).update(archive=archive)
+    return forgotten
 
 
 def trace_chill(*, tenant_id: int, trace: Trace) -> bool:
@@ -209,6 +222,7 @@ def trace_chill(*, tenant_id: int, trace: Trace) -> bool:
         tenant_id=tenant_id, key=target, expected=archive["sha256"], storage_class=storage_class
     )
     archive.update(key=target, storage_class=storage_class, stale=source)
+    archive[SEARCH_LISTED] = True
     with transaction.atomic():
         if (
             Trace.objects.filter(pk=trace.pk, tier=Tier.WARM).update(

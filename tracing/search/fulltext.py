@@ -4,7 +4,13 @@ Both sides tokenise the same way for the words people type (letters and digits;
 punctuation and underscores split words), and every term is a prefix match, so
 `ship` finds "shipped" and `lookup_order` finds the tool of that name. The 'simple'
 configuration neither stems nor drops stop words: agents speak many languages, and
-identifiers in tool payloads should match as typed. All terms must match (AND).
+identifiers in tool payloads should match as typed.
+
+A trace matches when every term occurs in its texts, not necessarily in the same one:
+a user looking for "refund 4471" means the conversation where both came up, and they
+are often in different messages (the question, a tool's result). SQLite indexes one
+document per trace, which gives that directly; PostgreSQL indexes one per distinct
+text and intersects the traces each term finds.
 
 Raw SQL takes tenant_id explicitly (CONVENTIONS.md), here through the caller.
 """
@@ -22,29 +28,29 @@ def terms(query: str) -> list[str]:
 
 
 def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
-    """SQL selecting the trace_ids whose texts match every term, or None for no terms."""
+    """SQL selecting the trace_ids whose texts hold every term, or None for no terms."""
     words = terms(query)
     if not words:
         return None
     if connection.vendor == "postgresql":
         # Terms hold only letters and digits, so they are safe in tsquery syntax.
-        tsquery = " & ".join(f"{w}:*" for w in words)
-        return (
+        one_term = (
             "SELECT tt.trace_id FROM tracing_searchtext st "
             "JOIN tracing_tracetext tt ON tt.tenant_id = st.tenant_id AND tt.text_id = st.id "
-            "WHERE st.tenant_id = %s AND st.document @@ to_tsquery('simple', %s)",
-            [tenant_id, tsquery],
+            "WHERE st.tenant_id = %s AND st.document @@ to_tsquery('simple', %s)"
         )
+        params = []
+        for word in words:
+            params += [tenant_id, f"{word}:*"]
+        return " INTERSECT ".join([one_term] * len(words)), params
     match = " ".join(f'"{w}"*' for w in words)
-    # CROSS JOIN fixes the join order in SQLite: the FTS match first, then the traces
-    # that list its rows (tracetext's key leads with the text). Left to itself the
-    # planner walks every trace text and runs the match once per row (seconds instead of
-    # milliseconds at 100,000 spans). A rowid is one tenant's text: the tenant's own
-    # links are the only ones that can name it.
+    # CROSS JOIN fixes the join order in SQLite: the FTS match first, then the trace
+    # rows by rowid. Left to itself the planner may walk the tenant's traces and run the
+    # match once per row. A rowid is a trace's row id; the tenant check keeps another
+    # tenant's trace out of the subquery as well as out of the list around it.
     return (
-        "SELECT tt.trace_id FROM tracing_searchtext_fts "
-        "CROSS JOIN tracing_tracetext tt "
-        "ON tt.tenant_id = %s AND tt.text_id = tracing_searchtext_fts.rowid "
-        "WHERE tracing_searchtext_fts MATCH %s",
-        [tenant_id, match],
+        "SELECT t.trace_id FROM tracing_searchtrace "
+        "CROSS JOIN tracing_trace t ON t.id = tracing_searchtrace.rowid "
+        "WHERE tracing_searchtrace MATCH %s AND t.tenant_id = %s",
+        [match, tenant_id],
     )

@@ -2,14 +2,27 @@
 
 For each newly stored span it records the trace's attributes (key=value) and the texts
 it holds: messages, system instructions, tool arguments and results, error messages.
+The index keeps terms only; the texts stay in the payload store.
+
+PostgreSQL, one tsvector per distinct text of the tenant:
 
     spans ─▶ payload digests they reference ─▶ new for this trace? ─▶ TraceText rows
                                             └─ text never seen by the tenant? ─▶ SearchText
 
-A text is tokenised once per tenant (SearchText, keyed by the payload digest: its
-terms only, the text stays in the payload store) and listed once per trace
-(TraceText, by the SearchText's id), however many steps resend it. Everything is
-inserted with ON CONFLICT DO NOTHING, so running a batch twice changes nothing.
+A text is tokenised once per tenant (SearchText, keyed by the payload digest) and
+listed once per trace (TraceText, by the SearchText's id), however many steps resend it.
+
+SQLite, one contentless FTS5 document per trace (tracing_searchtrace, rowid = the
+trace's row id, migration 0024):
+
+    spans ─▶ payload digests they reference ─▶ their texts ─▶ terms under the trace's rowid
+
+A later batch of the same trace adds its terms under the same rowid (FTS5 keeps one
+posting per term and rowid), so no table says which texts a trace lists.
+
+Both match a trace when every query term occurs in its texts (fulltext.py). Running a
+batch twice changes nothing a search sees: rows are inserted ON CONFLICT DO NOTHING,
+and terms posted twice for one trace are one posting.
 """
 
 import hashlib
@@ -24,7 +37,7 @@ from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
-from tracing.models import PayloadKind, SearchText, Span, TraceText
+from tracing.models import PayloadKind, SearchText, Span, Trace, TraceText
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_VALUE = 255
@@ -182,26 +195,15 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             index.digests.update(inputs[key])
             index.messages.update(inputs[key])
 
-    listed = _already_listed(traces)
-    texts, known = _texts_to_store(indexer, traces, listed)
-    _texts_insert(tenant_id, {d: t for d, t in texts.items() if d not in known})
-    # Including the ids of texts another worker indexed meanwhile (ON CONFLICT skipped them).
-    text_ids = {**known, **_text_ids(set(texts) - set(known))}
-
-    links, attributes = [], []
-    for trace_id, index in traces.items():
-        tid = uuid_param(trace_id)
-        for digest in (index.digests | set(index.inline)) - listed[trace_id]:
-            if digest in text_ids:
-                links.append((tenant_id, text_ids[digest], tid))
-        for key, value in sorted(index.attributes):
-            attributes.append((tenant_id, key, value, tid))
-    _insert(
-        "tracing_tracetext",
-        ("tenant_id", "text_id", "trace_id"),
-        ("bigint", "bigint", "uuid"),
-        sorted(links),
-    )
+    if connection.vendor == "sqlite":
+        _trace_documents_add(indexer, traces)
+    else:
+        _text_links_add(tenant_id, indexer, traces)
+    attributes = [
+        (tenant_id, key, value, uuid_param(trace_id))
+        for trace_id, index in traces.items()
+        for key, value in sorted(index.attributes)
+    ]
     _insert(
         "tracing_traceattribute",
         ("tenant_id", "key", "value", "trace_id"),
@@ -209,6 +211,53 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         attributes,
     )
     return len(rows)
+
+
+def _text_links_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> None:
+    """PostgreSQL: texts new to the tenant tokenised, texts new to a trace linked."""
+    listed = _already_listed(traces)
+    texts, known = _texts_to_store(indexer, traces, listed)
+    _texts_insert(tenant_id, {d: t for d, t in texts.items() if d not in known})
+    # Including the ids of texts another worker indexed meanwhile (ON CONFLICT skipped them).
+    text_ids = {**known, **_text_ids(set(texts) - set(known))}
+    links = []
+    for trace_id, index in traces.items():
+        tid = uuid_param(trace_id)
+        for digest in (index.digests | set(index.inline)) - listed[trace_id]:
+            if digest in text_ids:
+                links.append((tenant_id, text_ids[digest], tid))
+    _insert(
+        "tracing_tracetext",
+        ("tenant_id", "text_id", "trace_id"),
+        ("bigint", "bigint", "uuid"),
+        sorted(links),
+    )
+
+
+def _trace_documents_add(indexer: SpanIndexer, traces: dict) -> None:
+    """SQLite: the batch's texts posted under each trace's rowid. Texts an earlier batch
+    posted already are posted again (no table lists them); FTS5 folds a term's
+    postings of one rowid into one, so only the tokenising is spent twice."""
+    texts, _ = _texts_to_store(indexer, traces, defaultdict(set), per_tenant=False)
+    row_ids = dict(Trace.objects.filter(trace_id__in=list(traces)).values_list("trace_id", "id"))
+    documents = []
+    for trace_id, index in traces.items():
+        held = sorted(d for d in index.digests | set(index.inline) if d in texts)
+        if held and trace_id in row_ids:
+            documents.append((row_ids[trace_id], _document([texts[d] for d in held])))
+    if not documents:
+        return
+    # In rowid order: FTS5 flushes its pending terms to a new segment whenever a rowid
+    # comes before the last one written.
+    documents.sort()
+    with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO tracing_searchtrace (rowid, document) VALUES (%s, %s)", documents
+        )
+
+
+def _document(texts) -> str:
+    return "\n".join(_indexed(text) for text in texts)
 
 
 def _text_ids(digests: set[str]) -> dict[str, int]:
@@ -231,11 +280,11 @@ def _already_listed(traces: dict) -> dict[uuid.UUID, set[str]]:
 
 
 def _texts_to_store(
-    indexer: SpanIndexer, traces: dict, listed: dict
+    indexer: SpanIndexer, traces: dict, listed: dict, *, per_tenant: bool = True
 ) -> tuple[dict, dict[str, int]]:
     """(digest -> text of every text new to a trace that has words, digest -> id of the
-    texts the tenant has indexed already). Adds the long strings of new messages to their
-    traces."""
+    texts the tenant has indexed already, which are not read when `per_tenant`). Adds the
+    long strings of new messages to their traces."""
     # Messages new to their trace are read (from the database: they are small, their
     # long strings are stored apart) to find those long strings.
     new_messages = set()
@@ -257,7 +306,7 @@ def _texts_to_store(
     candidates = set()
     for trace_id, index in traces.items():
         candidates |= (index.digests | set(index.inline)) - listed[trace_id]
-    known = _text_ids(candidates)
+    known = _text_ids(candidates) if per_tenant else {}
     inline = {d for index in traces.values() for d in index.inline}
     to_read = candidates - set(known) - set(texts) - inline
     indexer.reader.fetch(to_read)
@@ -297,37 +346,19 @@ def _indexed(text: str) -> str:
 
 
 def _texts_insert(tenant_id: int, texts: dict[str, str]) -> None:
-    """Index digest -> text rows not indexed yet (a second run adds nothing), tokenised
-    as fulltext.py reads them. The index keeps terms only, never the text (migration
-    0018): a stripped tsvector on PostgreSQL, a contentless FTS5 row on SQLite."""
+    """PostgreSQL: index digest -> text rows not indexed yet (a second run adds nothing),
+    tokenised as fulltext.py reads them: a stripped tsvector, never the text (0018)."""
     if not texts:
         return
     rows = [(tenant_id, digest, _indexed(text)) for digest, text in sorted(texts.items())]
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            for start in range(0, len(rows), 100):
-                chunk = rows[start : start + 100]
-                values = ", ".join(["(%s, %s, strip(to_tsvector('simple', %s)))"] * len(chunk))
-                cursor.execute(
-                    "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
-                    f"VALUES {values} ON CONFLICT DO NOTHING",
-                    [v for row in chunk for v in row],
-                )
-        return
-    text_of = {digest: text for _, digest, text in rows}
-    # The row and its terms commit together: a row without terms would never be indexed
-    # again (the digest counts as known).
-    with write_turn(), transaction.atomic():
-        inserted = insert_ignoring_conflicts(
-            "tracing_searchtext",
-            ("tenant_id", "digest"),
-            [(tenant_id, digest) for digest in text_of],
-            returning=("id", "digest"),
-        )
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO tracing_searchtext_fts (rowid, document) VALUES (%s, %s)",
-                [(row_id, text_of[digest]) for row_id, digest in inserted],
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 100):
+            chunk = rows[start : start + 100]
+            values = ", ".join(["(%s, %s, strip(to_tsvector('simple', %s)))"] * len(chunk))
+            cursor.execute(
+                "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
+                f"VALUES {values} ON CONFLICT DO NOTHING",
+                [v for row in chunk for v in row],
             )
 
 
@@ -366,35 +397,48 @@ def trace_texts(*, tenant_id: int, spans: list[Span], reader: PayloadReader) -> 
 
 
 def search_traces_forget(*, tenant_id: int, trace_ids: list, texts: dict[str, str]) -> int:
-    """Take traces out of the search index: their attribute and text links, and every
-    text no other trace of the tenant lists. On SQLite a text's terms leave the
-    contentless FTS5 table through its 'delete' command, which needs the text as indexed
-    (`texts`, from `trace_texts`); a text not given keeps its terms, which then match
-    nothing (its rowid is never handed out again, migration 0018). Returns how many
-    texts left the index."""
+    """Take traces out of the search index: their attributes and their texts' terms.
+
+    PostgreSQL drops their links and every text no other trace of the tenant lists.
+    SQLite's contentless FTS5 table (3.40: no contentless_delete) takes a trace's terms
+    out through its 'delete' command, which needs the trace's texts as indexed (`texts`,
+    from `trace_texts`); a term of a text not given stays under the trace's rowid, which
+    names no trace again once the row is deleted (AUTOINCREMENT). Deleting terms a trace
+    does not hold, or deleting twice, leaves the other traces' postings as they were.
+    Returns how many texts left the index."""
     if not trace_ids:
         return 0
-    links = TraceText.objects.filter(trace_id__in=trace_ids)
-    text_ids = set(links.values_list("text_id", flat=True))
     params = [tenant_id, *(uuid_param(t) for t in trace_ids)]
     marks = ", ".join(["%s"] * len(trace_ids))
     with connection.cursor() as cursor:
-        for table in ("tracing_tracetext", "tracing_traceattribute"):
-            cursor.execute(
-                f"DELETE FROM {table} WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
-                params,
+        cursor.execute(
+            f"DELETE FROM tracing_traceattribute WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
+            params,
+        )
+    if connection.vendor == "sqlite":
+        row_ids = Trace.objects.filter(trace_id__in=trace_ids).values_list("id", flat=True)
+        document = _document(texts[d] for d in sorted(texts))
+        if not texts or not row_ids:
+            return 0
+        with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO tracing_searchtrace (tracing_searchtrace, rowid, document) "
+                "VALUES ('delete', %s, %s)",
+                [(row_id, document) for row_id in sorted(row_ids)],
             )
+        return len(texts)
+    text_ids = set(
+        TraceText.objects.filter(trace_id__in=trace_ids).values_list("text_id", flat=True)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM tracing_tracetext WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
+            params,
+        )
     still = set(
         TraceText.objects.filter(text_id__in=sorted(text_ids)).values_list("text_id", flat=True)
     )
     orphans = SearchText.objects.filter(id__in=sorted(text_ids - still))
-    rows = list(orphans.values_list("id", "digest"))
-    if connection.vendor == "sqlite":
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO tracing_searchtext_fts (tracing_searchtext_fts, rowid, document) "
-                "VALUES ('delete', %s, %s)",
-                [(row_id, _indexed(texts[d])) for row_id, d in rows if d in texts],
-            )
+    removed = orphans.count()
     orphans.delete()
-    return len(rows)
+    return removed
