@@ -46,6 +46,9 @@ MAX_LINE = 8 * 1024 * 1024
 MAX_CONNECTIONS = 64  # per run; each is a host thread
 HELD_DB_CONNECTIONS = 2  # agent connections that may keep a pooled database connection
 TOKEN_OPS = ("llm.messages", "context.fit")  # results that carry usage
+# A replayed chat span's source span, whose stored input is its conversation: the span
+# path's name for it (tracing/ingest/pipeline.py SOURCE_SPAN).
+SOURCE_SPAN = "flightdeck.replay.source_span"
 
 
 class Gateway:
@@ -286,11 +289,19 @@ class Gateway:
         else:  # a fork's step answered with the result its author gave
             result, is_error = answer.value, False
         self._count(op, None if is_error else result)
-        span = served_span(op, {"model": self.manifest["model"], **args}, result, is_error)
+        recorded = self.journal.source.llm_requests.get(answer.row.step) if answer.row else None
+        conversation = self._source_conversation(recorded, args) if op == "llm.messages" else ""
+        params = {"model": self.manifest["model"], **args}
+        if conversation:
+            params["messages"] = None  # the span path takes it from the source's span
+        span = served_span(op, params, result, is_error)
         span_id = ""
         if span:
             if answer.row is not None:
                 span["flightdeck.replay.source_step"] = answer.row.step
+            if conversation:
+                span["gen_ai.input.messages"] = None
+                span[SOURCE_SPAN] = conversation
             span_id = self.tracer.record(
                 span.pop("name"),
                 start_ns=started_ns,
@@ -304,12 +315,18 @@ class Gateway:
             # Not committed before the answer, unlike a live call's row: a replay taken up
             # after a crash is served the same answer from the same source, so a row lost
             # here changes nothing, and 100 commits cost more than the rest of the replay.
+            if isinstance(recorded, dict) and isinstance(recorded.get("messages"), dict):
+                # The same request (its hash says so): the source's form of it, naming
+                # this run's span, instead of hashing the whole conversation again.
+                request = {**recorded, "messages": {**recorded["messages"], "span": span_id}}
+            else:
+                request = journal_request(op, args, span_id=span_id)
             row = services.journal_step_values(
                 tenant_id=self.tenant_id,
                 run_id=self.run_id,
                 step=step,
                 kind=op,
-                request=journal_request(op, args, span_id=span_id),
+                request=request,
                 result=result,
                 is_error=is_error,
                 duration_ms=(time.perf_counter() - started) * 1000,
@@ -318,6 +335,19 @@ class Gateway:
                 self._served.append(row)
                 self.steps += 1
         return {"ok": False, "error": result} if is_error else {"ok": True, "result": result}
+
+    def _source_conversation(self, recorded, args: dict) -> str:
+        """The source's chat span whose input is this call's conversation (16 hex), if
+        the span path still holds it whole; else '' and the span carries it again."""
+        sources = self.tracer.sources
+        ref = recorded.get("messages") if isinstance(recorded, dict) else None
+        messages = args.get("messages")
+        if sources is None or not isinstance(ref, dict) or not isinstance(messages, list):
+            return ""
+        span = ref.get("span")
+        if not isinstance(span, str) or sources.of(span, count=len(messages)) is None:
+            return ""
+        return span
 
     def _journal(
         self, step: StepIdentity, op, args, result, *, is_error: bool, started: float, span_id=""

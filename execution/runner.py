@@ -72,12 +72,16 @@ class Supervisor:
         run = self.run
         manifest = run.version.manifest
         folder = run_dirs(run.pk)
+        link = run_link_of(run_id=run.pk)
         tracer = RunTracer(
-            tenant_id=run.tenant_id, run_id=run.pk, agent_name=run.agent.name, trace_id=run.trace_id
+            tenant_id=run.tenant_id,
+            run_id=run.pk,
+            agent_name=run.agent.name,
+            trace_id=run.trace_id,
+            source_trace_id=link.source.trace_id if link is not None else "",
         )
         if not run.trace_id:
             services.run_trace_set(run=run, trace_id=tracer.trace_id)
-        link = run_link_of(run_id=run.pk)
         if link is not None:  # the trace says which run it replays or forks
             tracer.root.set_attribute("flightdeck.replay.kind", link.kind)
             tracer.root.set_attribute("flightdeck.replay.source_run", str(link.source_id))

@@ -20,14 +20,23 @@ from opentelemetry.trace import Status, StatusCode
 log = logging.getLogger(__name__)
 
 
-def span_exporter(tenant_id: int):
+def span_exporter(tenant_id: int, sources=None):
     """The tracing app's in-process exporter, or None while tracing is not installed."""
     try:
         from tracing.exporter import InProcessSpanExporter
     except ImportError:
         log.warning("tracing is not installed: run spans are not exported")
         return None
-    return InProcessSpanExporter(tenant_id)
+    return InProcessSpanExporter(tenant_id, sources)
+
+
+def source_inputs(tenant_id: int, trace_id: str):
+    """The conversations of a replay's source trace, or None without tracing."""
+    try:
+        from tracing.selectors import SourceInputs
+    except ImportError:
+        return None
+    return SourceInputs(tenant_id=tenant_id, trace_id=trace_id)
 
 
 class _FixedTraceId(RandomIdGenerator):
@@ -96,15 +105,26 @@ def system_instructions(system) -> list:
 
 
 class RunTracer:
-    def __init__(self, *, tenant_id: int, run_id: int, agent_name: str, trace_id: str = ""):
+    def __init__(
+        self,
+        *,
+        tenant_id: int,
+        run_id: int,
+        agent_name: str,
+        trace_id: str = "",
+        source_trace_id: str = "",
+    ):
         self.run_id, self.agent_name = run_id, agent_name
+        # A replay's or fork's source trace: its chat spans hold the conversations the
+        # calls answered from the source resend (see Gateway._from_source).
+        self.sources = source_inputs(tenant_id, source_trace_id) if source_trace_id else None
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": agent_name}),
             id_generator=_FixedTraceId(int(trace_id, 16) if trace_id else None),
         )
         self.buffer = _Buffer()
         self.provider.add_span_processor(self.buffer)
-        self.exporter = span_exporter(tenant_id)
+        self.exporter = span_exporter(tenant_id, self.sources)
         self.tracer = self.provider.get_tracer("flightdeck.execution")
         self.root = self.tracer.start_span(
             f"invoke_agent {agent_name}",

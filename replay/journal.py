@@ -100,6 +100,13 @@ class SourceJournal:
         self.by_identity = {(s.request_hash, s.occurrence): s for s in rows}
         self.by_thread = {(s.thread, s.thread_seq): s for s in rows}
         self.by_step = {s.step: s for s in rows}
+        # The LLM calls' requests, small (their conversation is named, not copied): an
+        # answered call journals its source's request and refers to its chat span.
+        self.llm_requests = dict(
+            selectors.run_steps_of(run_id=link.source_id)
+            .filter(done=True, kind="llm.messages")
+            .values_list("step", "request")
+        )
         fork_row = self.by_step.get(self.fork_step) if self.fork_step else None
         self.fork_identity = (fork_row.request_hash, fork_row.occurrence) if fork_row else None
 

@@ -41,7 +41,7 @@ def run_in_doubt(*, run: Run) -> dict | None:
 
 def run_link_of(*, run_id: int) -> RunLink | None:
     """How the run was made from another one, if it was."""
-    return RunLink.objects.filter(run_id=run_id).first()
+    return RunLink.objects.filter(run_id=run_id).select_related("source").first()
 
 
 def run_lineage(*, run: Run) -> dict:

@@ -9,17 +9,21 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from tracing.ingest.pipeline import spans_ingest
+from tracing.selectors import SourceInputs
 
 logger = logging.getLogger(__name__)
 
 
 class InProcessSpanExporter(SpanExporter):
-    def __init__(self, tenant_id: int):
+    def __init__(self, tenant_id: int, sources: SourceInputs | None = None):
         self.tenant_id = tenant_id
+        self.sources = sources  # a replay's source trace (see SourceInputs)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         try:
-            result = spans_ingest(tenant_id=self.tenant_id, request=encode_spans(spans))
+            result = spans_ingest(
+                tenant_id=self.tenant_id, request=encode_spans(spans), sources=self.sources
+            )
         except Exception:
             logger.exception("in-process span export failed for tenant %s", self.tenant_id)
             return SpanExportResult.FAILURE

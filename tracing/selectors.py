@@ -1,5 +1,6 @@
 """Reads of the trace store: spans with their payloads put back together."""
 
+import threading
 import uuid
 from collections import Counter
 
@@ -285,6 +286,57 @@ class Conversations:
             messages = messages + self._after(link)
             self.resolved[link] = messages
         return messages
+
+
+class SourceInputs:
+    """The input messages (as digests) of one stored trace's chat spans, read once.
+
+    A replay is answered from its source run, so each of its LLM calls resends a
+    conversation the span path stored already, with the source's chat span. Its span
+    names that span instead (`flightdeck.replay.source_span`), and ingest takes the
+    messages' digests from here rather than digesting, redacting and storing the whole
+    conversation again on every step. Only the spans of this one trace of the tenant (the
+    source run's, named by the replay's link, never by the span) are answered, and only
+    while they are rows whose messages are all stored: an archived trace's payloads are
+    in its bundle, where a new span cannot refer to them.
+    """
+
+    def __init__(self, *, tenant_id: int, trace_id: str):
+        self.tenant_id, self.trace_id = tenant_id, trace_id
+        self.lock = threading.Lock()  # the gateway's threads and the span flush share it
+        self._inputs: dict[str, list[str]] | None = None
+
+    def of(self, span_id: str, *, count: int | None = None) -> list[str] | None:
+        """The digests of the input of the source span `span_id` (16 hex), or None;
+        with `count`, None unless the stored conversation has that many messages."""
+        with self.lock:
+            if self._inputs is None:
+                self._inputs = self._read() if self.trace_id else {}
+        digests = self._inputs.get(span_id)
+        if digests is None or (count is not None and len(digests) != count):
+            return None
+        return digests
+
+    def _read(self) -> dict[str, list[str]]:
+        spans = Span.objects.filter(trace_id=uuid.UUID(self.trace_id)).only(
+            "tenant_id", "trace_id", "span_id", "detail_packed"
+        )
+        refs_of = {}
+        for span in spans:
+            refs = span_stored_detail(span=span).get("refs", {})
+            if "in" in refs:
+                refs_of[(span.trace_id, span.span_id)] = refs
+        inputs = Conversations(PayloadReader(self.tenant_id)).inputs(refs_of)
+        wanted = sorted({d for digests in inputs.values() for d in digests})
+        stored = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            stored.update(Payload.objects.filter(digest__in=chunk).values_list("digest", flat=True))
+        return {
+            (span_id & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big").hex(): digests
+            for (_, span_id), digests in inputs.items()
+            if digests and stored.issuperset(digests)
+        }
 
 
 def span_get(*, span_id: int, trace_id=None) -> Span | None:

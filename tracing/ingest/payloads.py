@@ -102,6 +102,7 @@ class PayloadBatch:
         self.lists: dict[str, NewList] = {}
         self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
         self.outputs: dict[tuple[bytes, int], list[str]] = {}  # span -> its output messages
+        self.referenced: set[str] = set()  # stored messages given by digest (stored_list)
 
     # --- digests ----------------------------------------------------------------------
 
@@ -143,6 +144,20 @@ class PayloadBatch:
         """Digest of a list of messages, and its messages' digests. `owner`: the span
         (trace id, span id) whose input the list is."""
         items = [self.message(m, scan=scan) for m in messages]
+        return self._list(items, owner), items
+
+    def stored_list(self, items: list[str], *, owner: tuple[bytes, int]) -> str:
+        """Digest of a list of messages stored already, given by their digests (a
+        replayed call's conversation, as its source span holds it): chained like any
+        list, without the messages' canonical bytes or a redaction scan."""
+        for item in items:
+            self.raw[item] = digest_bytes(item)
+        # Their redaction counts, looked up with the batch's new payloads, count for the
+        # span as they did for its source; and their last_seen is kept fresh.
+        self.referenced.update(item for item in items if not self._remembered(item))
+        return self._list(items, owner)
+
+    def _list(self, items: list[str], owner: tuple[bytes, int] | None) -> str:
         prefixes, chain = [], b"L"
         for item in items:
             link = self.digest(chain + self.raw[item])
@@ -152,9 +167,9 @@ class PayloadBatch:
         owners = [owner] if owner is not None else []
         if digest in self.lists:
             self.lists[digest].owners += owners
-            return digest, items
+            return digest
         if self._remembered(digest):
-            return digest, items
+            return digest
         cut = None
         # Usually the previous step's list is known already: the conversation so far.
         for index in range(len(prefixes) - 2, -1, -1):
@@ -162,7 +177,7 @@ class PayloadBatch:
                 cut = index
                 break
         self.lists[digest] = NewList(items, prefixes[:-1], cut, owners)
-        return digest, items
+        return digest
 
     def output(self, owner: tuple[bytes, int], digests: list[str]) -> None:
         """The span's output messages: the next chat span's input may start from them."""
@@ -230,7 +245,7 @@ class PayloadBatch:
         Runs outside any database transaction: blob uploads can take seconds, and they
         happen before the rows that reference them commit.
         """
-        wanted = list(self.new) + list(self.lists)
+        wanted = list(self.new) + list(self.lists) + list(self.referenced)
         for new_list in self.lists.values():
             if new_list.cut is None:
                 wanted.extend(new_list.prefixes)  # nothing in memory: ask the database

@@ -25,9 +25,12 @@ from tracing.ingest.policy import TenantRedaction, tenant_redaction
 from tracing.ingest.redact import URL_KEYS, is_infrastructure
 from tracing.models import PayloadKind, Span, StatusCode, conventional_name
 from tracing.retention.selectors import archived_span_keys
+from tracing.selectors import SourceInputs
 from tracing.signals import spans_ingested
 
 MAX_REPORTED_ERRORS = 5
+# On a replayed chat span sent without its conversation: the source's span that has it.
+SOURCE_SPAN = "flightdeck.replay.source_span"
 
 
 @dataclass
@@ -55,11 +58,13 @@ def signed64(raw: bytes) -> int:
     return int.from_bytes(raw, "big", signed=True)
 
 
-def spans_ingest(*, tenant_id: int, request) -> IngestResult:
+def spans_ingest(*, tenant_id: int, request, sources: SourceInputs | None = None) -> IngestResult:
     """Store an ExportTraceServiceRequest's spans for one tenant.
 
     Invalid spans are rejected one by one and the valid ones kept. Raises database and
     blob store errors unchanged, so the caller can answer 503 and the exporter retries.
+    `sources`: a replay's source trace (given by the in-process exporter of a replay,
+    never by OTLP), whose chat spans its own may name for their conversation.
     """
     result = IngestResult()
     with tenant_scope(tenant_id):
@@ -72,7 +77,7 @@ def spans_ingest(*, tenant_id: int, request) -> IngestResult:
         batch = PayloadBatch(
             tenant_id=tenant_id, digest_key=setup.digest_key, redactor=setup.redactor
         )
-        builder = _RowBuilder(tenant_id, setup, batch, DetailPacker(tenant_id))
+        builder = _RowBuilder(tenant_id, setup, batch, DetailPacker(tenant_id), sources)
         pending = [builder.start(n) for n in normal]
         payload_rows = batch.prepare()  # uploads blobs, outside the transaction
         span_rows = [builder.finish(p) for p in pending]
@@ -199,9 +204,15 @@ class _RowBuilder:
     """Turns normalised spans into Span rows, sending large values to the payload batch."""
 
     def __init__(
-        self, tenant_id: int, setup: TenantRedaction, batch: PayloadBatch, details: DetailPacker
+        self,
+        tenant_id: int,
+        setup: TenantRedaction,
+        batch: PayloadBatch,
+        details: DetailPacker,
+        sources: SourceInputs | None = None,
     ):
         self.tenant_id = tenant_id
+        self.sources = sources
         self.setup = setup
         self.batch = batch
         self.details = details
@@ -242,6 +253,9 @@ class _RowBuilder:
                 n.input_messages, scan="gen_ai.input.messages" not in never, owner=owner
             )
             refs["in"] = digest
+            digests.extend(items)
+        elif (items := self._source_input(n)) is not None:
+            refs["in"] = self.batch.stored_list(items, owner=owner)
             digests.extend(items)
         if n.output_messages:
             scan = "gen_ai.output.messages" not in never
@@ -297,6 +311,13 @@ class _RowBuilder:
             name=name,
             status_message=status_message,
         )
+
+    def _source_input(self, n: NormalSpan) -> list[str] | None:
+        """A replayed call's conversation: the digests of its source span's input."""
+        source_span = n.attributes.get(SOURCE_SPAN)
+        if self.sources is None or not isinstance(source_span, str):
+            return None
+        return self.sources.of(source_span)
 
     def finish(self, pending: _Pending) -> rows.SpanRow:
         n, counts = pending.span, pending.counts
