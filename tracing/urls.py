@@ -1,12 +1,14 @@
 from django.urls import path
 
 from tracing import api, api_read, views
+from tracing.codingagents import api as codingagents_api
 from tracing.retention import api as retention_api
 
 urlpatterns = [
     path("v1/traces", views.otlp_traces, name="otlp-traces"),
     path("v1/logs", views.otlp_logs, name="otlp-logs"),
     path("v1/metrics", views.otlp_metrics, name="otlp-metrics"),
+    path("api/v1/metrics", codingagents_api.MetricsView.as_view(), name="metrics"),
     path("api/v1/redaction-policy", api.RedactionPolicyView.as_view(), name="redaction-policy"),
     path("api/v1/retention", retention_api.RetentionView.as_view(), name="retention"),
     path("api/v1/storage", retention_api.StorageView.as_view(), name="storage"),

@@ -105,6 +105,8 @@ EXEMPT = {
     "api/v1/budgets/check": "checks the caller's tenant's budgets; no id in the path",
     "api/v1/budgets/settings": "the caller's tenant's budget settings; no id in the path",
     "api/v1/usage": "the caller's tenant's usage; no id in the path",
+    "api/v1/metrics": "the caller's tenant's metric series; no id in the path "
+    "(tests/tracing/test_metrics_api.py: another tenant's points are not read)",
     "api/v1/statements/<str:month>": "a month of the caller's own tenant, not an object",
     "api/v1/alert-rules": "collection of the caller's tenant; no id in the path",
     "api/v1/alerts": "collection of the caller's tenant; no id in the path",

@@ -6,11 +6,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 
 from tracing import labels
 from tracing.codingagents import mapping
-from tracing.codingagents.models import MetricPoint
+from tracing.codingagents.models import MetricKind, MetricPoint
 from tracing.models import Span, SpanLabels, Trace
 from tracing.selectors import span_detail_unpack
 
@@ -50,23 +50,34 @@ def _increases(since: date, until: date) -> list[Increase]:
             "model", "attributes",
         )
     )  # fmt: skip
-    out, last = [], {}
-    start_ns = int(start.timestamp() * 1e9)
+    out = []
+    rises = Rises(start)
     for series, moment, name, value, cumulative, series_start, email, user, model, attrs in rows:
-        series = bytes(series)
-        if cumulative:
-            before = last.get(series)
-            last[series] = value
-            if before is None:
-                # The series' first point in the window: all of it is the window's only
-                # if the series started inside it.
-                added = value if series_start >= start_ns else 0.0
-            else:
-                added = value - before if value >= before else value
-        else:
-            added = value
+        added = rises.of(series, value, cumulative, series_start)
         out.append(Increase(name, moment.date(), added, email or user or "(unknown)", model, attrs))
     return out
+
+
+class Rises:
+    """What each point adds in a window, its points read in (series, time) order: a
+    delta point's value; for a cumulative point, the rise since the series' previous
+    point (all of it after a reset)."""
+
+    def __init__(self, start: datetime):
+        self.start_ns = int(start.timestamp() * 1e9)
+        self.last: dict[bytes, float] = {}
+
+    def of(self, series, value: float, cumulative: bool, series_start: int) -> float:
+        if not cumulative:
+            return value
+        series = bytes(series)
+        before = self.last.get(series)
+        self.last[series] = value
+        if before is None:
+            # The series' first point in the window: all of it is the window's only if
+            # the series started inside it.
+            return value if series_start >= self.start_ns else 0.0
+        return value - before if value >= before else value
 
 
 # Codex traces read for their tool decisions; past this the newest are read.
@@ -244,3 +255,117 @@ def coding_sessions(*, since: date, until: date, limit: int = 50) -> list[dict]:
         )
         .order_by("-started")[:limit]
     )
+
+
+# --- GET /api/v1/metrics ---------------------------------------------------------------
+
+# What a series can be filtered and grouped by: its columns under these names (`user`
+# is the e-mail when the agent sent one, else user.id, as the page shows users), and
+# any other attribute as `attr.<key>`.
+METRIC_FIELDS = {
+    "user_id": "user_id",
+    "user_email": "user_email",
+    "organization": "organization_id",
+    "terminal": "terminal_type",
+    "version": "service_version",
+    "service": "service_name",
+    "session": "session_id",
+    "model": "model",
+}
+ATTRIBUTE_PREFIX = "attr."
+INTERVALS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+MAX_BUCKETS = 1000
+MAX_POINTS = 100_000  # read per request; past it the caller narrows the window
+
+
+class TooMany(Exception):
+    """More points than one request reads."""
+
+
+def _bucket_start(moment: datetime, interval: str) -> datetime:
+    moment = moment.astimezone(UTC)
+    if interval == "day":
+        return datetime.combine(moment.date(), time.min, tzinfo=UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def bucket_count(start: datetime, end: datetime, interval: str) -> int:
+    first = _bucket_start(start, interval)
+    return max(1, -(-(end - first) // INTERVALS[interval]))
+
+
+def _group_of(field: str | None, row: dict) -> str | None:
+    if field is None:
+        return None
+    if field == "user":
+        return row["user_email"] or row["user_id"]
+    if field.startswith(ATTRIBUTE_PREFIX):
+        value = (row["attributes"] or {}).get(field[len(ATTRIBUTE_PREFIX) :])
+        return "" if value is None else str(value)
+    return row[METRIC_FIELDS[field]]
+
+
+def metric_series(
+    *,
+    name: str,
+    start: datetime,
+    end: datetime,
+    interval: str,
+    group_by: str | None,
+    filters: dict[str, set[str]],
+) -> dict:
+    """One metric's values in [start, end) by `interval` buckets, per value of
+    `group_by`: counters and histograms (their sum) add up what each bucket's points
+    added (a cumulative series' rises), gauges average their points. `filters` maps a
+    field (METRIC_FIELDS, "user" or "attr.<key>") to the values it may have. Call inside
+    the tenant's scope."""
+    query = MetricPoint.objects.filter(name=name, time__gte=start, time__lt=end)
+    for key, values in filters.items():
+        if key == "user":
+            query = query.filter(Q(user_email__in=values) | Q(user_id__in=values))
+        elif key in METRIC_FIELDS:
+            query = query.filter(**{f"{METRIC_FIELDS[key]}__in": values})
+    columns = ("series", "time", "kind", "value", "cumulative", "start_ns", "unit",
+               "attributes", *METRIC_FIELDS.values())  # fmt: skip
+    rows = list(query.order_by("series", "time").values(*columns)[: MAX_POINTS + 1])
+    if len(rows) > MAX_POINTS:
+        raise TooMany(f"more than {MAX_POINTS} points: narrow since/until or filter")
+    attribute_filters = {
+        f[len(ATTRIBUTE_PREFIX) :]: v for f, v in filters.items() if f.startswith(ATTRIBUTE_PREFIX)
+    }
+    first = _bucket_start(start, interval)
+    step = INTERVALS[interval]
+    buckets = [first + i * step for i in range(bucket_count(start, end, interval))]
+    sums: dict = defaultdict(lambda: [0.0] * len(buckets))
+    counts: dict = defaultdict(lambda: [0] * len(buckets))
+    rises = Rises(start)
+    kinds, units = set(), set()
+    for row in rows:
+        added = rises.of(row["series"], row["value"], row["cumulative"], row["start_ns"])
+        attrs = row["attributes"] or {}
+        if any(str(attrs.get(k, "")) not in v for k, v in attribute_filters.items()):
+            continue
+        kinds.add(row["kind"])
+        units.add(row["unit"])
+        at = (_bucket_start(row["time"], interval) - first) // step
+        group = _group_of(group_by, row)
+        if row["kind"] == MetricKind.GAUGE:
+            sums[group][at] += row["value"]
+        else:
+            sums[group][at] += added
+        counts[group][at] += 1
+    gauge = kinds == {MetricKind.GAUGE}
+    series = []
+    for group in sorted(sums, key=lambda g: "" if g is None else g):
+        values = sums[group]
+        if gauge:
+            values = [v / c if c else None for v, c in zip(values, counts[group], strict=True)]
+        series.append(
+            {"group": group, "values": [None if v is None else round(v, 9) for v in values]}
+        )
+    return {
+        "aggregation": "avg" if gauge else "sum",
+        "unit": units.pop() if len(units) == 1 else "",
+        "buckets": [b.isoformat() for b in buckets],
+        "series": series,
+    }
