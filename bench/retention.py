@@ -10,9 +10,12 @@ measures between the runs:
 - traces moved to warm per second (the command's wall time less a run with nothing due),
 - rows, objects and bytes per trace: hot (span and payload rows, payload blobs, the
   search index) versus warm and cold (the trace row and its bundle),
-- GET /api/v1/traces/{id} of the 2,001-span trace in each tier (p50 over RUNS; the web
-  process keeps a few decoded bundles), and opening its bundle uncached in-process
-  (GET from S3, decompress, index, span tree).
+- GET /api/v1/traces/{id} of a 2,001-span trace in each tier (the web process keeps a
+  few decoded bundles), and opening its bundle uncached in-process (GET from S3,
+  decompress, index, span tree). Two more 2,001-span traces are loaded after the moves
+  and one of them moved to warm, so a hot, a warm and a cold one stand side by side:
+  the reads run in ROUNDS, each reading every tier in turn (the order rotating), and
+  print the load average beside each round; p50 over all rounds.
 
 Target: a warm 2,001-span trace opens in under 300 ms p50.
 BENCH_SPANS changes the load (default 20,000 spans).
@@ -32,6 +35,7 @@ from bench.common import Platform, manage  # noqa: E402
 from bench.query import big_trace, load  # noqa: E402
 
 RUNS = 30
+ROUNDS = 5  # RUNS // ROUNDS reads of each tier a round
 DAYS = 40  # each tier's days in the bench's policy: loaded traces are 0-30 days old
 
 POLICY = f"""
@@ -58,7 +62,17 @@ with tenant_scope(tenant):
         rows = trace_spans(trace_id=uuid.UUID(hex="{trace}"))
         times.append((time.perf_counter() - start) * 1000)
 assert len(rows) == 2001, len(rows)
-print(statistics.median(times))
+print(" ".join(f"{{t:.3f}}" for t in times))
+"""
+
+# Ages one trace past the hot days, so the next run at "now" moves it alone to warm.
+AGED = f"""
+from datetime import timedelta
+from django.db.models import F
+from tracing.models import Trace
+Trace.all_tenants.filter(trace_id="{{trace}}").update(
+    start_time=F("start_time") - timedelta(days={DAYS + 1})
+)
 """
 
 
@@ -94,20 +108,46 @@ def per_trace(f: dict) -> str:
     )
 
 
-def read_p50(client: httpx.Client, trace: str) -> float:
+def read_times(client: httpx.Client, trace: str, runs: int) -> list[float]:
     times = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         start = time.perf_counter()
         resp = client.get(f"/api/v1/traces/{trace}")
         times.append((time.perf_counter() - start) * 1000)
         resp.raise_for_status()
     assert len(resp.json()["spans"]) >= 1
-    return statistics.median(times)
+    return times
 
 
-def open_uncached(platform: Platform, trace: str) -> float:
-    out = manage(platform.env, "shell", "-c", OPEN_UNCACHED.format(runs=RUNS, trace=trace))
-    return float(out.strip().splitlines()[-1])
+def open_uncached(platform: Platform, trace: str, runs: int) -> list[float]:
+    out = manage(platform.env, "shell", "-c", OPEN_UNCACHED.format(runs=runs, trace=trace))
+    return [float(t) for t in out.strip().splitlines()[-1].split()]
+
+
+def rotated(items: list, by: int) -> list:
+    return items[by % len(items) :] + items[: by % len(items)]
+
+
+def interleaved_reads(platform: Platform, client: httpx.Client, by_tier: dict) -> tuple:
+    """{tier: trace} -> ({tier: API read times}, {tier: uncached open times})."""
+    reads = {tier: [] for tier in by_tier}
+    opens = {tier: [] for tier in by_tier if tier != "hot"}
+    per = RUNS // ROUNDS
+    for round_ in range(ROUNDS):
+        for tier in rotated(list(reads), round_):
+            reads[tier] += read_times(client, by_tier[tier], per)
+        for tier in rotated(list(opens), round_):
+            opens[tier] += open_uncached(platform, by_tier[tier], per)
+        last = {t: statistics.median(v[-per:]) for t, v in reads.items()}
+        opened = {t: statistics.median(v[-per:]) for t, v in opens.items()}
+        print(
+            f"round {round_ + 1}: API p50 "
+            + ", ".join(f"{t} {ms:.0f} ms" for t, ms in last.items())
+            + "; uncached open p50 "
+            + ", ".join(f"{t} {ms:.0f} ms" for t, ms in opened.items())
+            + f"; load average {os.getloadavg()}"
+        )
+    return reads, opens
 
 
 def main() -> None:
@@ -125,7 +165,6 @@ def main() -> None:
             headers={"Authorization": f"Bearer {platform.key}"},
         )
         hot = figures(platform)
-        hot_read = read_p50(client, big)
 
         idle_start = time.perf_counter()
         manage(platform.env, "apply_retention", "--as-of", as_of(0))
@@ -134,12 +173,8 @@ def main() -> None:
         out = manage(platform.env, "apply_retention", "--as-of", as_of(DAYS + 1))
         moving = time.perf_counter() - start - idle
         warm = figures(platform)
-        warm_read = read_p50(client, big)
-        warm_open = open_uncached(platform, big)
         manage(platform.env, "apply_retention", "--as-of", as_of(2 * DAYS + 1))
         cold = figures(platform)
-        cold_read = read_p50(client, big)
-        cold_open = open_uncached(platform, big)
         moved = traces + 1
         print(f"load: {traces + 1} traces, {spans + 2001} spans; load average {os.getloadavg()}")
         print(out.strip())
@@ -147,13 +182,24 @@ def main() -> None:
         print(f"hot : {per_trace(hot)}   (rows: {hot['rows']})")
         print(f"warm: {per_trace(warm)}   (rows: {warm['rows']})")
         print(f"cold: {per_trace(cold)}   (rows: {cold['rows']})")
+
+        # A hot and a warm 2,001-span trace beside the cold one, for the reads.
+        hot_big, warm_big = big_trace(platform), big_trace(platform)
+        time.sleep(5)  # the worker's indexing (not measured)
+        manage(platform.env, "shell", "-c", AGED.format(trace=warm_big))
+        manage(platform.env, "apply_retention", "--as-of", as_of(0))
+        by_tier = {"hot": hot_big, "warm": warm_big, "cold": big}
+        reads, opens = interleaved_reads(platform, client, by_tier)
+        p50 = {t: statistics.median(v) for t, v in reads.items()}
+        opened = {t: statistics.median(v) for t, v in opens.items()}
         print(
-            f"2,001-span trace, GET /api/v1/traces/{{id}} p50: hot {hot_read:.0f} ms, "
-            f"warm {warm_read:.0f} ms, cold {cold_read:.0f} ms"
+            f"2,001-span trace, GET /api/v1/traces/{{id}} p50 over {ROUNDS} rounds: "
+            + ", ".join(f"{t} {ms:.0f} ms" for t, ms in p50.items())
         )
         print(
             f"2,001-span trace, bundle opened uncached (S3 GET + decode + tree) p50: "
-            f"warm {warm_open:.0f} ms, cold {cold_open:.0f} ms (target warm < 300 ms)"
+            f"warm {opened['warm']:.0f} ms, cold {opened['cold']:.0f} ms "
+            f"(target warm < 300 ms); load average {os.getloadavg()}"
         )
     finally:
         platform.stop()
