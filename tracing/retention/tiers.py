@@ -299,7 +299,14 @@ def trace_remove(*, tenant_id: int, trace: Trace) -> Removed:
             bundle = bundle_unpack(tenant_id=tenant_id, data=data)
             reader.archived.append(bundle.payloads)
             spans += bundle.spans
-    texts = trace_texts(tenant_id=tenant_id, spans=spans, reader=reader)
+    # A cold trace's bundled texts left search at the move; SQLite's contentless index
+    # must not be told to delete terms it no longer holds (that corrupts it), so only
+    # the rows stored since (late spans) are forgotten then.
+    indexed = spans
+    cold = trace.archive and trace.archive.get("key", "").endswith(".cold.zst")
+    if cold and SEARCH_LISTED not in trace.archive:
+        indexed = [s for s in spans if not getattr(s, "archived", False)]
+    texts = trace_texts(tenant_id=tenant_id, spans=indexed, reader=reader)
     removed.search_texts = search_traces_forget(
         tenant_id=tenant_id, trace_ids=[trace.trace_id], texts=texts
     )
