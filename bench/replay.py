@@ -26,7 +26,7 @@ for name in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "BLOB_STORE_URL")
     os.environ.pop(name, None)
 os.environ.update(
     {
-        "DEBUG": "1",
+        "DEBUG": "0",  # as deployed: DEBUG keeps and quotes every query it runs
         "FLIGHTDECK_VAR_DIR": str(VAR),
         "DJANGO_SETTINGS_MODULE": "controlplane.settings",
         "EXECUTION_QUEUE": f"bench-replay-{os.getpid()}",
@@ -123,6 +123,7 @@ def main():
     replay = replay_now(tenant, live)
     assert replay.status == "succeeded" and replay.output == live.output, replay.error
     live_s, replay_s = elapsed(live), elapsed(replay)
+    print(f"load average {os.getloadavg()[0]:.1f}")
     print(
         f"100-step run, LLM at 200 ms a call: live {live_s:.2f} s, replay {replay_s:.3f} s, "
         f"replay {live_s / replay_s:.0f}x faster (target: at least 100x)"
