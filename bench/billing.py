@@ -27,6 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROUNDS = int(os.environ.get("BILLING_BENCH_ROUNDS", "2"))
 
 
 def main() -> None:
@@ -84,18 +85,19 @@ def run_pass(kind: str) -> None:
     with tenant_scope(tenant):
         Budget.objects.create(tenant=tenant, scope="tenant", period="month", cap_nusd=10**18)
     print(f"--- {kind} ---")
-    on = _round_trip(ex, tenant, hook=True)
-    off = _round_trip(ex, tenant, hook=False)
     target = 1 if kind == "embedded" else 2
-    print(
-        f"gateway round trip, no-op tool, with the budget hook: p50 {ex.pct(on, 50):.3f} ms, "
-        f"p95 {ex.pct(on, 95):.3f} ms; without: p50 {ex.pct(off, 50):.3f} ms "
-        f"(target: p50 under {target} ms)"
-    )
+    for i in range(ROUNDS):  # with, without, with, without: interleaved
+        for hook in (True, False):
+            times = _round_trip(ex, tenant, hook=hook, round_=i)
+            print(
+                f"gateway round trip, no-op tool, {'with' if hook else 'without'} the budget "
+                f"hook, round {i + 1}: p50 {ex.pct(times, 50):.3f} ms, p95 "
+                f"{ex.pct(times, 95):.3f} ms (target with: p50 under {target} ms; "
+                f"load {os.getloadavg()[0]:.1f})"
+            )
     _ingest(tenant)
     if kind == "postgresql":
-        rate = _reserve_settle(tenant, clients=16, store="database")
-        print(f"reservations + settlements per second, 16 clients, PostgreSQL: {rate:,.0f}")
+        stores = ["database"]
         try:
             import redis
 
@@ -105,17 +107,24 @@ def run_pass(kind: str) -> None:
         else:
             settings.REDIS_URL = REDIS
             settings.REDIS_PREFIX = f"fdbench-{os.getpid()}:"
-            rate = _reserve_settle(tenant, clients=16, store="redis")
-            print(f"reservations + settlements per second, 16 clients, Redis store: {rate:,.0f}")
+            stores.append("redis")
+        for i in range(ROUNDS):  # PostgreSQL, Redis, PostgreSQL, Redis
+            for store in stores:
+                rate = _reserve_settle(tenant, clients=16, store=store)
+                print(
+                    f"reservations + settlements per second, 16 clients, "
+                    f"{'PostgreSQL' if store == 'database' else 'Redis store'}, round {i + 1}: "
+                    f"{rate:,.0f} (load {os.getloadavg()[0]:.1f})"
+                )
     llm.shutdown()
 
 
-def _round_trip(ex, tenant, *, hook: bool) -> list[float]:
+def _round_trip(ex, tenant, *, hook: bool, round_: int = 0) -> list[float]:
     from django.conf import settings
 
     settings.EXECUTION_SANDBOX = "bwrap"
     settings.EXECUTION_BUDGET_HOOK = "billing.hook.BudgetHook" if hook else ""
-    name = "round-trip-hook" if hook else "round-trip-plain"
+    name = f"round-trip-{'hook' if hook else 'plain'}-{round_}"
     # A loaded machine can take more than the default two minutes for 1,000 calls.
     manifest = ex.MANIFEST + "wall_seconds = 900\ncpu_seconds = 600\n"
     agent = ex.agent_with_bundle(tenant, name=name, code=ex.ROUND_TRIP, manifest=manifest)
