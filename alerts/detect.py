@@ -12,15 +12,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import OuterRef, Q, Subquery, Sum
+from django.db import connection, transaction
+from django.db.models import Sum
 
 from alerts import detectors, services
 from alerts.models import AlertRule, Detector, ErrorWindow
 from controlplane.tenancy import tenant_scope
 from tracing import labels
-from tracing.models import Span, StatusCode, Trace
-from tracing.selectors import PayloadReader, span_detail_unpack
+from tracing.models import StatusCode, Trace
+from tracing.selectors import PayloadReader, span_detail_unpack, span_values_by_key
 
 SPAN_DETECTORS = {
     Detector.LOOP,
@@ -38,16 +38,13 @@ class Row:
 
     trace_id: uuid.UUID
     span_id: int
+    hex: str  # the span id as the API and the watches name it, made once
     start_ns: int
     error: bool
     run_id: str
     name: str
     label: dict
     detail: dict
-
-    @property
-    def hex(self) -> str:
-        return _hex(self.span_id)
 
 
 def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
@@ -56,8 +53,9 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     A batch costs a fixed number of queries whatever its traces and agents: the rules,
     the spans (by key: never a trace's earlier spans), labels, traces, the watches (one
     upsert, one locked read, one update), for hallucinated tool calls the payloads (the
-    responses, then their long strings), for cost spikes one read of the batch's and
-    the agents' recent costs, and for error bursts one upsert and one read."""
+    responses, then their long strings), for cost spikes one read of the agents'
+    recent traces and one of their and the batch's costs, and for error bursts one
+    upsert and one read."""
     with tenant_scope(tenant_id):
         rules = list(AlertRule.objects.all())
         wanted = {r.detector for r in rules}
@@ -129,31 +127,22 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
 
 
 def _rows(tenant_id: int, spans: list[tuple[str, str]]) -> dict[uuid.UUID, list[Row]]:
-    """The batch's spans by trace, in start order: one query for the spans, one for
-    their labels."""
-    by_trace: dict[uuid.UUID, set[int]] = defaultdict(set)
-    for trace_hex, span_hex in spans:
-        by_trace[uuid.UUID(hex=trace_hex)].add(
-            int.from_bytes(bytes.fromhex(span_hex), "big", signed=True)
+    """The batch's spans by trace, in start order: one query for the spans (by key),
+    one for their labels."""
+    keys = list(
+        dict.fromkeys(
+            (uuid.UUID(hex=trace_hex), int.from_bytes(bytes.fromhex(span_hex), "big", signed=True))
+            for trace_hex, span_hex in spans
         )
-    found = [
-        v
-        for v in Span.objects.filter(
-            trace_id__in=by_trace, span_id__in={i for ids in by_trace.values() for i in ids}
-        )
-        .order_by("start_ns")
-        .values_list(
-            "trace_id",
-            "span_id",
-            "start_ns",
-            "status_code",
-            "run_id",
-            "name",
-            "labels_id",
+    )
+    found = span_values_by_key(
+        tenant_id=tenant_id,
+        keys=keys,
+        fields=(
+            "trace_id", "span_id", "start_ns", "status_code", "run_id", "name", "labels",
             "detail_packed",
-        )  # fmt: skip
-        if v[1] in by_trace[v[0]]
-    ]
+        ),
+    )  # fmt: skip
     values = labels.values_of(tenant_id, {v[6] for v in found})
     grouped: dict[uuid.UUID, list[Row]] = defaultdict(list)
     for trace_id, span_id, start_ns, status, run_id, name, labels_id, packed in found:
@@ -161,6 +150,7 @@ def _rows(tenant_id: int, spans: list[tuple[str, str]]) -> dict[uuid.UUID, list[
             Row(
                 trace_id,
                 span_id,
+                _hex(span_id),
                 start_ns,
                 status == StatusCode.ERROR,
                 run_id,
@@ -251,42 +241,33 @@ def _hallucinations(tenant_id: int, rows: list[Row]) -> dict:
 
 
 def _cost_spikes(agents: dict[uuid.UUID, str], fresh: dict) -> dict[uuid.UUID, detectors.Finding]:
-    """Traces of the batch costing more than their agent's recent median, with one
-    query for every trace and agent: the batch's costs, and those of each agent's
-    last ALERTS_COST_SAMPLE other traces (billing costs spans in a task of its own,
-    which may not have run for this batch yet: the trace's next batch judges it again)."""
+    """Traces of the batch costing more than their agent's recent median, in two
+    queries whatever the batch's traces and agents: each agent's last
+    ALERTS_COST_SAMPLE other traces, then the costs of those and of the batch's traces
+    by trace id (billing costs spans in a task of its own, which may not have run for
+    this batch yet: the trace's next batch judges it again).
+
+    The costs are read by a list of trace ids, not by `IN (subquery) OR IN (...)`:
+    SQLite answers that OR by walking every cost row of the tenant."""
     from billing.models import SpanCost
 
     if not agents:
         return {}
     batch = list(agents)
-    recent = Q()
-    for agent in sorted(set(agents.values())):
-        # One index walk a branch (trace_recent), each stopping at its sample's size.
-        recent |= Q(
-            trace_id__in=Trace.objects.filter(agent_name=agent)
-            .exclude(trace_id__in=batch)
-            .order_by("-start_time")
-            .values("trace_id")[: settings.ALERTS_COST_SAMPLE]
-        )
+    sample = _recent_traces(sorted(set(agents.values())), exclude=batch)
     costs = (
-        SpanCost.objects.filter(Q(trace_id__in=batch) | recent, counted=True)
+        SpanCost.objects.filter(trace_id__in=[*batch, *sample], counted=True)
         .values("trace_id")
-        .annotate(
-            total=Sum("cost_nusd"),
-            agent=Subquery(
-                Trace.objects.filter(trace_id=OuterRef("trace_id")).values("agent_name")[:1]
-            ),
-        )
-        .values_list("trace_id", "agent", "total")
+        .annotate(total=Sum("cost_nusd"))
+        .values_list("trace_id", "total")
     )
     mine: dict[uuid.UUID, int] = {}
     others: dict[str, list[int]] = defaultdict(list)
-    for trace_id, agent, total in costs:
+    for trace_id, total in costs:
         if trace_id in agents:
             mine[trace_id] = total or 0
         elif total:
-            others[agent].append(total)
+            others[sample[trace_id]].append(total)
     spikes = {}
     for trace_id, agent in agents.items():
         cost = mine.get(trace_id, 0)
@@ -304,6 +285,28 @@ def _cost_spikes(agents: dict[uuid.UUID, str], fresh: dict) -> dict[uuid.UUID, d
             count=cost / median,
         )
     return spikes
+
+
+def _recent_traces(agents: list[str], *, exclude: list) -> dict[uuid.UUID, str]:
+    """trace id -> agent of each agent's last ALERTS_COST_SAMPLE traces but the
+    excluded, in one statement: a UNION ALL of one index walk (trace_recent) an agent,
+    each stopping at its sample's size. Built from the ORM's own SQL for each agent
+    (Django cannot slice the parts of a compound on SQLite), and not as an `OR` of
+    `IN (subquery)`, which SQLite answers by walking every trace of the tenant."""
+    parts = [
+        Trace.objects.filter(agent_name=agent)
+        .exclude(trace_id__in=exclude)
+        .order_by("-start_time")
+        .values_list("trace_id", "agent_name")[: settings.ALERTS_COST_SAMPLE]
+        .query.sql_with_params()
+        for agent in agents
+    ]
+    # The ORM's own SQL, its values bound.
+    sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS a{i}" for i, (part, _) in enumerate(parts))  # noqa: S608
+    trace_field = Trace._meta.get_field("trace_id")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [p for _, params in parts for p in params])
+        return {trace_field.to_python(t): agent for t, agent in cursor.fetchall()}
 
 
 def _error_bursts(tenant_id: int, rules, rows: list[Row]) -> int:
