@@ -1,8 +1,9 @@
 """Runs one claimed run on this worker: unpack the bundle, start the gateway and the
 sandbox, supervise (limits, cancel, lease), and record how it ended.
 
-Ownership is the lease on the run's row, not the broker's message: the supervisor
-renews it while the sandbox runs and writes the outcome only while it still holds it.
+Ownership is the lease on the run's row, not the broker's message: a thread of the
+supervisor (LeaseKeeper) renews it from the claim on, and the supervisor writes the
+outcome only while it still holds it.
 A worker that dies stops renewing; its message comes back (acks late, rejected on
 worker loss) and the next claim takes the run over once the lease has run out, or at
 once when the owner was a process of this host that is gone; `requeue_lost_runs` (beat)
@@ -13,11 +14,15 @@ import logging
 import os
 import secrets
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 
+from controlplane.tenancy import tenant_scope
 from execution import selectors, services
 from execution.budget import BudgetRefused
 from execution.bundles import BundleError, bundle_unpack
@@ -64,11 +69,69 @@ def run_dirs(run_id: int) -> Path:
     return folder
 
 
+class LeaseKeeper:
+    """Renews the run's lease each second, from the claim to the outcome, on a thread
+    of its own with its own database connection.
+
+    Renewed by the supervisor's loop, the lease waited behind the bundle's unpacking,
+    the sandbox's start and each second's journal, span and budget flushes: on a
+    loaded machine these took longer than the lease, another worker took over a run
+    whose owner was alive, and both ran it, their journals racing for the same steps.
+    The lease now says only that this process is alive; the supervisor's loop acts on
+    what a renewal found (`state`).
+    """
+
+    def __init__(self, *, run: Run, worker_id: str):
+        self.run, self.worker_id = run, worker_id
+        self.counters: Callable[[], dict] = dict  # the gateway's, once it has started
+        self.state = "ok"  # "lost" once another worker has the run, or why it should stop
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{run.pk}")
+
+    def start(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        every = min(settings.EXECUTION_LEASE_SECONDS / 3, 1.0)
+        try:
+            with tenant_scope(self.run.tenant_id):
+                while self.state != "lost" and not self._done.wait(every):
+                    self.state = self._renew()
+        finally:
+            connection.close()  # this thread's
+
+    def _renew(self) -> str:
+        try:
+            if not services.run_lease_renew(
+                run_id=self.run.pk, worker_id=self.worker_id, counters=self.counters()
+            ):
+                return "lost"
+            return selectors.run_stop_wanted(run_id=self.run.pk) or "ok"
+        except Exception:  # noqa: BLE001 - the database away: try again in a second
+            log.exception("run %s: the lease could not be renewed", self.run.pk)
+            connection.close()  # reconnect at the next renewal
+            return self.state
+
+
 class Supervisor:
     def __init__(self, *, run: Run, worker_id: str):
         self.run, self.worker_id = run, worker_id
+        self.lease = LeaseKeeper(run=run, worker_id=worker_id)
 
     def execute(self) -> None:
+        self.lease.start()
+        try:
+            self._execute()
+        finally:
+            self.lease.stop()
+
+    def _execute(self) -> None:
         run = self.run
         manifest = run.version.manifest
         folder = run_dirs(run.pk)
@@ -117,6 +180,7 @@ class Supervisor:
                 tracer=tracer,
                 socket_path=folder / "sock" / "gw.sock",
             ).start()
+            self.lease.counters = gateway.counters
             if gateway.budget is not None:
                 if run.attempts > 1:  # what the lost worker left held, settled or given back
                     gateway.budget.reconcile(run_id=run.pk)
@@ -180,6 +244,7 @@ class Supervisor:
         tracer.limits_hit(hits, limits=run.limits)
         tracer.finish(status=status, error=error)
         counters = gateway.counters() if gateway is not None else {}
+        self.lease.stop()  # its last renewal must not follow the outcome's counters
         self._finish(
             status=status,
             reason=reason,
@@ -192,10 +257,14 @@ class Supervisor:
 
     def _supervise(self, box, gateway: Gateway, tracer: RunTracer) -> bool:
         """Wait for the sandbox; False when this worker lost the run's lease."""
-        renew_every = settings.EXECUTION_LEASE_SECONDS / 3
-        last_renew = time.monotonic()
+        flush_every = min(settings.EXECUTION_LEASE_SECONDS / 3, 1.0)
+        last_flush = time.monotonic()
         finished_at = None
         while box.poll() is None:
+            if self.lease.state == "lost":
+                box.kill()
+                gateway.stop("lease lost")
+                return False
             if gateway.stop_reason:
                 box.kill(gateway.stop_reason)
                 break
@@ -204,37 +273,25 @@ class Supervisor:
                 if time.monotonic() - finished_at > FINISH_GRACE_SECONDS:
                     box.kill()  # finished, but left threads or children behind
                     break
-            if time.monotonic() - last_renew >= min(renew_every, 1.0):
-                last_renew = time.monotonic()
+            if time.monotonic() - last_flush >= flush_every:
+                last_flush = time.monotonic()
                 gateway.journal_flush()
                 tracer.flush()
                 self._budget_flush(gateway)
-                state = self._renew(gateway.counters())
-                if state == "lost":
-                    box.kill()
-                    gateway.stop("lease lost")
-                    return False
-                if state != "ok":  # cancelled, or stopped by an alert rule
+                state = self.lease.state
+                if state not in ("ok", "lost"):  # cancelled, or stopped by an alert rule
                     gateway.stop(state)
             time.sleep(0.01)
         return True
 
     def _budget_flush(self, gateway: Gateway) -> None:
-        # The hook keeps what it could not write for its next flush; the lease is
-        # renewed either way.
+        # The hook keeps what it could not write for its next flush.
         if gateway.budget is None:
             return
         try:
             gateway.budget.flush()
         except Exception:  # noqa: BLE001 - logged; written at the next flush or the end
             log.exception("run %s: the budget hook could not flush", self.run.pk)
-
-    def _renew(self, counters: dict) -> str:
-        if not services.run_lease_renew(
-            run_id=self.run.pk, worker_id=self.worker_id, counters=counters
-        ):
-            return "lost"
-        return selectors.run_stop_wanted(run_id=self.run.pk) or "ok"
 
     def _verdict(self, gateway: Gateway, outcome, logs: str):
         if gateway.diverged is not None:

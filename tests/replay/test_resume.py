@@ -99,10 +99,12 @@ def test_it_resumes_twenty_killed_runs_with_each_side_effect_once(acme, receiver
         wave = [start(acme, agent, "effect") for _ in range(5)]
         live_again |= kill_each_once(wave)
         runs += wave
+    pickups = sorted(live_again.values())
     print(
         f"\nSIGKILL -> run live again on another process: median "
-        f"{statistics.median(live_again.values()):.2f} s, max {max(live_again.values()):.2f} s "
-        f"over {len(live_again)} runs"
+        f"{statistics.median(pickups):.2f} s, max {pickups[-1]:.2f} s over {len(pickups)} runs "
+        f"(load {' '.join(f'{n:.1f}' for n in os.getloadavg())}); each, sorted: "
+        + " ".join(f"{s:.1f}" for s in pickups)
     )
     for run in runs:
         finished = wait_for(
