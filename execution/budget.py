@@ -6,6 +6,10 @@ CPU time, and `settle(reservation=, usage=)` after; `run_create` calls `admit(ru
 Any of them raises BudgetRefused to refuse: the run stops with reason `budget`.
 A call made outside any run (the playground's) reserves with `run_id=None` and names
 its `tenant_id=` and `agent=` instead.
+A hook may also offer `settle_journaled(settlements=[(reservation, usage)], write=)`:
+the gateway then hands it an LLM call's settlements with the function that writes the
+call's journal step, so both can share one commit; without it the step is written
+and then each call settled.
 `flush()` is called about once a second while the run goes on and once when it ends,
 before its outcome is written: a hook may hold its bookkeeping back until then.
 """

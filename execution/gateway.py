@@ -49,6 +49,7 @@ TOKEN_OPS = ("llm.messages", "context.fit")  # results that carry usage
 # A replayed chat span's source span, whose stored input is its conversation: the span
 # path's name for it (tracing/ingest/pipeline.py SOURCE_SPAN).
 SOURCE_SPAN = "flightdeck.replay.source_span"
+LEASE_LOST = "lease lost"  # the supervisor then stops the sandbox and writes no outcome
 
 
 class Gateway:
@@ -56,6 +57,7 @@ class Gateway:
         self, *, run: Run, manifest: dict, limits: dict, tracer: RunTracer, socket_path: Path
     ):
         self.run_id, self.tenant_id, self.agent_id = run.pk, run.tenant_id, run.agent_id
+        self.owner = run.lease_owner  # as claimed: each journal write checks it still is
         self.manifest, self.limits, self.tracer = manifest, limits, tracer
         self.socket_path = socket_path
         self.journal = Journal(run=run)
@@ -171,6 +173,8 @@ class Gateway:
     def _handle_safely(self, op: str, args: dict, thread: str, seq: int) -> dict:
         try:
             return self.handle(op, args, thread=thread, thread_seq=seq)
+        except services.LeaseLost:  # another worker has the run: not one more step here
+            return self._stopped(LEASE_LOST)
         except Exception:  # noqa: BLE001 - the agent gets an answer, the log the details
             log.exception("run %s: the gateway failed on %s", self.run_id, op)
             return _error("internal", f"the platform failed on {op}; the error is logged")
@@ -357,6 +361,7 @@ class Gateway:
         def write():
             if completes:
                 services.journal_step_complete(
+                    owner=self.owner,
                     tenant_id=self.tenant_id,
                     run_id=self.run_id,
                     step=step,
@@ -366,6 +371,7 @@ class Gateway:
                 )
             else:
                 services.journal_step_insert(
+                    owner=self.owner,
                     tenant_id=self.tenant_id,
                     run_id=self.run_id,
                     step=step,
@@ -377,11 +383,15 @@ class Gateway:
                 )
 
         settlements = getattr(self._call, "settlements", None)
+        joined = getattr(self.budget, "settle_journaled", None)
         if settlements:
             self._call.settlements = []
-            self.budget.settle_journaled(settlements=settlements, write=write)
+        if settlements and joined is not None:
+            joined(settlements=settlements, write=write)
         else:
             write()
+            for reservation, usage in settlements or ():
+                self.budget.settle(reservation=reservation, usage=usage)
         with self.lock:
             if completes:
                 self._intents.discard(step)
@@ -393,7 +403,10 @@ class Gateway:
         with self.lock:
             rows, self._served = self._served, []
         if rows:
-            services.journal_steps_write(rows=rows)
+            try:
+                services.journal_steps_write(run_id=self.run_id, owner=self.owner, rows=rows)
+            except services.LeaseLost:
+                self.stop(LEASE_LOST)
 
     def _admit(self, op: str, digest: str) -> str:
         """The stop reason if this call may not run."""
@@ -519,6 +532,7 @@ class Gateway:
                 self._intents.add(step)
         if not in_doubt:
             services.journal_step_insert(
+                owner=self.owner,
                 tenant_id=self.tenant_id,
                 run_id=self.run_id,
                 step=step,

@@ -26,7 +26,7 @@ from controlplane.tenancy import tenant_scope
 from execution import selectors, services
 from execution.budget import BudgetRefused
 from execution.bundles import BundleError, bundle_unpack
-from execution.gateway import Gateway
+from execution.gateway import LEASE_LOST, Gateway
 from execution.models import Run, RunStatus, StopReason
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend
 from execution.sandbox.resources import Limits, remove_tree
@@ -261,9 +261,9 @@ class Supervisor:
         last_flush = time.monotonic()
         finished_at = None
         while box.poll() is None:
-            if self.lease.state == "lost":
+            if self.lease.state == "lost" or gateway.stop_reason == LEASE_LOST:
                 box.kill()
-                gateway.stop("lease lost")
+                gateway.stop(LEASE_LOST)
                 return False
             if gateway.stop_reason:
                 box.kill(gateway.stop_reason)

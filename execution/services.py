@@ -413,11 +413,20 @@ def run_finish(
 # Every column but the id, in the model's order; the table and columns are constants and
 # the values go as parameters.
 _JOURNAL_FIELDS = [f for f in JournalStep._meta.concrete_fields if not f.primary_key]
+# Fenced: a row goes in only while its writer still holds the run's lease (the last two
+# parameters: the run and the owner), so a worker that handed the run back or was taken
+# over cannot write a step its successor is also writing, nor journal a tool call's
+# intent and then make the call.
 _JOURNAL_INSERT = (
     f"INSERT INTO {JournalStep._meta.db_table} "  # noqa: S608
     f"({', '.join(f.column for f in _JOURNAL_FIELDS)}) "
-    f"VALUES ({', '.join(['%s'] * len(_JOURNAL_FIELDS))})"
+    f"SELECT {', '.join(['%s'] * len(_JOURNAL_FIELDS))} "
+    f"WHERE EXISTS (SELECT 1 FROM {Run._meta.db_table} WHERE id = %s AND lease_owner = %s)"
 )
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the run: another has it, or it was handed back."""
 
 
 def journal_step_values(
@@ -454,28 +463,34 @@ def journal_step_values(
     return [f.get_db_prep_save(values[f.attname], connection) for f in _JOURNAL_FIELDS]
 
 
-def journal_step_insert(**step) -> None:
+def journal_step_insert(*, owner: str, **step) -> None:
     """Insert one step (or, `done` False, a tool call's intent before it is made);
     committed when this returns (autocommit: one statement). Takes journal_step_values'
-    arguments.
+    arguments, and the lease's `owner`: LeaseLost when it no longer holds the run.
 
     Plain SQL through the fields' own adapters: this is on every gateway call's path,
     and the ORM's save() costs more than the insert itself. The run's counters are
     written by the supervisor once a second (run_lease_renew), not here.
     """
     with connection.cursor() as cursor:
-        cursor.execute(_JOURNAL_INSERT, journal_step_values(**step))
+        cursor.execute(_JOURNAL_INSERT, [*journal_step_values(**step), step["run_id"], owner])
+        if cursor.rowcount != 1:
+            raise LeaseLost
 
 
 @transaction.atomic
-def journal_steps_write(*, rows: list[list]) -> None:
-    """Insert rows made by journal_step_values, in one transaction."""
+def journal_steps_write(*, run_id: int, owner: str, rows: list[list]) -> None:
+    """Insert rows made by journal_step_values, in one transaction; none of them (and
+    LeaseLost) when `owner` no longer holds the run."""
     with connection.cursor() as cursor:
-        cursor.executemany(_JOURNAL_INSERT, rows)
+        cursor.executemany(_JOURNAL_INSERT, [[*row, run_id, owner] for row in rows])
+        if cursor.rowcount != len(rows):
+            raise LeaseLost  # and the transaction writes none of them
 
 
 def journal_step_complete(
     *,
+    owner: str,
     tenant_id: int,
     run_id: int,
     step: "StepIdentity",
@@ -483,15 +498,21 @@ def journal_step_complete(
     is_error: bool,
     duration_ms: float,
 ) -> None:
-    """Write the result of a call whose intent was journaled."""
-    JournalStep.objects.filter(
-        run_id=run_id, request_hash=step.request_hash, occurrence=step.occurrence
+    """Write the result of a call whose intent was journaled (LeaseLost, and nothing
+    written, when `owner` no longer holds the run)."""
+    updated = JournalStep.objects.filter(
+        run_id=run_id,
+        request_hash=step.request_hash,
+        occurrence=step.occurrence,
+        run__lease_owner=owner,
     ).update(
         result=seal(tenant_id=tenant_id, value=result),
         is_error=is_error,
         done=True,
         duration_ms=duration_ms,
     )
+    if updated != 1:
+        raise LeaseLost
 
 
 def run_state_set(*, tenant_id: int, run_id: int, key: str, value) -> None:

@@ -103,7 +103,7 @@ def main(ctx, input):
 def spans(monkeypatch):
     """The run's spans, caught by the OpenTelemetry SDK's own in-memory exporter."""
     exporter = InMemorySpanExporter()
-    monkeypatch.setattr("execution.spans.span_exporter", lambda tenant_id: exporter)
+    monkeypatch.setattr("execution.spans.span_exporter", lambda tenant_id, sources=None: exporter)
     return exporter
 
 
