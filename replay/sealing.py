@@ -14,6 +14,7 @@ Readers never show a value as it is opened: `replay.selectors` redacts it first.
 """
 
 import base64
+import threading
 
 import orjson
 import zstandard
@@ -27,8 +28,21 @@ PURPOSE = "journal"
 _PLAIN, _ZSTD = b"j", b"z"
 # Short values rarely compress below zstd's own frame header.
 COMPRESS_FROM = 200
-_compressor = zstandard.ZstdCompressor(level=3)
-_decompressor = zstandard.ZstdDecompressor()
+# Per thread: a zstd context is not safe to share, and the gateway seals on each of
+# the agent's connection threads at once (parallel tool calls).
+_coders = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    if not hasattr(_coders, "compressor"):
+        _coders.compressor = zstandard.ZstdCompressor(level=3)
+    return _coders.compressor
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    if not hasattr(_coders, "decompressor"):
+        _coders.decompressor = zstandard.ZstdDecompressor()
+    return _coders.decompressor
 
 
 def _fernet(tenant_id: int):
@@ -52,7 +66,7 @@ def seal(*, tenant_id: int, value) -> Sealed | None:
     data = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     body = _PLAIN + data
     if len(data) >= COMPRESS_FROM:
-        packed = _compressor.compress(data)
+        packed = _compressor().compress(data)
         if len(packed) < len(data):
             body = _ZSTD + packed
     token = _fernet(tenant_id).encrypt(body)
@@ -70,7 +84,7 @@ def unseal(sealed: bytes):
         body = _fernet(tenant_id).decrypt(token)
     except Exception:  # noqa: BLE001 - InvalidToken, or a token cut short
         raise JournalKeyError("a journal value could not be decrypted (wrong vault key?)") from None
-    data = _decompressor.decompress(body[1:]) if body[:1] == _ZSTD else body[1:]
+    data = _decompressor().decompress(body[1:]) if body[:1] == _ZSTD else body[1:]
     return orjson.loads(data)
 
 
