@@ -14,7 +14,10 @@ from replay import sealing
 def test_it_seals_and_opens_from_many_threads_at_once(acme):
     rng = random.Random(7)
     values = [
-        {"n": n, "text": "".join(rng.choices(string.ascii_letters + " ", k=rng.randint(300, 30000)))}
+        {
+            "n": n,
+            "text": "".join(rng.choices(string.ascii_letters + " ", k=rng.randint(300, 30000))),
+        }
         for n in range(400)
     ]
     tenant_id = acme.id
