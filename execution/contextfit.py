@@ -38,6 +38,11 @@ def _with_prefix(messages: list, text: str) -> list:
     return [{"role": "user", "content": text}, *messages]
 
 
+def fitted_messages(messages: list, *, dropped: int, note: str | None) -> list:
+    """What a fit answers: the messages after the first `dropped`, led by `note`."""
+    return _with_prefix(messages[dropped:], note) if dropped else messages
+
+
 def fit(messages: list, budget_tokens: int, *, summarise: bool, summarise_call) -> dict:
     """`summarise_call(dropped_messages) -> str` asks the model for a summary."""
     total = sum(estimate_tokens(m) for m in messages)
@@ -58,15 +63,54 @@ def fit(messages: list, budget_tokens: int, *, summarise: bool, summarise_call) 
         # Nothing fits whole from a clean start: keep the last clean start anyway.
         starts = [i for i, m in enumerate(messages) if _can_start(m)]
         start = starts[-1] if starts else kept_from
-    dropped, kept = messages[:start], messages[start:]
+    dropped = messages[:start]
     if summarise and dropped:
         note = "Summary of the earlier conversation: " + summarise_call(dropped)
     else:
         note = f"[{len(dropped)} earlier messages were left out to fit the context window]"
-    fitted = _with_prefix(kept, note) if dropped else kept
+    fitted = fitted_messages(messages, dropped=len(dropped), note=note)
     return {
         "messages": fitted,
         "dropped": len(dropped),
         "summarised": bool(summarise and dropped),
         "estimated_tokens": sum(estimate_tokens(m) for m in fitted),
     }
+
+
+def journal_form(result, messages: list):
+    """A fit's result as the journal keeps it: the request's messages are the agent's own
+    (the step's request hash covers them), so the fitted list is kept as how many of
+    them were dropped and the note put before the rest. Copied whole, each step would
+    store its conversation again and a long run's journal grow with its square.
+    Anything that does not rebuild exactly (a fork's hand-written result) stays whole."""
+    if not isinstance(result, dict):
+        return result
+    fitted, dropped = result.get("messages"), result.get("dropped")
+    if not isinstance(fitted, list) or not isinstance(dropped, int):
+        return result
+    if dropped < 0 or dropped > len(messages):
+        return result
+    note = _note_of(fitted) if dropped else None
+    if fitted_messages(messages, dropped=dropped, note=note) != fitted:
+        return result
+    kept = {k: v for k, v in result.items() if k != "messages"}
+    return {**kept, "note": note}
+
+
+def _note_of(fitted: list) -> str | None:
+    """The note _with_prefix put first: a message of its own, or its first block."""
+    content = fitted[0].get("content") if fitted and isinstance(fitted[0], dict) else None
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        content = content[0].get("text")
+    return content if isinstance(content, str) else None
+
+
+def from_journal(journaled, messages: list):
+    """The result a fit answered, rebuilt from its journal form and the same request."""
+    if not isinstance(journaled, dict) or "messages" in journaled or "note" not in journaled:
+        return journaled  # kept whole
+    if not isinstance(journaled.get("dropped"), int):
+        return journaled
+    rest = {k: v for k, v in journaled.items() if k != "note"}
+    fitted = fitted_messages(messages, dropped=rest["dropped"], note=journaled["note"])
+    return {"messages": fitted, **rest}

@@ -213,13 +213,14 @@ class Gateway:
         if step.step > self.limits["max_steps"]:
             return self._stopped(StopReason.STEPS)
         recorded = self.journal.recorded_step(step)
+        edited = False  # the request run is not the agent's (a fork's edited step)
         if recorded is not None and recorded.done:
             self._count(op, recorded.result if not recorded.is_error else None)
             with self.lock:
                 self.steps += 1
             if recorded.is_error:
                 return {"ok": False, "error": recorded.result}
-            return {"ok": True, "result": recorded.result}
+            return {"ok": True, "result": journal_answer(op, args, recorded.result)}
         if recorded is not None:  # an intent without a result: the call is in doubt
             with self.lock:
                 self._intents.add(step)
@@ -231,15 +232,16 @@ class Gateway:
                 return self._from_source(step, op, args, answer)
             if answer.kind == "request":  # a fork's step run live with its edited request
                 args = {**args, **answer.value}
+                edited = True
         self._call.settlements = []
         try:
-            return self._live(step, op, args, handler)
+            return self._live(step, op, args, handler, edited=edited)
         finally:
             left, self._call.settlements = self._call.settlements, None
             for reservation, usage in left:  # stopped before its step was journaled
                 self.budget.settle(reservation=reservation, usage=usage)
 
-    def _live(self, step: StepIdentity, op: str, args: dict, handler) -> dict:
+    def _live(self, step: StepIdentity, op: str, args: dict, handler, *, edited: bool) -> dict:
         limited = self._rate_limit(op, args)
         if limited:
             # Journaled like any answer: the same call of a resumed run gets the same one.
@@ -270,7 +272,12 @@ class Gateway:
                 attributes=span,
                 error=result["message"] if is_error else "",
             )
-        self._journal(step, op, args, result, is_error=is_error, started=started, span_id=span_id)
+        # An edited request's result is kept whole: a resumed fork rebuilds from the
+        # agent's request, not the edited one.
+        journaled = result if is_error or edited else journal_result(op, args, result)
+        self._journal(
+            step, op, args, journaled, is_error=is_error, started=started, span_id=span_id
+        )
         return reply
 
     def _diverged(self, report: dict) -> dict:
@@ -288,10 +295,12 @@ class Gateway:
         """Answer from the source's journal (nothing upstream is called), journaled in
         this run too, with the span a live call would have left."""
         started_ns, started = time.time_ns(), time.perf_counter()
-        if answer.kind == "serve":
-            result, is_error = answer.row.result, answer.row.is_error
+        if answer.kind == "serve":  # the source's journal form, kept as it is here
+            journaled, is_error = answer.row.result, answer.row.is_error
+            result = journaled if is_error else journal_answer(op, args, journaled)
         else:  # a fork's step answered with the result its author gave
             result, is_error = answer.value, False
+            journaled = journal_result(op, args, result)
         self._count(op, None if is_error else result)
         recorded = self.journal.source.llm_requests.get(answer.row.step) if answer.row else None
         conversation = self._source_conversation(recorded, args) if op == "llm.messages" else ""
@@ -314,7 +323,7 @@ class Gateway:
                 error=result.get("message", "") if is_error and isinstance(result, dict) else "",
             )
         if step in self._intents:
-            self._journal(step, op, args, result, is_error=is_error, started=started)
+            self._journal(step, op, args, journaled, is_error=is_error, started=started)
         else:
             # Not committed before the answer, unlike a live call's row: a replay taken up
             # after a crash is served the same answer from the same source, so a row lost
@@ -331,7 +340,7 @@ class Gateway:
                 step=step,
                 kind=op,
                 request=request,
-                result=result,
+                result=journaled,
                 is_error=is_error,
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
@@ -713,7 +722,13 @@ def journal_request(op: str, args: dict, *, span_id: str = ""):
     the span path already (redacted, stored once as a chain of messages): the journal
     names the call's chat span for it, with the conversation's length and one hash, so
     a step costs the same whatever the length of the conversation (a copy, or a hash
-    per message, would grow with its square). Other requests are small: kept whole."""
+    per message, would grow with its square). A context fit's conversation is the
+    agent's to send again: its length and hash. Other requests are small: kept whole."""
+    if op == "context.fit":
+        messages = args.get("messages")
+        if not isinstance(messages, list):
+            return args
+        return {**args, "messages": {"count": len(messages), "sha256": short_hash(messages)}}
     if op != "llm.messages":
         return args
     kept = {k: v for k, v in args.items() if k not in ("messages", "system", "tools")}
@@ -724,6 +739,21 @@ def journal_request(op: str, args: dict, *, span_id: str = ""):
         if args.get(name) is not None:
             kept[f"{name}_sha256"] = short_hash(args[name])
     return kept
+
+
+def journal_result(op: str, args: dict, result):
+    """What the journal keeps of a call's result: a context fit's without the messages
+    it kept (contextfit.journal_form), the rest whole."""
+    if op == "context.fit" and isinstance(args.get("messages"), list):
+        return contextfit.journal_form(result, args["messages"])
+    return result
+
+
+def journal_answer(op: str, args: dict, journaled):
+    """The answer a journaled result stands for, given the same request."""
+    if op == "context.fit" and isinstance(args.get("messages"), list):
+        return contextfit.from_journal(journaled, args["messages"])
+    return journaled
 
 
 def short_hash(value) -> str:

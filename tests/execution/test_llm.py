@@ -8,6 +8,7 @@ import anthropic
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from execution import contextfit
 from execution.devllm.server import serve
 from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle, run_now
@@ -201,6 +202,23 @@ def main(ctx, input):
     assert all(b.get("type") != "tool_result" for b in first["content"] if isinstance(b, dict))
     assert "earlier messages were left out" in plain[0]["content"][0]["text"]
     assert messages_api.requests == 1  # one summary; the plain fit and the small one call nothing
+
+
+def test_it_journals_a_fit_as_what_it_dropped_and_rebuilds_it_exactly():
+    turns = [{"role": "user", "content": "q " * 300}, {"role": "assistant", "content": "a " * 300}]
+    history = turns * 6 + [{"role": "assistant", "content": "last " * 300}]
+    for messages, summarise in ((history, False), (history, True), (history[-1:], False)):
+        result = contextfit.fit(
+            messages, 400, summarise=summarise, summarise_call=lambda dropped: "short"
+        )
+        journaled = contextfit.journal_form(result, messages)
+        assert (
+            "messages" not in journaled and contextfit.from_journal(journaled, messages) == result
+        )
+    # A result that is not what a fit of these messages answers (a fork's) stays whole.
+    written = {"messages": [{"role": "user", "content": "mine"}], "dropped": 2}
+    assert contextfit.journal_form(written, history) == written
+    assert contextfit.from_journal(written, history) == written
 
 
 def test_it_keeps_state_per_run_and_memory_per_agent(acme, transactional_db):

@@ -7,12 +7,14 @@ import re
 import pytest
 from django.db import connection
 
+from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
+from execution import services
 from execution.gateway import journal_request
 from execution.testing import agent_with_bundle, run_now
 from replay import sealing
 from replay.models import JournalStep
-from replay.services import journal_delete
+from replay.services import journal_delete, run_replay_create
 
 EMAIL = "jane.doe@example.com"
 PRIVATE = f"""
@@ -32,6 +34,22 @@ def main(ctx, input):
         reply = ctx.llm.messages(messages=messages, max_tokens=40)
         messages.append({"role": "assistant", "content": reply.content})
     return len(messages)
+"""
+# A conversation that outgrows its budget, fitted before every LLM call (summarised on
+# every other step). Its messages are hex, so zstd cannot hide a copied conversation.
+FITTING = """
+import hashlib
+
+
+def main(ctx, input):
+    messages, fitted = [], []
+    for n in range(input["steps"]):
+        words = " ".join(hashlib.sha256(f"{n}-{i}".encode()).hexdigest() for i in range(4))
+        messages.append({"role": "user", "content": f"step {n}: {words}"})
+        fitted = ctx.context.fit(messages, budget_tokens=600, summarise=n % 2 == 0)
+        reply = ctx.llm.messages(messages=fitted, max_tokens=40)
+        messages.append({"role": "assistant", "content": reply.content})
+    return {"fitted": fitted, "count": len(messages)}
 """
 
 
@@ -144,3 +162,35 @@ def test_it_grows_a_conversations_journal_with_its_steps(transactional_db, acme,
         assert last.request["messages"]["count"] == 2 * steps - 1
         assert len(last.request["messages"]["span"]) == 16  # its chat span holds them
     assert per_step[40] < per_step[5] * 1.15, per_step
+
+
+def test_it_journals_a_context_fit_by_what_it_kept_and_replays_it_exactly(
+    transactional_db, acme, messages_api
+):
+    agent = agent_with_bundle(acme, name="fitting", code=FITTING, manifest=MANIFEST)
+    per_step, runs = {}, {}
+    for steps in (10, 40):
+        run = run_now(acme, agent, input={"steps": steps})
+        assert run.status == "succeeded", (run.error, run.logs)
+        rows = stored(run.pk)
+        per_step[steps] = sum(len(q) + len(r) for _, q, r in rows) / len(rows)
+        runs[steps] = run
+    # Copied whole, the 40-step run's fits would cost about five times the 10-step's.
+    assert per_step[40] < per_step[10] * 1.15, per_step
+    run = runs[40]
+    assert len(run.output["fitted"]) < run.output["count"] - 1  # the late fits dropped some
+    with tenant_scope(acme):
+        fits = list(JournalStep.objects.filter(run=run, kind="context.fit").order_by("step"))
+        last = fits[-1]
+        assert last.request["messages"]["count"] == 2 * 40 - 1
+        assert "messages" not in last.result and last.result["dropped"] > 0
+        assert last.result["note"].startswith("[")  # step 39: left out, not summarised
+        replay = run_replay_create(source=run, actor=Actor.system())
+        services.run_execute(run_id=replay.pk, worker_id="test-worker")
+        replay.refresh_from_db()
+        replayed = list(JournalStep.objects.filter(run=replay, kind="context.fit"))
+    assert replay.status == "succeeded", (replay.error, replay.logs)
+    assert replay.output == run.output  # every fit answered as the source's was
+    assert {(s.request_hash, s.occurrence): s.result for s in replayed} == {
+        (s.request_hash, s.occurrence): s.result for s in fits
+    }
