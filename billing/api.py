@@ -47,16 +47,27 @@ class PricesView(TenantAPIView):
     @extend_schema(
         summary="Set the tenant's price overrides (replaces them all)",
         description='Body: {"entries": [{"provider", "model", "input_usd_per_mtok", '
-        '"output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok"}]}',
+        '"output_usd_per_mtok", "cache_read_usd_per_mtok", "cache_write_usd_per_mtok"}], '
+        '"storage": {"database" | "STANDARD" | "STANDARD_IA" | "GLACIER_IR": USD per '
+        "GB-month}}. Either key may be left out: the overrides it sets are then kept.",
     )
     def put(self, request):
         data = request.data if isinstance(request.data, dict) else {}
-        if "entries" not in data:
-            raise ValidationError({"entries": ["is required: a list of price entries"]})
+        unknown = sorted(set(data) - {"entries", "storage"})
+        if unknown:
+            raise ValidationError({unknown[0]: ["unknown field (known: entries, storage)"]})
+        if not data:
+            raise ValidationError(
+                {"entries": ["is required (or storage): a list of price entries"]}
+            )
+        nulls = sorted(k for k, v in data.items() if v is None)
+        if nulls:
+            raise ValidationError({nulls[0]: ["must not be null"]})
         _call(
-            services.price_overrides_set,
+            services.prices_set,
             tenant=request.tenant,
-            entries=data["entries"],
+            entries=data.get("entries"),
+            storage=data.get("storage"),
             actor=self.actor,
         )
         return Response(selectors.price_book_effective())

@@ -96,6 +96,23 @@ class PriceOverride(TenantModel):
         return f"{self.tenant_id}: {self.provider}/{self.model}"
 
 
+class StoragePriceOverride(TenantModel):
+    """A tenant's own GB-month price for one place bytes sit (a key of
+    STORAGE_PRICE_FIELDS); wins over the book's price for that place."""
+
+    place = models.CharField(max_length=32)
+    gb_month_usd = models.DecimalField(**PRICE)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "place"], name="storage_price_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.tenant_id}: {self.place}"
+
+
 class BillingAccount(TenantModel):
     """A tenant's billing settings."""
 

@@ -127,18 +127,27 @@ def _load_overrides(tenant_id: int) -> dict:
     return {row.model.lower(): _price_of(row, None, override=True) for row in rows}
 
 
+def _load_storage_overrides(tenant_id: int) -> dict:
+    from billing.models import StoragePriceOverride
+
+    rows = StoragePriceOverride.objects.unscoped().filter(tenant_id=tenant_id)
+    return {row.place: row.gb_month_usd for row in rows}
+
+
 class PriceCache:
-    """The newest book and each tenant's overrides, each used for up to TTL seconds;
-    kept in controlplane.tenantcache (bounded, reset with the others). The book is
-    the platform's: it is held under tenant id 0."""
+    """The newest book and each tenant's overrides (of models' prices, of storage
+    prices), each used for up to TTL seconds; kept in controlplane.tenantcache (bounded,
+    reset with the others). The book is the platform's: it is held under tenant id 0."""
 
     def __init__(self):
         self._books = TenantCache("price book", size=1, after_commit=False)
         self._overrides = TenantCache("price overrides", size=2000, after_commit=False)
+        self._storage = TenantCache("storage price overrides", size=2000, after_commit=False)
 
     def clear(self) -> None:
         self._books.clear()
         self._overrides.clear()
+        self._storage.clear()
 
     def _fresh(self, store: TenantCache, tenant_id: int, load):
         now = time.monotonic()
@@ -153,6 +162,9 @@ class PriceCache:
 
     def overrides(self, tenant_id: int) -> dict:
         return self._fresh(self._overrides, tenant_id, lambda: _load_overrides(tenant_id))
+
+    def storage_overrides(self, tenant_id: int) -> dict:
+        return self._fresh(self._storage, tenant_id, lambda: _load_storage_overrides(tenant_id))
 
 
 cache = PriceCache()
@@ -183,3 +195,16 @@ def price_for(*, tenant_id: int, provider: str, model: str, day: date) -> Price 
 def platform_price(name: str) -> Decimal:
     """One of the book's platform prices in USD (0 without a book)."""
     return cache.book().platform.get(name, Decimal(0))
+
+
+def storage_prices(*, tenant_id: int) -> dict[str, Decimal]:
+    """USD per GB-month of each place bytes sit (models.STORAGE_PRICE_FIELDS' keys):
+    the tenant's own price where it has one, else the book's (0 without a book)."""
+    from billing.models import STORAGE_PRICE_FIELDS
+
+    own = cache.storage_overrides(tenant_id)
+    platform = cache.book().platform
+    return {
+        place: own.get(place, platform.get(field, Decimal(0)))
+        for place, field in STORAGE_PRICE_FIELDS.items()
+    }

@@ -10,6 +10,7 @@ from django.utils import timezone
 from billing import budgets as budget_rules
 from billing.models import (
     PLATFORM_FIELDS,
+    STORAGE_PRICE_FIELDS,
     BillingAccount,
     Budget,
     BudgetScope,
@@ -20,6 +21,7 @@ from billing.models import (
     PriceBook,
     PriceOverride,
     SpanCost,
+    StoragePriceOverride,
     UsageDaily,
 )
 from billing.prices import plain, usd
@@ -53,12 +55,19 @@ def price_book_effective() -> dict:
             if hit:
                 seen.add(hit.pk)
     entries += [_entry_json(o) for o in overrides.values() if o.pk not in seen]
+    platform = {f: plain(getattr(book, f)) if book else "0" for f in PLATFORM_FIELDS}
+    storage = {
+        row.place: plain(row.gb_month_usd) for row in StoragePriceOverride.objects.order_by("place")
+    }
+    for place, price in storage.items():
+        platform[STORAGE_PRICE_FIELDS[place]] = price
     return {
         "version": book.version if book else None,
         "source": book.source if book else "",
-        "platform": {f: plain(getattr(book, f)) if book else "0" for f in PLATFORM_FIELDS},
+        "platform": platform,
         "entries": entries,
         "overrides": [_entry_json(o) for o in overrides.values()],
+        "storage_overrides": storage,
     }
 
 

@@ -26,6 +26,7 @@ from billing.models import (
     PriceBook,
     PriceEntry,
     PriceOverride,
+    StoragePriceOverride,
 )
 from billing.prices import cache, to_nusd, usd
 from controlplane.models import AuditEvent, Tenant
@@ -173,6 +174,45 @@ def price_overrides_set(*, tenant: Tenant, entries, actor: Actor) -> list[PriceO
     )
     transaction.on_commit(cache.clear)
     return rows
+
+
+@transaction.atomic
+def prices_set(*, tenant: Tenant, actor: Actor, entries=None, storage=None) -> None:
+    """Replace the tenant's model overrides, its storage prices or both at once (None
+    keeps that set as it is)."""
+    if entries is not None:
+        price_overrides_set(tenant=tenant, entries=entries, actor=actor)
+    if storage is not None:
+        storage_prices_set(tenant=tenant, prices=storage, actor=actor)
+
+
+@transaction.atomic
+def storage_prices_set(*, tenant: Tenant, prices, actor: Actor) -> dict[str, Decimal]:
+    """Replace the tenant's own storage prices ({place: USD per GB-month}, places as in
+    STORAGE_PRICE_FIELDS; an empty object removes them): billing's daily storage cost
+    and the storage figures charge them instead of the book's."""
+    if not isinstance(prices, dict):
+        raise FieldError("storage", "must be an object of place to USD per GB-month")
+    cleaned = {}
+    for place, value in prices.items():
+        if place not in STORAGE_PRICE_FIELDS:
+            known = ", ".join(STORAGE_PRICE_FIELDS)
+            raise FieldError(f"storage.{place}", f"is not a storage place (known: {known})")
+        cleaned[place] = _money(value, f"storage.{place}")
+    before = dict(StoragePriceOverride.objects.values_list("place", "gb_month_usd"))
+    StoragePriceOverride.objects.all().delete()
+    StoragePriceOverride.objects.bulk_create(
+        [StoragePriceOverride(tenant=tenant, place=p, gb_month_usd=v) for p, v in cleaned.items()]
+    )
+    audit_record(
+        tenant=tenant,
+        actor=actor,
+        action="prices.storage",
+        target=tenant,
+        data={"before": _plain(before), "after": _plain(cleaned)},
+    )
+    transaction.on_commit(cache.clear)
+    return cleaned
 
 
 def _plain(fields: dict) -> dict:

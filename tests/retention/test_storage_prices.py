@@ -1,5 +1,7 @@
 """Storage is priced by where the bytes sit: database rows, hot payload objects and warm
-bundles in S3 STANDARD, cold bundles in the class they were moved to."""
+bundles in S3 STANDARD, cold bundles in the class they were moved to; the storage API
+and the console show each tier's cost at the tenant's prices, the prices billing
+charges."""
 
 import calendar
 from datetime import timedelta
@@ -9,9 +11,10 @@ import pytest
 from django.utils import timezone
 
 from billing import services
-from billing.models import PriceBook, UsageDaily
+from billing.models import PriceBook, StoragePriceOverride, UsageDaily
 from billing.prices import cache, to_nusd
 from billing.storage import storage_month_usd
+from controlplane.models import AuditEvent
 from tests.retention.helpers import POLICY, age, apply, send_trace, tier_of
 from tracing.retention.models import StorageUsage, Tier
 
@@ -113,9 +116,9 @@ def test_the_price_book_lists_a_storage_price_per_class(api, acme, make_key):
         "storage_standard_ia_gb_month_usd": "0.0125",
         "storage_glacier_ir_gb_month_usd": "0.004",
     }
-    assert storage_month_usd(stored={"GLACIER_IR": 10**9}) == Decimal("0.004")
+    assert storage_month_usd(tenant_id=acme.id, stored={"GLACIER_IR": 10**9}) == Decimal("0.004")
     with pytest.raises(ValueError, match="DEEP_ARCHIVE"):
-        storage_month_usd(stored={"DEEP_ARCHIVE": 1})
+        storage_month_usd(tenant_id=acme.id, stored={"DEEP_ARCHIVE": 1})
 
 
 def test_an_older_book_with_one_storage_price_charges_it_everywhere(acme):
@@ -129,3 +132,133 @@ def test_an_older_book_with_one_storage_price_charges_it_everywhere(acme):
         book.storage_glacier_ir_gb_month_usd,
     } == {Decimal("0.05")}
     assert PriceBook.objects.order_by("-version").first() == book
+
+
+def month_nusd(size: int, price: str) -> int:
+    return to_nusd(Decimal(size) * Decimal(price) / Decimal(10**9))
+
+
+def storage_of(api, key) -> dict[str, dict]:
+    response = api.get("/api/v1/storage", key=key)
+    assert response.status_code == 200, response.text
+    return {row["tier"]: row for row in response.json()}
+
+
+def warm_and_cold(api, tenant, key):
+    """One warm and one cold trace of the tenant, counted on a day 1.5 days ahead."""
+    set_policy(api, key)
+    warm, cold = send_trace(tenant, session="warm"), send_trace(tenant, session="cold")
+    age(tenant, cold, days=2)
+    apply(tenant, days_ahead=1.5)
+    assert (tier_of(tenant, warm), tier_of(tenant, cold)) == (Tier.WARM, Tier.COLD)
+    return timezone.now() + timedelta(days=1.5)
+
+
+def test_the_storage_api_prices_each_tier_where_its_bytes_sit(api, acme, make_key, spread_prices):
+    key = make_key(acme, "admin", "read")
+    when = warm_and_cold(api, acme, key)
+    storage, rows = storage_of(api, key), usage_by_tier(acme)
+    for tier, name, blob_place in (
+        (Tier.HOT, "hot", "STANDARD"),
+        (Tier.WARM, "warm", "STANDARD"),
+        (Tier.COLD, "cold", "GLACIER_IR"),
+    ):
+        row, counted = storage[name], rows[tier]
+        assert (row["db_bytes"], row["blob_bytes"]) == (counted.db_bytes, counted.blob_bytes)
+        places = {p["place"]: p for p in row["places"]}
+        db_price = PRICES["storage_database_gb_month_usd"]
+        assert places["database"]["bytes"] == counted.db_bytes > 0
+        assert places["database"]["usd_per_gb_month"] == db_price
+        db_cost = month_nusd(counted.db_bytes, db_price)
+        assert Decimal(row["db_cost_usd_month"]) * 10**9 == db_cost
+        blob_price = PRICES[f"storage_{blob_place.lower()}_gb_month_usd"]
+        if counted.blob_bytes:
+            assert set(places) == {"database", blob_place}
+            assert places[blob_place]["bytes"] == counted.blob_bytes
+            assert places[blob_place]["usd_per_gb_month"] == blob_price
+        blob_cost = month_nusd(counted.blob_bytes, blob_price)
+        assert Decimal(row["blob_cost_usd_month"]) * 10**9 == blob_cost
+        assert Decimal(row["cost_usd_month"]) * 10**9 == db_cost + blob_cost
+    # A cold bundle costs its class's price: the same bytes warm would cost 100 times less
+    # at these prices, so the cold tier's blob cost is not STANDARD's.
+    cold = storage["cold"]
+    assert Decimal(cold["blob_cost_usd_month"]) * 10**9 == month_nusd(cold["blob_bytes"], "1000")
+
+    # Billing charges the day's share of the same month: the tiers' costs summed, over
+    # the month's days (rounded once per tier here, once in all there).
+    month = sum(Decimal(row["cost_usd_month"]) for row in storage.values()) * 10**9
+    days = calendar.monthrange(when.year, when.month)[1]
+    assert abs(day_cost(acme, when) - month / days) <= 1
+
+
+def test_a_tenants_own_storage_prices_are_shown_and_charged_and_no_one_elses(
+    api, client, acme, globex, make_key, spread_prices
+):
+    key, other = make_key(acme, "admin", "read"), make_key(globex, "admin", "read")
+    own = {"GLACIER_IR": "2000", "database": "3"}
+    response = api.request("PUT", "/api/v1/prices", key=key, json={"storage": own})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["storage_overrides"] == own
+    assert body["platform"]["storage_glacier_ir_gb_month_usd"] == "2000"
+    assert body["platform"]["storage_standard_gb_month_usd"] == "10"  # the book's
+    assert AuditEvent.all_tenants.filter(tenant=acme, action="prices.storage").exists()
+    # Setting the model overrides alone keeps the storage prices.
+    assert api.request("PUT", "/api/v1/prices", key=key, json={"entries": []}).status_code == 200
+    assert api.get("/api/v1/prices", key=key).json()["storage_overrides"] == own
+    theirs = api.get("/api/v1/prices", key=other).json()
+    assert theirs["storage_overrides"] == {}
+    assert theirs["platform"]["storage_glacier_ir_gb_month_usd"] == "1000"
+
+    when = warm_and_cold(api, acme, key)
+    warm_and_cold(api, globex, other)
+    mine, rows = storage_of(api, key), usage_by_tier(acme)
+    cold = {p["place"]: p for p in mine["cold"]["places"]}
+    assert cold["GLACIER_IR"]["usd_per_gb_month"] == "2000"
+    assert cold["database"]["usd_per_gb_month"] == "3"
+    assert Decimal(mine["cold"]["blob_cost_usd_month"]) * 10**9 == month_nusd(
+        rows[Tier.COLD].blob_bytes, "2000"
+    )
+    db = sum(row.db_bytes for row in rows.values())
+    standard = rows[Tier.HOT].blob_bytes + rows[Tier.WARM].blob_bytes
+    month = (
+        Decimal(db) * 3 + Decimal(standard) * 10 + Decimal(rows[Tier.COLD].blob_bytes) * 2000
+    ) / Decimal(10**9)
+    days = calendar.monthrange(when.year, when.month)[1]
+    assert day_cost(acme, when) == to_nusd(month / days)
+
+    # The other tenant is charged the book's prices, in the API and by billing.
+    their_rows = usage_by_tier(globex)
+    their_cold = {p["place"]: p for p in storage_of(api, other)["cold"]["places"]}
+    assert their_cold["GLACIER_IR"]["usd_per_gb_month"] == "1000"
+    assert day_cost(globex, when) == expected(their_rows, cold_price="1000", when=when)
+
+    # The console's storage card shows the tier's cost at the tenant's prices.
+    client.force_login(acme.owner)
+    page = client.get(f"/t/{acme.slug}/settings/retention/").content.decode()
+    card = page[page.index('id="retention-storage"') :]
+    cold_row = card[
+        card.index('data-tier="cold"') : card.index("</tr>", card.index('data-tier="cold"'))
+    ]
+    assert f"${mine['cold']['cost_usd_month']}" in cold_row
+    assert f"${mine['cold']['blob_cost_usd_month']}" in cold_row
+    assert "GLACIER_IR at $2000/GB-month" in cold_row
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"storage": {"DEEP_ARCHIVE": "1"}}, "storage.DEEP_ARCHIVE"),
+        ({"storage": {"GLACIER_IR": "-1"}}, "storage.GLACIER_IR"),
+        ({"storage": {"GLACIER_IR": "cheap"}}, "storage.GLACIER_IR"),
+        ({"storage": ["GLACIER_IR"]}, "storage"),
+        ({"storage": None}, "storage"),
+        ({"colour": "blue"}, "colour"),
+        ({}, "entries"),
+    ],
+)
+def test_a_bad_storage_price_is_a_400_naming_the_field(api, acme, make_key, body, field):
+    response = api.request("PUT", "/api/v1/prices", key=make_key(acme, "admin"), json=body)
+    assert response.status_code == 400, response.text
+    assert field in response.text
+    assert not StoragePriceOverride.all_tenants.filter(tenant=acme).exists()

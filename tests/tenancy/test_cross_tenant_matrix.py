@@ -98,7 +98,9 @@ EXEMPT = {
     "api/v1/redaction-policy": "the caller's tenant's policy; no id in the path",
     "api/v1/traces": "search within the caller's tenant; no id in the path",
     "api/v1/sessions": "collection of the caller's tenant; no id in the path",
-    "api/v1/prices": "the platform's price book, the same for every tenant",
+    "api/v1/prices": "the platform's price book with the caller's tenant's own prices in "
+    "place; no id in the path (tests/retention/test_storage_prices.py: one tenant's "
+    "storage prices are neither shown to nor charged to another)",
     "api/v1/budgets": "collection of the caller's tenant; no id in the path",
     "api/v1/playground": "runs a call from a span named in the body; another tenant's: "
     "404 (tests/replay/test_playground_api.py)",
@@ -112,7 +114,8 @@ EXEMPT = {
     "api/v1/alerts": "collection of the caller's tenant; no id in the path",
     "api/v1/webhook-endpoints": "collection of the caller's tenant; no id in the path",
     "api/v1/retention": "the caller's tenant's policy; no id in the path",
-    "api/v1/storage": "the caller's tenant's bytes per tier; no id in the path",
+    "api/v1/storage": "the caller's tenant's bytes and cost per tier; no id in the path "
+    "(tests/retention/test_storage_prices.py: priced at the caller's own prices only)",
     "api/v1/legal-holds": "collection of the caller's tenant; no id in the path",
     "api/v1/erasure-requests": "collection of the caller's tenant; no id in the path",
 }

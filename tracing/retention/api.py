@@ -203,7 +203,12 @@ class StorageView(TenantAPIView):
     required_scope = Scope.READ
 
     @extend_schema(
-        summary="Bytes stored per tier (database and blob store), as last counted",
+        summary="Bytes stored per tier (database and blob store), as last counted, and "
+        "what they cost a month",
+        description="Each tier's bytes are priced per GB-month where they sit (`places`: "
+        "the database, and the blob store's S3 storage class), at the tenant's storage "
+        "prices (GET /api/v1/prices), the prices billing's daily `storage` cost is "
+        "charged at. Money is a decimal string of USD.",
         responses=inline_serializer(
             "StorageUsage",
             {
@@ -211,6 +216,21 @@ class StorageView(TenantAPIView):
                 "traces": serializers.IntegerField(),
                 "db_bytes": serializers.IntegerField(),
                 "blob_bytes": serializers.IntegerField(),
+                "db_cost_usd_month": serializers.CharField(),
+                "blob_cost_usd_month": serializers.CharField(),
+                "cost_usd_month": serializers.CharField(),
+                "places": inline_serializer(
+                    "StoragePlace",
+                    {
+                        "place": serializers.CharField(
+                            help_text="database, STANDARD, STANDARD_IA or GLACIER_IR"
+                        ),
+                        "bytes": serializers.IntegerField(),
+                        "usd_per_gb_month": serializers.CharField(),
+                        "cost_usd_month": serializers.CharField(),
+                    },
+                    many=True,
+                ),
                 "updated_at": serializers.DateTimeField(allow_null=True),
             },
             many=True,

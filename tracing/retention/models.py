@@ -99,12 +99,15 @@ class ErasureRequest(TenantModel):
 
 class StorageUsage(TenantModel):
     """Bytes a tenant stores per tier, database and blob store apart; rewritten by
-    each retention run for the tenant."""
+    each retention run for the tenant. `places` splits the tier's bytes by where they
+    are priced (billing.models.STORAGE_PRICE_FIELDS: "database", then the blob store's
+    S3 classes), since one tier's bundles may sit in more than one class."""
 
     tier = models.SmallIntegerField(choices=Tier.choices)
     traces = models.BigIntegerField(default=0)
     db_bytes = models.BigIntegerField(default=0)
     blob_bytes = models.BigIntegerField(default=0)
+    places = models.JSONField(default=dict)  # {"database": bytes, "GLACIER_IR": bytes}
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta(TenantModel.Meta):

@@ -3,10 +3,14 @@ and the archived traces found by what their rows list."""
 
 import uuid
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 
+from billing.prices import plain, storage_prices, to_nusd, usd
+from billing.storage import storage_month_usd
+from controlplane.tenancy import current_tenant_id
 from tracing.models import Trace
 from tracing.retention.bundles import bundles_open
 from tracing.retention.models import (
@@ -48,21 +52,54 @@ def erasure_request_get(*, request_id: int) -> ErasureRequest | None:
 
 def storage_usage() -> list[dict]:
     """Bytes per tier, database and blob store apart, as the last retention run
-    counted them (every tier listed, zeros where the tenant has nothing)."""
+    counted them (every tier listed, zeros where the tenant has nothing), each with
+    what it costs a month: per place (the database, each S3 class), at the tenant's
+    storage prices, the prices billing's daily storage cost is charged at."""
+    tenant_id = current_tenant_id()
+    prices = storage_prices(tenant_id=tenant_id)
     rows = {row.tier: row for row in StorageUsage.objects.all()}
     out = []
     for tier in (Tier.HOT, Tier.WARM, Tier.COLD):
-        row = rows.get(tier)
+        row = rows.get(tier) or StorageUsage(tier=tier, updated_at=None)
+        placed = _places_of(row)
+        costs = {
+            place: to_nusd(storage_month_usd(tenant_id=tenant_id, stored={place: size}))
+            for place, size in placed.items()
+        }
+        db = costs.get("database", 0)
+        blob = sum(costs.values()) - db
+        places = [
+            {
+                "place": place,
+                "bytes": size,
+                "usd_per_gb_month": plain(prices[place]),
+                "cost_usd_month": usd(costs[place]),
+            }
+            for place, size in placed.items()
+        ]
         out.append(
             {
                 "tier": tier.label.lower(),
-                "traces": row.traces if row else 0,
-                "db_bytes": row.db_bytes if row else 0,
-                "blob_bytes": row.blob_bytes if row else 0,
-                "updated_at": row.updated_at.isoformat() if row else None,
+                "traces": row.traces,
+                "db_bytes": row.db_bytes,
+                "blob_bytes": row.blob_bytes,
+                "db_cost_usd_month": usd(db),
+                "blob_cost_usd_month": usd(blob),
+                "cost_usd_month": usd(db + blob),
+                "places": places,
+                "updated_at": row.updated_at.isoformat() if row.updated_at else None,
             }
         )
     return out
+
+
+def _places_of(row: StorageUsage) -> dict[str, int]:
+    """The tier's bytes by place; a row counted before rows split them has its blob
+    bytes where that tier's objects are put now."""
+    if row.places or not (row.db_bytes or row.blob_bytes):
+        return dict(row.places)
+    blob_class = settings.RETENTION_COLD_STORAGE_CLASS if row.tier == Tier.COLD else "STANDARD"
+    return {k: v for k, v in {"database": row.db_bytes, blob_class: row.blob_bytes}.items() if v}
 
 
 ARCHIVE_LISTS = ("span_ids", "users")  # what tiers.archive_lists puts in Trace.archive

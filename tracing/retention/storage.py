@@ -25,35 +25,41 @@ PAYLOAD_ROW_BYTES = 48
 
 def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
     """Count and store the tenant's bytes per tier; returns {tier: figures}."""
-    figures: dict[int, dict] = defaultdict(lambda: {"traces": 0, "db_bytes": 0, "blob_bytes": 0})
+    figures: dict[int, dict] = {
+        tier: {"traces": 0, "db_bytes": 0, "blob_bytes": 0, "places": defaultdict(int)}
+        for tier in (Tier.HOT, Tier.WARM, Tier.COLD)
+    }
     for tier, count in Trace.objects.values_list("tier").annotate(n=Count("id")):
-        if tier in (Tier.HOT, Tier.WARM, Tier.COLD):
+        if tier in figures:
             figures[tier]["traces"] = count
             figures[tier]["db_bytes"] += count * TRACE_ROW_BYTES
     spans = Span.objects.aggregate(n=Count("span_id"), size=Sum(Length("detail_packed")))
     payloads = Payload.objects.aggregate(n=Count("digest"), size=Sum(Length("data")))
-    figures[Tier.HOT]["db_bytes"] += (spans["n"] or 0) * SPAN_ROW_BYTES + (spans["size"] or 0)
-    figures[Tier.HOT]["db_bytes"] += (payloads["n"] or 0) * PAYLOAD_ROW_BYTES
-    figures[Tier.HOT]["db_bytes"] += payloads["size"] or 0
+    hot = figures[Tier.HOT]
+    hot["db_bytes"] += (spans["n"] or 0) * SPAN_ROW_BYTES + (spans["size"] or 0)
+    hot["db_bytes"] += (payloads["n"] or 0) * PAYLOAD_ROW_BYTES
+    hot["db_bytes"] += payloads["size"] or 0
     # The bytes by where they sit, for billing's price per place: every row in the
     # database, hot payload objects in STANDARD, each bundle in the class it was
     # stored as (a deployment may have changed RETENTION_COLD_STORAGE_CLASS since).
-    stored: dict[str, int] = defaultdict(int)
     store = get_blob_store()
-    figures[Tier.HOT]["blob_bytes"] = sum(
-        size for _, size in store.sizes(tenant_key(tenant_id, "blobs") + "/")
-    )
-    stored["STANDARD"] = figures[Tier.HOT]["blob_bytes"]
+    hot["blob_bytes"] = sum(size for _, size in store.sizes(tenant_key(tenant_id, "blobs") + "/"))
+    hot["places"]["STANDARD"] += hot["blob_bytes"]
     for tier, archive in Trace.objects.filter(tier__in=(Tier.WARM, Tier.COLD)).values_list(
         "tier", "archive"
     ):
         figures[tier]["blob_bytes"] += archive["bytes"]
-        stored[archive.get("storage_class") or "STANDARD"] += archive["bytes"]
-    stored["database"] = sum(f["db_bytes"] for f in figures.values())
+        figures[tier]["places"][archive.get("storage_class") or "STANDARD"] += archive["bytes"]
+    stored: dict[str, int] = defaultdict(int)
+    for tier_figures in figures.values():
+        tier_figures["places"]["database"] = tier_figures["db_bytes"]
+        tier_figures["places"] = {k: v for k, v in tier_figures["places"].items() if v}
+        for place, size in tier_figures["places"].items():
+            stored[place] += size
     now = as_of or timezone.now()
-    for tier in (Tier.HOT, Tier.WARM, Tier.COLD):
+    for tier, tier_figures in figures.items():
         StorageUsage.objects.update_or_create(
-            tenant_id=tenant_id, tier=tier, defaults={**figures[tier], "updated_at": now}
+            tenant_id=tenant_id, tier=tier, defaults={**tier_figures, "updated_at": now}
         )
     storage_day_record(tenant_id=tenant_id, day=now.date(), stored=dict(stored))
-    return dict(figures)
+    return figures
