@@ -392,56 +392,46 @@ class PayloadDictionary(TenantModel):
 
 
 class SearchDocumentField(models.TextField):
-    """A full-text document: a tsvector without positions on PostgreSQL. SQLite keeps
-    no SearchText rows: its terms are in a contentless FTS5 document per trace,
-    tracing_searchtrace (migration 0024). Neither keeps a copy of the text: that is in
-    the payload store."""
+    """A tsvector on PostgreSQL: the per-text documents of migrations 0003 to 0024 (the
+    migrations still name it)."""
 
     def db_type(self, connection):
         return "tsvector" if connection.vendor == "postgresql" else "text"
 
 
-class SearchText(TenantModel):
-    """One row per distinct text per tenant: a message, a tool payload, an error.
+class TraceDocument(TenantModel):
+    """PostgreSQL: the terms of every text a trace holds, one row per trace; a later
+    batch of the trace adds its terms to the row. No copy of the text (that stays in
+    the payload store) and no row per text. SQLite keeps the same shape in a
+    contentless FTS5 table, tracing_searchtrace (migration 0024); this table stays
+    empty there.
 
-    Keyed by the payload's digest, so the system prompt that every trace sends is
-    tokenised and stored once, not once per trace. PostgreSQL only (see above).
-    """
+    `document` is a tsvector without positions (strip()) in its text form, and the GIN
+    index is on its cast back (`document::tsvector`, migration 0026): PostgreSQL does
+    not compress a tsvector (pglz gives up on its array of offsets), but halves its
+    text form. The cast reads the lexemes as written, so search sees exactly the
+    tsvector.
 
+    No database constraint on the trace: the index is written after the fact and must
+    not fail on a trace retention removed meanwhile; deleting a Trace deletes its row."""
+
+    trace = models.OneToOneField(
+        "tracing.Trace",
+        primary_key=True,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        related_name="+",
+    )
     tenant = tenant_key_column()
-    digest = models.CharField(max_length=32)
-    document = SearchDocumentField(null=True)
-
-    class Meta(TenantModel.Meta):
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "digest"], name="searchtext_unique_digest")
-        ]
+    document = models.TextField()
 
     def __str__(self):
-        return self.digest
-
-
-class TraceText(TenantModel):
-    """Which texts a trace holds: each distinct text once per trace (a conversation is
-    resent on every step, but its messages are listed once).
-
-    The key is the whole row and leads with the text: search goes from the texts that
-    match to their traces. A text is its SearchText's id, not its digest. PostgreSQL
-    only: SQLite's per-trace FTS5 documents need no links (migration 0024).
-    """
-
-    pk = models.CompositePrimaryKey("tenant", "text_id", "trace_id")
-    tenant = tenant_key_column()
-    text_id = models.BigIntegerField()  # SearchText.id, of the same tenant
-    trace_id = TraceIdField()
-
-    def __str__(self):
-        return f"{self.trace_id.hex} {self.text_id}"
+        return f"terms of trace {self.trace_id}"
 
 
 class TraceAttribute(TenantModel):
     """Each distinct attribute key=value a trace's spans (or their resources) carried.
-    Keyed by the whole row, WITHOUT ROWID on SQLite, like TraceText (migration 0020)."""
+    Keyed by the whole row, WITHOUT ROWID on SQLite (migration 0020)."""
 
     pk = models.CompositePrimaryKey("tenant", "key", "value", "trace_id")
     tenant = tenant_key_column()

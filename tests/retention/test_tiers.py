@@ -13,7 +13,7 @@ from controlplane.tenancy import tenant_scope
 from execution.models import Agent, AgentVersion, Run
 from replay.models import JournalStep
 from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, tier_of
-from tracing.models import Payload, SearchText, Span, Trace, TraceText
+from tracing.models import Payload, Span, Trace, TraceAttribute, TraceDocument
 from tracing.query.filters import TraceFilters
 from tracing.query.traces import traces_filtered
 from tracing.retention.models import StorageUsage, Tier, TraceMark
@@ -83,7 +83,7 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_ke
     assert bucket_keys(f"t/{acme.id}/") == []
     with tenant_scope(acme):
         assert not Payload.objects.exists()
-        assert not TraceText.objects.exists() and not SearchText.objects.exists()
+        assert not TraceDocument.objects.exists() and not TraceAttribute.objects.exists()
         assert StorageUsage.objects.get(tier=Tier.HOT).db_bytes == 0
 
 

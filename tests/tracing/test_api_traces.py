@@ -11,7 +11,7 @@ from tests.tracing.searchdata import (
     in_process_provider,
     index_queue,
 )
-from tracing.models import SearchText, TraceAttribute, TraceText
+from tracing.models import Trace, TraceAttribute, TraceDocument
 from tracing.tasks import index_spans
 
 S = 1_000_000_000  # ns in a second
@@ -316,29 +316,33 @@ def test_it_groups_traces_by_session_in_order(client, corpus, reader):
     assert resp.status_code == 400 and list(resp.json()["detail"]) == ["status"]
 
 
-@pytest.mark.postgres  # SQLite keeps one document per trace (tests/tracing/test_search_terms.py)
-def test_it_indexes_each_text_once_per_trace_and_can_run_twice(corpus, acme):
+@pytest.mark.postgres  # SQLite's documents: tests/tracing/test_search_terms.py
+def test_it_keeps_one_document_a_trace_and_can_run_twice(corpus, acme):
+    from django.db import connection
+
+    def documents():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT t.trace_id, d.document FROM tracing_tracedocument d "
+                "JOIN tracing_trace t ON t.id = d.trace_id WHERE d.tenant_id = %s",
+                [acme.id],
+            )
+            return dict(cursor.fetchall())
+
     with tenant_scope(acme):
-        links = TraceText.objects.count()
+        traces = set(Trace.objects.values_list("trace_id", flat=True))
         attributes = TraceAttribute.objects.count()
-        texts = SearchText.objects.count()
-        # The system prompt, sent by every chat span of every trace, is one text...
-        prompt = [
-            text_id
-            for text_id in SearchText.objects.values_list("id", flat=True)
-            if TraceText.objects.filter(text_id=text_id).count() == 4
-        ]
-        assert prompt
-        # ...and each trace lists every text once, though its second chat resent them.
-        per_trace = TraceText.objects.filter(trace_id=corpus["order"])
-        assert per_trace.count() == per_trace.values("text_id").distinct().count()
         spans = [(corpus["order"], s) for s in _span_ids(corpus["order"])]
+    before = documents()
+    assert set(before) == traces  # every trace its one document, no row per text
+    # The system prompt every trace sends is in each of them; the refund's reply in one.
+    assert all("'you'" in doc for doc in before.values())
+    assert [t.hex for t, doc in before.items() if "'declined'" in doc] == [corpus["refund"]]
     index_spans(tenant_id=acme.id, spans=spans)
     index_spans(tenant_id=acme.id, spans=spans)
+    assert documents() == before
     with tenant_scope(acme):
-        assert TraceText.objects.count() == links
         assert TraceAttribute.objects.count() == attributes
-        assert SearchText.objects.count() == texts
 
 
 @pytest.mark.postgres
@@ -347,13 +351,16 @@ def test_it_keeps_terms_without_positions_in_the_index(corpus, acme):
 
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*), count(*) FILTER (WHERE document = strip(document) "
-            "AND length(document) > 0) FROM tracing_searchtext WHERE tenant_id = %s",
+            "SELECT count(*), count(*) FILTER (WHERE document::tsvector = "
+            "strip(document::tsvector) AND length(document::tsvector) > 0) "
+            "FROM tracing_tracedocument WHERE tenant_id = %s",
             [acme.id],
         )
         total, stripped = cursor.fetchone()
         # Entries go straight into the GIN tree: no pending list to leave pages behind.
-        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'searchtext_document_gin'")
+        cursor.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'tracedocument_document_gin'"
+        )
         assert cursor.fetchone()[0] == ["fastupdate=off"]
     assert total > 0 and stripped == total
 
@@ -437,7 +444,7 @@ def test_it_indexes_after_ingest_not_during_it(
         assert listed(client, reader) == [trace_id]
         assert listed(client, reader, q="teal") == []
         with tenant_scope(acme):
-            assert not TraceText.objects.exists() and not TraceAttribute.objects.exists()
+            assert not TraceDocument.objects.exists() and not TraceAttribute.objects.exists()
         assert drain() == 4  # queued for the worker, one task per exported batch
     assert listed(client, reader, q="teal") == [trace_id]
     assert listed(client, reader, attr="gen_ai.agent.name=support") == [trace_id]

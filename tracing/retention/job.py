@@ -17,7 +17,7 @@ from django.utils import timezone
 from alerts.models import Alert
 from controlplane.models import Tenant
 from controlplane.tenancy import tenant_scope
-from tracing.models import Trace, TraceText
+from tracing.models import Trace
 from tracing.retention import storage, tiers
 from tracing.retention.models import LegalHold, Tier, TraceMark
 from tracing.retention.selectors import retention_policy_get
@@ -36,7 +36,7 @@ class Report:
         return [
             f"{slug}: {self.warm} traces to warm, {self.cold} to cold, "
             f"{removed.traces} deleted ({removed.spans} spans, {removed.bundles} bundles, "
-            f"{removed.search_texts} search texts, {removed.journal_steps} journal steps), "
+            f"{removed.search_documents} search documents, {removed.journal_steps} journal steps), "
             f"{self.payload_rows} payloads and {self.payload_blobs} payload blobs collected"
         ]
 
@@ -136,12 +136,8 @@ def retention_apply(
         archive__has_key="span_ids"
     ):
         tiers.archive_listed(tenant_id=tenant_id, trace=trace)
-    # A move to cold killed before its texts left search (the tier had switched); moves
-    # from before the mark are found by their links (PostgreSQL).
-    listed = TraceText.objects.values("trace_id")
-    for trace in Trace.objects.filter(
-        Q(archive__has_key=tiers.SEARCH_LISTED) | Q(trace_id__in=listed), tier=Tier.COLD
-    ):
+    # A move to cold killed before its texts left search (the tier had switched).
+    for trace in Trace.objects.filter(archive__has_key=tiers.SEARCH_LISTED, tier=Tier.COLD):
         tiers.trace_unlist(tenant_id=tenant_id, trace=trace)
     while work := _due(as_of, batch, keep, effective):
         for trace, action in work:

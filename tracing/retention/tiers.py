@@ -37,7 +37,7 @@ from tracing.retention.bundles import (
     sha256,
 )
 from tracing.retention.models import USER_KEYS, Tier, TraceMark
-from tracing.search.index import search_traces_forget, trace_texts
+from tracing.search.index import search_traces_forget
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 
@@ -201,8 +201,9 @@ def _forget_text(tenant_id: int, trace: Trace, spans: list[Span], reader: Payloa
     """A cold trace is listed by its summary only: its texts and attributes leave the
     search index (the bundle keeps them). The mark the move left comes off last, so a
     move killed in between is finished by the next run (job.py)."""
-    texts = trace_texts(tenant_id=tenant_id, spans=spans, reader=reader)
-    forgotten = search_traces_forget(tenant_id=tenant_id, trace_ids=[trace.trace_id], texts=texts)
+    forgotten = search_traces_forget(
+        tenant_id=tenant_id, trace_ids=[trace.trace_id], spans=spans, reader=reader
+    )
     row = Trace.objects.filter(pk=trace.pk).only("archive").first()
     if row is not None and row.archive and SEARCH_LISTED in row.archive:
         archive = {k: v for k, v in row.archive.items() if k != SEARCH_LISTED}
@@ -262,13 +263,13 @@ def stale_delete(*, trace_pk: int) -> None:
 class Removed:
     traces: int = 0
     spans: int = 0
-    search_texts: int = 0
+    search_documents: int = 0
     journal_steps: int = 0
     bundles: int = 0
     trace_ids: list = field(default_factory=list)
 
     def add(self, other: "Removed") -> None:
-        for name in ("traces", "spans", "search_texts", "journal_steps", "bundles"):
+        for name in ("traces", "spans", "search_documents", "journal_steps", "bundles"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.trace_ids += other.trace_ids
 
@@ -276,7 +277,7 @@ class Removed:
         return {
             "traces": self.traces,
             "spans": self.spans,
-            "search_texts": self.search_texts,
+            "search_documents": self.search_documents,
             "journal_steps": self.journal_steps,
             "bundles": self.bundles,
         }
@@ -306,9 +307,8 @@ def trace_remove(*, tenant_id: int, trace: Trace) -> Removed:
     cold = trace.archive and trace.archive.get("key", "").endswith(".cold.zst")
     if cold and SEARCH_LISTED not in trace.archive:
         indexed = [s for s in spans if not getattr(s, "archived", False)]
-    texts = trace_texts(tenant_id=tenant_id, spans=indexed, reader=reader)
-    removed.search_texts = search_traces_forget(
-        tenant_id=tenant_id, trace_ids=[trace.trace_id], texts=texts
+    removed.search_documents = search_traces_forget(
+        tenant_id=tenant_id, trace_ids=[trace.trace_id], spans=indexed, reader=reader
     )
     if trace.run_id.isdigit():
         run_ids = list(Run.objects.filter(pk=int(trace.run_id)).values_list("pk", flat=True))

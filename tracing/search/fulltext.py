@@ -8,9 +8,8 @@ identifiers in tool payloads should match as typed.
 
 A trace matches when every term occurs in its texts, not necessarily in the same one:
 a user looking for "refund 4471" means the conversation where both came up, and they
-are often in different messages (the question, a tool's result). SQLite indexes one
-document per trace, which gives that directly; PostgreSQL indexes one per distinct
-text and intersects the traces each term finds.
+are often in different messages (the question, a tool's result). Both backends index
+one document per trace, which gives that directly.
 
 Raw SQL takes tenant_id explicitly (CONVENTIONS.md), here through the caller.
 """
@@ -33,16 +32,16 @@ def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
     if not words:
         return None
     if connection.vendor == "postgresql":
-        # Terms hold only letters and digits, so they are safe in tsquery syntax.
-        one_term = (
-            "SELECT tt.trace_id FROM tracing_searchtext st "
-            "JOIN tracing_tracetext tt ON tt.tenant_id = st.tenant_id AND tt.text_id = st.id "
-            "WHERE st.tenant_id = %s AND st.document @@ to_tsquery('simple', %s)"
+        # Terms hold only letters and digits, so they are safe in tsquery syntax. The
+        # GIN index (on document::tsvector, written as here) finds the documents; the
+        # trace rows by their primary key.
+        return (
+            "SELECT t.trace_id FROM tracing_tracedocument d "
+            "JOIN tracing_trace t ON t.id = d.trace_id "
+            "WHERE d.tenant_id = %s AND d.document::tsvector @@ to_tsquery('simple', %s) "
+            "AND t.tenant_id = %s",
+            [tenant_id, " & ".join(f"{w}:*" for w in words), tenant_id],
         )
-        params = []
-        for word in words:
-            params += [tenant_id, f"{word}:*"]
-        return " INTERSECT ".join([one_term] * len(words)), params
     match = " ".join(f'"{w}"*' for w in words)
     # CROSS JOIN fixes the join order in SQLite: the FTS match first, then the trace
     # rows by rowid. Left to itself the planner may walk the tenant's traces and run the

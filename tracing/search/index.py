@@ -4,25 +4,22 @@ For each newly stored span it records the trace's attributes (key=value) and the
 it holds: messages, system instructions, tool arguments and results, error messages.
 The index keeps terms only; the texts stay in the payload store.
 
-PostgreSQL, one tsvector per distinct text of the tenant:
+One document per trace on both backends, keyed by the trace's row id:
 
-    spans ─▶ payload digests they reference ─▶ new for this trace? ─▶ TraceText rows
-                                            └─ text never seen by the tenant? ─▶ SearchText
+    spans ─▶ payload digests they reference ─▶ their texts ─▶ terms under the trace's row
 
-A text is tokenised once per tenant (SearchText, keyed by the payload digest) and
-listed once per trace (TraceText, by the SearchText's id), however many steps resend it.
+- PostgreSQL: tracing_tracedocument, a stripped tsvector per trace, kept as text
+  (migration 0026); a later batch merges its terms into the row (`||`), in trace
+  order so two workers writing the same traces cannot deadlock.
+- SQLite: tracing_searchtrace, a contentless FTS5 table, rowid = the trace's row id
+  (migration 0024); a later batch posts its terms under the same rowid and FTS5 keeps
+  one posting per term and rowid.
 
-SQLite, one contentless FTS5 document per trace (tracing_searchtrace, rowid = the
-trace's row id, migration 0024):
-
-    spans ─▶ payload digests they reference ─▶ their texts ─▶ terms under the trace's rowid
-
-A later batch of the same trace adds its terms under the same rowid (FTS5 keeps one
-posting per term and rowid), so no table says which texts a trace lists.
-
-Both match a trace when every query term occurs in its texts (fulltext.py). Running a
-batch twice changes nothing a search sees: rows are inserted ON CONFLICT DO NOTHING,
-and terms posted twice for one trace are one posting.
+No table says which texts a trace lists, so a batch reads every text its spans
+reference, whether or not an earlier batch did. Both match a trace when every query
+term occurs in its texts (fulltext.py). Running a batch twice changes nothing a search
+sees: attributes are inserted ON CONFLICT DO NOTHING, and terms posted twice for one
+trace are one term.
 """
 
 import hashlib
@@ -37,7 +34,7 @@ from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
-from tracing.models import PayloadKind, SearchText, Span, Trace, TraceText
+from tracing.models import PayloadKind, Span, Trace, TraceDocument
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 MAX_VALUE = 255
@@ -195,10 +192,7 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             index.digests.update(inputs[key])
             index.messages.update(inputs[key])
 
-    if connection.vendor == "sqlite":
-        _trace_documents_add(indexer, traces)
-    else:
-        _text_links_add(tenant_id, indexer, traces)
+    _trace_documents_add(tenant_id, indexer, traces)
     attributes = [
         (tenant_id, key, value, uuid_param(trace_id))
         for trace_id, index in traces.items()
@@ -213,32 +207,11 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     return len(rows)
 
 
-def _text_links_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> None:
-    """PostgreSQL: texts new to the tenant tokenised, texts new to a trace linked."""
-    listed = _already_listed(traces)
-    texts, known = _texts_to_store(indexer, traces, listed)
-    _texts_insert(tenant_id, {d: t for d, t in texts.items() if d not in known})
-    # Including the ids of texts another worker indexed meanwhile (ON CONFLICT skipped them).
-    text_ids = {**known, **_text_ids(set(texts) - set(known))}
-    links = []
-    for trace_id, index in traces.items():
-        tid = uuid_param(trace_id)
-        for digest in (index.digests | set(index.inline)) - listed[trace_id]:
-            if digest in text_ids:
-                links.append((tenant_id, text_ids[digest], tid))
-    _insert(
-        "tracing_tracetext",
-        ("tenant_id", "text_id", "trace_id"),
-        ("bigint", "bigint", "uuid"),
-        sorted(links),
-    )
-
-
-def _trace_documents_add(indexer: SpanIndexer, traces: dict) -> None:
-    """SQLite: the batch's texts posted under each trace's rowid. Texts an earlier batch
-    posted already are posted again (no table lists them); FTS5 folds a term's
-    postings of one rowid into one, so only the tokenising is spent twice."""
-    texts, _ = _texts_to_store(indexer, traces, defaultdict(set), per_tenant=False)
+def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> None:
+    """The batch's texts posted under each trace's row id. Texts an earlier batch posted
+    already are posted again (no table lists them); both indexes fold a term posted
+    twice for one trace into one, so only the tokenising is spent twice."""
+    texts = _texts_to_store(indexer, traces)
     row_ids = dict(Trace.objects.filter(trace_id__in=list(traces)).values_list("trace_id", "id"))
     documents = []
     for trace_id, index in traces.items():
@@ -247,12 +220,32 @@ def _trace_documents_add(indexer: SpanIndexer, traces: dict) -> None:
             documents.append((row_ids[trace_id], _document([texts[d] for d in held])))
     if not documents:
         return
-    # In rowid order: FTS5 flushes its pending terms to a new segment whenever a rowid
-    # comes before the last one written.
+    # In row id order: FTS5 flushes its pending terms to a new segment whenever a rowid
+    # comes before the last one written, and PostgreSQL's row locks are taken in one
+    # order by every worker.
     documents.sort()
+    if connection.vendor == "postgresql":
+        _documents_merge(tenant_id, documents)
+        return
     with write_turn(), transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO tracing_searchtrace (rowid, document) VALUES (%s, %s)", documents
+        )
+
+
+def _documents_merge(tenant_id: int, documents: list[tuple[int, str]]) -> None:
+    """PostgreSQL: each trace's new terms merged into its stripped tsvector (kept as
+    text, models.TraceDocument). A row whose terms hold nothing new is left alone: no
+    dead tuple and no GIN entry for a rerun."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO tracing_tracedocument AS d (trace_id, tenant_id, document) "
+            "SELECT r.id, %s, strip(to_tsvector('simple', r.text))::text "
+            "FROM unnest(%s::bigint[], %s::text[]) AS r(id, text) ORDER BY r.id "
+            "ON CONFLICT (trace_id) DO UPDATE "
+            "SET document = (d.document::tsvector || EXCLUDED.document::tsvector)::text "
+            "WHERE d.document::tsvector || EXCLUDED.document::tsvector <> d.document::tsvector",
+            [tenant_id, [row for row, _ in documents], [text for _, text in documents]],
         )
 
 
@@ -260,40 +253,18 @@ def _document(texts) -> str:
     return "\n".join(_indexed(text) for text in texts)
 
 
-def _text_ids(digests: set[str]) -> dict[str, int]:
-    """digest -> SearchText id of those the tenant has indexed."""
-    return dict(SearchText.objects.filter(digest__in=sorted(digests)).values_list("digest", "id"))
-
-
-def _already_listed(traces: dict) -> dict[uuid.UUID, set[str]]:
-    """The texts each trace lists already (an earlier batch of the trace, or a rerun)."""
-    listed: dict[uuid.UUID, set[str]] = defaultdict(set)
-    digests = set()
+def _texts_to_store(indexer: SpanIndexer, traces: dict) -> dict[str, str]:
+    """digest -> text of every text the batch's traces hold that has words. Adds the
+    long strings of their messages to their traces."""
+    # Messages are read (from the database: they are small, their long strings are
+    # stored apart) to find those long strings.
+    messages = set()
     for index in traces.values():
-        digests |= index.digests | set(index.inline)
-    digest_of = {text_id: digest for digest, text_id in _text_ids(digests).items()}
-    for trace_id, text_id in TraceText.objects.filter(
-        trace_id__in=list(traces), text_id__in=sorted(digest_of)
-    ).values_list("trace_id", "text_id"):
-        listed[trace_id].add(digest_of[text_id])
-    return listed
-
-
-def _texts_to_store(
-    indexer: SpanIndexer, traces: dict, listed: dict, *, per_tenant: bool = True
-) -> tuple[dict, dict[str, int]]:
-    """(digest -> text of every text new to a trace that has words, digest -> id of the
-    texts the tenant has indexed already, which are not read when `per_tenant`). Adds the
-    long strings of new messages to their traces."""
-    # Messages new to their trace are read (from the database: they are small, their
-    # long strings are stored apart) to find those long strings.
-    new_messages = set()
-    for trace_id, index in traces.items():
-        new_messages |= index.messages - listed[trace_id]
-    indexer.reader.fetch(new_messages)
+        messages |= index.messages
+    indexer.reader.fetch(messages)
     texts: dict[str, str] = {}
-    for trace_id, index in traces.items():
-        for digest in index.messages - listed[trace_id]:
+    for index in traces.values():
+        for digest in index.messages:
             if digest not in indexer.reader.rows:
                 continue  # removed by retention since the span was stored
             leaves: list[str] = []
@@ -302,13 +273,11 @@ def _texts_to_store(
                 texts[digest] = text
             index.digests.update(leaves)
 
-    # Only texts the tenant has never indexed are read (maybe from the blob store).
-    candidates = set()
-    for trace_id, index in traces.items():
-        candidates |= (index.digests | set(index.inline)) - listed[trace_id]
-    known = _text_ids(candidates) if per_tenant else {}
     inline = {d for index in traces.values() for d in index.inline}
-    to_read = candidates - set(known) - set(texts) - inline
+    to_read = set()
+    for index in traces.values():
+        to_read |= index.digests
+    to_read -= set(texts) | inline
     indexer.reader.fetch(to_read)
     for digest in to_read:
         if digest in indexer.reader.rows:
@@ -317,7 +286,7 @@ def _texts_to_store(
                 texts[digest] = text
     for index in traces.values():
         texts.update({d: t for d, t in index.inline.items() if t})
-    return texts, known
+    return texts
 
 
 def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None:
@@ -345,27 +314,10 @@ def _indexed(text: str) -> str:
     return text[:MAX_TEXT].replace("\x00", " ")
 
 
-def _texts_insert(tenant_id: int, texts: dict[str, str]) -> None:
-    """PostgreSQL: index digest -> text rows not indexed yet (a second run adds nothing),
-    tokenised as fulltext.py reads them: a stripped tsvector, never the text (0018)."""
-    if not texts:
-        return
-    rows = [(tenant_id, digest, _indexed(text)) for digest, text in sorted(texts.items())]
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 100):
-            chunk = rows[start : start + 100]
-            values = ", ".join(["(%s, %s, strip(to_tsvector('simple', %s)))"] * len(chunk))
-            cursor.execute(
-                "INSERT INTO tracing_searchtext (tenant_id, digest, document) "  # noqa: S608
-                f"VALUES {values} ON CONFLICT DO NOTHING",
-                [v for row in chunk for v in row],
-            )
-
-
 # --- removal (retention) -----------------------------------------------------------
 
 
-def trace_texts(*, tenant_id: int, spans: list[Span], reader: PayloadReader) -> dict[str, str]:
+def _trace_texts(*, tenant_id: int, spans: list[Span], reader: PayloadReader) -> dict[str, str]:
     """digest -> text of every text the spans hold, as indexing found it: what the FTS5
     'delete' command must be given to take a text's terms out again. `reader` must
     have the trace's payloads (its bundle's, for a warm or cold trace)."""
@@ -396,16 +348,20 @@ def trace_texts(*, tenant_id: int, spans: list[Span], reader: PayloadReader) -> 
     return texts
 
 
-def search_traces_forget(*, tenant_id: int, trace_ids: list, texts: dict[str, str]) -> int:
+def search_traces_forget(
+    *, tenant_id: int, trace_ids: list, spans: list[Span], reader: PayloadReader
+) -> int:
     """Take traces out of the search index: their attributes and their texts' terms.
+    Returns how many of the traces had terms to take out.
 
-    PostgreSQL drops their links and every text no other trace of the tenant lists.
-    SQLite's contentless FTS5 table (3.40: no contentless_delete) takes a trace's terms
-    out through its 'delete' command, which needs the trace's texts as indexed (`texts`,
-    from `trace_texts`); a term of a text not given stays under the trace's rowid, which
-    names no trace again once the row is deleted (AUTOINCREMENT). Deleting terms a trace
-    does not hold, or deleting twice, leaves the other traces' postings as they were.
-    Returns how many texts left the index."""
+    PostgreSQL deletes the traces' documents. SQLite's contentless FTS5 table (3.40: no
+    contentless_delete) takes a trace's terms out through its 'delete' command, which
+    needs the texts as indexed: those of `spans`, read through `reader` (which must
+    have their payloads). A term of a text not given stays under the trace's rowid,
+    which names no trace again once the row is deleted (AUTOINCREMENT). Deleting terms
+    a trace does not hold, or deleting twice, leaves the other traces' postings as
+    they were; deleting terms the index no longer holds corrupts it, so `spans` must
+    be only those whose texts are still indexed."""
     if not trace_ids:
         return 0
     params = [tenant_id, *(uuid_param(t) for t in trace_ids)]
@@ -415,30 +371,19 @@ def search_traces_forget(*, tenant_id: int, trace_ids: list, texts: dict[str, st
             f"DELETE FROM tracing_traceattribute WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
             params,
         )
-    if connection.vendor == "sqlite":
-        row_ids = Trace.objects.filter(trace_id__in=trace_ids).values_list("id", flat=True)
-        document = _document(texts[d] for d in sorted(texts))
-        if not texts or not row_ids:
-            return 0
-        with write_turn(), transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO tracing_searchtrace (tracing_searchtrace, rowid, document) "
-                "VALUES ('delete', %s, %s)",
-                [(row_id, document) for row_id in sorted(row_ids)],
-            )
-        return len(texts)
-    text_ids = set(
-        TraceText.objects.filter(trace_id__in=trace_ids).values_list("text_id", flat=True)
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"DELETE FROM tracing_tracetext WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
-            params,
+    row_ids = sorted(Trace.objects.filter(trace_id__in=trace_ids).values_list("id", flat=True))
+    if not row_ids:
+        return 0
+    if connection.vendor == "postgresql":
+        return TraceDocument.objects.filter(trace_id__in=row_ids).delete()[0]
+    texts = _trace_texts(tenant_id=tenant_id, spans=spans, reader=reader)
+    if not texts:
+        return 0
+    document = _document(texts[d] for d in sorted(texts))
+    with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(
+            "INSERT INTO tracing_searchtrace (tracing_searchtrace, rowid, document) "
+            "VALUES ('delete', %s, %s)",
+            [(row_id, document) for row_id in row_ids],
         )
-    still = set(
-        TraceText.objects.filter(text_id__in=sorted(text_ids)).values_list("text_id", flat=True)
-    )
-    orphans = SearchText.objects.filter(id__in=sorted(text_ids - still))
-    removed = orphans.count()
-    orphans.delete()
-    return removed
+    return len(row_ids)
