@@ -15,8 +15,9 @@ call, settle the actual cost after, release the rest.
 The gateway settles an LLM call with its journal step (settle_journaled): on the
 database store the window's UPDATE and the settlement's ledger rows join the step's
 transaction, one commit for the three; on Redis the ledger rows do, and the Lua script
-runs after that commit, so a worker dying in between leaves a hold that reconcile()
-settles from the ledger when the run is taken up again.
+runs after that commit. A managed run's hold is recorded by the store until it is
+settled, so a worker dying in between leaves a hold that reconcile() settles from the
+ledger, or gives back, when the run is taken up again.
 
 An LLM call's worst case is its input tokens (estimated from the request's JSON
 length) plus max_tokens of output, at the model's prices; a tool call's is the book's
@@ -209,7 +210,7 @@ class BudgetHook:
         # checks the cap, so the call costs the store one write, not two.
         charge = kind == CostKind.TOOL
         if not charge and run_id is not None:
-            r.hold = Hold(tenant_id, run_id, r.id.hex)
+            r.hold = Hold(tenant_id, run_id, r.id.hex, str(kind))
         try:
             spent = self.store.reserve(windows, r.amount_nusd, charge=charge, hold=r.hold)
         except Refused as exc:
@@ -286,7 +287,7 @@ class BudgetHook:
                 for r, actual, _ in settled:
                     if r.windows:
                         spent[r.id] = self.store.settle(
-                            r.windows, r.amount_nusd, actual, joined=True
+                            r.windows, r.amount_nusd, actual, hold=r.hold, joined=True
                         )
         for r, actual, _ in settled:
             if not r.windows:
@@ -302,12 +303,10 @@ class BudgetHook:
             budgets.thresholds_record(windows=r.windows, spent_after=spent[r.id], added=actual)
 
     def reconcile(self, *, run_id: int) -> None:
-        """Settle or give back what a dead worker of this run left held (the Redis
-        store's holds; the database store's settlements committed with their steps).
-        The ledger says which: a hold whose settlement is there was settled by that
-        row, any other is released, with a ledger row saying so."""
-        if self.store.in_database:
-            return
+        """Settle or give back what a dead worker of this run left held: the holds its
+        reservations recorded (a Redis record, a BudgetHold row) that no settlement
+        deleted. The ledger says which: a hold whose settlement is there was settled by
+        that row, any other is released, with a ledger row saying so."""
         from billing.models import LedgerEntry
 
         tenant_id, _agent = self._run(run_id)
@@ -326,9 +325,9 @@ class BudgetHook:
             now = timezone.now()
             _ledger_insert(
                 [
-                    (tenant_id, run_id, uuid.UUID(rid), LedgerKind.RELEASE, CostKind.LLM,
+                    (tenant_id, run_id, uuid.UUID(rid), LedgerKind.RELEASE, kind,
                      amount, {"reconciled": True}, now)
-                    for rid, amount in released
+                    for rid, kind, amount in released
                 ]
             )  # fmt: skip
 

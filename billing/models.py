@@ -295,6 +295,27 @@ class BudgetWindow(TenantModel):
         ]
 
 
+class BudgetHold(TenantModel):
+    """A managed run's reservation while its call is in flight, on the database store:
+    written with the reservation, deleted with its settlement. A worker lost in between
+    leaves it behind, and the run's next worker settles it or gives it back
+    (`store.DatabaseStore.reconcile`); one given back stays, `released`, so that the
+    lost worker's call, if it answers after all, still adds its spend, once."""
+
+    reservation = models.UUIDField(primary_key=True)
+    run = models.ForeignKey(
+        "execution.Run", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    kind = models.CharField(max_length=16, choices=CostKind.choices)
+    amount_nusd = models.BigIntegerField()
+    windows = models.JSONField()  # [[budget_id, key], ...]: what the amount is held in
+    released = models.BooleanField(default=False)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta(TenantModel.Meta):
+        indexes = [models.Index(fields=["tenant", "run"], name="budget_hold_run")]
+
+
 class ThresholdCrossing(TenantModel):
     """A threshold of a budget window that was reached: stored once, so its event
     fires once, whatever is retried or resent."""

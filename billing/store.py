@@ -16,7 +16,9 @@ Two backends, chosen by BILLING_BUDGET_STORE:
 - "database": a conditional UPDATE per window in one transaction; PostgreSQL locks each
   window row until commit (windows are taken in key order, so two calls cannot
   deadlock), SQLite's writers take the write turn (`rows.write_turn`). A settlement can
-  join the caller's transaction (the journal step of its call): one commit for both.
+  join the caller's transaction (the journal step of its call): one commit for both. A
+  managed run's hold is a BudgetHold row from its reservation to its settlement, for
+  `reconcile`, as below.
 - "redis": one Lua script per operation, atomic on the Redis server. The settlement
   cannot share the journal's commit, so a managed run's hold is also a record of its
   own (held, released or gone once settled), listed per run: a worker that died
@@ -25,13 +27,16 @@ Two backends, chosen by BILLING_BUDGET_STORE:
   it when the call never reached the journal (the run makes it again).
 """
 
+import json
 import threading
+import uuid
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import lru_cache, partial
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
@@ -75,11 +80,12 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """A managed run's reservation, as the Redis store records it for `reconcile`."""
+    """A managed run's reservation, as the store records it for `reconcile`."""
 
     tenant_id: int
     run_id: int
     reservation: str  # the ledger's reservation id, in hex
+    kind: str = "llm"  # what was reserved, for the ledger's row when it is given back
 
 
 class Refused(Exception):
@@ -98,8 +104,49 @@ class _Missing(Exception):
     """A window's row was taken to be stored and the UPDATE found none."""
 
 
+# A window's conditional UPDATE (reserve): `{held}` is reserved_nusd, or spent_nusd for
+# a charge.
+_RESERVE_SQL = (
+    "UPDATE billing_budgetwindow SET {held} = {held} + %s "
+    "WHERE budget_id = %s AND key = %s "
+    "AND spent_nusd + reserved_nusd + %s <= %s RETURNING spent_nusd"
+)
+_SETTLE_SQL = (
+    "UPDATE billing_budgetwindow SET spent_nusd = spent_nusd + %s, "
+    "reserved_nusd = reserved_nusd - {reserved} WHERE budget_id = %s AND key = %s{also} "
+    "RETURNING spent_nusd"
+)
+_HOLD_INSERT = (
+    "INSERT INTO billing_budgethold (reservation, tenant_id, run_id, kind, amount_nusd, "
+    "windows, at, released) {rows}"
+)
+_HOLD_DELETE = (
+    "DELETE FROM billing_budgethold WHERE reservation = %s RETURNING amount_nusd, released"
+)
+# On PostgreSQL a call of one window reserves and records its hold in one statement
+# (the hold's row inserted only when the UPDATE took the amount), and settles and
+# deletes it in one: a settlement releases the hold's amount while it is held, nothing
+# once `reconcile` gave it back, and changes nothing when the hold is gone (settled).
+_RESERVE_HOLDING = (
+    f"WITH w AS ({_RESERVE_SQL.format(held='reserved_nusd')}), h AS ("  # noqa: S608
+    + _HOLD_INSERT.format(
+        rows="SELECT %s::uuid, %s::bigint, %s::bigint, %s::varchar, %s::bigint, %s::jsonb, "
+        "%s::timestamptz, false WHERE EXISTS (SELECT 1 FROM w)"
+    )
+    + ") SELECT spent_nusd FROM w"
+)
+_SETTLE_HELD = f"WITH h AS ({_HOLD_DELETE}) " + _SETTLE_SQL.format(  # noqa: S608
+    reserved="(SELECT CASE WHEN released THEN 0 ELSE amount_nusd END FROM h)",
+    also=" AND EXISTS (SELECT 1 FROM h)",
+)
+
+
 class DatabaseStore:
-    # A settlement joins the caller's transaction: nothing is left for reconcile.
+    """A managed run's hold is a BudgetHold row, written by the reservation's statement
+    (PostgreSQL: one statement with the window's UPDATE) or transaction, and deleted by
+    its settlement's; a lost worker's are settled or given back by `reconcile`."""
+
+    # A settlement can join the caller's transaction (its journal step's).
     in_database = True
 
     def _ensure(self, cursor, windows) -> None:
@@ -120,17 +167,20 @@ class DatabaseStore:
         stored = all(_stored.get(w.tenant_id, w.sort_key) for w in windows)
         try:
             try:
-                return self._reserve(windows, amount, charge=charge, ensure=not stored)
+                return self._reserve(windows, amount, charge=charge, hold=hold, ensure=not stored)
             except _Missing:
-                return self._reserve(windows, amount, charge=charge, ensure=True)
+                return self._reserve(windows, amount, charge=charge, hold=hold, ensure=True)
         except DatabaseError as exc:
             raise Unreachable(str(exc)) from exc
 
-    def _reserve(self, windows: list[Window], amount: int, *, charge: bool, ensure: bool):
-        # One UPDATE is atomic by itself; more statements go in one transaction, so a
-        # call holds all its windows or none.
-        alone = not ensure and len(windows) == 1
+    def _reserve(self, windows: list[Window], amount: int, *, charge, hold, ensure: bool):
+        # One statement is atomic by itself; more go in one transaction, so a call holds
+        # all its windows or none, and its hold is recorded with them. On PostgreSQL a
+        # call of one window records its hold in the UPDATE's own statement.
+        folded = hold is not None and connection.vendor == "postgresql"
+        alone = not ensure and len(windows) == 1 and (hold is None or folded)
         held = "spent_nusd" if charge else "reserved_nusd"
+        update = _RESERVE_SQL.format(held=held)
         spent = {}
         with (
             write_turn(),
@@ -139,20 +189,34 @@ class DatabaseStore:
         ):
             if ensure:
                 self._ensure(cursor, windows)
-            for w in sorted(windows, key=lambda w: w.sort_key):
+            if alone and folded:
+                w = windows[0]
                 cursor.execute(
-                    f"UPDATE billing_budgetwindow SET {held} = {held} + %s "  # noqa: S608
-                    "WHERE budget_id = %s AND key = %s "
-                    "AND spent_nusd + reserved_nusd + %s <= %s RETURNING spent_nusd",
-                    [amount, w.budget_id, w.key, amount, w.cap_nusd],
-                )
-                row = cursor.fetchone()
+                    _RESERVE_HOLDING,
+                    [amount, w.budget_id, w.key, amount, w.cap_nusd,
+                     *_hold_params(hold, amount, windows)],
+                )  # fmt: skip
+                rows = {w.sort_key: cursor.fetchone()}
+            else:
+                rows = {}
+                for w in sorted(windows, key=lambda w: w.sort_key):
+                    cursor.execute(update, [amount, w.budget_id, w.key, amount, w.cap_nusd])
+                    rows[w.sort_key] = row = cursor.fetchone()
+                    if row is None:
+                        break
+            for w in sorted(windows, key=lambda w: w.sort_key):
+                row = rows.get(w.sort_key)
                 if row is None:
                     # Leaving the block rolls back what the earlier windows took.
                     if not ensure:
                         raise _Missing  # or refused: asked again with the rows ensured
                     raise Refused(f"{w.label} would be passed", w)
                 spent[w.sort_key] = row[0]
+            if hold is not None and not (alone and folded):
+                cursor.execute(
+                    _HOLD_INSERT.format(rows="VALUES (%s, %s, %s, %s, %s, %s, %s, false)"),
+                    _hold_params(hold, amount, windows),
+                )
         if ensure:
             for w in windows:
                 _stored.put(w.tenant_id, {w.sort_key: True})
@@ -169,11 +233,15 @@ class DatabaseStore:
     ) -> list[int]:
         """Each window's spent after the settlement, in the order given. `joined`: part
         of the caller's transaction, which commits it (no savepoint), and a database
-        error is the caller's to handle, as for its own statements."""
+        error is the caller's to handle, as for its own statements. With a hold, its row
+        says what is left to do: all of it while held; the spend only once `reconcile`
+        gave the hold back (a lost worker's call that answered after all); nothing when
+        the row is gone (settled already)."""
         if not windows:
             return []
         spent = {}
-        alone = joined or (reserved and len(windows) == 1)
+        folded = hold is not None and len(windows) == 1 and connection.vendor == "postgresql"
+        alone = joined or (reserved and len(windows) == 1 and (hold is None or folded))
         try:
             with (
                 write_turn(),
@@ -182,11 +250,20 @@ class DatabaseStore:
             ):
                 if not reserved:
                     self._ensure(cursor, windows)
+                if folded:
+                    w = windows[0]
+                    cursor.execute(_SETTLE_HELD, [hold.reservation, actual, w.budget_id, w.key])
+                    row = cursor.fetchone()
+                    return [row[0] if row else 0]
+                if hold is not None:
+                    cursor.execute(_HOLD_DELETE, [hold.reservation])
+                    row = cursor.fetchone()
+                    if row is None:
+                        return [0] * len(windows)
+                    reserved = 0 if row[1] else row[0]
                 for w in sorted(windows, key=lambda w: w.sort_key):
                     cursor.execute(
-                        "UPDATE billing_budgetwindow SET spent_nusd = spent_nusd + %s, "
-                        "reserved_nusd = reserved_nusd - %s WHERE budget_id = %s AND key = %s "
-                        "RETURNING spent_nusd",
+                        _SETTLE_SQL.format(reserved="%s", also=""),
                         [actual, reserved, w.budget_id, w.key],
                     )
                     row = cursor.fetchone()
@@ -211,12 +288,64 @@ class DatabaseStore:
         return [found.get(w.sort_key, (0, 0)) for w in windows]
 
     def reconcile(self, *, tenant_id: int, run_id: int, settled: dict) -> list:
-        return []
+        """The run's holds still held: a worker died with them (a settlement deletes
+        its hold in its own commit). `settled` maps a reservation id (hex) to the actual
+        cost of a settlement the ledger has (one whose window UPDATE failed): such a
+        hold is settled and deleted; any other is given back and kept as released
+        (its call never reached the journal: the run makes it again). One transaction,
+        and a hold is taken by the statement that changes its row, so each is settled
+        or given back once, whoever gets there first. Returns [(reservation, kind,
+        amount released)] for the holds given back."""
+        moves: dict[tuple, list[int]] = {}  # window -> [spent added, reserved taken]
+        released, done = [], []
+        try:
+            with write_turn(), transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE billing_budgethold SET released = true WHERE tenant_id = %s "
+                    "AND run_id = %s AND NOT released "
+                    "RETURNING reservation, kind, amount_nusd, windows",
+                    [tenant_id, run_id],
+                )
+                for reservation, kind, amount, windows in cursor.fetchall():
+                    key = uuid.UUID(str(reservation)).hex
+                    actual = settled.get(key)
+                    if actual is None:
+                        released.append((key, kind, amount))
+                    else:
+                        done.append(reservation)
+                    for budget_id, window in _json(windows):
+                        move = moves.setdefault((budget_id, window), [0, 0])
+                        move[0] += actual or 0
+                        move[1] += amount
+                if done:
+                    cursor.execute(
+                        "DELETE FROM billing_budgethold WHERE reservation IN "  # noqa: S608
+                        f"({', '.join(['%s'] * len(done))})",
+                        done,
+                    )
+                for (budget_id, window), (actual, amount) in sorted(moves.items()):
+                    cursor.execute(
+                        _SETTLE_SQL.format(reserved="%s", also=""),
+                        [actual, amount, budget_id, window],
+                    )
+        except DatabaseError as exc:
+            raise Unreachable(str(exc)) from exc
+        return released
+
+
+def _hold_params(hold: Hold, amount: int, windows: list[Window]) -> list:
+    held_in = rows.json_param([[w.budget_id, w.key] for w in windows])
+    at = connection.ops.adapt_datetimefield_value(timezone.now())
+    return [hold.reservation, hold.tenant_id, hold.run_id, hold.kind, amount, held_in, at]
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 # KEYS: the N windows' hashes, then for a managed run's hold its record and the run's
 # set of records. ARGV: amount, the field it goes to ('reserved', or 'spent' for a
-# charge), N, the record's lifetime in seconds, then each window's cap. Returns
+# charge), N, the record's lifetime in seconds, the hold's kind, then each window's cap. Returns
 # {refused window's index}, or {0, each window's spent after}.
 _RESERVE = """
 local amount = tonumber(ARGV[1])
@@ -224,7 +353,7 @@ local n = tonumber(ARGV[3])
 for i = 1, n do
   local spent = tonumber(redis.call('HGET', KEYS[i], 'spent') or '0')
   local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved') or '0')
-  if spent + reserved + amount > tonumber(ARGV[i + 4]) then
+  if spent + reserved + amount > tonumber(ARGV[i + 5]) then
     return {i}
   end
 end
@@ -235,7 +364,8 @@ for i = 1, n do
 end
 if #KEYS > n then
   local windows = table.concat(KEYS, '\\n', 1, n)
-  redis.call('HSET', KEYS[n + 1], 'state', 'held', 'amount', amount, 'windows', windows)
+  redis.call('HSET', KEYS[n + 1], 'state', 'held', 'amount', amount, 'windows', windows,
+             'kind', ARGV[5])
   redis.call('EXPIRE', KEYS[n + 1], ARGV[4])
   redis.call('SADD', KEYS[n + 2], KEYS[n + 1])
   redis.call('EXPIRE', KEYS[n + 2], ARGV[4])
@@ -324,7 +454,14 @@ class RedisStore:
         out = self._call(
             lambda: reserve(
                 keys=self._keys(windows, hold),
-                args=[amount, field, len(windows), HOLD_SECONDS, *(w.cap_nusd for w in windows)],
+                args=[
+                    amount,
+                    field,
+                    len(windows),
+                    HOLD_SECONDS,
+                    hold.kind if hold else "",
+                    *(w.cap_nusd for w in windows),
+                ],
             )
         )
         if int(out[0]):
@@ -357,14 +494,14 @@ class RedisStore:
         maps a reservation id (hex) to the actual cost of its ledger's settlement,
         committed with the call's journal step; a hold found there is settled, any other
         given back (its call never reached the journal: the run makes it again).
-        Returns [(reservation, amount released)] for the holds given back."""
+        Returns [(reservation, kind, amount released)] for the holds given back."""
         client, _, settle = _redis()
         _, holds = self.hold_keys(tenant_id, run_id, "")
         released = []
         for record in self._call(partial(client.smembers, holds)):
             record = record.decode()
-            got = self._call(partial(client.hmget, record, "state", "amount", "windows"))
-            state, amount, windows = (v.decode() if v is not None else None for v in got)
+            got = self._call(partial(client.hmget, record, "state", "amount", "windows", "kind"))
+            state, amount, windows, kind = (v.decode() if v is not None else None for v in got)
             if state != "held":
                 if state is None:  # settled, or expired
                     self._call(partial(client.srem, holds, record))
@@ -376,7 +513,7 @@ class RedisStore:
             args = [int(amount), settled.get(reservation, 0), len(keys), how]
             self._call(partial(settle, keys=[*keys, record, holds], args=args))
             if release:
-                released.append((reservation, int(amount)))
+                released.append((reservation, kind or "llm", int(amount)))
         return released
 
     def state(self, windows: list[Window]) -> list[tuple[int, int]]:

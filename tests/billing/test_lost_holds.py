@@ -1,0 +1,157 @@
+"""A worker lost while it holds a reservation (after `reserve` committed, before the
+settlement's commit): when the run is taken up again, what it held is given back
+exactly once, on either store, and the cap still holds."""
+
+import gc
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from billing import budgets
+from billing.budgets import windows_for
+from billing.hook import BudgetHook
+from billing.models import Budget, BudgetHold, LedgerEntry
+from controlplane.services import Actor
+from controlplane.tenancy import tenant_scope
+from execution import services
+from execution.budget import BudgetRefused
+from execution.models import Run, RunStatus
+from tests.billing.helpers import gateway_for
+from tests.execution.bundles import agent_with_bundle
+
+MANIFEST = 'entrypoint = "agent:main"\nmodel = "claude-sonnet-4-5"\n'
+NOOP = "def main(ctx, input):\n    return None\n"
+CALL = {"max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
+REQUEST = {"model": "claude-sonnet-4-5", **CALL}
+USAGE = {"input_tokens": 10, "output_tokens": 5}
+
+STORES = ["database", pytest.param("redis", marks=pytest.mark.redis)]
+
+
+def _store(settings, store, tenant):
+    settings.BILLING_BUDGET_STORE = store
+    settings.REDIS_PREFIX = f"{settings.REDIS_PREFIX}lost-holds-{tenant.pk}:"
+
+
+def _run(tenant):
+    agent = agent_with_bundle(tenant, code=NOOP, manifest=MANIFEST)
+    with tenant_scope(tenant):
+        run = services.run_create(
+            tenant=tenant, agent=agent, version=None, input=None, limits=None, actor=Actor.system()
+        )
+        return Run.objects.select_related("agent", "version").get(pk=run.pk)
+
+
+def _budget(tenant, cap: int) -> None:
+    Budget.objects.create(tenant=tenant, scope="tenant", period="day", cap_nusd=cap)
+    budgets.cache.invalidate(tenant.id)  # this process may have asked before it was made
+
+
+def _worst_case(run) -> int:
+    """What one call of REQUEST reserves (no budget yet: nothing is held)."""
+    return BudgetHook().reserve(run_id=run.pk, request=REQUEST).amount_nusd
+
+
+def _lose_a_hold(run):
+    """A worker reserves a call and is lost before it settles: its hook is gone."""
+    hook = BudgetHook()
+    lost = hook.reserve(run_id=run.pk, request=REQUEST)
+    del hook
+    gc.collect()
+    return lost
+
+
+def _released(run):
+    return list(LedgerEntry.objects.filter(run_id=run.pk, entry="release", detail__reconciled=True))
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_it_gives_back_a_lost_workers_hold_once_and_the_cap_still_holds(
+    acme, tmp_path, messages_api, settings, transactional_db, store
+):
+    _store(settings, store, acme)
+    run = _run(acme)
+    with tenant_scope(acme):
+        worst = _worst_case(run)
+        # Room for two calls held at once (and the one settled first), not three.
+        _budget(acme, 3 * worst)
+        windows = windows_for(tenant_id=acme.id, agent=run.agent.name, run_id=run.pk)
+        gateway = gateway_for(run, tmp_path)
+        state = gateway.budget.store.state
+        assert gateway.handle("llm.messages", CALL)["ok"]
+        spent, held = state(windows)[0]
+        assert 0 < spent < worst and held == 0
+        if store == "database":  # settled in its journal step's commit: no hold left
+            assert not BudgetHold.objects.filter(run_id=run.pk).exists()
+
+        lost = _lose_a_hold(run)
+        assert state(windows)[0] == (spent, worst)
+        # The lost hold counts against the cap until it is given back.
+        held_too = BudgetHook().reserve(run_id=run.pk, request=REQUEST)
+        with pytest.raises(BudgetRefused):
+            BudgetHook().reserve(run_id=run.pk, request=REQUEST)
+        BudgetHook().settle(reservation=held_too, usage=None)  # failed upstream: costs 0
+        assert state(windows)[0] == (spent, worst)
+
+        # Taken up again: the lost hold is given back, with a ledger row saying so.
+        BudgetHook().reconcile(run_id=run.pk)
+        assert state(windows)[0] == (spent, 0)
+        [row] = _released(run)
+        assert (row.reservation, row.kind, row.amount_nusd) == (lost.id, "llm", worst)
+        BudgetHook().reconcile(run_id=run.pk)  # twice changes nothing
+        assert state(windows)[0] == (spent, 0) and len(_released(run)) == 1
+
+        # The cap holds as before: two calls held at once, not three.
+        hook = BudgetHook()
+        first = hook.reserve(run_id=run.pk, request=REQUEST)
+        second = hook.reserve(run_id=run.pk, request=REQUEST)
+        with pytest.raises(BudgetRefused):
+            hook.reserve(run_id=run.pk, request=REQUEST)
+        assert state(windows)[0] == (spent, 2 * worst)
+
+        # The lost worker's call answered after all: its spend counts, once, and it
+        # takes back nothing it no longer holds.
+        late = lost.price.cost_nusd(input_tokens=10, output_tokens=5, cache_read=0, cache_write=0)
+        BudgetHook().settle(reservation=lost, usage=USAGE)
+        BudgetHook().settle(reservation=lost, usage=USAGE)
+        assert state(windows)[0] == (spent + late, 2 * worst)
+        for r in (first, second):
+            hook.settle(reservation=r, usage=USAGE)
+        hook.flush()
+        assert state(windows)[0] == (spent + 3 * late, 0)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_run_taken_up_again_gives_back_what_its_lost_worker_held(
+    acme, messages_api, settings, transactional_db, store
+):
+    """Through the worker's path: the supervisor of the run's second attempt reconciles."""
+    _store(settings, store, acme)
+    run = _run(acme)
+    with tenant_scope(acme):
+        _budget(acme, 10**10)
+        windows = windows_for(tenant_id=acme.id, agent=run.agent.name, run_id=run.pk)
+        # The first worker (of another host) claims the run, reserves a call, and is lost.
+        assert services.run_claim(run_id=run.pk, worker_id="elsewhere:1") is not None
+        lost = _lose_a_hold(run)
+        store_of = BudgetHook().store
+        assert store_of.state(windows)[0] == (0, lost.amount_nusd)
+        Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+        services.run_execute(run_id=run.pk, worker_id="test-worker")
+        run.refresh_from_db()
+        assert run.status == RunStatus.SUCCEEDED and run.attempts == 2
+        # Nothing left held: the lost call given back, the sandbox's time settled.
+        spent, held = store_of.state(windows)[0]
+        assert held == 0
+        assert spent == sum(
+            LedgerEntry.objects.filter(run_id=run.pk, entry="settle").values_list(
+                "amount_nusd", flat=True
+            )
+        )
+        [row] = _released(run)
+        assert row.reservation == lost.id and row.amount_nusd == lost.amount_nusd
+        if store == "database":  # kept, given back, for the lost worker's late answer
+            holds = BudgetHold.objects.filter(run_id=run.pk)
+            assert list(holds.values_list("reservation", "released")) == [(lost.id, True)]
