@@ -2,7 +2,8 @@
 
 bulk_create spent most of an ingest batch building model instances and preparing
 values field by field; this writes the same rows with one INSERT ... ON CONFLICT DO
-NOTHING per chunk (both PostgreSQL and SQLite have it). Values are adapted with the
+NOTHING per chunk (both PostgreSQL and SQLite have it), from one array per column on
+PostgreSQL and a VALUES list on SQLite. Values are adapted with the
 connection's own operations, so types match what the ORM would write.
 """
 
@@ -88,20 +89,53 @@ def insert_ignoring_conflicts(
     columns of the rows this call inserted."""
     if not rows:
         return []
-    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    tail = f" RETURNING {', '.join(returning)}" if returning else ""
+    head = f"INSERT INTO {table} ({', '.join(columns)})"
+    tail = " ON CONFLICT DO NOTHING" + (f" RETURNING {', '.join(returning)}" if returning else "")
+    types = _column_types(table) if connection.vendor == "postgresql" else None
+    # One array per column on PostgreSQL: the statement stays a few hundred bytes with a
+    # parameter a column however many rows it carries, where a VALUES list has a
+    # placeholder per value, which psycopg splits and quotes in Python on every call and
+    # PostgreSQL turns into as many constants to plan. A VALUES list goes in chunks,
+    # under the databases' limits on parameters.
+    size = len(rows) if types is not None else CHUNK
     inserted = []
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), CHUNK):
-            chunk = rows[start : start + CHUNK]
-            cursor.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - fixed names
-                f"{', '.join([placeholder] * len(chunk))} ON CONFLICT DO NOTHING{tail}",
-                [value for row in chunk for value in row],
-            )
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            if types is not None:
+                arrays = ", ".join(f"%s::{types[c]}[]" for c in columns)
+                cursor.execute(
+                    f"{head} SELECT * FROM unnest({arrays}){tail}",  # noqa: S608 - fixed names
+                    [list(column) for column in zip(*chunk, strict=True)],
+                )
+            else:
+                placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+                cursor.execute(
+                    f"{head} VALUES {', '.join([placeholder] * len(chunk))}{tail}",
+                    [value for row in chunk for value in row],
+                )
             if returning:
                 inserted.extend(cursor.fetchall())
     return inserted
+
+
+_types: dict[str, dict[str, str] | None] = {}
+
+
+def _column_types(table: str) -> dict[str, str] | None:
+    """A PostgreSQL table's column types without their modifiers (an explicit cast to
+    varchar(n) would truncate where the insert must refuse), or None where a column is
+    an array (unnest would flatten it): that table is written with VALUES."""
+    if table not in _types:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                [table],
+            )
+            types = dict(cursor.fetchall())
+        _types[table] = None if any(t.endswith("]") for t in types.values()) else types
+    return _types[table]
 
 
 # Advisory lock class of a trace's spans (pg_advisory_xact_lock's first key).

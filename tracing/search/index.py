@@ -198,11 +198,8 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         for trace_id, index in traces.items()
         for key, value in sorted(index.attributes)
     ]
-    _insert(
-        "tracing_traceattribute",
-        ("tenant_id", "key", "value", "trace_id"),
-        ("bigint", "text", "text", "uuid"),
-        attributes,
+    insert_ignoring_conflicts(
+        "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"), attributes
     )
     return len(rows)
 
@@ -287,25 +284,6 @@ def _texts_to_store(indexer: SpanIndexer, traces: dict) -> dict[str, str]:
     for index in traces.values():
         texts.update({d: t for d, t in index.inline.items() if t})
     return texts
-
-
-def _insert(table: str, columns: tuple, types: tuple, rows: list[tuple]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING. On PostgreSQL one array a column (unnest):
-    thousands of rows in a statement of a few parameters, where a VALUES list would
-    spend longer in the driver splitting its placeholders than in the database."""
-    if not rows:
-        return
-    if connection.vendor != "postgresql":
-        insert_ignoring_conflicts(table, columns, rows)
-        return
-    arrays = [list(column) for column in zip(*rows, strict=True)]
-    unnest = ", ".join(f"%s::{t}[]" for t in types)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - fixed names
-            f"SELECT * FROM unnest({unnest}) ON CONFLICT DO NOTHING",
-            arrays,
-        )
 
 
 def _indexed(text: str) -> str:
