@@ -12,6 +12,10 @@ class Tenant(models.Model):
     is_active = models.BooleanField(default=True)
     # Spans a second this tenant may send; null uses INGEST_SPANS_PER_SECOND.
     ingest_spans_per_second = models.PositiveIntegerField(null=True, blank=True)
+    # Counts retention's removals of payload rows, raised before each: ingest trusts its
+    # process's memory of stored payloads only while the count is the one it saw then
+    # (tracing/ingest/payloads.py), so a payload removed and sent again is stored again.
+    payload_sweeps = models.PositiveBigIntegerField(default=0)
 
     def __str__(self):
         return self.slug

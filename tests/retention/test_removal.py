@@ -19,7 +19,6 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
-from controlplane import tenantcache
 from controlplane.blobstore import get_blob_store
 from controlplane.tenancy import TenantModel, tenant_scope
 from tests.execution.bundles import agent_with_bundle
@@ -70,11 +69,7 @@ def test_it_erases_a_sessions_text_from_search_in_every_tier(api, acme, make_key
     warm = send_trace(acme, session="erase-me")
     apply(acme, days_ahead=1.5)
     assert tier_of(acme, warm) == Tier.WARM
-    # XXX: ingest's seen-payload cache (tracing/ingest/payloads.py) outlives the payloads
-    # the run above collected, so the same texts sent again in this process would be
-    # referenced, not stored. A fresh process's caches, until ingest stores again a
-    # payload whose last_seen update finds no row.
-    tenantcache.reset()
+    # The same texts again, whose payloads the run above collected: stored again.
     hot = send_trace(acme, session="erase-me")
     other_hex = "0af7651916cd43dd8448eb211c80319c"
     send_user_span(acme, other_hex, "someone-else", "zanzibar quartermaster")

@@ -26,6 +26,7 @@ import orjson
 from django.db import connection
 
 from controlplane.blobstore import get_blob_store, tenant_key
+from controlplane.models import Tenant
 from controlplane.tenantcache import TenantCache
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
@@ -62,8 +63,23 @@ def blob_key(tenant_id: int, digest: str) -> str:
     return tenant_key(tenant_id, "blobs", name[:2], f"{name}.zst")
 
 
-# Payloads known to be committed: digest -> (redaction counts, day last seen).
+# Payloads known to be committed: digest -> (redaction counts, day last seen, the
+# tenant's payload_sweeps when it was known). Retention removes payloads from another
+# process, so an entry is trusted only while the tenant's count of removals is the one
+# it was known at; after a removal each payload is looked up once more.
 seen_cache = TenantCache("seen payloads", size=200_000)
+
+
+class PayloadsSwept(Exception):
+    """Retention removed payloads of the tenant while a batch was being prepared: what
+    the batch took as stored may be gone, so it is prepared again."""
+
+
+def payload_sweeps(tenant_id: int) -> int:
+    """How many times retention has removed the tenant's payload rows (Tenant's
+    payload_sweeps), read from the database on each call."""
+    found = Tenant.objects.filter(pk=tenant_id).values_list("payload_sweeps", flat=True)
+    return next(iter(found), 0)
 
 
 @dataclass(slots=True)
@@ -96,6 +112,7 @@ class PayloadBatch:
         self.digest_key = digest_key
         self.redactor = redactor
         self.today = date.today()
+        self.sweeps = payload_sweeps(tenant_id)
         self.known: dict[str, dict | None] = {}  # digest -> redaction counts
         self.stale: set[str] = set()  # known, but last seen before today
         self.new: dict[str, NewPayload] = {}
@@ -116,8 +133,8 @@ class PayloadBatch:
         if digest in self.known:
             return True
         cached = seen_cache.get(self.tenant_id, digest)
-        if cached is None:
-            return False
+        if cached is None or cached[2] != self.sweeps:
+            return False  # unknown, or known before retention last removed payloads
         self.known[digest] = cached[0]
         if cached[1] < self.today:
             self.stale.add(digest)
@@ -359,6 +376,15 @@ class PayloadBatch:
         if self.stale:
             Payload.objects.filter(digest__in=sorted(self.stale)).update(last_seen=self.today)
 
+    def check_unswept(self) -> None:
+        """In the batch's transaction, before it commits: raise PayloadsSwept if
+        retention removed payloads since the batch read the count (it raises the count
+        before it removes any), as the payloads the batch refers to may be among them."""
+        if payload_sweeps(self.tenant_id) != self.sweeps:
+            raise PayloadsSwept(f"tenant {self.tenant_id}: payloads removed meanwhile")
+
     def committed(self) -> None:
         """After commit: remember everything this batch stored or touched."""
-        seen_cache.put(self.tenant_id, {d: (r, self.today) for d, r in self.known.items()})
+        seen_cache.put(
+            self.tenant_id, {d: (r, self.today, self.sweeps) for d, r in self.known.items()}
+        )

@@ -20,7 +20,7 @@ from tracing.calls import LLM_OPERATIONS, CallReports, call_key
 from tracing.ingest import rows
 from tracing.ingest.dictionaries import DetailPacker
 from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
-from tracing.ingest.payloads import LEAF_MIN, PayloadBatch
+from tracing.ingest.payloads import LEAF_MIN, PayloadBatch, PayloadsSwept
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
 from tracing.ingest.redact import URL_KEYS, is_infrastructure
 from tracing.models import PayloadKind, Span, StatusCode, conventional_name
@@ -66,6 +66,15 @@ def spans_ingest(*, tenant_id: int, request, sources: SourceInputs | None = None
     `sources`: a replay's source trace (given by the in-process exporter of a replay,
     never by OTLP), whose chat spans its own may name for their conversation.
     """
+    try:
+        return _spans_ingest(tenant_id, request, sources)
+    except PayloadsSwept:
+        # Retention removed payloads while the batch was prepared, and nothing was
+        # committed: once more, looking its payloads up as they are now.
+        return _spans_ingest(tenant_id, request, sources)
+
+
+def _spans_ingest(tenant_id: int, request, sources: SourceInputs | None) -> IngestResult:
     result = IngestResult()
     with tenant_scope(tenant_id):
         collected = _collect(request, result)
@@ -105,6 +114,7 @@ def spans_ingest(*, tenant_id: int, request, sources: SourceInputs | None = None
             )
             normal = _only_stored(normal, stored, result)
             _traces_upsert(_trace_summaries(tenant_id, normal, reports))
+            batch.check_unswept()
             transaction.on_commit(batch.committed)
             transaction.on_commit(lambda: _publish(tenant_id, normal))
         result.accepted = len(normal)

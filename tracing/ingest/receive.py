@@ -12,6 +12,7 @@ from controlplane import ratelimit, services, throttle
 from controlplane.auth import bearer_token
 from controlplane.blobstore import BlobStoreUnavailable
 from controlplane.models import ApiKey, Scope
+from tracing.ingest.payloads import PayloadsSwept
 from tracing.ingest.pipeline import IngestResult, spans_ingest
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ STORAGE_ERRORS = (
     InterfaceError,
     DatabaseError,
     BlobStoreUnavailable,
+    PayloadsSwept,  # twice in a row: retention is busy removing the tenant's payloads
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )

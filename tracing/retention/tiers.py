@@ -19,9 +19,11 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 
 from billing.models import SpanCost
 from controlplane.blobstore import BlobNotFound, get_blob_store
+from controlplane.models import Tenant
 from execution.models import Run
 from replay.services import run_journal_delete
 from tracing.ingest.payloads import INLINE_MAX, blob_key
@@ -348,6 +350,11 @@ def payloads_collect(*, tenant_id: int, as_of: date) -> tuple[int, int]:
         spans = list(Span.objects.filter(trace_id__in=trace_ids[start : start + 200]))
         live |= spans_closure(tenant_id=tenant_id, spans=spans).reader.rows.keys()
     dead = sorted(old - live)
+    if not dead:
+        return 0, 0
+    # Raised (and committed) before any row goes: an ingest batch that read the count
+    # before sees it changed before it commits, and tries again (ingest/payloads.py).
+    Tenant.objects.filter(pk=tenant_id).update(payload_sweeps=F("payload_sweeps") + 1)
     rows = blobs = 0
     store = get_blob_store()
     for start in range(0, len(dead), 500):
