@@ -230,6 +230,7 @@ def run(kind: str, traces: int, steps: int) -> dict:
                     "/v1/traces", content=warm[0], headers=_headers(warm_key)
                 ).raise_for_status()
             wait_searchable(client, warm_key, warm_markers)
+            load_before = os.getloadavg()[0]
             stored_before = platform.sql("SELECT COUNT(*) FROM tracing_span")[0][0]
             tables_before, blobs_before = platform.stored_by_table(), platform.blob_bytes()
             started = time.perf_counter()
@@ -265,6 +266,7 @@ def run(kind: str, traces: int, steps: int) -> dict:
             "stored_per_span": stored / total,
             "ratio": stored / raw,
             "growth": growth,
+            "load": (load_before, os.getloadavg()[0]),
         }
     finally:
         platform.stop()
@@ -318,7 +320,8 @@ def main() -> None:
                 f"    [stored/s {stored_rates[0]:.0f}-{stored_rates[-1]:.0f}, searchable/s "
                 f"{rates[0]:.0f}-{rates[-1]:.0f}, stored/raw {ratios[0]:.4f}-{ratios[-1]:.4f}; "
                 f"raw {r['raw_bytes'] / 1e6:.1f} MB, stored {r['stored_bytes'] / 1e6:.2f} MB; "
-                f"by table, median run:]"
+                f"load average {', '.join(f'{a:.1f}-{b:.1f}' for a, b in (x['load'] for x in runs))}"
+                f" (1 min, before-after each run); by table, median run:]"
             )
             print(_shares(r["growth"]), flush=True)
 
