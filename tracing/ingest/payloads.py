@@ -120,6 +120,8 @@ class PayloadBatch:
         self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
         self.outputs: dict[tuple[bytes, int], list[str]] = {}  # span -> its output messages
         self.referenced: set[str] = set()  # stored messages given by digest (stored_list)
+        # The last list chained: (its items, the digests of its prefixes, shortest first).
+        self.last_chain: tuple[list[str], list[str]] = ([], [])
 
     # --- digests ----------------------------------------------------------------------
 
@@ -167,20 +169,39 @@ class PayloadBatch:
         """Digest of a list of messages stored already, given by their digests (a
         replayed call's conversation, as its source span holds it): chained like any
         list, without the messages' canonical bytes or a redaction scan."""
+        raw, referenced = self.raw, self.referenced
+        # A replay's every step names its source's conversation so far: each message is
+        # seen once per step it is in, so only what this batch has not seen yet is
+        # decoded and looked up.
         for item in items:
-            self.raw[item] = digest_bytes(item)
-        # Their redaction counts, looked up with the batch's new payloads, count for the
-        # span as they did for its source; and their last_seen is kept fresh.
-        self.referenced.update(item for item in items if not self._remembered(item))
+            if item not in raw:
+                raw[item] = digest_bytes(item)
+                # Their redaction counts, looked up with the batch's new payloads, count
+                # for the span as they did for its source; their last_seen kept fresh.
+                if item not in referenced and not self._remembered(item):
+                    referenced.add(item)
         return self._list(items, owner)
 
-    def _list(self, items: list[str], owner: tuple[bytes, int] | None) -> str:
-        prefixes, chain = [], b"L"
-        for item in items:
+    def _chain(self, items: list[str]) -> list[str]:
+        """The digests of the list's prefixes, shortest first (the last is the list's).
+        A conversation's next step is the last list chained plus a few messages: only
+        those are chained here, not the whole conversation again."""
+        last_items, last_prefixes = self.last_chain
+        known = len(last_items)
+        if not (0 < known <= len(items) and items[:known] == last_items):
+            known, last_prefixes = 0, []
+        prefixes = last_prefixes[:known]
+        chain = self.raw[prefixes[-1]] if prefixes else b"L"
+        for item in items[known:]:
             link = self.digest(chain + self.raw[item])
             prefixes.append(link)
             chain = self.raw[link]
-        digest = prefixes[-1] if prefixes else self.digest(chain)
+        self.last_chain = (items, prefixes)
+        return prefixes
+
+    def _list(self, items: list[str], owner: tuple[bytes, int] | None) -> str:
+        prefixes = self._chain(items)
+        digest = prefixes[-1] if prefixes else self.digest(b"L")
         owners = [owner] if owner is not None else []
         if digest in self.lists:
             self.lists[digest].owners += owners
