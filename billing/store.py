@@ -123,6 +123,17 @@ _HOLD_INSERT = (
 _HOLD_DELETE = (
     "DELETE FROM billing_budgethold WHERE reservation = %s RETURNING amount_nusd, released"
 )
+# A reservation's commit on PostgreSQL does not wait for its WAL to reach the disk
+# (the flush was most of a call's time in the hook). It is seen by every other session
+# once committed, under the same row locks, so the cap holds as before; only a crash of
+# the server could lose it, and then it loses everything committed after it too, the
+# call's journal step included: that commit is synchronous and flushes the WAL up to
+# it, and the agent's answer waits for it, so no answered call's reservation is lost,
+# and a run resumed after the crash reserves its unjournaled call again. Sent in the
+# reservation's own statement when the driver binds parameters client-side (psycopg's
+# ClientCursor, Django's default: several statements in one query are one
+# transaction); else in a transaction of its own.
+_NO_FLUSH_WAIT = "; SET LOCAL synchronous_commit TO OFF"
 # On PostgreSQL a call of one window reserves and records its hold in one statement
 # (the hold's row inserted only when the UPDATE took the amount), and settles and
 # deletes it in one: a settlement releases the hold's amount while it is held, nothing
@@ -176,23 +187,29 @@ class DatabaseStore:
     def _reserve(self, windows: list[Window], amount: int, *, charge, hold, ensure: bool):
         # One statement is atomic by itself; more go in one transaction, so a call holds
         # all its windows or none, and its hold is recorded with them. On PostgreSQL a
-        # call of one window records its hold in the UPDATE's own statement.
-        folded = hold is not None and connection.vendor == "postgresql"
-        alone = not ensure and len(windows) == 1 and (hold is None or folded)
+        # call of one window records its hold in the UPDATE's own statement, and the
+        # commit does not wait for its WAL flush (_NO_FLUSH_WAIT says why).
+        postgres = connection.vendor == "postgresql"
+        folded = hold is not None and postgres
+        lazy = postgres and not connection.in_atomic_block  # not the caller's commit
+        tail = _NO_FLUSH_WAIT if lazy and _client_binding() else ""
+        alone = not ensure and len(windows) == 1 and (hold is None or folded) and (tail or not lazy)
         held = "spent_nusd" if charge else "reserved_nusd"
-        update = _RESERVE_SQL.format(held=held)
+        update = _RESERVE_SQL.format(held=held) + (tail if alone else "")
         spent = {}
         with (
             write_turn(),
             nullcontext() if alone else transaction.atomic(),
             connection.cursor() as cursor,
         ):
+            if lazy and not alone:
+                cursor.execute(_NO_FLUSH_WAIT.lstrip("; "))
             if ensure:
                 self._ensure(cursor, windows)
             if alone and folded:
                 w = windows[0]
                 cursor.execute(
-                    _RESERVE_HOLDING,
+                    _RESERVE_HOLDING + tail,
                     [amount, w.budget_id, w.key, amount, w.cap_nusd,
                      *_hold_params(hold, amount, windows)],
                 )  # fmt: skip
@@ -331,6 +348,10 @@ class DatabaseStore:
         except DatabaseError as exc:
             raise Unreachable(str(exc)) from exc
         return released
+
+
+def _client_binding() -> bool:
+    return not connection.settings_dict.get("OPTIONS", {}).get("server_side_binding")
 
 
 def _hold_params(hold: Hold, amount: int, windows: list[Window]) -> list:
