@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Sum
 
 from alerts import detectors, services
 from alerts.models import AlertRule, Detector, ErrorWindow
@@ -99,7 +98,7 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             else {}
         )
         spikes = (
-            _cost_spikes({t: a for t, a in agents.items() if a}, fresh)
+            _cost_spikes(tenant_id, {t: a for t, a in agents.items() if a}, fresh)
             if Detector.COST_SPIKE in wanted
             else {}
         )
@@ -129,9 +128,10 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
 def _rows(tenant_id: int, spans: list[tuple[str, str]]) -> dict[uuid.UUID, list[Row]]:
     """The batch's spans by trace, in start order: one query for the spans (by key),
     one for their labels."""
+    trace_ids = {t: uuid.UUID(hex=t) for t in {t for t, _ in spans}}  # a few traces, many spans
     keys = list(
         dict.fromkeys(
-            (uuid.UUID(hex=trace_hex), int.from_bytes(bytes.fromhex(span_hex), "big", signed=True))
+            (trace_ids[trace_hex], int.from_bytes(bytes.fromhex(span_hex), "big", signed=True))
             for trace_hex, span_hex in spans
         )
     )
@@ -240,34 +240,26 @@ def _hallucinations(tenant_id: int, rows: list[Row]) -> dict:
     return found
 
 
-def _cost_spikes(agents: dict[uuid.UUID, str], fresh: dict) -> dict[uuid.UUID, detectors.Finding]:
-    """Traces of the batch costing more than their agent's recent median, in two
-    queries whatever the batch's traces and agents: each agent's last
-    ALERTS_COST_SAMPLE other traces, then the costs of those and of the batch's traces
-    by trace id (billing costs spans in a task of its own, which may not have run for
-    this batch yet: the trace's next batch judges it again).
-
-    The costs are read by a list of trace ids, not by `IN (subquery) OR IN (...)`:
-    SQLite answers that OR by walking every cost row of the tenant."""
-    from billing.models import SpanCost
-
+def _cost_spikes(
+    tenant_id: int, agents: dict[uuid.UUID, str], fresh: dict
+) -> dict[uuid.UUID, detectors.Finding]:
+    """Traces of the batch costing more than their agent's recent median, in one
+    statement whatever the batch's traces and agents: the costs of each agent's last
+    ALERTS_COST_SAMPLE other traces and of the batch's traces (billing costs spans in
+    a task of its own, which may not have run for this batch yet: the trace's next
+    batch judges it again)."""
     if not agents:
         return {}
-    batch = list(agents)
-    sample = _recent_traces(sorted(set(agents.values())), exclude=batch)
-    costs = (
-        SpanCost.objects.filter(trace_id__in=[*batch, *sample], counted=True)
-        .values("trace_id")
-        .annotate(total=Sum("cost_nusd"))
-        .values_list("trace_id", "total")
-    )
     mine: dict[uuid.UUID, int] = {}
     others: dict[str, list[int]] = defaultdict(list)
-    for trace_id, total in costs:
-        if trace_id in agents:
-            mine[trace_id] = total or 0
+    for trace_id, agent, total in _trace_costs(
+        tenant_id, sorted(set(agents.values())), batch=list(agents)
+    ):
+        total = int(total or 0)  # PostgreSQL sums a bigint as a numeric
+        if agent is None:
+            mine[trace_id] = total
         elif total:
-            others[sample[trace_id]].append(total)
+            others[agent].append(total)
     spikes = {}
     for trace_id, agent in agents.items():
         cost = mine.get(trace_id, 0)
@@ -287,26 +279,43 @@ def _cost_spikes(agents: dict[uuid.UUID, str], fresh: dict) -> dict[uuid.UUID, d
     return spikes
 
 
-def _recent_traces(agents: list[str], *, exclude: list) -> dict[uuid.UUID, str]:
-    """trace id -> agent of each agent's last ALERTS_COST_SAMPLE traces but the
-    excluded, in one statement: a UNION ALL of one index walk (trace_recent) an agent,
-    each stopping at its sample's size. Built from the ORM's own SQL for each agent
-    (Django cannot slice the parts of a compound on SQLite), and not as an `OR` of
-    `IN (subquery)`, which SQLite answers by walking every trace of the tenant."""
+def _trace_costs(tenant_id: int, agents: list[str], *, batch: list[uuid.UUID]) -> list[tuple]:
+    """(trace id, agent, cost) of each agent's last ALERTS_COST_SAMPLE traces but the
+    batch's, and (trace id, None, cost) of the batch's traces, in one statement.
+
+    The sample is a UNION ALL of one index walk (trace_recent) an agent, each stopping
+    at its sample's size, built from the ORM's own SQL for each agent (Django cannot
+    slice the parts of a compound on SQLite), joined to the costs by trace id. Not an
+    `OR` of `IN (subquery)`, which SQLite answers by walking every trace and cost row
+    of the tenant."""
+    from billing.models import SpanCost
+
     parts = [
         Trace.objects.filter(agent_name=agent)
-        .exclude(trace_id__in=exclude)
+        .exclude(trace_id__in=batch)
         .order_by("-start_time")
         .values_list("trace_id", "agent_name")[: settings.ALERTS_COST_SAMPLE]
         .query.sql_with_params()
         for agent in agents
     ]
-    # The ORM's own SQL, its values bound.
-    sql = " UNION ALL ".join(f"SELECT * FROM ({part}) AS a{i}" for i, (part, _) in enumerate(parts))  # noqa: S608
     trace_field = Trace._meta.get_field("trace_id")
+    sample = " UNION ALL ".join(
+        f"SELECT * FROM ({part}) AS a{i}"  # noqa: S608 - the ORM's SQL, its values bound
+        for i, (part, _) in enumerate(parts)
+    )
+    costs = SpanCost._meta.db_table
+    sql = (
+        f"WITH s(trace_id, agent) AS ({sample}) "  # noqa: S608 - the ORM's SQL and fixed names, values bound
+        f"SELECT c.trace_id, s.agent, SUM(c.cost_nusd) FROM s JOIN {costs} c "
+        "ON c.tenant_id = %s AND c.trace_id = s.trace_id AND c.counted GROUP BY c.trace_id, s.agent "
+        f"UNION ALL SELECT trace_id, NULL, SUM(cost_nusd) FROM {costs} WHERE tenant_id = %s "
+        f"AND counted AND trace_id IN ({', '.join(['%s'] * len(batch))}) GROUP BY trace_id"
+    )
+    params = [p for _, ps in parts for p in ps]
+    params += [tenant_id, tenant_id, *(trace_field.get_db_prep_value(t, connection) for t in batch)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [p for _, params in parts for p in params])
-        return {trace_field.to_python(t): agent for t, agent in cursor.fetchall()}
+        cursor.execute(sql, params)
+        return [(trace_field.to_python(t), agent, total) for t, agent, total in cursor.fetchall()]
 
 
 def _error_bursts(tenant_id: int, rules, rows: list[Row]) -> int:

@@ -12,7 +12,10 @@ from billing.signals import budget_threshold_crossed
 from tracing.signals import spans_ingested
 
 log = logging.getLogger(__name__)
-CHUNK = 500  # spans per task, as for costing and search indexing
+# Spans per task: the OpenTelemetry SDK's batch span processor exports up to 512 spans
+# a request (OTEL_BSP_MAX_EXPORT_BATCH_SIZE), so a full export is one task, not a
+# 500 and a 12 that pays every fixed query of a batch again.
+CHUNK = 512
 
 
 def _enqueue(task, **kwargs) -> None:

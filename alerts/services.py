@@ -7,6 +7,7 @@ from datetime import timedelta
 from functools import partial
 from urllib.parse import urlsplit
 
+import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -325,29 +326,61 @@ def alert_resolve(*, alert: Alert, actor: Actor) -> Alert:
 
 def trace_watches_lock(*, tenant_id: int, trace_ids: list[str]) -> dict[str, TraceWatch]:
     """Each trace's watch by trace id, created where missing and locked until the
-    caller's transaction ends, so two workers on one trace count in turn: one insert
-    and one read for the whole batch, in trace order (no deadlock between workers)."""
+    caller's transaction ends, so two workers on one trace count in turn. One
+    statement for the whole batch: an upsert that touches the rows that exist (which
+    locks them, as FOR UPDATE would) and returns every row's state, taken in trace
+    order (no deadlock between workers)."""
+    trace_ids = sorted(set(trace_ids))
+    if not trace_ids:
+        return {}
+    table = TraceWatch._meta.db_table
     now = timezone.now()
-    TraceWatch.objects.bulk_create(
-        [TraceWatch(tenant_id=tenant_id, trace_id=t, updated_at=now) for t in trace_ids],
-        ignore_conflicts=True,
+    stamp = _stamp(now)
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(trace_ids))
+    sql = (
+        f"INSERT INTO {table} (tenant_id, trace_id, state, updated_at) VALUES {values} "  # noqa: S608 - fixed names, values bound
+        "ON CONFLICT (tenant_id, trace_id) DO UPDATE SET updated_at = excluded.updated_at "
+        "RETURNING trace_id, state"
     )
-    rows = TraceWatch.objects.select_for_update().filter(trace_id__in=trace_ids)
-    return {w.trace_id: w for w in rows.order_by("trace_id")}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [v for t in trace_ids for v in (tenant_id, t, "{}", stamp)])
+        rows = cursor.fetchall()
+    return {
+        trace_id: TraceWatch(
+            tenant_id=tenant_id,
+            trace_id=trace_id,
+            state=orjson.loads(state) if isinstance(state, str | bytes) else state,
+            updated_at=now,
+        )
+        for trace_id, state in rows
+    }
+
+
+def _stamp(when):
+    """A datetime as the ORM would write updated_at (SQLite: naive UTC text), so the
+    prune's comparison reads raw and ORM writes alike."""
+    return TraceWatch._meta.get_field("updated_at").get_db_prep_value(when, connection)
 
 
 def trace_watches_save(*, watches: list[TraceWatch]) -> None:
-    """Write the locked watches back in one statement (an upsert on rows that exist:
-    far cheaper to build than bulk_update's CASE per row)."""
-    now = timezone.now()
-    for watch in watches:
-        watch.updated_at = now
-    TraceWatch.objects.bulk_create(
-        watches,
-        update_conflicts=True,
-        unique_fields=["tenant", "trace_id"],
-        update_fields=["state", "updated_at"],
+    """Write the locked watches back in one statement: an upsert on rows that exist,
+    their state encoded by orjson (the ORM's bulk_update builds a CASE per row, and
+    its JSONField encodes with the json module)."""
+    if not watches:
+        return
+    table = TraceWatch._meta.db_table
+    stamp = _stamp(timezone.now())
+    values = ", ".join(["(%s, %s, %s, %s)"] * len(watches))
+    sql = (
+        f"INSERT INTO {table} (tenant_id, trace_id, state, updated_at) VALUES {values} "  # noqa: S608 - fixed names, values bound
+        "ON CONFLICT (tenant_id, trace_id) DO UPDATE SET state = excluded.state, "
+        "updated_at = excluded.updated_at"
     )
+    params = [
+        v for w in watches for v in (w.tenant_id, w.trace_id, orjson.dumps(w.state).decode(), stamp)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def error_windows_add(*, tenant_id: int, counts: dict[tuple[str, int], tuple[int, int]]):

@@ -33,6 +33,11 @@ def span_detail_unpack(*, tenant_id: int, packed: bytes) -> dict:
     return unpack_json(tenant_id, packed)
 
 
+# Two parameters a key: far below SQLite's 32,766 and PostgreSQL's 65,535, and above
+# a task's batch (up to 512 spans), so a batch is one statement.
+KEYS_PER_STATEMENT = 1000
+
+
 def span_values_by_key(
     *, tenant_id: int, keys: list[tuple[uuid.UUID, int]], fields: tuple[str, ...]
 ) -> list[tuple]:
@@ -48,25 +53,26 @@ def span_values_by_key(
     columns = ", ".join(f's."{meta.get_field(f).column}"' for f in fields)
     # PostgreSQL types a VALUES list's parameters from the first row only when told.
     pair = "(%s::uuid, %s::bigint)" if connection.vendor == "postgresql" else "(%s, %s)"
+    # A batch holds a few traces' many spans: each trace id is converted once, both ways.
+    prepared = {t: trace_field.get_db_prep_value(t, connection) for t, _ in keys}
     found: list[tuple] = []
     with connection.cursor() as cursor:
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
+        for start in range(0, len(keys), KEYS_PER_STATEMENT):
+            chunk = keys[start : start + KEYS_PER_STATEMENT]
             sql = (
                 f"WITH k(trace_id, span_id) AS (VALUES {', '.join([pair] * len(chunk))}) "  # noqa: S608 - fixed names, values bound
                 f'SELECT {columns} FROM k JOIN "{meta.db_table}" s ON s."tenant_id" = %s '
                 'AND s."trace_id" = k.trace_id AND s."span_id" = k.span_id'
             )
-            params = [
-                v
-                for trace_id, span_id in chunk
-                for v in (trace_field.get_db_prep_value(trace_id, connection), span_id)
-            ]
+            params = [v for trace_id, span_id in chunk for v in (prepared[trace_id], span_id)]
             cursor.execute(sql, [*params, tenant_id])
             found.extend(cursor.fetchall())
     if "trace_id" in fields:  # SQLite gives its 16 bytes
         at = fields.index("trace_id")
-        found = [(*r[:at], trace_field.to_python(r[at]), *r[at + 1 :]) for r in found]
+        ids = {bytes(v) if isinstance(v, memoryview) else v: t for t, v in prepared.items()}
+        found = [
+            (*r[:at], ids.get(r[at]) or trace_field.to_python(r[at]), *r[at + 1 :]) for r in found
+        ]
     if "start_ns" in fields:
         found.sort(key=itemgetter(fields.index("start_ns")))
     return found
@@ -98,14 +104,27 @@ class PayloadReader:
             for digest in wanted & payloads.keys():
                 self.rows[digest] = payloads[digest]
             wanted -= payloads.keys()
-        wanted = sorted(wanted)
-        for start in range(0, len(wanted), 500):
-            for digest, kind, data in Payload.objects.filter(
-                digest__in=wanted[start : start + 500]
-            ).values_list("digest", "kind", "data"):
-                if data is None:
-                    data = get_blob_store().get(blob_key(self.tenant_id, digest))
-                self.rows[digest] = (kind, bytes(data))
+        if not wanted:
+            return
+        # Raw, the tenant explicit: the ORM's SQL for a few hundred digests costs more
+        # than the lookup, and each digest is converted once (its text kept, not rebuilt).
+        field = Payload._meta.get_field("digest")
+        prepared = {field.get_db_prep_value(d, connection): d for d in sorted(wanted)}
+        keys = list(prepared)
+        with connection.cursor() as cursor:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                cursor.execute(
+                    f'SELECT "digest", "kind", "data" FROM "{Payload._meta.db_table}" '  # noqa: S608 - fixed names, values bound
+                    f'WHERE "tenant_id" = %s AND "digest" IN ({", ".join(["%s"] * len(chunk))})',
+                    [self.tenant_id, *chunk],
+                )
+                for raw, kind, data in cursor.fetchall():
+                    key = bytes(raw) if isinstance(raw, memoryview) else raw
+                    digest = prepared.get(key) or field.to_python(raw)
+                    if data is None:
+                        data = get_blob_store().get(blob_key(self.tenant_id, digest))
+                    self.rows[digest] = (kind, bytes(data))
 
     def spans(self, trace_ids, *, fields=None) -> list[Span]:
         """The traces' spans, by start time: rows of hot traces (and late spans of
@@ -177,7 +196,8 @@ class PayloadReader:
     def message_parts(self, digests: list[str], *, types: tuple[str, ...]) -> list[list]:
         """Each message's parts of the given types, whole: for a reader of some parts
         (tool calls) of many messages, which then never reads the other parts' text.
-        One query for the messages, one for the long strings of the parts kept."""
+        One query for the messages, one for the long strings of the parts kept. The
+        parts are the reader's own, shared with its cache: read them, do not change them."""
         self.fetch(digests)
         kept = []
         for digest in digests:
@@ -191,6 +211,8 @@ class PayloadReader:
             )
         leaves: list[str] = []
         _leaves_of(kept, leaves)
+        if not leaves:  # nothing stored apart: the parts are whole as decoded
+            return kept
         self.fetch(leaves)
         return [[self._with_leaves(p) for p in parts] for parts in kept]
 
