@@ -180,8 +180,12 @@ def _call(row: Row) -> detectors.Call | None:
         tool = row.detail.get("tool", {})
         if "gen_ai.tool.call.arguments" in tool:
             arguments = detectors.canonical(tool["gen_ai.tool.call.arguments"])
-        else:  # a large value: its payload digest names its content
-            arguments = str(refs.get("gen_ai.tool.call.arguments", "")).encode()
+        elif "gen_ai.tool.call.arguments" in refs:  # a large value: its digest names it
+            arguments = str(refs["gen_ai.tool.call.arguments"]).encode()
+        else:
+            # Arguments not recorded (Claude Code's default leaves them out): three
+            # reads may be of three files, so the call cannot be compared.
+            return None
         key = detectors.call_key(name, arguments)
         return detectors.Call(row.hex, row.start_ns, "tool", name, key, row.error)
     if "in" not in refs:

@@ -123,3 +123,86 @@ def test_the_alert_detectors_see_their_errors(acme, settings):
     with tenant_scope(acme):
         causes = set(Alert.objects.values_list("cause", flat=True))
     assert causes == {"error_burst:agent:claude-code"}
+
+
+def test_a_sessions_spend_counts_toward_the_tenants_and_its_users_budgets_at_once(acme, settings):
+    """What `budgets/check?user=` answers for the session's user: the tenant's budget
+    and that user's, each spent by the whole session."""
+    user = fixture(CLAUDE_CODE)["standard"]["user.id"]
+    with tenant_scope(acme):
+        tenant_budget = Budget.objects.create(
+            tenant=acme, scope="tenant", period="lifetime", cap_nusd=10**9
+        )
+        users_budget = Budget.objects.create(
+            tenant=acme, scope="user", user=user, period="lifetime", cap_nusd=10**9
+        )
+    with cost_queue(settings) as drain:
+        assert ingest(acme, otlp_json(fixture(CLAUDE_CODE), start_ns=START)).accepted == 10
+        drain()
+    with tenant_scope(acme):
+        total = sum(c.cost_nusd for c in SpanCost.objects.all())
+    check = budget_check(tenant_id=acme.id, agent="claude-code", user=user)
+    spent = {b["id"]: b["spent_usd"] for b in check["budgets"]}
+    assert total > 0 and spent == {
+        tenant_budget.pk: str(total / 10**9),
+        users_budget.pk: str(total / 10**9),
+    }
+    stranger = budget_check(tenant_id=acme.id, agent="claude-code", user="someone-else")
+    assert {b["id"] for b in stranger["budgets"]} == {tenant_budget.pk}
+
+
+def _tool_result(record: dict, *, at_ms: int, parameters: str | None, sequence: int) -> dict:
+    """A copy of a tool_result record, later, with its parameters (Claude Code sends
+    `tool_parameters` when OTEL_LOG_TOOL_DETAILS=1) or without them (its default)."""
+    again = json.loads(json.dumps(record))
+    again["timeUnixNano"] = str(START + at_ms * 1_000_000)
+    again["attributes"] = [
+        a for a in again["attributes"] if a["key"] not in ("event.sequence", "tool_use_id")
+    ] + [
+        {"key": "event.sequence", "value": {"intValue": str(sequence)}},
+        {"key": "tool_use_id", "value": {"stringValue": f"toolu_{sequence}"}},
+    ]
+    if parameters is not None:
+        again["attributes"].append({"key": "tool_parameters", "value": {"stringValue": parameters}})
+    return again
+
+
+def _detect(acme, doc) -> set[str]:
+    with announced() as seen, TestCase.captureOnCommitCallbacks(execute=True):
+        assert ingest(acme, doc).accepted == len(
+            doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+        )
+    for tenant_id, batch in seen:
+        detect_spans(tenant_id=tenant_id, spans=batch)
+    with tenant_scope(acme):
+        return set(Alert.objects.values_list("summary", flat=True))
+
+
+def test_the_loop_detector_sees_a_session_running_one_command_again_and_again(acme, settings):
+    settings.ALERTS_DETECT_ON_INGEST = False  # detection runs below, in this process
+    AlertRule.all_tenants.create(tenant=acme, detector="loop")
+    doc = otlp_json(fixture(CLAUDE_CODE), start_ns=START, only=[0, 1])  # prompt p-1
+    records = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    read = otlp_json(fixture(CLAUDE_CODE), start_ns=START, only=[3])
+    read = read["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    params = json.dumps({"file_path": "/repo/billing/tests/test_costs.py"})
+    records += [
+        _tool_result(read, at_ms=5000 + i * 100, parameters=params, sequence=200 + i)
+        for i in range(3)
+    ]
+    assert _detect(acme, doc) == {"Read called 3 times with the same arguments"}
+
+
+def test_tool_calls_whose_arguments_were_not_sent_are_not_a_loop(acme, settings):
+    """Claude Code leaves tool parameters out by default: three Reads of one prompt
+    may read three files, so calls without their arguments are not compared."""
+    settings.ALERTS_DETECT_ON_INGEST = False
+    AlertRule.all_tenants.create(tenant=acme, detector="loop")
+    doc = otlp_json(fixture(CLAUDE_CODE), start_ns=START, only=[0, 1])
+    read = otlp_json(fixture(CLAUDE_CODE), start_ns=START, only=[3])
+    read = read["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"] += [
+        _tool_result(read, at_ms=5000 + i * 100, parameters=None, sequence=300 + i)
+        for i in range(4)
+    ]
+    assert _detect(acme, doc) == set()
