@@ -277,18 +277,28 @@ class BudgetHook:
             if r.windows and r.amount_nusd > actual:
                 entries.append((LedgerKind.RELEASE, r.amount_nusd - actual, {}))
             ledger += self._ledger_rows(r, entries, now)
+        from execution.services import LeaseLost
+
         joined = self.store.in_database
         spent = {}
-        with write_turn() if joined else nullcontext(), transaction.atomic():
-            write()
-            if ledger:
-                _ledger_insert(ledger)
-            if joined:
-                for r, actual, _ in settled:
-                    if r.windows:
-                        spent[r.id] = self.store.settle(
-                            r.windows, r.amount_nusd, actual, hold=r.hold, joined=True
-                        )
+        try:
+            with write_turn() if joined else nullcontext(), transaction.atomic():
+                write()
+                if ledger:
+                    _ledger_insert(ledger)
+                if joined:
+                    for r, actual, _ in settled:
+                        if r.windows:
+                            spent[r.id] = self.store.settle(
+                                r.windows, r.amount_nusd, actual, hold=r.hold, joined=True
+                            )
+        except LeaseLost:
+            # Another worker has the run (it reconciled our holds when it took it up):
+            # the step is not journaled here, but its calls were made and paid for, so
+            # they are settled alone, or their holds would stay held.
+            for r, usage in settlements:
+                self.settle(reservation=r, usage=usage)
+            raise
         for r, actual, _ in settled:
             if not r.windows:
                 continue

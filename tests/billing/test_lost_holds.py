@@ -17,6 +17,7 @@ from controlplane.tenancy import tenant_scope
 from execution import services
 from execution.budget import BudgetRefused
 from execution.models import Run, RunStatus
+from replay.models import JournalStep
 from tests.billing.helpers import gateway_for
 from tests.execution.bundles import agent_with_bundle
 
@@ -155,3 +156,26 @@ def test_a_run_taken_up_again_gives_back_what_its_lost_worker_held(
         if store == "database":  # kept, given back, for the lost worker's late answer
             holds = BudgetHold.objects.filter(run_id=run.pk)
             assert list(holds.values_list("reservation", "released")) == [(lost.id, True)]
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_a_worker_that_lost_its_run_mid_call_settles_the_call_alone(
+    acme, tmp_path, messages_api, settings, transactional_db, store
+):
+    """Taken over while its call ran (the new worker reconciled first): the step is not
+    journaled here, but the call was made, so its spend counts and nothing stays held."""
+    _store(settings, store, acme)
+    run = _run(acme)
+    with tenant_scope(acme):
+        _budget(acme, 10**10)
+        windows = windows_for(tenant_id=acme.id, agent=run.agent.name, run_id=run.pk)
+        gateway = gateway_for(run, tmp_path)
+        Run.objects.filter(pk=run.pk).update(lease_owner="elsewhere:2")
+        with pytest.raises(services.LeaseLost):  # the gateway stops the run on it
+            gateway.handle("llm.messages", CALL)
+        spent, held = gateway.budget.store.state(windows)[0]
+        gateway.budget.flush()
+        settle = LedgerEntry.objects.get(run_id=run.pk, entry="settle", kind="llm")
+        assert spent == settle.amount_nusd > 0 and held == 0
+        assert not JournalStep.objects.filter(run_id=run.pk).exists()
+        assert not BudgetHold.objects.filter(run_id=run.pk).exists()
