@@ -3,12 +3,17 @@ the processes tests/platform/ starts (controlplane/loopback.py):
 
 - OTLP spans/s with 1 and with 2 web processes (one gunicorn worker each), the same load
   from two clients of pre-encoded OTLP protobuf; the ratio (target >= 1.4x on 2 cores),
-  and the CPU seconds per 1,000 spans of each process kind, which say where the time went
-  and so why a ratio falls short;
+  the CPU seconds per 1,000 spans of each process kind and the cores each round kept
+  busy (ours, other processes', idle: /proc/stat), which say where the time went, the
+  ratio the machine allows at most, and so why a ratio falls short;
 - the work ingest queues for later (search index, costing, alert detection), drained by
   one worker afterwards: its CPU seconds per 1,000 spans and PostgreSQL's, which say how
   many worker cores a given span rate needs beside the web's (docs/capacity.md);
-- runs/s (no-op agent, bubblewrap) with 1 and with 2 workers (two pool processes each).
+- runs/s (no-op agent, in the settings' sandbox) with 1 and with 2 workers (two prefork
+  pool processes each) and with 1 worker of 4 threads; the machine's CPU per run, which
+  bounds runs/s however many slots there are, and the peak memory (PSS) of the workers
+  with their runs' sandboxes per slot, which bounds how many runs a host holds at once
+  (docs/capacity.md).
 
 Rounds interleave the layouts and each figure is the median of ROUNDS. The load average
 is printed beside every figure: under load the figures are indicative only.
@@ -50,6 +55,15 @@ LOGS = Path(tempfile.gettempdir()) / f"fd-{TAG}"
 
 def loadavg() -> str:
     return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine since boot, its cores summed: what
+    this bench's processes did not use of it went to other processes or stayed idle."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tck = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tck, (idle + iowait) / tck
 
 
 def setup_env(platform: Platform) -> dict:
@@ -105,19 +119,31 @@ def ingest_round(webs, key: str, bodies, platform: Platform) -> dict:
     pg_before = postgres_cpu(platform)
     s3_before = cpu_of(platform.procs[0].pid)
     client_before = time.process_time()
+    busy_before, idle_before = machine_cpu()
     seconds = otlpload.post_bodies(urls, key, bodies)
+    busy_after, idle_after = machine_cpu()
     client = time.process_time() - client_before
     pg_after = postgres_cpu(platform)
     spans = sum(len(b) for b in bodies) * TRACES * (STEPS + 1)
     per_k = 1000 / spans
-    return {
+    figures = {
         "spans_s": spans / seconds,
         "web": sum(w.cpu_seconds() - b for w, b in zip(webs, web_before, strict=True)) * per_k,
         "postgres": sum(pg_after[p] - pg_before.get(p, 0.0) for p in pg_after) * per_k,
         "s3": (cpu_of(platform.procs[0].pid) - s3_before) * per_k,
         "clients": client * per_k,
+    }
+    # Cores in use during the round: CPU seconds per 1,000 spans x spans/s / 1,000.
+    to_cores = figures["spans_s"] / 1000
+    ours = figures["web"] + figures["postgres"] + figures["s3"] + figures["clients"]
+    figures |= {
+        "web_cores": figures["web"] * to_cores / len(webs),
+        "our_cores": ours * to_cores,
+        "other_cores": max(0.0, (busy_after - busy_before) / seconds - ours * to_cores),
+        "idle_cores": (idle_after - idle_before) / seconds,
         "load": loadavg(),
     }
+    return figures
 
 
 def ingest(platform: Platform, env: dict) -> int:
@@ -167,22 +193,41 @@ def ingest(platform: Platform, env: dict) -> int:
                 f"  CPU s per 1,000 spans: web {med['web']:.2f}, PostgreSQL {med['postgres']:.2f}, "
                 f"S3 (moto) {med['s3']:.2f}, clients {med['clients']:.2f}"
             )
+            print(
+                f"  cores busy: each web process {med['web_cores']:.2f} (of the 1 its GIL "
+                f"allows), this bench's processes {med['our_cores']:.2f}, other processes on "
+                f"the machine {med['other_cores']:.2f}, idle {med['idle_cores']:.2f} "
+                f"(of {os.cpu_count()})"
+            )
         ratios = [b["spans_s"] / a["spans_s"] for a, b in zip(rounds[1], rounds[2], strict=True)]
         print(
             f"scaling 1 -> 2 web processes: {statistics.median(ratios):.2f}x "
             f"(target >= 1.4x; rounds {', '.join(f'{x:.2f}' for x in ratios)}; {loadavg()})"
         )
-        per_span = statistics.median(
-            r["web"] + r["postgres"] + r["s3"] + r["clients"] for r in rounds[2]
-        )
-        print(
-            f"  on {os.cpu_count()} cores the whole path costs {per_span:.2f} CPU s per 1,000 spans, "
-            f"a ceiling of {1000 * os.cpu_count() / per_span:.0f} spans/s for this machine"
-        )
+        explain_scaling(rounds)
         return sent
     finally:
         for web in webs:
             web.stop()
+
+
+def explain_scaling(rounds: dict[int, list[dict]]) -> None:
+    """Prints the ratio this machine allows, from the CPU each process kind took: one
+    web process runs Python under one GIL, so it can use one core at most; two of them
+    share the cores with PostgreSQL, moto and the clients, which a deployment runs
+    elsewhere."""
+    cores = os.cpu_count()
+    web_1 = statistics.median(r["web"] for r in rounds[1])
+    path_2 = statistics.median(r["web"] + r["postgres"] + r["s3"] + r["clients"] for r in rounds[2])
+    one, two = 1000 / web_1, 1000 * cores / path_2
+    others = statistics.median(r["other_cores"] for r in rounds[2])
+    print(
+        f"  why: 1 web process <= 1000 / {web_1:.2f} = {one:.0f} spans/s (one core); 2 share "
+        f"the {cores} cores with PostgreSQL, moto and the clients: <= {cores} x 1000 / "
+        f"{path_2:.2f} (the whole path) = {two:.0f} spans/s; so this machine allows at most "
+        f"{min(cores, two / one):.2f}x with nothing else running, and other processes took "
+        f"{others:.2f} of its {cores} cores during the 2-process rounds"
+    )
 
 
 def followup(platform: Platform, env: dict, spans: int) -> None:
@@ -238,24 +283,37 @@ def followup(platform: Platform, env: dict, spans: int) -> None:
         worker.stop()
 
 
+LAYOUTS = (  # (label, workers, pool, slots per worker)
+    ("1 worker, prefork pool of 2", 1, None, 2),
+    ("2 workers, prefork pool of 2 each", 2, None, 2),
+    ("1 worker, threads pool of 4", 1, "threads", 4),
+)
+
+
 def runs(env: dict) -> None:
     import django
 
     django.setup()
+    from django.conf import settings
+
     from controlplane.loopback import start_worker
     from controlplane.models import Tenant
     from controlplane.services import Actor
     from controlplane.tenancy import tenant_scope
     from execution import services
     from execution.models import Run
+    from execution.sandbox import backend_class
     from execution.testing import agent_with_bundle
 
     tenant = Tenant.objects.get(slug="bench")
     agent = agent_with_bundle(tenant, name="noop", code="def main(ctx, input):\n    return None\n")
     queue = env["EXECUTION_QUEUE"]
 
-    def batch(n: int) -> float:
+    def batch(n: int, workers) -> dict:
         with tenant_scope(tenant):
+            peak = 0.0
+            busy_before, _ = machine_cpu()
+            cpu_before = sum(w.cpu_seconds_with_reaped() for w in workers)
             started = time.perf_counter()
             ids = [
                 services.run_create(
@@ -270,42 +328,78 @@ def runs(env: dict) -> None:
             ]
             done = Run.objects.filter(pk__in=ids, finished_at__isnull=False)
             while done.count() < n:
-                time.sleep(0.02)
+                # The workers with the sandboxes of the runs under way.
+                peak = max(peak, sum(w.pss_mb() for w in workers))
+                time.sleep(0.05)
             elapsed = time.perf_counter() - started
+            cpu = sum(w.cpu_seconds_with_reaped() for w in workers) - cpu_before
+            busy_after, _ = machine_cpu()
             failed = Run.objects.filter(pk__in=ids).exclude(status="succeeded").count()
             assert failed == 0, f"{failed} no-op runs did not succeed"
-        return n / elapsed
+        return {
+            "runs_s": n / elapsed,
+            "cpu_per_run": cpu / n,
+            "other_cores": max(0.0, (busy_after - busy_before - cpu) / elapsed),
+            "peak_mb": peak,
+            "load": loadavg(),
+        }
 
-    rates = {1: [], 2: []}
+    rates = {layout: [] for layout in LAYOUTS}
     for r in range(ROUNDS):
-        for count in (1, 2) if r % 2 == 0 else (2, 1):
+        for layout in LAYOUTS if r % 2 == 0 else LAYOUTS[::-1]:
+            _, count, pool, slots = layout
             # Fresh workers per measurement: a worker merely paused would still hold
             # the message its pending fetch had taken.
             workers = [
                 start_worker(
                     name=f"{TAG}-w{n}",
                     queues=[queue],
-                    concurrency=2,
+                    concurrency=slots,
                     env=env,
                     log_path=LOGS / f"worker{n}.log",
+                    pool=pool,
                 )
                 for n in range(count)
             ]
             try:
-                batch(2 * count)  # up and warm
-                rates[count].append((batch(RUNS), loadavg()))
+                batch(count * slots, workers)  # up and warm
+                rates[layout].append(batch(RUNS, workers))
             finally:
                 for w in workers:
                     w.stop()
-    for count in (1, 2):
-        loads = "; ".join(load for _, load in rates[count])
-        rate = statistics.median(rate for rate, _ in rates[count])
+    print(
+        f"runs/s, no-op agent ({backend_class(settings.EXECUTION_SANDBOX).name} sandbox), {RUNS} runs queued at once:"
+    )
+    for layout in LAYOUTS:
+        label, count, _, slots = layout
+        med = {
+            k: statistics.median(x[k] for x in rates[layout])
+            for k in rates[layout][0]
+            if k != "load"
+        }
+        loads = "; ".join(x["load"] for x in rates[layout])
         print(
-            f"runs/s, no-op agent, {count} worker(s) of 2 pool processes: {rate:.1f} "
-            f"(median of {ROUNDS}; {loads})"
+            f"  {label}: {med['runs_s']:.1f} runs/s (median of {ROUNDS}; {loads})\n"
+            f"    CPU s per run of the worker(s) with their sandboxes {med['cpu_per_run']:.2f}; "
+            f"other processes on the machine {med['other_cores']:.2f} cores; "
+            f"peak PSS of the worker(s) with their sandboxes {med['peak_mb']:.0f} MB, "
+            f"{med['peak_mb'] / (count * slots):.0f} MB per slot"
         )
-    ratio = statistics.median(b[0] / a[0] for a, b in zip(rates[1], rates[2], strict=True))
-    print(f"scaling 1 -> 2 workers: {ratio:.2f}x")
+    one, two = LAYOUTS[0], LAYOUTS[1]
+    ratio = statistics.median(
+        b["runs_s"] / a["runs_s"] for a, b in zip(rates[one], rates[two], strict=True)
+    )
+    cpu = statistics.median(x["cpu_per_run"] for x in rates[two])
+    others = statistics.median(x["other_cores"] for x in rates[two])
+    print(
+        f"scaling 1 -> 2 workers: {ratio:.2f}x. A no-op run is all overhead (sandbox start, "
+        f"bundle, journal, outcome), {cpu:.2f} CPU s of its worker each, so {os.cpu_count()} "
+        f"cores allow at most {os.cpu_count() / cpu:.1f} runs/s however many slots wait: a "
+        f"second worker adds slots (runs at once), and speed only while cores are idle; other "
+        f"processes took {others:.2f} of the {os.cpu_count()} cores during the 2-worker rounds. "
+        f"A real run waits on its LLM and tools, so slots, and the memory per slot, bound "
+        f"it first"
+    )
 
 
 def main() -> None:

@@ -90,6 +90,15 @@ class Process:
         """User and system CPU time of the process and its live descendants."""
         return sum(cpu_of(pid) for pid in self.pids())
 
+    def cpu_seconds_with_reaped(self) -> float:
+        """As cpu_seconds, plus what their children used before they were reaped: the
+        sandboxes of finished runs, say, which a pool process waits for."""
+        return sum(cpu_of(pid, reaped=True) for pid in self.pids())
+
+    def pss_mb(self) -> float:
+        """PSS of the process and its live descendants (sandboxes of runs under way too)."""
+        return sum(pss_mb(pid) for pid in self.pids())
+
 
 def _children(pid: int) -> list[int]:
     found = []
@@ -109,15 +118,33 @@ def _tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_of(pid: int) -> float:
-    """User and system CPU seconds of one process (0 once it is gone)."""
+def cpu_of(pid: int, *, reaped: bool = False) -> float:
+    """User and system CPU seconds of one process (0 once it is gone); `reaped` adds
+    those of the children it has waited for."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             # The command name may hold spaces; the fields after it are fixed.
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / CLK_TCK
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of one process in MB (0 once it is gone): pages shared
+    with other processes (a prefork parent's) are split between them, so a sum over
+    processes is what they cost the machine together."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def _spawn(name: str, argv: list[str], *, env: dict, log_path: Path, port=None) -> Process:
@@ -153,11 +180,19 @@ def start_web(*, name: str, env: dict, log_path: Path, threads: int = 4) -> Proc
 
 
 def start_worker(
-    *, name: str, queues: list[str], concurrency: int, env: dict, log_path: Path
+    *,
+    name: str,
+    queues: list[str],
+    concurrency: int,
+    env: dict,
+    log_path: Path,
+    pool: str | None = None,
 ) -> Process:
-    """A `celery worker` (prefork) on `queues`, returned once it is ready."""
+    """A `celery worker` on `queues` (the settings' prefork pool unless `pool` names
+    another, such as "threads"), returned once it is ready."""
     argv = [sys.executable, "-m", "celery", "-A", "controlplane", "worker"]
     argv += ["-Q", ",".join(queues), "-c", str(concurrency), "-n", f"{name}@%h"]
+    argv += ["--pool", pool] if pool else []
     argv += ["--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"]
     proc = _spawn(name, argv, env=env, log_path=log_path)
 
