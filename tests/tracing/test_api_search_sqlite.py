@@ -68,6 +68,7 @@ from controlplane import services
 from tracing.search.fulltext import traces_matching_sql
 
 call_command("migrate", "tracing", "0017", verbosity=0)
+call_command("migrate", "controlplane", verbosity=0)  # the Tenant model as it is now
 acme = services.tenant_create(slug="acme", name="Acme")
 with connection.cursor() as cursor:
     cursor.execute(

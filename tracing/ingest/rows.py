@@ -233,12 +233,17 @@ def write_turn():
     ingest at once. A blocking flock hands the turn over as soon as it is free. On
     PostgreSQL, rows lock individually and this does nothing.
     """
-    if connection.vendor != "sqlite":
+    if connection.vendor != "sqlite" or getattr(_handles, "depth", 0):
+        # Taken already by this thread (a write that must commit with another's, as
+        # retention's search removal with its mark): an inner release would hand the
+        # turn over in the middle of the outer write.
         yield
         return
     handle = _lock_handle()
     fcntl.flock(handle, fcntl.LOCK_EX)
+    _handles.depth = 1
     try:
         yield
     finally:
+        _handles.depth = 0
         fcntl.flock(handle, fcntl.LOCK_UN)

@@ -27,7 +27,7 @@ from controlplane.models import Tenant
 from execution.models import Run
 from replay.services import run_journal_delete
 from tracing.ingest.payloads import INLINE_MAX, blob_key
-from tracing.ingest.rows import uuid_param
+from tracing.ingest.rows import uuid_param, write_turn
 from tracing.models import Payload, PayloadKind, Span, Trace
 from tracing.retention.bundles import (
     bundle_key,
@@ -130,6 +130,9 @@ def archive_listed(*, tenant_id: int, trace: Trace) -> None:
 # search: a move killed in between is found by it on both backends (SQLite keeps no
 # link rows to find it by).
 SEARCH_LISTED = "search_listed"
+# Set on a DELETING trace's row with the removal of its search entries, so a removal
+# resumed after them does not remove them again.
+SEARCH_FORGOTTEN = "search_forgotten"
 
 _HELD_LISTS = (
     "SELECT digest FROM tracing_payload WHERE tenant_id = %s "  # noqa: S608 - a constant
@@ -203,13 +206,17 @@ def _forget_text(tenant_id: int, trace: Trace, spans: list[Span], reader: Payloa
     """A cold trace is listed by its summary only: its texts and attributes leave the
     search index (the bundle keeps them). The mark the move left comes off last, so a
     move killed in between is finished by the next run (job.py)."""
-    forgotten = search_traces_forget(
-        tenant_id=tenant_id, trace_ids=[trace.trace_id], spans=spans, reader=reader
-    )
-    row = Trace.objects.filter(pk=trace.pk).only("archive").first()
-    if row is not None and row.archive and SEARCH_LISTED in row.archive:
-        archive = {k: v for k, v in row.archive.items() if k != SEARCH_LISTED}
-        Trace.objects.filter(pk=trace.pk).update(archive=archive)
+    # The removal and the mark's coming off commit together: SQLite's contentless index
+    # told again to delete terms it deleted refuses ('database disk image is
+    # malformed'), so a move killed after the removal must not find the mark still on.
+    with write_turn(), transaction.atomic():
+        forgotten = search_traces_forget(
+            tenant_id=tenant_id, trace_ids=[trace.trace_id], spans=spans, reader=reader
+        )
+        row = Trace.objects.filter(pk=trace.pk).only("archive").first()
+        if row is not None and row.archive and SEARCH_LISTED in row.archive:
+            archive = {k: v for k, v in row.archive.items() if k != SEARCH_LISTED}
+            Trace.objects.filter(pk=trace.pk).update(archive=archive)
     return forgotten
 
 
@@ -293,9 +300,10 @@ def trace_remove(*, tenant_id: int, trace: Trace) -> Removed:
     removed = Removed(trace_ids=[trace.trace_id.hex])
     reader = PayloadReader(tenant_id)
     spans = _span_rows(trace.trace_id)
-    if trace.archive:
+    archive = trace.archive or {}
+    if archive.get("key"):
         try:
-            data = get_blob_store().get(trace.archive["key"])
+            data = get_blob_store().get(archive["key"])
         except BlobNotFound:
             data = None  # a removal resumed after the bundle went (so did its search entries)
         if data is not None:
@@ -306,12 +314,16 @@ def trace_remove(*, tenant_id: int, trace: Trace) -> Removed:
     # must not be told to delete terms it no longer holds (that corrupts it), so only
     # the rows stored since (late spans) are forgotten then.
     indexed = spans
-    cold = trace.archive and trace.archive.get("key", "").endswith(".cold.zst")
-    if cold and SEARCH_LISTED not in trace.archive:
+    if archive.get("key", "").endswith(".cold.zst") and SEARCH_LISTED not in archive:
         indexed = [s for s in spans if not getattr(s, "archived", False)]
-    removed.search_documents = search_traces_forget(
-        tenant_id=tenant_id, trace_ids=[trace.trace_id], spans=indexed, reader=reader
-    )
+    if SEARCH_FORGOTTEN not in archive:  # else a removal resumed after its search part
+        # With the mark that it is done, as a move to cold does (_forget_text): told
+        # twice, SQLite's index refuses, and the trace would stay DELETING.
+        with write_turn(), transaction.atomic():
+            removed.search_documents = search_traces_forget(
+                tenant_id=tenant_id, trace_ids=[trace.trace_id], spans=indexed, reader=reader
+            )
+            Trace.objects.filter(pk=trace.pk).update(archive={**archive, SEARCH_FORGOTTEN: True})
     if trace.run_id.isdigit():
         run_ids = list(Run.objects.filter(pk=int(trace.run_id)).values_list("pk", flat=True))
         removed.journal_steps = run_journal_delete(run_ids=run_ids)
@@ -319,11 +331,8 @@ def trace_remove(*, tenant_id: int, trace: Trace) -> Removed:
     removed.spans = max(_delete_spans(tenant_id, trace.trace_id), 0) + sum(
         1 for s in spans if getattr(s, "archived", False)
     )
-    if trace.archive:
-        keys = [
-            trace.archive["key"],
-            *([trace.archive["stale"]] if "stale" in trace.archive else []),
-        ]
+    if archive.get("key"):
+        keys = [archive["key"], *([archive["stale"]] if "stale" in archive else [])]
         get_blob_store().delete(keys)
         removed.bundles = 1
     TraceMark.objects.filter(trace_hex=trace.trace_id.hex).delete()

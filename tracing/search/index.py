@@ -337,9 +337,10 @@ def search_traces_forget(
     needs the texts as indexed: those of `spans`, read through `reader` (which must
     have their payloads). A term of a text not given stays under the trace's rowid,
     which names no trace again once the row is deleted (AUTOINCREMENT). Deleting terms
-    a trace does not hold, or deleting twice, leaves the other traces' postings as
-    they were; deleting terms the index no longer holds corrupts it, so `spans` must
-    be only those whose texts are still indexed."""
+    the index no longer holds (deleting twice included) is refused as 'database disk
+    image is malformed' where other documents hold them, so `spans` must be only those
+    whose texts are still indexed, and a caller that may be stopped and run again
+    commits this with its own mark that it is done (tracing/retention/tiers.py)."""
     if not trace_ids:
         return 0
     params = [tenant_id, *(uuid_param(t) for t in trace_ids)]
