@@ -12,6 +12,9 @@ call's journal step, so both can share one commit; without it the step is writte
 and then each call settled.
 `flush()` is called about once a second while the run goes on and once when it ends,
 before its outcome is written: a hook may hold its bookkeeping back until then.
+`reconcile(run_id=)` is called when a run's lost worker is followed by another (its
+second attempt and later, and when the run is given up after too many): what the lost
+worker held is settled or given back.
 """
 
 from django.conf import settings

@@ -296,6 +296,9 @@ def run_execute(*, run_id: int, worker_id: str | None = None) -> float | None:
             finished_at=timezone.now(),
             lease_expires_at=None,
         )
+        hook = budget_hook()
+        if hook is not None:  # no worker will settle what the lost one held
+            hook.reconcile(run_id=run.pk)
         return None
     Supervisor(run=run, worker_id=worker_id).execute()
     return None

@@ -179,3 +179,25 @@ def test_a_worker_that_lost_its_run_mid_call_settles_the_call_alone(
         assert spent == settle.amount_nusd > 0 and held == 0
         assert not JournalStep.objects.filter(run_id=run.pk).exists()
         assert not BudgetHold.objects.filter(run_id=run.pk).exists()
+
+
+def test_a_run_given_up_after_too_many_lost_workers_gives_back_what_they_held(
+    acme, messages_api, settings, transactional_db
+):
+    settings.BILLING_BUDGET_STORE = "database"
+    run = _run(acme)
+    with tenant_scope(acme):
+        _budget(acme, 10**10)
+        windows = windows_for(tenant_id=acme.id, agent=run.agent.name, run_id=run.pk)
+        assert services.run_claim(run_id=run.pk, worker_id="elsewhere:1") is not None
+        lost = _lose_a_hold(run)
+        Run.objects.filter(pk=run.pk).update(
+            attempts=settings.EXECUTION_MAX_ATTEMPTS,
+            lease_expires_at=timezone.now() - timedelta(1),
+        )
+        services.run_execute(run_id=run.pk, worker_id="test-worker")
+        run.refresh_from_db()
+        assert run.status == RunStatus.FAILED and "giving up" in run.error
+        assert BudgetHook().store.state(windows)[0] == (0, 0)
+        [row] = _released(run)
+        assert row.reservation == lost.id
