@@ -9,6 +9,8 @@ the processes tests/platform/ starts (controlplane/loopback.py):
 - the work ingest queues for later (search index, costing, alert detection), drained by
   one worker afterwards: its CPU seconds per 1,000 spans and PostgreSQL's, which say how
   many worker cores a given span rate needs beside the web's (docs/capacity.md);
+- the web's CPU per request of 2 spans and of 60 (one web process), and so the fixed
+  cost of a request, which exporters flushing a span or two at a time pay per span;
 - runs/s (no-op agent, in the settings' sandbox) with 1 and with 2 workers (two prefork
   pool processes each) and with 1 worker of 4 threads; the machine's CPU per run, which
   bounds runs/s however many slots there are, and the peak memory (PSS) of the workers
@@ -211,6 +213,44 @@ def ingest(platform: Platform, env: dict) -> int:
             web.stop()
 
 
+def small_requests(platform: Platform, env: dict) -> None:
+    """Web CPU per request of 2 spans against per request of 60, on one web process,
+    interleaved: what a request costs whatever it carries (authentication, the stored-span
+    check, the transaction, the follow-up's messages), which decides the web's CPU where
+    exporters flush every second with a span or two (docs/capacity.md, research agents)."""
+    from controlplane.loopback import start_web
+    from tracing import otlpload
+
+    web = start_web(name="web-small", env=env, log_path=LOGS / "web-small.log")
+    url = f"http://127.0.0.1:{web.port}"
+    shapes = {2: (1, 1, 120), 60: (10, 5, 12)}  # spans a request: traces, steps, requests
+    costs = {2: [], 60: []}
+    try:
+        warm = [otlpload.encode(b) for b in otlpload.batches(count=4, traces=1, steps=1, seed=7)]
+        otlpload.post_bodies([url], platform.key, [warm])
+        for r in range(ROUNDS):
+            for size in (2, 60) if r % 2 == 0 else (60, 2):
+                traces, steps, count = shapes[size]
+                batches = otlpload.batches(
+                    count=count, traces=traces, steps=steps, seed=500 + 100 * r + size
+                )
+                bodies = [otlpload.encode(b) for b in batches]
+                before = web.cpu_seconds()
+                otlpload.post_bodies([url], platform.key, [bodies])
+                costs[size].append(((web.cpu_seconds() - before) / count * 1000, loadavg()))
+    finally:
+        web.stop()
+    per = {size: statistics.median(ms for ms, _ in costs[size]) for size in costs}
+    fixed = (per[2] * 60 - per[60] * 2) / 58  # a + 2b = per[2], a + 60b = per[60]
+    for size in (2, 60):
+        loads = "; ".join(load for _, load in costs[size])
+        print(
+            f"web CPU per request of {size} spans: {per[size]:.1f} ms, {per[size] / size:.2f} ms "
+            f"a span (median of {ROUNDS}; {loads})"
+        )
+    print(f"  so a request costs about {fixed:.1f} ms of web CPU whatever it carries")
+
+
 def explain_scaling(rounds: dict[int, list[dict]]) -> None:
     """Prints the ratio this machine allows, from the CPU each process kind took: one
     web process runs Python under one GIL, so it can use one core at most; two of them
@@ -409,10 +449,12 @@ def main() -> None:
     import redis
 
     broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
-    parts = os.environ.get("BENCH_PARTS", "ingest,runs").split(",")
+    parts = os.environ.get("BENCH_PARTS", "ingest,small,runs").split(",")
     try:
         if "ingest" in parts:
             followup(platform, env, ingest(platform, env))
+        if "small" in parts:
+            small_requests(platform, env)
         if "runs" in parts:
             runs(env)
     finally:
