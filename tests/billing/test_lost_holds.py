@@ -63,6 +63,15 @@ def _lose_a_hold(run):
     return lost
 
 
+def _claim_and_lose(run, **more):
+    """A worker of another host claims the run, reserves a call and is lost: its lease
+    runs out (`more`: other fields of the run as the lost worker left it)."""
+    assert services.run_claim(run_id=run.pk, worker_id="elsewhere:1") is not None
+    lost = _lose_a_hold(run)
+    Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(1), **more)
+    return lost
+
+
 def _released(run):
     return list(LedgerEntry.objects.filter(run_id=run.pk, entry="release", detail__reconciled=True))
 
@@ -133,12 +142,9 @@ def test_a_run_taken_up_again_gives_back_what_its_lost_worker_held(
     with tenant_scope(acme):
         _budget(acme, 10**10)
         windows = windows_for(tenant_id=acme.id, agent=run.agent.name, run_id=run.pk)
-        # The first worker (of another host) claims the run, reserves a call, and is lost.
-        assert services.run_claim(run_id=run.pk, worker_id="elsewhere:1") is not None
-        lost = _lose_a_hold(run)
+        lost = _claim_and_lose(run)
         store_of = BudgetHook().store
         assert store_of.state(windows)[0] == (0, lost.amount_nusd)
-        Run.objects.filter(pk=run.pk).update(lease_expires_at=timezone.now() - timedelta(1))
 
         services.run_execute(run_id=run.pk, worker_id="test-worker")
         run.refresh_from_db()
@@ -189,12 +195,7 @@ def test_a_run_given_up_after_too_many_lost_workers_gives_back_what_they_held(
     with tenant_scope(acme):
         _budget(acme, 10**10)
         windows = windows_for(tenant_id=acme.id, agent=run.agent.name, run_id=run.pk)
-        assert services.run_claim(run_id=run.pk, worker_id="elsewhere:1") is not None
-        lost = _lose_a_hold(run)
-        Run.objects.filter(pk=run.pk).update(
-            attempts=settings.EXECUTION_MAX_ATTEMPTS,
-            lease_expires_at=timezone.now() - timedelta(1),
-        )
+        lost = _claim_and_lose(run, attempts=settings.EXECUTION_MAX_ATTEMPTS)
         services.run_execute(run_id=run.pk, worker_id="test-worker")
         run.refresh_from_db()
         assert run.status == RunStatus.FAILED and "giving up" in run.error
