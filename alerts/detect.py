@@ -388,11 +388,22 @@ def budget_detect(*, tenant_id: int, event: dict) -> int:
         if not rules:
             return 0
         threshold = float(event.get("threshold") or 0)
+        figures = f"({event.get('spent_usd')} of {event.get('cap_usd')} USD, {event.get('window')})"
+        if event.get("refused"):
+            summary = (
+                f"budget {event.get('budget_id')} reached its cap: a call was refused {figures}"
+            )
+        elif event.get("cap_reached"):
+            summary = f"budget {event.get('budget_id')} reached its cap {figures}"
+        else:
+            summary = (
+                f"budget {event.get('budget_id')} reached {threshold:.0%} of its cap {figures}"
+            )
         finding = detectors.Finding(
+            # The cap (1.0) is one incident per window, whether spend or a refusal got there.
             cause=f"budget:{event.get('budget_id')}:{event.get('window')}:{threshold}",
             span_id="",
-            summary=f"budget {event.get('budget_id')} reached {threshold:.0%} of its cap "
-            f"({event.get('spent_usd')} of {event.get('cap_usd')} USD, {event.get('window')})",
+            summary=summary,
             detail={k: v for k, v in event.items() if isinstance(v, str | int | float | None)},
             count=threshold,
         )

@@ -6,13 +6,13 @@ from collections import Counter
 from datetime import date
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from billing.models import Budget, BudgetPeriod, BudgetScope
 from billing.prices import usd
 from billing.signals import budget_threshold_crossed
-from billing.store import Window
+from billing.store import Unreachable, Window
 from controlplane.tenantcache import TenantCache
 from tracing.ingest import rows
 from tracing.ingest.policy import tenant_redaction
@@ -130,18 +130,44 @@ def windows_for(
     return [as_window(b, day=day, run_id=run_id) for b in budgets]
 
 
+# The cap's own crossing, whatever thresholds the budget lists: reaching the cap is
+# always announced, once per window. A listed threshold equal to 1 is this one (stored
+# as "1", so "1.0" and "1" are one crossing).
+CAP = "1"
+
+
+def _thresholds(w: Window) -> list[str]:
+    return [t for t in w.thresholds if Decimal(t) < 1] + [CAP]
+
+
 def thresholds_record(*, windows: list[Window], spent_after: list[int], added: int) -> None:
-    """Record the thresholds this spend reached; each fires once (a stored crossing is
-    not stored again, whoever retries or resends), after the transaction commits."""
+    """Record the thresholds this spend reached, the cap among them; each fires once (a
+    stored crossing is not stored again, whoever retries or resends), after the
+    transaction commits."""
     crossed = []
     for w, spent in zip(windows, spent_after, strict=True):
         before = spent - added
-        for t in w.thresholds:
+        for t in _thresholds(w):
             limit = Decimal(w.cap_nusd) * Decimal(t)
             if before < limit <= spent:
                 crossed.append((w, t, spent))
-    if not crossed:
-        return
+    if crossed:
+        _crossings_store(crossed, refused=False)
+
+
+def cap_refused(*, window: Window, store) -> None:
+    """A call the window's cap refused: the cap is reached for that call even while the
+    settled spend is below it (what is held for calls in flight, or the call's worst
+    case, would pass it). Recorded as the cap's crossing, so it fires once per window
+    however many calls and runs are refused, and not again when spend reaches the cap."""
+    try:
+        spent = store.state([window])[0][0]
+    except (Unreachable, DatabaseError):  # the refusal stands; only the figure is missing
+        spent = 0
+    _crossings_store([(window, CAP, spent)], refused=True)
+
+
+def _crossings_store(crossed: list[tuple], *, refused: bool) -> None:
     now = timezone.now()
     with transaction.atomic():
         stored = rows.insert_ignoring_conflicts(
@@ -152,11 +178,11 @@ def thresholds_record(*, windows: list[Window], spent_after: list[int], added: i
         )
         for budget_id, key, threshold, spent in stored:
             transaction.on_commit(
-                lambda b=budget_id, k=key, t=threshold, s=spent: _send(b, k, t, s)
+                lambda b=budget_id, k=key, t=threshold, s=spent: _send(b, k, t, s, refused)
             )
 
 
-def _send(budget_id: int, key: str, threshold: str, spent: int) -> None:
+def _send(budget_id: int, key: str, threshold: str, spent: int, refused: bool) -> None:
     budget = Budget.objects.unscoped().filter(pk=budget_id).first()
     if budget is None:
         return
@@ -172,6 +198,8 @@ def _send(budget_id: int, key: str, threshold: str, spent: int) -> None:
         period=budget.period,
         window=key,
         threshold=float(threshold),
+        cap_reached=threshold == CAP,
+        refused=refused,
         cap_usd=usd(budget.cap_nusd),
         spent_usd=usd(spent),
     )

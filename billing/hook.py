@@ -214,6 +214,7 @@ class BudgetHook:
         try:
             spent = self.store.reserve(windows, r.amount_nusd, charge=charge, hold=r.hold)
         except Refused as exc:
+            budgets.cap_refused(window=exc.window, store=self.store)
             raise BudgetRefused(f"{exc.window.label} would be passed by this call") from None
         except Unreachable as exc:
             if not _fail_open(tenant_id, run_id=run_id, during=str(kind)):

@@ -94,3 +94,32 @@ def test_it_raises_a_trace_costing_far_more_than_the_agents_median(acme, rule):
         detect_spans(tenant_id=acme.id, spans=spans)
     (alert,) = Alert.all_tenants.filter(tenant=acme)
     assert alert.trace_id == seen_batches[5][0] and alert.detector == "cost_spike"
+
+
+def test_it_raises_a_cap_refusing_calls_once_although_the_budget_lists_no_such_threshold(
+    transactional_db, acme, rule
+):
+    from billing.models import Budget
+    from billing.signals import budget_threshold_crossed
+    from tests.billing.test_cap_reached import _refuse
+
+    rule("budget", threshold=1.0)  # only the cap
+    with tenant_scope(acme):
+        budget = Budget.objects.create(
+            tenant=acme, scope="agent", agent="support", period="month", cap_nusd=100_000,
+            thresholds=[0.5],
+        )  # fmt: skip
+    events = []
+    budget_threshold_crossed.connect(lambda sender, **e: events.append(e), weak=False,
+                                     dispatch_uid="test-alert-cap")  # fmt: skip
+    try:
+        assert _refuse(acme) and _refuse(acme)
+    finally:
+        budget_threshold_crossed.disconnect(dispatch_uid="test-alert-cap")
+    (announced_cap,) = events
+    announced_cap.pop("signal", None)
+    for _ in range(2):  # the task redelivered
+        budget_crossed(tenant_id=acme.id, event=announced_cap)
+    (alert,) = Alert.all_tenants.filter(tenant=acme)
+    assert alert.detector == "budget" and alert.agent == "support"
+    assert f"budget {budget.pk} reached its cap: a call was refused" in alert.summary
