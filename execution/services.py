@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -231,7 +232,18 @@ def _owner_gone(owner: str) -> bool:
         return True
     except OSError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but is not reaped yet answers signal 0 like a live one.
+    The pool hands a killed process's message back as soon as its sentinel pipe closes,
+    often before it reaps the process: the redelivery then waited out the whole lease."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc here: alive, as far as can be told
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 def run_claim(*, run_id: int, worker_id: str) -> Run | None:
