@@ -392,25 +392,19 @@ class PayloadDictionary(TenantModel):
 
 
 class SearchDocumentField(models.TextField):
-    """A tsvector on PostgreSQL: the per-text documents of migrations 0003 to 0024 (the
-    migrations still name it)."""
+    """A full-text document: a tsvector without positions on PostgreSQL (text on
+    SQLite, where the tables that hold one stay empty)."""
 
     def db_type(self, connection):
         return "tsvector" if connection.vendor == "postgresql" else "text"
 
 
 class TraceDocument(TenantModel):
-    """PostgreSQL: the terms of every text a trace holds, one row per trace; a later
-    batch of the trace adds its terms to the row. No copy of the text (that stays in
-    the payload store) and no row per text. SQLite keeps the same shape in a
-    contentless FTS5 table, tracing_searchtrace (migration 0024); this table stays
-    empty there.
-
-    `document` is a tsvector without positions (strip()) in its text form, and the GIN
-    index is on its cast back (`document::tsvector`, migration 0026): PostgreSQL does
-    not compress a tsvector (pglz gives up on its array of offsets), but halves its
-    text form. The cast reads the lexemes as written, so search sees exactly the
-    tsvector.
+    """PostgreSQL: the terms of every text a trace holds, one row per trace: a tsvector
+    without positions (strip()), GIN-indexed (migration 0026). A later batch of the
+    trace adds its terms to the row. No copy of the text (that stays in the payload
+    store) and no row per text. SQLite keeps the same shape in a contentless FTS5
+    table, tracing_searchtrace (migration 0024); this table stays empty there.
 
     No database constraint on the trace: the index is written after the fact and must
     not fail on a trace retention removed meanwhile; deleting a Trace deletes its row."""
@@ -423,7 +417,7 @@ class TraceDocument(TenantModel):
         related_name="+",
     )
     tenant = tenant_key_column()
-    document = models.TextField()
+    document = SearchDocumentField()
 
     def __str__(self):
         return f"terms of trace {self.trace_id}"

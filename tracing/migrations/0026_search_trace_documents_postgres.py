@@ -4,12 +4,13 @@
 At 10 agent steps the per-text rows, their GIN index and the links were 59 % of what
 PostgreSQL + S3 stored (bench/ingest.py), more than the payloads they were read from.
 tracing_tracedocument holds, per trace, the stripped tsvector (no positions) of every
-text the trace holds, in its text form, which pglz halves (a tsvector it does not
-compress: 11.0 KB against 5.2 KB for a 10-step trace of bench/ingest.py's prose and
-code; with the GIN index 22.5 KB against 16.2 KB). The GIN index is on the cast back
-(`document::tsvector`, exactly the lexemes written), with `fastupdate` off (see 0021:
-the pending list's pages are never given back). A later batch of the trace merges its
-terms into the row.
+text the trace holds, GIN-indexed with `fastupdate` off (see 0021: the pending list's
+pages are never given back); a later batch of the trace merges its terms into the row.
+
+Its text form would be half the size (pglz does not compress a tsvector at all: 11.0
+KB against 5.2 KB for a 10-step trace of bench/ingest.py), but a plan that filters
+rows instead of reading the GIN index (a fresh or small table) parses every row's
+text again: a search over 200 traces took seconds. The tsvector is read as stored.
 
 - The documents are built from the old rows here, so search answers as before without
   re-reading any payload: a trace's document is the union of its texts' lexemes.
@@ -27,14 +28,16 @@ import django.db.models.deletion
 import django.db.models.manager
 from django.db import migrations, models
 
+import tracing.models
+
 
 GIN = (
     "CREATE INDEX tracedocument_document_gin ON tracing_tracedocument "
-    "USING gin ((document::tsvector)) WITH (fastupdate = off)"
+    "USING gin (document) WITH (fastupdate = off)"
 )
 FROM_TEXTS = """
 INSERT INTO tracing_tracedocument (trace_id, tenant_id, document)
-SELECT t.id, t.tenant_id, array_to_tsvector(array_agg(DISTINCT lexeme))::text
+SELECT t.id, t.tenant_id, array_to_tsvector(array_agg(DISTINCT lexeme))
 FROM tracing_tracetext tt
 JOIN tracing_searchtext st ON st.tenant_id = tt.tenant_id AND st.id = tt.text_id
 JOIN tracing_trace t ON t.tenant_id = tt.tenant_id AND t.trace_id = tt.trace_id
@@ -94,7 +97,7 @@ class Migration(migrations.Migration):
                         to="tracing.trace",
                     ),
                 ),
-                ("document", models.TextField()),
+                ("document", tracing.models.SearchDocumentField()),
                 (
                     "tenant",
                     models.ForeignKey(

@@ -33,12 +33,11 @@ def traces_matching_sql(tenant_id: int, query: str) -> tuple[str, list] | None:
         return None
     if connection.vendor == "postgresql":
         # Terms hold only letters and digits, so they are safe in tsquery syntax. The
-        # GIN index (on document::tsvector, written as here) finds the documents; the
-        # trace rows by their primary key.
+        # GIN index finds the documents; the trace rows by their primary key.
         return (
             "SELECT t.trace_id FROM tracing_tracedocument d "
             "JOIN tracing_trace t ON t.id = d.trace_id "
-            "WHERE d.tenant_id = %s AND d.document::tsvector @@ to_tsquery('simple', %s) "
+            "WHERE d.tenant_id = %s AND d.document @@ to_tsquery('simple', %s) "
             "AND t.tenant_id = %s",
             [tenant_id, " & ".join(f"{w}:*" for w in words), tenant_id],
         )

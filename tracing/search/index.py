@@ -8,9 +8,9 @@ One document per trace on both backends, keyed by the trace's row id:
 
     spans ─▶ payload digests they reference ─▶ their texts ─▶ terms under the trace's row
 
-- PostgreSQL: tracing_tracedocument, a stripped tsvector per trace, kept as text
-  (migration 0026); a later batch merges its terms into the row (`||`), in trace
-  order so two workers writing the same traces cannot deadlock.
+- PostgreSQL: tracing_tracedocument, a stripped tsvector per trace (migration 0026);
+  a later batch merges its terms into the row (`||`), in trace order so two workers
+  writing the same traces cannot deadlock.
 - SQLite: tracing_searchtrace, a contentless FTS5 table, rowid = the trace's row id
   (migration 0024); a later batch posts its terms under the same rowid and FTS5 keeps
   one posting per term and rowid.
@@ -231,17 +231,15 @@ def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> 
 
 
 def _documents_merge(tenant_id: int, documents: list[tuple[int, str]]) -> None:
-    """PostgreSQL: each trace's new terms merged into its stripped tsvector (kept as
-    text, models.TraceDocument). A row whose terms hold nothing new is left alone: no
-    dead tuple and no GIN entry for a rerun."""
+    """PostgreSQL: each trace's new terms merged into its stripped tsvector. A row whose
+    terms hold nothing new is left alone: no dead tuple and no GIN entry for a rerun."""
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO tracing_tracedocument AS d (trace_id, tenant_id, document) "
-            "SELECT r.id, %s, strip(to_tsvector('simple', r.text))::text "
+            "SELECT r.id, %s, strip(to_tsvector('simple', r.text)) "
             "FROM unnest(%s::bigint[], %s::text[]) AS r(id, text) ORDER BY r.id "
-            "ON CONFLICT (trace_id) DO UPDATE "
-            "SET document = (d.document::tsvector || EXCLUDED.document::tsvector)::text "
-            "WHERE d.document::tsvector || EXCLUDED.document::tsvector <> d.document::tsvector",
+            "ON CONFLICT (trace_id) DO UPDATE SET document = d.document || EXCLUDED.document "
+            "WHERE d.document || EXCLUDED.document <> d.document",
             [tenant_id, [row for row, _ in documents], [text for _, text in documents]],
         )
 
