@@ -48,6 +48,7 @@ from execution.tools import (
 from execution.tools.egress import host_entry_problem
 from replay.models import JournalStep
 from replay.sealing import seal
+from tracing.retention.storage import storage_count
 
 if TYPE_CHECKING:
     from replay.journal import StepIdentity
@@ -117,6 +118,9 @@ def agent_version_create(*, agent: Agent, filename: str, data: bytes, actor: Act
             target=version,
             data={"agent": agent.name, "version": version.version, "sha256": sha},
         )
+    # The bundle is stored bytes the tenant pays for from now, not from the next
+    # retention run.
+    storage_count(tenant_id=agent.tenant_id)
     return version
 
 

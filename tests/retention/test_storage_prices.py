@@ -14,7 +14,9 @@ from billing import services
 from billing.models import PriceBook, StoragePriceOverride, UsageDaily
 from billing.prices import cache, to_nusd
 from billing.storage import storage_month_usd
+from controlplane.blobstore import get_blob_store, tenant_key
 from controlplane.models import AuditEvent
+from execution.testing import make_bundle
 from tests.retention.helpers import POLICY, age, apply, send_trace, tier_of
 from tracing.retention.models import StorageUsage, Tier
 
@@ -262,3 +264,48 @@ def test_a_bad_storage_price_is_a_400_naming_the_field(api, acme, make_key, body
     assert response.status_code == 400, response.text
     assert field in response.text
     assert not StoragePriceOverride.all_tenants.filter(tenant=acme).exists()
+
+
+def upload_bundle(api, key, agent: str, data: bytes) -> dict:
+    created = api.post("/api/v1/agents", key=key, json={"name": agent})
+    assert created.status_code == 201, created.text
+    agent_id = created.json()["id"]
+    response = api.post(
+        f"/api/v1/agents/{agent_id}/versions", key=key, files={"bundle": ("b.tar.gz", data)}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_agent_bundles_are_the_hot_tiers_blob_bytes_counted_on_upload(
+    api, acme, globex, make_key, spread_prices
+):
+    key = make_key(acme, "admin", "read", "write")
+    send_trace(acme)
+    apply(acme)
+    before = usage_by_tier(acme)[Tier.HOT].blob_bytes
+    data = make_bundle(
+        {
+            "flightdeck.toml": 'entrypoint = "agent:main"\n',
+            "agent.py": "def main(ctx, input):\n    return input\n",
+        }
+    )
+    upload_bundle(api, key, "one", data)
+    # The same archive as a second agent's version is the same object, stored once.
+    upload_bundle(api, key, "two", data)
+
+    store = get_blob_store()
+    listed = dict(store.sizes(tenant_key(acme.id, "bundles") + "/"))
+    assert list(listed.values()) == [len(data)]
+    hot = storage_of(api, key)["hot"]
+    assert hot["blob_bytes"] == before + len(data)
+    places = {p["place"]: p["bytes"] for p in hot["places"]}
+    assert places["STANDARD"] == hot["blob_bytes"]
+    # Billed at STANDARD's price from the day of the upload.
+    now = timezone.now()
+    assert day_cost(acme, now) == expected(usage_by_tier(acme), cold_price="1000", when=now)
+
+    # A retention run's recount keeps them, and another tenant's figures have none.
+    apply(acme)
+    assert usage_by_tier(acme)[Tier.HOT].blob_bytes == before + len(data)
+    assert not StorageUsage.all_tenants.filter(tenant=globex, blob_bytes__gt=0).exists()

@@ -206,7 +206,9 @@ class StorageView(TenantAPIView):
         summary="Bytes stored per tier (database and blob store), as last counted, and "
         "what they cost a month",
         description="Each tier's bytes are priced per GB-month where they sit (`places`: "
-        "the database, and the blob store's S3 storage class), at the tenant's storage "
+        "the database, and the blob store's S3 storage class); the hot tier's blob bytes "
+        "include the tenant's agent bundles (STANDARD, each archive once), recounted on "
+        "each upload. Priced at the tenant's storage "
         "prices (GET /api/v1/prices), the prices billing's daily `storage` cost is "
         "charged at. Money is a decimal string of USD.",
         responses=inline_serializer(

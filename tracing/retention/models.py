@@ -101,7 +101,8 @@ class StorageUsage(TenantModel):
     """Bytes a tenant stores per tier, database and blob store apart; rewritten by
     each retention run for the tenant. `places` splits the tier's bytes by where they
     are priced (billing.models.STORAGE_PRICE_FIELDS: "database", then the blob store's
-    S3 classes), since one tier's bundles may sit in more than one class."""
+    S3 classes), since one tier's bundles may sit in more than one class. The hot
+    tier's blob bytes include the tenant's agent bundles."""
 
     tier = models.SmallIntegerField(choices=Tier.choices)
     traces = models.BigIntegerField(default=0)

@@ -3,7 +3,9 @@
 Counted by each retention run (and after an erasure), so the figures are at most an
 hour old. Database bytes are what the rows' stored values take (span details, inline
 payloads, fixed columns at their width); blob bytes are the objects' sizes as the
-store lists them.
+store lists them. Agent bundles (execution/bundles.py, `t/{id}/bundles/{sha}.{fmt}`)
+are the hot tier's blob bytes too, in STANDARD: counted from their versions' rows (one
+object per distinct archive, as the store keeps them), and recounted on each upload.
 """
 
 from collections import defaultdict
@@ -14,6 +16,7 @@ from django.utils import timezone
 
 from billing.storage import storage_day_record
 from controlplane.blobstore import get_blob_store, tenant_key
+from execution.models import AgentVersion
 from tracing.models import Payload, Span, Trace
 from tracing.retention.models import StorageUsage, Tier
 
@@ -44,6 +47,7 @@ def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
     # stored as (a deployment may have changed RETENTION_COLD_STORAGE_CLASS since).
     store = get_blob_store()
     hot["blob_bytes"] = sum(size for _, size in store.sizes(tenant_key(tenant_id, "blobs") + "/"))
+    hot["blob_bytes"] += agent_bundle_bytes()
     hot["places"]["STANDARD"] += hot["blob_bytes"]
     for tier, archive in Trace.objects.filter(tier__in=(Tier.WARM, Tier.COLD)).values_list(
         "tier", "archive"
@@ -63,3 +67,12 @@ def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
         )
     storage_day_record(tenant_id=tenant_id, day=now.date(), stored=dict(stored))
     return figures
+
+
+def agent_bundle_bytes() -> int:
+    """The tenant's agent bundles' bytes: each archive once, however many versions
+    upload it (the store keeps one object per hash and format)."""
+    stored = AgentVersion.objects.values_list(
+        "bundle_sha256", "bundle_format", "bundle_size"
+    ).distinct()
+    return sum(size for _, _, size in stored)
