@@ -67,7 +67,6 @@ from django.db import connection
 from controlplane import services
 from tracing.search.fulltext import traces_matching_sql
 
-call_command("migrate", "controlplane", verbosity=0)  # the tenant as the code knows it
 call_command("migrate", "tracing", "0017", verbosity=0)
 call_command("migrate", "controlplane", verbosity=0)  # the Tenant model as it is now
 acme = services.tenant_create(slug="acme", name="Acme")
