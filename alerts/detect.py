@@ -52,9 +52,9 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
     A batch costs a fixed number of queries whatever its traces and agents: the rules,
     the spans (by key: never a trace's earlier spans), labels, traces, the watches (one
     upsert, one locked read, one update), for hallucinated tool calls the payloads (the
-    responses, then their long strings), for cost spikes one read of the agents'
-    recent traces and one of their and the batch's costs, and for error bursts one
-    upsert and one read."""
+    responses, then their long strings), for cost spikes one statement for the traces
+    (the agents' recent traces' costs and the batch's) and, when the batch's traces
+    name sessions, one for the sessions, and for error bursts one upsert and one read."""
     with tenant_scope(tenant_id):
         rules = list(AlertRule.objects.all())
         wanted = {r.detector for r in rules}
@@ -64,7 +64,7 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
         traces = {
             t[0]: t[1:]
             for t in Trace.objects.filter(trace_id__in=grouped).values_list(
-                "trace_id", "agent_name", "run_id"
+                "trace_id", "agent_name", "run_id", "session_id"
             )
         }
         fresh: dict[uuid.UUID, list[Row]] = {}
@@ -89,7 +89,7 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
                     ]
             services.trace_watches_save(watches=list(watches.values()))
         agents = {
-            trace_id: (traces.get(trace_id, ("", ""))[0] or _agent(rows))
+            trace_id: (traces.get(trace_id, ("", "", ""))[0] or _agent(rows))
             for trace_id, rows in fresh.items()
         }
         hallucinations = (
@@ -102,13 +102,20 @@ def spans_detect(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             if Detector.COST_SPIKE in wanted
             else {}
         )
+        if Detector.COST_SPIKE in wanted:
+            sessions = {
+                trace_id: session
+                for trace_id in fresh
+                if agents[trace_id] and (session := traces.get(trace_id, ("", "", ""))[2])
+            }
+            for trace_id, finding in _session_spikes(tenant_id, agents, sessions, fresh).items():
+                spikes.setdefault(trace_id, []).append(finding)
         raised = 0
         for trace_id, rows in fresh.items():
             findings = [(Detector.LOOP, f) for f in loops.get(trace_id, [])]
             findings += [(Detector.HALLUCINATED_TOOL, f) for f in hallucinations.get(trace_id, [])]
-            if trace_id in spikes:
-                findings.append((Detector.COST_SPIKE, spikes[trace_id]))
-            run_id = traces.get(trace_id, ("", ""))[1] or next(
+            findings += [(Detector.COST_SPIKE, f) for f in spikes.get(trace_id, [])]
+            run_id = traces.get(trace_id, ("", "", ""))[1] or next(
                 (r.run_id for r in rows if r.run_id), ""
             )
             for detector, finding in findings:
@@ -246,7 +253,7 @@ def _hallucinations(tenant_id: int, rows: list[Row]) -> dict:
 
 def _cost_spikes(
     tenant_id: int, agents: dict[uuid.UUID, str], fresh: dict
-) -> dict[uuid.UUID, detectors.Finding]:
+) -> dict[uuid.UUID, list[detectors.Finding]]:
     """Traces of the batch costing more than their agent's recent median, in one
     statement whatever the batch's traces and agents: the costs of each agent's last
     ALERTS_COST_SAMPLE other traces and of the batch's traces (billing costs spans in
@@ -254,33 +261,131 @@ def _cost_spikes(
     batch judges it again)."""
     if not agents:
         return {}
-    mine: dict[uuid.UUID, int] = {}
-    others: dict[str, list[int]] = defaultdict(list)
-    for trace_id, agent, total in _trace_costs(
-        tenant_id, sorted(set(agents.values())), batch=list(agents)
-    ):
-        total = int(total or 0)  # PostgreSQL sums a bigint as a numeric
-        if agent is None:
-            mine[trace_id] = total
-        elif total:
-            others[agent].append(total)
+    mine, others = _costs_split(
+        _trace_costs(tenant_id, sorted(set(agents.values())), batch=list(agents))
+    )
     spikes = {}
     for trace_id, agent in agents.items():
         cost = mine.get(trace_id, 0)
-        sample = others.get(agent, [])
-        if cost <= 0 or len(sample) < settings.ALERTS_COST_MIN_SAMPLES:
+        median = _median(cost, others.get(agent, []))
+        if median is None:
             continue
-        median = statistics.median(sample)
-        if not median:
+        spikes[trace_id] = [
+            detectors.Finding(
+                cause=f"cost_spike:{trace_id.hex}",
+                span_id=fresh[trace_id][-1].hex,
+                summary=f"trace cost {cost / 1e9:.4f} USD, {cost / median:.1f}x {agent}'s median",
+                detail={"cost_usd": f"{cost / 1e9:.6f}", "median_usd": f"{median / 1e9:.6f}"},
+                count=cost / median,
+            )
+        ]
+    return spikes
+
+
+def _costs_split(found) -> tuple[dict, dict[str, list[int]]]:
+    """(subject, agent or None, total) rows as the batch's subjects' costs and each
+    agent's sample of its recent other subjects' costs."""
+    mine: dict = {}
+    others: dict[str, list[int]] = defaultdict(list)
+    for subject, agent, total in found:
+        total = int(total or 0)  # PostgreSQL sums a bigint as a numeric
+        if agent is None:
+            mine[subject] = total
+        elif total:
+            others[agent].append(total)
+    return mine, others
+
+
+def _median(cost: int, sample: list[int]) -> float | None:
+    """The sample's median when there is a cost to compare and enough to compare with."""
+    if cost <= 0 or len(sample) < settings.ALERTS_COST_MIN_SAMPLES:
+        return None
+    return statistics.median(sample) or None
+
+
+# A session spans many traces: the agent's recent sessions are those of its last
+# SESSION_WALK traces that name one (an index walk that stops there), the newest
+# ALERTS_COST_SAMPLE of them.
+SESSION_WALK = 200
+
+
+def _session_spikes(
+    tenant_id: int, agents: dict[uuid.UUID, str], sessions: dict[uuid.UUID, str], fresh: dict
+) -> dict[uuid.UUID, detectors.Finding]:
+    """Sessions of the batch whose total so far (billing's CostTotal for the session)
+    is more than the rule's multiple of the median total of their agent's recent other
+    sessions, in one statement. One incident per session; the alert names the session
+    and the batch's last LLM span of it (the batch that took it over; a batch judged
+    before billing costed it is judged again with the session's next)."""
+    if not sessions:
+        return {}
+    by_session: dict[str, tuple[str, uuid.UUID]] = {}
+    for trace_id, session in sessions.items():
+        by_session[session] = (agents[trace_id], trace_id)  # the batch's last trace of it
+    mine, others = _costs_split(
+        _session_costs(
+            tenant_id, sorted({a for a, _ in by_session.values()}), batch=sorted(by_session)
+        )
+    )
+    spikes = {}
+    for session, (agent, trace_id) in by_session.items():
+        cost = mine.get(session, 0)
+        median = _median(cost, others.get(agent, []))
+        if median is None:
             continue
+        rows = fresh[trace_id]
+        span = next((r for r in reversed(rows) if r.label["operation"] in LLM_OPERATIONS), rows[-1])
         spikes[trace_id] = detectors.Finding(
-            cause=f"cost_spike:{trace_id.hex}",
-            span_id=fresh[trace_id][-1].hex,
-            summary=f"trace cost {cost / 1e9:.4f} USD, {cost / median:.1f}x {agent}'s median",
-            detail={"cost_usd": f"{cost / 1e9:.6f}", "median_usd": f"{median / 1e9:.6f}"},
+            cause=f"cost_spike:session:{session}",
+            span_id=span.hex,
+            summary=f"session {session} cost {cost / 1e9:.4f} USD, "
+            f"{cost / median:.1f}x {agent}'s median session",
+            detail={
+                "session_id": session,
+                "cost_usd": f"{cost / 1e9:.6f}",
+                "median_usd": f"{median / 1e9:.6f}",
+            },
             count=cost / median,
         )
     return spikes
+
+
+def _session_costs(tenant_id: int, agents: list[str], *, batch: list[str]) -> list[tuple]:
+    """(session, agent, cost) of each agent's recent sessions but the batch's, and
+    (session, None, cost) of the batch's sessions, in one statement: per agent a walk
+    of its last SESSION_WALK traces naming a session (the ORM's SQL, as in
+    _trace_costs), their newest ALERTS_COST_SAMPLE sessions, joined to the sessions'
+    totals."""
+    from billing.models import CostTotal
+
+    parts = [
+        Trace.objects.filter(agent_name=agent)
+        .exclude(session_id="")
+        .exclude(session_id__in=batch)
+        .order_by("-start_time")
+        .values_list("session_id", "agent_name", "start_time")[:SESSION_WALK]
+        .query.sql_with_params()
+        for agent in agents
+    ]
+    limit = int(settings.ALERTS_COST_SAMPLE)
+    sample = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT w{i}.session_id, w{i}.agent_name FROM ({part}) AS w{i} "  # noqa: S608 - the ORM's SQL, its values bound
+        f"GROUP BY w{i}.session_id, w{i}.agent_name ORDER BY MAX(w{i}.start_time) DESC "
+        f"LIMIT {limit}) AS a{i}"
+        for i, (part, _) in enumerate(parts)
+    )
+    totals = CostTotal._meta.db_table
+    sql = (
+        f"WITH s(session_id, agent) AS ({sample}) "  # noqa: S608 - the ORM's SQL and fixed names, values bound
+        f"SELECT s.session_id, s.agent, c.cost_nusd FROM s JOIN {totals} c "
+        "ON c.tenant_id = %s AND c.dimension = 'session' AND c.key = s.session_id "
+        f"UNION ALL SELECT key, NULL, cost_nusd FROM {totals} WHERE tenant_id = %s "
+        f"AND dimension = 'session' AND key IN ({', '.join(['%s'] * len(batch))})"
+    )
+    params = [p for _, ps in parts for p in ps] + [tenant_id, tenant_id, *batch]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def _trace_costs(tenant_id: int, agents: list[str], *, batch: list[uuid.UUID]) -> list[tuple]:

@@ -123,3 +123,49 @@ def test_it_raises_a_cap_refusing_calls_once_although_the_budget_lists_no_such_t
     (alert,) = Alert.all_tenants.filter(tenant=acme)
     assert alert.detector == "budget" and alert.agent == "support"
     assert f"budget {budget.pk} reached its cap: a call was refused" in alert.summary
+
+
+def _costed_call(tenant, session, tokens=(1000, 100)):
+    """One chat call of agent support in the session, costed, and its announced batch."""
+    with announced() as seen, TestCase.captureOnCommitCallbacks(execute=True):
+        trace = one_call(
+            tenant,
+            attrs=chat_attrs(tokens=tokens, agent="support", **{"gen_ai.conversation.id": session}),
+        )
+    spans = seen[0][1]
+    spans_cost(tenant_id=tenant.id, spans=[tuple(s) for s in spans])
+    return trace, spans
+
+
+def test_it_raises_a_session_costing_far_more_than_the_agents_median_session_once(acme, rule):
+    from alerts.tasks import detect_spans
+
+    rule("cost_spike", threshold=5)
+    for i in range(5):  # the agent's recent sessions: one call each
+        detect_spans(tenant_id=acme.id, spans=_costed_call(acme, f"usual-{i}")[1])
+    # Each of the long session's calls costs what a usual one does: no trace is a spike,
+    # and the session stays under 5x its agent's median until its fifth call.
+    batches = []
+    for n in range(1, 8):
+        batches.append(_costed_call(acme, "long"))
+        detect_spans(tenant_id=acme.id, spans=batches[-1][1])
+        assert Alert.all_tenants.filter(tenant=acme).count() == (n >= 5)
+    detect_spans(tenant_id=acme.id, spans=batches[4][1])  # a redelivered task
+    (alert,) = Alert.all_tenants.filter(tenant=acme)
+    assert alert.detector == "cost_spike" and alert.cause == "cost_spike:session:long"
+    assert "session long cost" in alert.summary and "5.0x support's median session" in alert.summary
+    assert alert.detail["session_id"] == "long"
+    assert (alert.trace_id, alert.span_id) == (batches[4][0], batches[4][1][0][1])
+
+
+def test_it_leaves_a_session_under_the_multiple_or_without_enough_sessions_alone(acme, rule):
+    from alerts.tasks import detect_spans
+
+    rule("cost_spike", threshold=5)
+    for _ in range(9):  # no other session of the agent to compare with
+        detect_spans(tenant_id=acme.id, spans=_costed_call(acme, "first")[1])
+    for i in range(4):  # four others: fewer than ALERTS_COST_MIN_SAMPLES
+        detect_spans(tenant_id=acme.id, spans=_costed_call(acme, f"usual-{i}")[1])
+    for _ in range(4):  # five others now, median one call: 4x stays under 5x
+        detect_spans(tenant_id=acme.id, spans=_costed_call(acme, "under")[1])
+    assert not Alert.all_tenants.exists()
