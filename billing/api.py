@@ -188,7 +188,16 @@ class BudgetCheckView(TenantAPIView):
 class RunCostView(TenantAPIView):
     required_scope = Scope.READ
 
-    @extend_schema(summary="A run's cost line by line: LLM tokens, tools, sandbox, storage")
+    @extend_schema(
+        summary="A run's cost line by line: LLM tokens, tools, sandbox, storage",
+        description="`storage` lines are one a day, accrued by each storage count (at "
+        "most an hour old): the run's trace's bytes (its row, then its span rows while "
+        "hot or its bundle once warm or cold; `bytes` by place) at the tenant's storage "
+        "prices (`usd_per_gb_month`) over the month's days (`month_days`). Payloads, "
+        "shared by content across traces, and the run's journal are on no run's line. "
+        "The lines are the run's part of the tenant's daily `storage` cost, which "
+        "already counts those bytes: usage reports do not add them again.",
+    )
     def get(self, request, run_id: int):
         from execution.models import Run
 

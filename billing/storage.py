@@ -6,13 +6,16 @@ price each tier with the same `storage_month_usd`, so their figures add up to th
 cost times the month's days."""
 
 import calendar
-from datetime import date
+import uuid
+from datetime import date, datetime
 from decimal import Decimal
 
-from billing.models import STORAGE_PRICE_FIELDS, CostKind, UsageDaily
-from billing.prices import storage_prices, to_nusd
+from billing.models import STORAGE_PRICE_FIELDS, CostKind, LedgerEntry, LedgerKind, UsageDaily
+from billing.prices import plain, storage_prices, to_nusd
 
 GB = Decimal(10**9)
+# A run's storage settlement of a day has one key, so each recount rewrites it.
+RUN_DAY = uuid.UUID("6f1c3e2a-58d4-4b8e-9a51-0d7c2f93b6e4")
 
 
 def storage_month_usd(*, tenant_id: int, stored: dict[str, int]) -> Decimal:
@@ -40,3 +43,50 @@ def storage_day_record(*, tenant_id: int, day: date, stored: dict[str, int]) -> 
         defaults={"cost_nusd": nusd},
     )
     return nusd
+
+
+def storage_runs_record(
+    *, tenant_id: int, day: date, at: datetime, stored: dict[int, dict[str, int]]
+) -> None:
+    """Set (as storage_day_record does) each run's storage settlement of the day: its
+    trace's bytes ({run id: {place: bytes}}) at the same prices. It is the run's part of
+    the tenant's day cost, whose bytes already count it, so the roll-ups are not added
+    to. A run whose trace went since the day's last count is set to nothing; a run
+    with nothing to pay for the day gets no line."""
+    days = calendar.monthrange(day.year, day.month)[1]
+    prices = storage_prices(tenant_id=tenant_id)
+    rows = {
+        row.run_id: row
+        for row in LedgerEntry.objects.filter(
+            entry=LedgerKind.SETTLE, kind=CostKind.STORAGE, detail__day=day.isoformat()
+        )
+    }
+    new, changed = [], []
+    for run_id in set(stored) | set(rows):
+        placed = stored.get(run_id, {})
+        detail = {
+            "day": day.isoformat(),
+            "bytes": placed,
+            "usd_per_gb_month": {place: plain(prices[place]) for place in placed},
+            "month_days": days,
+        }
+        nusd = to_nusd(storage_month_usd(tenant_id=tenant_id, stored=placed) / days)
+        row = rows.get(run_id)
+        if row is None and nusd:
+            new.append(
+                LedgerEntry(
+                    tenant_id=tenant_id,
+                    run_id=run_id,
+                    reservation=uuid.uuid5(RUN_DAY, f"{run_id}/{day.isoformat()}"),
+                    entry=LedgerKind.SETTLE,
+                    kind=CostKind.STORAGE,
+                    amount_nusd=nusd,
+                    detail=detail,
+                    at=at,
+                )
+            )
+        elif row is not None and (row.amount_nusd, row.detail) != (nusd, detail):
+            row.amount_nusd, row.detail, row.at = nusd, detail, at
+            changed.append(row)
+    LedgerEntry.objects.bulk_create(new)
+    LedgerEntry.objects.bulk_update(changed, ["amount_nusd", "detail", "at"])

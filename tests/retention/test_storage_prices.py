@@ -16,8 +16,11 @@ from billing.prices import cache, to_nusd
 from billing.storage import storage_month_usd
 from controlplane.blobstore import get_blob_store, tenant_key
 from controlplane.models import AuditEvent
-from execution.testing import make_bundle
+from controlplane.tenancy import tenant_scope
+from execution.models import Run
+from execution.testing import agent_with_bundle, make_bundle
 from tests.retention.helpers import POLICY, age, apply, send_trace, tier_of
+from tracing.models import Trace
 from tracing.retention.models import StorageUsage, Tier
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -309,3 +312,69 @@ def test_agent_bundles_are_the_hot_tiers_blob_bytes_counted_on_upload(
     apply(acme)
     assert usage_by_tier(acme)[Tier.HOT].blob_bytes == before + len(data)
     assert not StorageUsage.all_tenants.filter(tenant=globex, blob_bytes__gt=0).exists()
+
+
+def run_of(tenant, hex_id: str) -> Run:
+    """A managed run of the tenant whose trace is `hex_id`."""
+    agent = agent_with_bundle(tenant, name="echo", code="def main(ctx, input):\n    return 1\n")
+    with tenant_scope(tenant):
+        version = agent.versions.get()
+        return Run.objects.create(
+            tenant=tenant, agent=agent, version=version, status="succeeded", trace_id=hex_id
+        )
+
+
+def test_a_runs_storage_cost_is_its_traces_part_of_the_tenants_day(
+    api, acme, make_key, spread_prices
+):
+    key = make_key(acme, "admin", "read", "write")
+    set_policy(api, key)
+    trace, other = send_trace(acme, session="run"), send_trace(acme, session="not a run")
+    run = run_of(acme, trace)
+
+    def storage_line(when):
+        body = api.get(f"/api/v1/runs/{run.pk}/cost", key=key).json()
+        lines = [line for line in body["lines"] if line["kind"] == "storage"]
+        day = when.date().isoformat()
+        return body, next(line for line in lines if line["day"] == day)
+
+    apply(acme)  # hot: its row and span rows, in the database
+    now = timezone.now()
+    body, line = storage_line(now)
+    assert set(line["bytes"]) == {"database"} and line["bytes"]["database"] > 0
+    days = calendar.monthrange(now.year, now.month)[1]
+    assert Decimal(line["amount_usd"]) * 10**9 == to_nusd(
+        Decimal(line["bytes"]["database"])
+        * Decimal(PRICES["storage_database_gb_month_usd"])
+        / Decimal(10**9)
+        / days
+    )
+    assert line["usd_per_gb_month"] == {"database": PRICES["storage_database_gb_month_usd"]}
+    assert Decimal(body["by_kind"]["storage"]) == Decimal(line["amount_usd"])
+    # A part of the tenant's day, not added to it: the day's storage is still one row,
+    # the tenant's bytes priced once, and the run's bytes are some of them.
+    rows = usage_by_tier(acme)
+    assert line["bytes"]["database"] < sum(row.db_bytes for row in rows.values())
+    assert day_cost(acme, now) == expected(rows, cold_price="1000", when=now)
+    assert UsageDaily.all_tenants.filter(tenant=acme, kind="storage").count() == 1
+    # Counted again the same day, the line is rewritten, not added to.
+    apply(acme)
+    assert api.get(f"/api/v1/runs/{run.pk}/cost", key=key).json()["by_kind"] == body["by_kind"]
+
+    # Warm, the run pays for its bundle at STANDARD's price from that day.
+    apply(acme, days_ahead=1.5)
+    assert tier_of(acme, trace) == Tier.WARM
+    when = timezone.now() + timedelta(days=1.5)
+    body, warm = storage_line(when)
+    archive = Trace.all_tenants.get(tenant=acme, trace_id=trace).archive
+    assert warm["bytes"]["STANDARD"] == archive["bytes"]
+    month_days = calendar.monthrange(when.year, when.month)[1]
+    month = Decimal(warm["bytes"]["database"]) * Decimal(
+        PRICES["storage_database_gb_month_usd"]
+    ) + Decimal(archive["bytes"]) * Decimal(PRICES["storage_standard_gb_month_usd"])
+    assert Decimal(warm["amount_usd"]) * 10**9 == to_nusd(month / Decimal(10**9) / month_days)
+    assert Decimal(body["by_kind"]["storage"]) == Decimal(line["amount_usd"]) + Decimal(
+        warm["amount_usd"]
+    )
+    assert body["cost_usd"] == body["by_kind"]["storage"]
+    assert tier_of(acme, other) == Tier.WARM  # the other trace is on no run's line

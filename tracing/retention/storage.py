@@ -14,9 +14,9 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Length
 from django.utils import timezone
 
-from billing.storage import storage_day_record
+from billing.storage import storage_day_record, storage_runs_record
 from controlplane.blobstore import get_blob_store, tenant_key
-from execution.models import AgentVersion
+from execution.models import AgentVersion, Run
 from tracing.models import Payload, Span, Trace
 from tracing.retention.models import StorageUsage, Tier
 
@@ -66,7 +66,36 @@ def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
             tenant_id=tenant_id, tier=tier, defaults={**tier_figures, "updated_at": now}
         )
     storage_day_record(tenant_id=tenant_id, day=now.date(), stored=dict(stored))
+    storage_runs_record(tenant_id=tenant_id, day=now.date(), at=now, stored=run_places())
     return figures
+
+
+def run_places() -> dict[int, dict[str, int]]:
+    """{run id: {place: bytes}} of each managed run's trace, counted as storage_count
+    counts it: the trace's row, then its span rows (hot) or its bundle (warm, cold).
+    Payloads are shared by content across traces and runs, so they stay the tenant's
+    alone; a run's journal is not counted in storage at all."""
+    runs = dict(Run.objects.exclude(trace_id="").order_by("-pk").values_list("trace_id", "pk"))
+    places: dict[int, dict[str, int]] = {}
+    hot = {}
+    traces = Trace.objects.filter(
+        trace_id__in=list(runs), tier__in=(Tier.HOT, Tier.WARM, Tier.COLD)
+    ).values_list("trace_id", "tier", "archive")
+    for trace_id, tier, archive in traces:
+        run_id = runs[trace_id.hex]
+        placed = places[run_id] = defaultdict(int, database=TRACE_ROW_BYTES)
+        if tier == Tier.HOT:
+            hot[trace_id] = placed
+        else:
+            placed[archive.get("storage_class") or "STANDARD"] += archive["bytes"]
+    spans = (
+        Span.objects.filter(trace_id__in=list(hot))
+        .values_list("trace_id")
+        .annotate(n=Count("span_id"), size=Sum(Length("detail_packed")))
+    )
+    for trace_id, n, size in spans:
+        hot[trace_id]["database"] += n * SPAN_ROW_BYTES + (size or 0)
+    return {run_id: dict(placed) for run_id, placed in places.items()}
 
 
 def agent_bundle_bytes() -> int:
