@@ -216,3 +216,25 @@ def test_the_seed_book_prices_every_model_the_platform_itself_uses(acme, setting
         Decimal("0.2"),
         Decimal("2.5"),
     )
+
+
+@pytest.mark.parametrize(
+    "model, prices",
+    [
+        ("claude-opus-4-6", ("5", "25", "0.50", "6.25")),
+        ("claude-opus-4-8", ("5", "25", "0.50", "6.25")),
+        ("claude-opus-5", ("5", "25", "0.50", "6.25")),
+        ("claude-sonnet-4-6", ("3", "15", "0.30", "3.75")),
+        ("claude-fable-5", ("10", "50", "1", "12.50")),
+        ("claude-fable-5-1", ("10", "50", "0.25", "12.50")),
+    ],
+)
+def test_the_newest_book_prices_the_models_released_since_the_last(acme, model, prices):
+    """Anthropic's pricing page as read on 2026-12-03 (billing/prices/2026-12-03.json);
+    until this book their calls were cost_unknown."""
+    price = price_for(tenant_id=acme.id, provider="anthropic", model=model, day=date(2026, 12, 3))
+    assert price is not None and price.model == model
+    assert (price.input, price.output, price.cache_read, price.cache_write) == tuple(
+        map(Decimal, prices)
+    )
+    assert price.version == PriceBook.objects.order_by("-version").first().version
