@@ -1,11 +1,13 @@
 """Costs page, Settings › Budgets and Settings › Prices: billing in the console."""
 
 import json
+from decimal import Decimal
 
 import pytest
 
 from billing import costs, services
-from billing.models import BillingAccount, Budget, PriceBook, PriceOverride
+from billing.models import BillingAccount, Budget, PriceBook, PriceOverride, StoragePriceOverride
+from billing.prices import cache, storage_prices
 from controlplane.models import AuditEvent
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
@@ -218,3 +220,41 @@ def test_services_used_by_the_pages_refuse_bad_prices(acme):
                 {"provider": "x", "model": " ", "input_usd_per_mtok": 1, "output_usd_per_mtok": 1}
             ],
         )
+
+
+def test_admins_set_the_tenants_storage_prices_through_the_audited_service(client, acme, globex):
+    client.force_login(acme.owner)
+    html = client.get(PRICES).content.decode()
+    assert 'id="set-storage-prices"' in html
+    resp = client.post(
+        f"{PRICES}storage/", {"GLACIER_IR": "0.002", "database": "0.2", "STANDARD": ""}, follow=True
+    )
+    assert "storage prices are set" in resp.content.decode()
+    own = dict(
+        StoragePriceOverride.all_tenants.filter(tenant=acme).values_list("place", "gb_month_usd")
+    )
+    assert {k: str(v.normalize()) for k, v in own.items()} == {
+        "GLACIER_IR": "0.002",
+        "database": "0.2",
+    }
+    assert not StoragePriceOverride.all_tenants.filter(tenant=globex).exists()
+    event = AuditEvent.all_tenants.get(tenant=acme, action="prices.storage")
+    assert event.data["after"] == {"GLACIER_IR": "0.002", "database": "0.2"}
+    # Billing and the API charge what the form set; the blank place keeps the book's.
+    cache.clear()
+    assert storage_prices(tenant_id=acme.id)["GLACIER_IR"] == Decimal("0.002")
+    assert storage_prices(tenant_id=acme.id)["STANDARD"] == Decimal("0.023")
+    page = client.get(PRICES).content.decode()
+    assert 'name="GLACIER_IR" value="0.002' in page
+
+    # A negative price is refused on its field, and nothing changes.
+    bad = client.post(f"{PRICES}storage/", {"STANDARD": "-1"})
+    assert bad.status_code == 400 and "greater than or equal to 0" in bad.content.decode()
+    assert StoragePriceOverride.all_tenants.filter(tenant=acme).count() == 2
+
+
+def test_a_viewer_cannot_set_storage_prices(client, acme, acme_viewer):
+    client.force_login(acme_viewer)
+    assert 'id="set-storage-prices"' not in client.get(PRICES).content.decode()
+    assert client.post(f"{PRICES}storage/", {"STANDARD": "0"}).status_code == 403
+    assert not StoragePriceOverride.all_tenants.filter(tenant=acme).exists()
