@@ -7,7 +7,7 @@ cost times the month's days."""
 
 import calendar
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 
 from billing.models import STORAGE_PRICE_FIELDS, CostKind, LedgerEntry, LedgerKind, UsageDaily
@@ -45,25 +45,25 @@ def storage_day_record(*, tenant_id: int, day: date, stored: dict[str, int]) -> 
     return nusd
 
 
-def storage_runs_record(
-    *, tenant_id: int, day: date, at: datetime, stored: dict[int, dict[str, int]]
-) -> None:
+def storage_runs_record(*, tenant_id: int, day: date, stored: dict[int, dict[str, int]]) -> None:
     """Set (as storage_day_record does) each run's storage settlement of the day: its
-    trace's bytes ({run id: {place: bytes}}) at the same prices. It is the run's part of
-    the tenant's day cost, whose bytes already count it, so the roll-ups are not added
-    to. A run whose trace went since the day's last count is set to nothing; a run
-    with nothing to pay for the day gets no line."""
+    trace's bytes ({run id: {place: bytes}}, {} for a run whose trace is gone) at the
+    same prices. It is the run's part of the tenant's day cost, whose bytes already
+    count it, so the roll-ups are not added to. A run whose trace went since the
+    day's last count is set to nothing; a run with nothing to pay gets no line."""
     days = calendar.monthrange(day.year, day.month)[1]
     prices = storage_prices(tenant_id=tenant_id)
+    # Each run's line of the day is at the day's start, found by the ledger's index on
+    # (tenant, run, at), however long the tenant's ledger is.
+    at = datetime.combine(day, time.min, tzinfo=UTC)
     rows = {
         row.run_id: row
         for row in LedgerEntry.objects.filter(
-            entry=LedgerKind.SETTLE, kind=CostKind.STORAGE, detail__day=day.isoformat()
+            run_id__in=list(stored), at=at, entry=LedgerKind.SETTLE, kind=CostKind.STORAGE
         )
     }
     new, changed = [], []
-    for run_id in set(stored) | set(rows):
-        placed = stored.get(run_id, {})
+    for run_id, placed in stored.items():
         detail = {
             "day": day.isoformat(),
             "bytes": placed,
@@ -86,7 +86,7 @@ def storage_runs_record(
                 )
             )
         elif row is not None and (row.amount_nusd, row.detail) != (nusd, detail):
-            row.amount_nusd, row.detail, row.at = nusd, detail, at
+            row.amount_nusd, row.detail = nusd, detail
             changed.append(row)
     LedgerEntry.objects.bulk_create(new)
-    LedgerEntry.objects.bulk_update(changed, ["amount_nusd", "detail", "at"])
+    LedgerEntry.objects.bulk_update(changed, ["amount_nusd", "detail"])

@@ -66,7 +66,7 @@ def storage_count(*, tenant_id: int, as_of=None) -> dict[int, dict]:
             tenant_id=tenant_id, tier=tier, defaults={**tier_figures, "updated_at": now}
         )
     storage_day_record(tenant_id=tenant_id, day=now.date(), stored=dict(stored))
-    storage_runs_record(tenant_id=tenant_id, day=now.date(), at=now, stored=run_places())
+    storage_runs_record(tenant_id=tenant_id, day=now.date(), stored=run_places())
     return figures
 
 
@@ -74,9 +74,10 @@ def run_places() -> dict[int, dict[str, int]]:
     """{run id: {place: bytes}} of each managed run's trace, counted as storage_count
     counts it: the trace's row, then its span rows (hot) or its bundle (warm, cold).
     Payloads are shared by content across traces and runs, so they stay the tenant's
-    alone; a run's journal is not counted in storage at all."""
+    alone; a run's journal is not counted in storage at all. A run whose trace is gone
+    has {}."""
     runs = dict(Run.objects.exclude(trace_id="").order_by("-pk").values_list("trace_id", "pk"))
-    places: dict[int, dict[str, int]] = {}
+    places: dict[int, dict[str, int]] = {run_id: {} for run_id in runs.values()}
     hot = {}
     traces = Trace.objects.filter(
         trace_id__in=list(runs), tier__in=(Tier.HOT, Tier.WARM, Tier.COLD)
