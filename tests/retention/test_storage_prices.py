@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from billing import services
-from billing.models import PriceBook, StoragePriceOverride, UsageDaily
+from billing.models import LedgerEntry, PriceBook, StoragePriceOverride, UsageDaily
 from billing.prices import cache, to_nusd
 from billing.storage import storage_month_usd
 from controlplane.blobstore import get_blob_store, tenant_key
@@ -378,3 +378,24 @@ def test_a_runs_storage_cost_is_its_traces_part_of_the_tenants_day(
     )
     assert body["cost_usd"] == body["by_kind"]["storage"]
     assert tier_of(acme, other) == Tier.WARM  # the other trace is on no run's line
+
+
+def test_a_run_whose_trace_is_deleted_pays_nothing_for_the_rest_of_that_day(
+    api, acme, make_key, spread_prices
+):
+    key = make_key(acme, "admin", "read")
+    set_policy(api, key)
+    trace = send_trace(acme)
+    run = run_of(acme, trace)
+    apply(acme, days_ahead=4)  # cold (past hot 1 and warm 2, before 6)
+    assert tier_of(acme, trace) == Tier.COLD
+    cost = api.get(f"/api/v1/runs/{run.pk}/cost", key=key).json()
+    assert Decimal(cost["by_kind"]["storage"]) > 0
+    age(acme, trace, days=3)  # past the policy's six days: deleted on the same day's count
+    apply(acme, days_ahead=4)
+    assert not Trace.all_tenants.filter(tenant=acme, trace_id=trace).exists()
+    with tenant_scope(acme):
+        line = LedgerEntry.objects.get(run=run, kind="storage")
+    assert (line.amount_nusd, line.detail["bytes"]) == (0, {})
+    cost = api.get(f"/api/v1/runs/{run.pk}/cost", key=key).json()
+    assert cost["by_kind"]["storage"] == "0"
