@@ -78,3 +78,34 @@ def test_it_takes_a_removed_traces_terms_out(acme):
         ]
     send_span(acme, MINE, "5" * 16, "kangaroo again")  # the same trace id, a new row
     assert found(acme, "kangaroo") == {MINE} and found(acme, "invoice") == set()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="tsvector's 1 MB cap")
+def test_a_trace_past_the_documents_size_cap_keeps_its_terms_and_spares_its_batch(acme):
+    """A long trace of distinct words outgrows what one tsvector holds (1 MB of terms):
+    its document keeps what it had and what still fits, and the traces indexed in the
+    same batch are not lost with it."""
+    import random
+    import string
+
+    rng = random.Random(20)
+
+    def words(n: int) -> str:
+        return " ".join("".join(rng.choices(string.ascii_lowercase, k=10)) for _ in range(n))
+
+    first = "platypus " + words(9000)
+    send_span(acme, MINE, "1" * 16, first)
+    for n in range(2, 13):
+        send_span(acme, MINE, f"{n:016x}", words(9000))
+    assert found(acme, "platypus") == {MINE}
+    doc = one_span_request(THEIRS, "f" * 16, **{"gen_ai.tool.call.result": "wombat receipt"})
+    late = one_span_request(MINE, "e" * 16, **{"gen_ai.tool.call.result": words(9000)})
+    for request in (doc, late):
+        spans_ingest(
+            tenant_id=acme.id,
+            request=decode_request(json.dumps(request).encode(), "application/json"),
+        )
+    with tenant_scope(acme):
+        search_index_spans(tenant_id=acme.id, spans=[(MINE, "e" * 16), (THEIRS, "f" * 16)])
+    assert found(acme, "wombat receipt") == {THEIRS}
+    assert found(acme, "platypus") == {MINE}

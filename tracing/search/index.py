@@ -23,10 +23,11 @@ trace are one term.
 """
 
 import hashlib
+import logging
 import uuid
 from collections import defaultdict
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 
 from tracing import labels
 from tracing.digests import DIGEST_BYTES, digest_text
@@ -37,7 +38,10 @@ from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_tur
 from tracing.models import PayloadKind, Span, Trace, TraceDocument
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
+log = logging.getLogger(__name__)
+
 MAX_VALUE = 255
+PROGRAM_LIMIT_EXCEEDED = "54000"  # SQLSTATE: a tsvector past its 1 MB of terms
 # Longer texts are indexed up to this many characters: tsvector has a 1 MB cap, and a
 # search for a word past the first 100 KB of one tool result is rare.
 MAX_TEXT = 100_000
@@ -232,7 +236,40 @@ def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> 
 
 def _documents_merge(tenant_id: int, documents: list[tuple[int, str]]) -> None:
     """PostgreSQL: each trace's new terms merged into its stripped tsvector. A row whose
-    terms hold nothing new is left alone: no dead tuple and no GIN entry for a rerun."""
+    terms hold nothing new is left alone: no dead tuple and no GIN entry for a rerun.
+
+    A tsvector holds at most 1 MB of terms, which a long trace of distinct words (code,
+    identifiers, hashes) outgrows: the statement then fails for the whole batch. The
+    batch's other traces go in one by one, and the full one keeps what it had plus as
+    much of its new text as still fits."""
+    try:
+        with transaction.atomic():
+            _documents_upsert(tenant_id, documents)
+    except OperationalError as exc:
+        if not _past_tsvector_cap(exc):
+            raise
+        for trace_id, text in documents:
+            _document_merge_fitting(tenant_id, trace_id, text)
+
+
+def _past_tsvector_cap(exc: OperationalError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", "") == PROGRAM_LIMIT_EXCEEDED
+
+
+def _document_merge_fitting(tenant_id: int, trace_id: int, text: str) -> None:
+    while text:
+        try:
+            with transaction.atomic():
+                _documents_upsert(tenant_id, [(trace_id, text)])
+            return
+        except OperationalError as exc:
+            if not _past_tsvector_cap(exc):
+                raise
+            text = text[: len(text) // 2].rpartition(" ")[0]  # its first half, whole words
+    log.warning("trace %s: its search document is full; its newer texts are not indexed", trace_id)
+
+
+def _documents_upsert(tenant_id: int, documents: list[tuple[int, str]]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO tracing_tracedocument AS d (trace_id, tenant_id, document) "
