@@ -87,7 +87,8 @@ class MembershipAdminForm(forms.ModelForm):
 class TenantAdmin(admin.ModelAdmin):
     list_display = ["slug", "name", "is_active", "created_at"]
     search_fields = ["slug", "name"]
-    readonly_fields = ["created_at", "payload_sweeps"]  # the sweeps count is retention's, never a form's
+    # The sweeps count is retention's, never a form's.
+    readonly_fields = ["created_at", "payload_sweeps"]
     inlines = [MembershipInline]
 
     def save_formset(self, request, form, formset, change):
