@@ -9,6 +9,7 @@ client got a 2xx for is stored exactly once."""
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -93,24 +94,31 @@ def encode(batch: list[ReadableSpan]) -> bytes:
     return encode_spans(batch).SerializeToString()
 
 
-def post_bodies(urls: list[str], key: str, bodies: list[list[bytes]]) -> float:
-    """Each list of bodies sent in turn by a client thread of its own, all at once, the
-    n-th client to the n-th url (round robin); the seconds until the last is answered.
+def post_bodies(
+    urls: list[str], key: str, bodies: list[list[bytes]], *, connections: int = 1
+) -> float:
+    """Each list of bodies sent by a client of its own, all clients at once; the seconds
+    until the last is answered. A client keeps `connections` requests in flight, each
+    connection taking the client's next body when its answer comes, as an exporter's
+    pool of senders (the Collector's `sending_queue.num_consumers`) does. Connections
+    are spread over the urls round robin, as a balancer spreads them over its backends.
     Raises unless every answer is a 200."""
     failures: list[str] = []
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": PROTOBUF}
 
-    def client(url: str, mine: list[bytes]) -> None:
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": PROTOBUF}
+    def connection(url: str, mine: Iterator[bytes]) -> None:
         with httpx.Client(timeout=120) as http:
             for body in mine:
                 response = http.post(f"{url}/v1/traces", content=body, headers=headers)
                 if response.status_code != 200:
                     failures.append(f"{response.status_code}: {response.text[:200]}")
 
-    threads = [
-        threading.Thread(target=client, args=(urls[n % len(urls)], mine))
-        for n, mine in enumerate(bodies)
-    ]
+    threads = []
+    for n, mine in enumerate(bodies):
+        shared = _Shared(mine)  # the client's bodies, each taken by one of its connections
+        for c in range(connections):
+            url = urls[(n * connections + c) % len(urls)]
+            threads.append(threading.Thread(target=connection, args=(url, shared)))
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -119,6 +127,21 @@ def post_bodies(urls: list[str], key: str, bodies: list[list[bytes]]) -> float:
     if failures:
         raise RuntimeError(f"{len(failures)} exports failed, the first: {failures[0]}")
     return time.perf_counter() - started
+
+
+class _Shared:
+    """An iterator several threads take items from, each item once."""
+
+    def __init__(self, items: list):
+        self._items = iter(items)
+        self._lock = threading.Lock()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        with self._lock:
+            return next(self._items)
 
 
 @dataclass
