@@ -257,8 +257,9 @@ def _cost_spikes(
     """Traces of the batch costing more than their agent's recent median, in one
     statement whatever the batch's traces and agents: the costs of each agent's last
     ALERTS_COST_SAMPLE other traces and of the batch's traces (billing costs spans in
-    a task of its own, which may not have run for this batch yet: the trace's next
-    batch judges it again)."""
+    the step before this one where both share a queue, else in a task of its own,
+    which may not have run for this batch yet: the trace's next batch judges it
+    again)."""
     if not agents:
         return {}
     mine, others = _costs_split(

@@ -1,5 +1,5 @@
-"""Listens to the span path and to billing's budget events and queues detection, so
-neither waits for it."""
+"""Registers detection as a step of the work that waits on newly stored spans
+(tracing/followup.py), and listens to billing's budget events; neither waits for it."""
 
 import logging
 from functools import partial
@@ -9,31 +9,24 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from billing.signals import budget_threshold_crossed
-from tracing.signals import spans_ingested
+from tracing import followup
 
 log = logging.getLogger(__name__)
-# Spans per task: the OpenTelemetry SDK's batch span processor exports up to 512 spans
-# a request (OTEL_BSP_MAX_EXPORT_BATCH_SIZE), so a full export is one task, not a
-# 500 and a 12 that pays every fixed query of a batch again.
-CHUNK = 512
+
+followup.step_register(
+    followup.SpanStep(
+        task="alerts.tasks.detect_spans",
+        queue=lambda: settings.ALERTS_QUEUE,
+        enabled=lambda: settings.ALERTS_DETECT_ON_INGEST,
+    )
+)
 
 
 def _enqueue(task, **kwargs) -> None:
     try:
         task.apply_async(kwargs=kwargs, queue=settings.ALERTS_QUEUE)
-    except Exception as exc:  # noqa: BLE001 - the spans are stored; do not fail the export
+    except Exception as exc:  # noqa: BLE001 - the budget event is stored; do not fail its writer
         log.error("could not queue alert detection: %r", exc)
-
-
-@receiver(spans_ingested, dispatch_uid="alerts.detect_spans")
-def detect_ingested_spans(sender, *, tenant_id, spans, **kwargs):
-    from alerts.tasks import detect_spans
-
-    if not settings.ALERTS_DETECT_ON_INGEST:
-        return
-    for start in range(0, len(spans), CHUNK):
-        chunk = [list(pair) for pair in spans[start : start + CHUNK]]
-        transaction.on_commit(partial(_enqueue, detect_spans, tenant_id=tenant_id, spans=chunk))
 
 
 @receiver(budget_threshold_crossed, dispatch_uid="alerts.budget_crossed")

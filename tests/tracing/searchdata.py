@@ -19,27 +19,33 @@ def queue_name() -> str:
     return f"{tag}-index-{uuid.uuid4().hex[:8]}"
 
 
-def drain_queue(queue: str, task) -> int:
-    """Run every queued message of `task` on this queue in this process, as a worker would
-    (the broker is the real one); returns how many ran."""
+def queued_messages(queue: str):
+    """Each message on this queue of the real broker, until it is empty; the caller acks
+    what it has handled."""
     from controlplane.celery import app
 
-    ran = 0
     with app.connection_for_read() as conn:
         simple = conn.SimpleQueue(queue)
         try:
             while True:
                 try:
-                    message = simple.get(block=False)
+                    yield simple.get(block=False)
                 except simple.Empty:
-                    break
-                assert message.headers["task"] == task.name
-                args, kwargs, _ = message.decode()
-                task(*args, **kwargs)
-                message.ack()
-                ran += 1
+                    return
         finally:
             simple.close()
+
+
+def drain_queue(queue: str, task) -> int:
+    """Run every queued message of `task` on this queue in this process, as a worker would;
+    returns how many ran."""
+    ran = 0
+    for message in queued_messages(queue):
+        assert message.headers["task"] == task.name
+        args, kwargs, _ = message.decode()
+        task(*args, **kwargs)
+        message.ack()
+        ran += 1
     return ran
 
 
