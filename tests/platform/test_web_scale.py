@@ -32,8 +32,9 @@ def test_it_stores_each_span_once_across_two_web_processes(acme, make_key, launc
         for n in (1, 2)
     ]
     cpu_before = [web.cpu_seconds() for web in webs]
-    # Each client sends to its own web process, both at once.
-    seconds = otlpload.post_bodies([f"http://127.0.0.1:{web.port}" for web in webs], key, bodies)
+    # Both clients at once, each with a request in flight to each web process.
+    urls = [f"http://127.0.0.1:{web.port}" for web in webs]
+    seconds = otlpload.post_bodies(urls, key, bodies, connections=2)
     sent = 2 * 12 * 5 * 5
     cpu = [web.cpu_seconds() - before for web, before in zip(webs, cpu_before, strict=True)]
     print(f"\n{sent} spans over 2 web processes: {sent / seconds:.0f} spans/s, CPU {cpu} s")
