@@ -1,6 +1,6 @@
 import os
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 from celery.beat import EmbeddedService
 from click import Option
 
@@ -9,6 +9,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 app = Celery("flightdeck")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_ready.connect  # a worker on threads, once its tasks are imported
+@signals.worker_process_init.connect  # each forked pool process
+def _collect_less(**kwargs):
+    from controlplane.gctune import collect_less
+
+    collect_less()
 
 
 class BeatThread(bootsteps.StartStopStep):
