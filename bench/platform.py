@@ -274,6 +274,13 @@ def explain_scaling(rounds: dict[int, list[dict]]) -> None:
         f"{min(cores, two / one):.2f}x with nothing else running, and other processes took "
         f"{others:.2f} of its {cores} cores during the 2-process rounds"
     )
+    if others > 0.25:
+        # The kernel shares busy cores out among runnable threads, not among benches.
+        print(
+            "  with other processes busy, 2 web processes win a larger share of the cores "
+            "from them than 1 does: the measured ratio then says how the cores were shared, "
+            "and the bound above is the platform's own"
+        )
 
 
 def followup(platform: Platform, env: dict, spans: int) -> None:
