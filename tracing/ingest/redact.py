@@ -188,6 +188,9 @@ class Redactor:
         self.regex = re2.compile("|".join(parts))
         # re2's match.span() takes group numbers only.
         self.numbers = dict(self.regex.groupindex)
+        # The alternatives' own groups, in order: exactly one of them took part in a
+        # match. (re2's match.lastgroup rebuilds the group index on every call.)
+        self.alternatives = [(self.numbers[group], kind) for group, kind in self.kinds.items()]
         self.has_custom = bool(custom_patterns)
         self.short_cache: dict[str, tuple[str, tuple]] = {}
 
@@ -198,13 +201,9 @@ class Redactor:
     def _builtin(self, text: str) -> list[tuple[int, int, str, str]]:
         found = []
         for match in self.regex.finditer(text):
-            group = match.lastgroup
-            if group is None:
-                continue
-            kind = self.kinds[group]
-            number = self.numbers[group]
-            value = match.group(number)
+            number, kind = next((n, k) for n, k in self.alternatives if match.start(n) >= 0)
             start, end = match.span(number)
+            value = text[start:end]
             confirm = CONFIRM.get(kind)
             if confirm and not confirm(text, value, start, end):
                 continue

@@ -68,15 +68,25 @@ class SecretRules:
             )
             for keyword in raw["keywords"]:
                 self.by_keyword.setdefault(keyword.lower(), []).append(len(self.rules) - 1)
-        words = sorted(self.by_keyword, key=len, reverse=True)
-        self.keywords = re2.compile("(?i)" + "|".join(re2.escape(w) for w in words), options)
+        # Which keywords a text holds, anywhere (overlapping ones too), in one pass that
+        # returns their indexes: prose holds a few keywords ("s.", "ey") many times, and
+        # a match object for each occurrence had cost five times the pass itself.
+        keyword_options = re2.Options()
+        keyword_options.max_mem = options.max_mem
+        keyword_options.case_sensitive = False
+        self.keywords = re2.Set.SearchSet(keyword_options)
+        self.keyword_rules: list[list[int]] = []
+        for word, rules in self.by_keyword.items():
+            self.keywords.Add(re2.escape(word))
+            self.keyword_rules.append(rules)
+        self.keywords.Compile()
 
     def find(self, text: str) -> list[tuple[int, int, str, str]]:
         """(start, end, kind, secret) of each secret in text, in no particular order."""
-        present = {m.group(0).lower() for m in self.keywords.finditer(text)}
+        present = self.keywords.Match(text)
         if not present:
             return []
-        chosen = sorted({i for word in present for i in self.by_keyword.get(word, ())})
+        chosen = sorted({i for word in present for i in self.keyword_rules[word]})
         found = []
         for rule in (self.rules[i] for i in chosen):
             for match in rule.regex.finditer(text):
