@@ -56,11 +56,14 @@ _SUMS = ("cost_nusd", "input_tokens", "output_tokens", "cache_read_tokens",
          "cache_write_tokens", "calls", "unknown_calls")  # fmt: skip
 
 
+INT32_MAX = 2**31 - 1  # SpanCost's token columns, as wide as a span's
+
+
 def _first_int(attrs: dict, keys) -> int:
     for key in keys:
         value = attrs.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return int(value)
+            return min(max(int(value), 0), INT32_MAX)
     return 0
 
 
@@ -156,13 +159,18 @@ def _cost_rows(
     tenant_id: int, candidates: list[_Call], values: dict, trace_users: dict
 ) -> list[dict]:
     traces = {s.trace_id for s in candidates}
-    # The calls reported already in these traces.
+    # The calls reported already in these traces. A span costed already (a redelivery,
+    # a batch sent again) is left out here: PostgreSQL has no unique key to refuse its
+    # second row, and the traces' row locks make this read the one that decides.
     reports = CallReports()
     stored = SpanCost.objects.filter(trace_id__in=traces).values_list(
         "trace_id", "span_id", "parent_span_id", "call_key"
     )
+    costed = set()
     for row in stored:
         reports.add(*row)
+        costed.add((row[0], row[1]))
+    candidates = [s for s in candidates if (s.trace_id, s.span_id) not in costed]
     prices: dict[tuple, object] = {}  # one lookup per provider, model and day in a batch
     redactor = tenant_redaction(tenant_id).redactor
     out = []

@@ -137,8 +137,15 @@ class SpanCost(TenantModel):
     `counted` is false for a span that reports a call another span reports already
     (two instrumentations of one call): it keeps its figures but is left out of every
     sum.
+
+    The span's identity is the key: no surrogate id and its index. On PostgreSQL the
+    database indexes the rows by (tenant, trace) instead of this key, and costing keeps
+    them unique under the trace's row lock (migration 0011, `costs.spans_cost`); there
+    the columns are in alignment order, widest first. Tokens of one call fit 32 bits
+    (the span's own columns are as wide).
     """
 
+    pk = models.CompositePrimaryKey("tenant", "trace_id", "span_id")
     tenant = models.ForeignKey("controlplane.Tenant", on_delete=models.CASCADE, db_index=False)
     trace_id = TraceIdField()
     span_id = models.BigIntegerField()
@@ -150,10 +157,10 @@ class SpanCost(TenantModel):
     run_id = models.CharField(max_length=64, blank=True)
     provider = models.CharField(max_length=64, blank=True)
     model = models.CharField(max_length=255, blank=True)
-    input_tokens = models.BigIntegerField(default=0)
-    output_tokens = models.BigIntegerField(default=0)
-    cache_read_tokens = models.BigIntegerField(default=0)
-    cache_write_tokens = models.BigIntegerField(default=0)
+    input_tokens = models.IntegerField(default=0)
+    output_tokens = models.IntegerField(default=0)
+    cache_read_tokens = models.IntegerField(default=0)
+    cache_write_tokens = models.IntegerField(default=0)
     cost_nusd = models.BigIntegerField(null=True)  # null: cost_unknown
     price_version = models.PositiveIntegerField(null=True)  # book version; null: none/override
     price_override = models.BooleanField(default=False)
@@ -161,13 +168,9 @@ class SpanCost(TenantModel):
     over_budget = models.BooleanField(default=False)
 
     class Meta(TenantModel.Meta):
-        constraints = [
-            models.UniqueConstraint(
-                fields=["tenant", "trace_id", "span_id"], name="span_cost_unique"
-            )
-        ]
-        # Reads by trace use span_cost_unique's (tenant, trace_id) prefix. The usage
-        # report's list of unpriced models reads a few rows of many: a partial index.
+        # Reads by trace use the key's (tenant, trace_id) prefix, or PostgreSQL's
+        # span_cost_trace. The usage report's list of unpriced models reads a few rows
+        # of many: a partial index.
         indexes = [
             models.Index(
                 fields=["tenant", "day"],
@@ -210,8 +213,12 @@ class UsageDaily(TenantModel):
 
 
 class CostTotal(TenantModel):
-    """Cost and tokens of one trace, run or session, added to as costs arrive."""
+    """Cost and tokens of one trace, run or session, added to as costs arrive. Keyed
+    by (tenant, dimension, key), which the upserts name: no surrogate id, and no index
+    of the tenant alone, which the key's prefix serves."""
 
+    pk = models.CompositePrimaryKey("tenant", "dimension", "key")
+    tenant = models.ForeignKey("controlplane.Tenant", on_delete=models.CASCADE, db_index=False)
     dimension = models.CharField(max_length=8)  # trace, run, session
     key = models.CharField(max_length=255)
     cost_nusd = models.BigIntegerField(default=0)
@@ -221,11 +228,6 @@ class CostTotal(TenantModel):
     cache_write_tokens = models.BigIntegerField(default=0)
     calls = models.BigIntegerField(default=0)
     unknown_calls = models.BigIntegerField(default=0)
-
-    class Meta(TenantModel.Meta):
-        constraints = [
-            models.UniqueConstraint(fields=["tenant", "dimension", "key"], name="cost_total_unique")
-        ]
 
 
 class BudgetScope(models.TextChoices):
