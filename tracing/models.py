@@ -4,6 +4,7 @@ Ids are stored compactly (a trace id as a UUID, span ids as signed 64-bit intege
 every large value lives once per tenant in Payload, so a span row stays small.
 """
 
+import hashlib
 import uuid
 from datetime import date, datetime
 
@@ -423,18 +424,32 @@ class TraceDocument(TenantModel):
         return f"terms of trace {self.trace_id}"
 
 
-class TraceAttribute(TenantModel):
-    """Each distinct attribute key=value a trace's spans (or their resources) carried.
-    Keyed by the whole row, WITHOUT ROWID on SQLite (migration 0020)."""
+def attribute_pair(key: str, value: str) -> int:
+    """A key=value as TraceAttribute stores it: 8 bytes of its BLAKE2b digest, signed
+    as a bigint. Two pairs share one in about 2^-64: at a million distinct pairs a
+    tenant, a filter names a trace without the attribute once in 10^7 tenants."""
+    digest = hashlib.blake2b(f"{key}\0{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
-    pk = models.CompositePrimaryKey("tenant", "key", "value", "trace_id")
+
+def attribute_pairs(keys, values) -> list[int]:
+    """Each key with each value, as attribute_pair gives them (an attribute filter's)."""
+    return [attribute_pair(key, value) for key in keys for value in values]
+
+
+class TraceAttribute(TenantModel):
+    """Each distinct attribute key=value a trace's spans (or their resources) carried,
+    as its digest (`attribute_pair`): the filters ask whether a trace has a key=value,
+    never what the values are. Keyed by the whole row, WITHOUT ROWID on SQLite
+    (migrations 0020, 0027)."""
+
+    pk = models.CompositePrimaryKey("tenant", "pair", "trace_id")
     tenant = tenant_key_column()
-    key = models.CharField(max_length=255)
-    value = models.CharField(max_length=255)
+    pair = models.BigIntegerField()
     trace_id = TraceIdField()
 
     def __str__(self):
-        return f"{self.key}={self.value}"
+        return f"{self.pair:016x} in {self.trace_id.hex}"
 
 
 # Coding agents' metrics live with their package; Django finds app models here.

@@ -8,7 +8,7 @@ from django.db.models.expressions import RawSQL
 
 from controlplane.tenancy import current_tenant_id
 from tracing import labels
-from tracing.models import Span, StatusCode, Trace, TraceAttribute, span_name
+from tracing.models import Span, StatusCode, Trace, TraceAttribute, attribute_pairs, span_name
 from tracing.query.filters import (
     TraceFilters,
     cursor_id,
@@ -24,7 +24,8 @@ MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
 
 def _having_attribute(key_or_keys, value) -> QuerySet:
     keys = [key_or_keys] if isinstance(key_or_keys, str) else list(key_or_keys)
-    return TraceAttribute.objects.filter(key__in=keys, value=value).values("trace_id")
+    pairs = attribute_pairs(keys, [value])
+    return TraceAttribute.objects.filter(pair__in=pairs).values("trace_id")
 
 
 def traces_filtered(filters: TraceFilters) -> QuerySet:

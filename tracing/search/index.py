@@ -35,7 +35,7 @@ from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
-from tracing.models import PayloadKind, Span, Trace, TraceDocument
+from tracing.models import PayloadKind, Span, Trace, TraceDocument, attribute_pair
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
 log = logging.getLogger(__name__)
@@ -198,12 +198,12 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
 
     _trace_documents_add(tenant_id, indexer, traces)
     attributes = [
-        (tenant_id, key, value, uuid_param(trace_id))
+        (tenant_id, pair, uuid_param(trace_id))
         for trace_id, index in traces.items()
-        for key, value in sorted(index.attributes)
+        for pair in sorted({attribute_pair(key, value) for key, value in index.attributes})
     ]
     insert_ignoring_conflicts(
-        "tracing_traceattribute", ("tenant_id", "key", "value", "trace_id"), attributes
+        "tracing_traceattribute", ("tenant_id", "pair", "trace_id"), attributes
     )
     return len(rows)
 
