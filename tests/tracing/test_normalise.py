@@ -292,3 +292,59 @@ def test_it_stores_a_conventional_span_name_as_null_and_gives_it_back(acme, name
     assert selectors.span_display_name(span=span) == name
     with tenant_scope(acme):
         assert [row["name"] for row in traces.trace_spans(trace_id=span.trace_id)] == [name]
+
+
+def _turn(i: int, text: str) -> dict:
+    return {"role": "user" if i % 2 else "assistant", "parts": [{"type": "text", "content": text}]}
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        # A conversation resent as it grows, as agents send it, and with other spacing.
+        [json.dumps([_turn(i, f"step {i}") for i in range(n)]) for n in (1, 2, 4)],
+        ["[" + ",\n ".join(json.dumps(_turn(i, "x")) for i in range(n)) + "]" for n in (1, 3)],
+        # What only looks like a continuation is parsed as the whole is: not JSON, or a
+        # different conversation, or the same one with a trailing comma.
+        ['[{"role": "user"}]', '[{"role": "user"}, ]', '[{"role": "user"},,{"a": 1}]'],
+        ['[{"role": "user"}]', '[{"role": "user"}] , {"a": 1}]', '[{"role": "user"}, []]'],
+        ['[{"role": "user"}]', '[{"role": "userx"}, {"a": 1}]', "[]", "[", "not json ]"],
+        ['{"role": "user"}', '[{"role": "user"}, {"a": 1}]', "[1] ]"],
+    ],
+)
+def test_a_resent_conversation_parses_as_each_array_does_alone(sent):
+    from tracing.ingest.normalise import ResentMessages, _messages_attr
+
+    resent = ResentMessages()
+    for value in sent:
+        assert resent.parse(b"t" * 16, value) == _messages_attr(value), value
+
+
+@pytest.mark.django_db
+def test_a_secret_in_a_resent_conversations_new_message_is_redacted(acme):
+    turns = [_turn(0, "hello there"), _turn(1, "my key is sk-ant-" + "a1" * 20)]
+    spans = [
+        {
+            "traceId": TRACE,
+            "spanId": f"{i + 1:016x}",
+            "name": "chat",
+            "startTimeUnixNano": str(1700000000000000000 + i),
+            "endTimeUnixNano": str(1700000000000000100 + i),
+            "attributes": [
+                {"key": "gen_ai.operation.name", "value": value("chat")},
+                {"key": "gen_ai.input.messages", "value": value(json.dumps(turns[: i + 1]))},
+            ],
+        }
+        for i in range(2)
+    ]
+    doc = {"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]}
+    result = spans_ingest(
+        tenant_id=acme.id, request=decode_request(orjson.dumps(doc), "application/json")
+    )
+    assert result.accepted == 2, result.errors
+    with tenant_scope(acme):
+        details = [selectors.span_detail(span=s) for s in Span.objects.order_by("span_id")]
+    assert [len(d["input_messages"]) for d in details] == [1, 2]
+    assert details[1]["input_messages"][0] == turns[0]
+    text = details[1]["input_messages"][1]["parts"][0]["content"]
+    assert "sk-ant-" not in text and "[API_KEY:" in text

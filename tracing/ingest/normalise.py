@@ -255,6 +255,43 @@ def _messages_attr(value) -> list | None:
     return None
 
 
+class ResentMessages:
+    """Input messages of one batch, parsed once per message rather than once per step.
+
+    An agent resends the whole conversation on every step, as a JSON array that is the
+    previous step's with its closing bracket replaced by the new messages: parsing each
+    in full made a trace's parsing grow with the square of its steps. For each trace
+    the last array parsed is kept; a later one that starts with it (all but its "]")
+    and goes on with a comma and a non-empty array's elements is the same JSON, so only
+    that tail is parsed, and the earlier messages are the same objects (which also lets
+    the payload batch digest each once: `PayloadBatch.message`)."""
+
+    def __init__(self):
+        self.last: dict[bytes, tuple[str, list]] = {}  # trace id -> (array sans "]", parsed)
+
+    def parse(self, trace_id: bytes, value) -> list | None:
+        if not isinstance(value, str) or not value.endswith("]"):
+            return _messages_attr(value)
+        parsed = None
+        known = self.last.get(trace_id)
+        if known is not None and value.startswith(known[0]):
+            tail = value[len(known[0]) :].lstrip()
+            if tail[:1] == ",":
+                try:
+                    more = orjson.loads("[" + tail[1:])
+                except orjson.JSONDecodeError:
+                    more = None
+                if isinstance(more, list) and more:
+                    parsed = known[1] + more
+        if parsed is None:
+            parsed = _json_or_text(value)
+            if not isinstance(parsed, list):
+                return _messages_attr(parsed)
+        if parsed:
+            self.last[trace_id] = (value[:-1], parsed)
+        return parsed
+
+
 def _system_attr(value) -> list | None:
     parsed = _json_or_text(value)
     if isinstance(parsed, list):
@@ -405,7 +442,10 @@ def _event_messages(events: list) -> tuple[list | None, list | None, list]:
     return inputs or None, outputs or None, rest
 
 
-def normalise(span, resource: dict, scope: dict) -> NormalSpan:
+def normalise(
+    span, resource: dict, scope: dict, resent: ResentMessages | None = None
+) -> NormalSpan:
+    """`resent`: the batch's conversations so far, shared by its spans' calls."""
     attrs = attributes(span.attributes)
     events = [
         {
@@ -459,7 +499,10 @@ def normalise(span, resource: dict, scope: dict) -> NormalSpan:
 
     # Messages, current convention first, then the older ones.
     if "gen_ai.input.messages" in attrs:
-        n.input_messages = _messages_attr(attrs.pop("gen_ai.input.messages"))
+        value = attrs.pop("gen_ai.input.messages")
+        n.input_messages = (
+            resent.parse(span.trace_id, value) if resent is not None else _messages_attr(value)
+        )
     if "gen_ai.output.messages" in attrs:
         n.output_messages = _messages_attr(attrs.pop("gen_ai.output.messages"))
     if "gen_ai.system_instructions" in attrs:

@@ -120,6 +120,7 @@ class PayloadBatch:
         self.raw: dict[str, bytes] = {}  # digest text -> its 16 bytes, for list chaining
         self.outputs: dict[tuple[bytes, int], list[str]] = {}  # span -> its output messages
         self.referenced: set[str] = set()  # stored messages given by digest (stored_list)
+        self.by_object: dict[tuple[int, bool], tuple[object, str]] = {}  # see message()
         # The last list chained: (its items, the digests of its prefixes, shortest first).
         self.last_chain: tuple[list[str], list[str]] = ([], [])
 
@@ -155,7 +156,16 @@ class PayloadBatch:
         return self._note(kind, value, scan)
 
     def message(self, message, *, scan: bool = True) -> str:
-        return self._note(PayloadKind.MESSAGE, message, scan)
+        # A resent conversation's earlier messages are the objects an earlier span of
+        # the batch had (normalise.ResentMessages): their digest is known. The entry
+        # holds the message, so its id names no other object while the batch lives.
+        key = (id(message), scan)
+        known = self.by_object.get(key)
+        if known is not None and known[0] is message:
+            return known[1]
+        digest = self._note(PayloadKind.MESSAGE, message, scan)
+        self.by_object[key] = (message, digest)
+        return digest
 
     def message_list(
         self, messages: list, *, scan: bool = True, owner: tuple[bytes, int] | None = None

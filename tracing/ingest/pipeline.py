@@ -19,7 +19,13 @@ from tracing import labels
 from tracing.calls import LLM_OPERATIONS, CallReports, call_key
 from tracing.ingest import rows
 from tracing.ingest.dictionaries import DetailPacker
-from tracing.ingest.normalise import NormalSpan, attributes, normalise, span_problem
+from tracing.ingest.normalise import (
+    NormalSpan,
+    ResentMessages,
+    attributes,
+    normalise,
+    span_problem,
+)
 from tracing.ingest.payloads import LEAF_MIN, PayloadBatch, PayloadsSwept
 from tracing.ingest.policy import TenantRedaction, tenant_redaction
 from tracing.ingest.redact import URL_KEYS, is_infrastructure
@@ -82,7 +88,8 @@ def _spans_ingest(tenant_id: int, request, sources: SourceInputs | None) -> Inge
         if not collected:
             return result
         setup = tenant_redaction(tenant_id)
-        normal = [normalise(span, resource, scope) for span, resource, scope in collected]
+        resent = ResentMessages()
+        normal = [normalise(span, resource, scope, resent) for span, resource, scope in collected]
         batch = PayloadBatch(
             tenant_id=tenant_id, digest_key=setup.digest_key, redactor=setup.redactor
         )
