@@ -83,7 +83,7 @@ def as_of(days: float) -> str:
 def figures(platform: Platform) -> dict:
     rows = dict(platform.sql("SELECT 'spans', COUNT(*) FROM tracing_span"))
     rows.update(platform.sql("SELECT 'payloads', COUNT(*) FROM tracing_payload"))
-    rows.update(platform.sql("SELECT 'documents', COUNT(*) FROM tracing_tracedocument"))
+    rows.update(platform.sql("SELECT 'search blocks', COUNT(*) FROM tracing_searchblock"))
     traces = platform.sql("SELECT COUNT(*) FROM tracing_trace")[0][0]
     objects = 0
     for page in platform.s3.get_paginator("list_objects_v2").paginate(Bucket="bench"):

@@ -400,28 +400,28 @@ class SearchDocumentField(models.TextField):
         return "tsvector" if connection.vendor == "postgresql" else "text"
 
 
-class TraceDocument(TenantModel):
-    """PostgreSQL: the terms of every text a trace holds, one row per trace: a tsvector
-    without positions (strip()), GIN-indexed (migration 0026). A later batch of the
-    trace adds its terms to the row. No copy of the text (that stays in the payload
-    store) and no row per text. SQLite keeps the same shape in a contentless FTS5
-    table, tracing_searchtrace (migration 0024); this table stays empty there.
+class SearchBlock(TenantModel):
+    """PostgreSQL's search index: one block of a segment of the tenant's inverted index,
+    its terms from first_term to last_term (UTF-8 bytes) with the row ids of the traces
+    that hold each, zstd-compressed (tracing/search/segments.py). No copy of the text
+    (that stays in the payload store) and nothing per trace. SQLite keeps its index in a
+    contentless FTS5 table, tracing_searchtrace (migration 0024); this table stays empty
+    there.
 
-    No database constraint on the trace: the index is written after the fact and must
-    not fail on a trace retention removed meanwhile; deleting a Trace deletes its row."""
+    No constraint on the traces: the index is written after the fact and must not fail
+    on a trace retention removed meanwhile; a search joins its row ids to the traces
+    still there, and merges drop the others."""
 
-    trace = models.OneToOneField(
-        "tracing.Trace",
-        primary_key=True,
-        on_delete=models.CASCADE,
-        db_constraint=False,
-        related_name="+",
-    )
+    pk = models.CompositePrimaryKey("tenant", "segment", "first_term")
     tenant = tenant_key_column()
-    document = SearchDocumentField()
+    segment = models.BigIntegerField()
+    level = models.SmallIntegerField()
+    first_term = models.BinaryField()
+    last_term = models.BinaryField()
+    data = models.BinaryField()
 
     def __str__(self):
-        return f"terms of trace {self.trace_id}"
+        return f"search block {self.segment}/{bytes(self.first_term)!r}"
 
 
 def attribute_pair(key: str, value: str) -> int:

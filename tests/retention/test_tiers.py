@@ -4,6 +4,7 @@ pass), with the clock set by --as-of."""
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from alerts.models import Alert
@@ -13,7 +14,7 @@ from controlplane.tenancy import tenant_scope
 from execution.models import Agent, AgentVersion, Run
 from replay.models import JournalStep
 from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, tier_of
-from tracing.models import Payload, Span, Trace, TraceAttribute, TraceDocument
+from tracing.models import Payload, Span, Trace, TraceAttribute
 from tracing.query.filters import TraceFilters
 from tracing.query.traces import traces_filtered
 from tracing.retention.models import StorageUsage, Tier, TraceMark
@@ -79,11 +80,12 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_ke
     assert [t["trace_id"] for t in listed] == [trace]
 
     assert "1 deleted" in apply(acme, days_ahead=7)
+    assert found_by_text(acme, "Baker Street") == set()
     assert api.get(f"/api/v1/traces/{trace}", key=key).status_code == 404
     assert bucket_keys(f"t/{acme.id}/") == []
     with tenant_scope(acme):
         assert not Payload.objects.exists()
-        assert not TraceDocument.objects.exists() and not TraceAttribute.objects.exists()
+        assert not TraceAttribute.objects.exists()
         assert StorageUsage.objects.get(tier=Tier.HOT).db_bytes == 0
 
 
@@ -155,7 +157,9 @@ def test_it_finishes_a_move_to_cold_killed_after_its_switch(api, acme, make_key,
         apply(acme, days_ahead=4)
     monkeypatch.undo()
     assert tier_of(acme, trace) == Tier.COLD
-    assert found_by_text(acme, "Baker Street") == {trace}  # not yet taken out
+    # Not yet taken out of SQLite's index; PostgreSQL's search skips a cold trace at once.
+    unlisted = {trace} if connection.vendor == "sqlite" else set()
+    assert found_by_text(acme, "Baker Street") == unlisted
     apply(acme, days_ahead=4)
     assert found_by_text(acme, "Baker Street") == set()
     row = Trace.all_tenants.get(tenant=acme, trace_id=trace)

@@ -55,7 +55,7 @@ assert any("tracing_searchtrace MATCH" in q["sql"] for q in queries.captured_que
 with connection.cursor() as cursor:
     cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'tracing_searchtrace'")
     assert "content=''" in cursor.fetchone()[0]
-    cursor.execute("SELECT count(*) FROM tracing_tracedocument")  # PostgreSQL's
+    cursor.execute("SELECT count(*) FROM tracing_searchblock")  # PostgreSQL's
     assert cursor.fetchone() == (0,)
 print("sqlite fts5 ok")
 """

@@ -11,7 +11,7 @@ from tests.tracing.searchdata import (
     in_process_provider,
     index_queue,
 )
-from tracing.models import Trace, TraceAttribute, TraceDocument
+from tracing.models import SearchBlock, Trace, TraceAttribute
 from tracing.tasks import index_spans
 
 S = 1_000_000_000  # ns in a second
@@ -316,52 +316,52 @@ def test_it_groups_traces_by_session_in_order(client, corpus, reader):
     assert resp.status_code == 400 and list(resp.json()["detail"]) == ["status"]
 
 
-@pytest.mark.postgres  # SQLite's documents: tests/tracing/test_search_terms.py
-def test_it_keeps_one_document_a_trace_and_can_run_twice(corpus, acme):
-    from django.db import connection
+def _postings(tenant) -> dict[bytes, list[int]]:
+    """Every term of the tenant's index with the row ids it lists, as stored."""
+    from tracing.search.segments import _Block
 
-    def documents():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT t.trace_id, d.document::text FROM tracing_tracedocument d "
-                "JOIN tracing_trace t ON t.id = d.trace_id WHERE d.tenant_id = %s",
-                [acme.id],
-            )
-            return dict(cursor.fetchall())
+    postings: dict[bytes, list[int]] = {}
+    for block in SearchBlock.all_tenants.filter(tenant=tenant).order_by("segment", "first_term"):
+        for term, ids in _Block(bytes(block.data)).entries():
+            postings.setdefault(term, []).extend(ids)
+    return postings
+
+
+@pytest.mark.postgres  # SQLite's documents: tests/tracing/test_search_terms.py
+def test_it_posts_each_traces_terms_and_can_run_twice(corpus, acme):
+    from tracing.search.segments import segments_merge
 
     with tenant_scope(acme):
-        traces = set(Trace.objects.values_list("trace_id", flat=True))
+        rows = dict(Trace.objects.values_list("id", "trace_id"))
         attributes = TraceAttribute.objects.count()
         spans = [(corpus["order"], s) for s in _span_ids(corpus["order"])]
-    before = documents()
-    assert set(before) == traces  # every trace its one document, no row per text
+    segments_merge(tenant_id=acme.id, everything=True)
+    before = _postings(acme)
     # The system prompt every trace sends is in each of them; the refund's reply in one.
-    assert all("'you'" in doc for doc in before.values())
-    assert [t.hex for t, doc in before.items() if "'declined'" in doc] == [corpus["refund"]]
+    assert sorted(before[b"you"]) == sorted(rows)
+    assert [rows[r].hex for r in before[b"declined"]] == [corpus["refund"]]
     index_spans(tenant_id=acme.id, spans=spans)
     index_spans(tenant_id=acme.id, spans=spans)
-    assert documents() == before
+    segments_merge(tenant_id=acme.id, everything=True)
+    assert _postings(acme) == before  # one posting a term and trace, not three
     with tenant_scope(acme):
         assert TraceAttribute.objects.count() == attributes
 
 
 @pytest.mark.postgres
-def test_it_keeps_terms_without_positions_in_the_index(corpus, acme):
-    from django.db import connection
+def test_it_keeps_each_term_once_a_segment_compressed(corpus, acme):
+    from tracing.search.segments import _Block, segments_merge
 
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*), count(*) FILTER (WHERE document = strip(document) "
-            "AND length(document) > 0) FROM tracing_tracedocument WHERE tenant_id = %s",
-            [acme.id],
-        )
-        total, stripped = cursor.fetchone()
-        # Entries go straight into the GIN tree: no pending list to leave pages behind.
-        cursor.execute(
-            "SELECT reloptions FROM pg_class WHERE relname = 'tracedocument_document_gin'"
-        )
-        assert cursor.fetchone()[0] == ["fastupdate=off"]
-    assert total > 0 and stripped == total
+    segments_merge(tenant_id=acme.id, everything=True)
+    blocks = list(SearchBlock.all_tenants.filter(tenant=acme).order_by("first_term"))
+    assert len({b.segment for b in blocks}) == 1
+    terms = []
+    for block in blocks:
+        assert bytes(block.data)[:4] == b"\x28\xb5\x2f\xfd"  # a zstd frame
+        held = _Block(bytes(block.data)).terms
+        assert (held[0], held[-1]) == (bytes(block.first_term), bytes(block.last_term))
+        terms += held
+    assert terms == sorted(set(terms)) and b"you" in terms
 
 
 def _span_ids(trace_hex):
@@ -443,7 +443,7 @@ def test_it_indexes_after_ingest_not_during_it(
         assert listed(client, reader) == [trace_id]
         assert listed(client, reader, q="teal") == []
         with tenant_scope(acme):
-            assert not TraceDocument.objects.exists() and not TraceAttribute.objects.exists()
+            assert not SearchBlock.objects.exists() and not TraceAttribute.objects.exists()
         assert drain() == 4  # queued for the worker, one task per exported batch
     assert listed(client, reader, q="teal") == [trace_id]
     assert listed(client, reader, attr="gen_ai.agent.name=support") == [trace_id]

@@ -4,13 +4,13 @@ For each newly stored span it records the trace's attributes (key=value) and the
 it holds: messages, system instructions, tool arguments and results, error messages.
 The index keeps terms only; the texts stay in the payload store.
 
-One document per trace on both backends, keyed by the trace's row id:
+Terms are posted under the trace's row id on both backends:
 
     spans ─▶ payload digests they reference ─▶ their texts ─▶ terms under the trace's row
 
-- PostgreSQL: tracing_tracedocument, a stripped tsvector per trace (migration 0026);
-  a later batch merges its terms into the row (`||`), in trace order so two workers
-  writing the same traces cannot deadlock.
+- PostgreSQL: tracing_searchblock, an inverted index of segments (segments.py); each
+  distinct text of a batch is tokenised once by to_tsvector('simple'), and the batch's
+  (term, trace) pairs become a segment of their own, merged later with others.
 - SQLite: tracing_searchtrace, a contentless FTS5 table, rowid = the trace's row id
   (migration 0024); a later batch posts its terms under the same rowid and FTS5 keeps
   one posting per term and rowid.
@@ -23,11 +23,10 @@ trace are one term.
 """
 
 import hashlib
-import logging
 import uuid
 from collections import defaultdict
 
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 
 from tracing import labels
 from tracing.digests import DIGEST_BYTES, digest_text
@@ -35,15 +34,14 @@ from tracing.ingest.dictionaries import unpack
 from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
-from tracing.models import PayloadKind, Span, Trace, TraceDocument, attribute_pair
+from tracing.models import PayloadKind, Span, Trace, attribute_pair
+from tracing.search.segments import segment_add
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
-log = logging.getLogger(__name__)
-
 MAX_VALUE = 255
-PROGRAM_LIMIT_EXCEEDED = "54000"  # SQLSTATE: a tsvector past its 1 MB of terms
-# Longer texts are indexed up to this many characters: tsvector has a 1 MB cap, and a
-# search for a word past the first 100 KB of one tool result is rare.
+# Longer texts are indexed up to this many characters: a search for a word past the
+# first 100 KB of one tool result is rare, and one text's terms stay well inside a
+# tsvector's 1 MB, through which PostgreSQL's tokenising passes.
 MAX_TEXT = 100_000
 # Columns worth filtering on; token counts and ids that change on every span are not.
 _ATTRIBUTE_COLUMNS = [
@@ -214,71 +212,42 @@ def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> 
     twice for one trace into one, so only the tokenising is spent twice."""
     texts = _texts_to_store(indexer, traces)
     row_ids = dict(Trace.objects.filter(trace_id__in=list(traces)).values_list("trace_id", "id"))
-    documents = []
+    held_by_row = {}
     for trace_id, index in traces.items():
         held = sorted(d for d in index.digests | set(index.inline) if d in texts)
         if held and trace_id in row_ids:
-            documents.append((row_ids[trace_id], _document([texts[d] for d in held])))
-    if not documents:
+            held_by_row[row_ids[trace_id]] = held
+    if not held_by_row:
+        return
+    if connection.vendor == "postgresql":
+        _segment_add(tenant_id, texts, held_by_row)
         return
     # In row id order: FTS5 flushes its pending terms to a new segment whenever a rowid
-    # comes before the last one written, and PostgreSQL's row locks are taken in one
-    # order by every worker.
+    # comes before the last one written.
+    documents = [(row, _document([texts[d] for d in held])) for row, held in held_by_row.items()]
     documents.sort()
-    if connection.vendor == "postgresql":
-        _documents_merge(tenant_id, documents)
-        return
     with write_turn(), transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(
             "INSERT INTO tracing_searchtrace (rowid, document) VALUES (%s, %s)", documents
         )
 
 
-def _documents_merge(tenant_id: int, documents: list[tuple[int, str]]) -> None:
-    """PostgreSQL: each trace's new terms merged into its stripped tsvector. A row whose
-    terms hold nothing new is left alone: no dead tuple and no GIN entry for a rerun.
-
-    A tsvector holds at most 1 MB of terms, which a long trace of distinct words (code,
-    identifiers, hashes) outgrows: the statement then fails for the whole batch. The
-    batch's other traces go in one by one, and the full one keeps what it had plus as
-    much of its new text as still fits."""
-    try:
-        with transaction.atomic():
-            _documents_upsert(tenant_id, documents)
-    except OperationalError as exc:
-        if not _past_tsvector_cap(exc):
-            raise
-        for trace_id, text in documents:
-            _document_merge_fitting(tenant_id, trace_id, text)
-
-
-def _past_tsvector_cap(exc: OperationalError) -> bool:
-    return getattr(exc.__cause__, "sqlstate", "") == PROGRAM_LIMIT_EXCEEDED
-
-
-def _document_merge_fitting(tenant_id: int, trace_id: int, text: str) -> None:
-    while text:
-        try:
-            with transaction.atomic():
-                _documents_upsert(tenant_id, [(trace_id, text)])
-            return
-        except OperationalError as exc:
-            if not _past_tsvector_cap(exc):
-                raise
-            text = text[: len(text) // 2].rpartition(" ")[0]  # its first half, whole words
-    log.warning("trace %s: its search document is full; its newer texts are not indexed", trace_id)
-
-
-def _documents_upsert(tenant_id: int, documents: list[tuple[int, str]]) -> None:
+def _segment_add(tenant_id: int, texts: dict[str, str], held_by_row: dict) -> None:
+    """PostgreSQL: each distinct text tokenised once, by the database's own 'simple'
+    parser (the terms are today's to_tsvector terms), and the batch's terms posted in a
+    segment of their own (segments.py)."""
+    digests = sorted({d for held in held_by_row.values() for d in held})
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO tracing_tracedocument AS d (trace_id, tenant_id, document) "
-            "SELECT r.id, %s, strip(to_tsvector('simple', r.text)) "
-            "FROM unnest(%s::bigint[], %s::text[]) AS r(id, text) ORDER BY r.id "
-            "ON CONFLICT (trace_id) DO UPDATE SET document = d.document || EXCLUDED.document "
-            "WHERE d.document || EXCLUDED.document <> d.document",
-            [tenant_id, [row for row, _ in documents], [text for _, text in documents]],
+            "SELECT tsvector_to_array(to_tsvector('simple', t)) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+            [[_indexed(texts[d]) for d in digests]],
         )
+        lexemes = dict(zip(digests, (row[0] for row in cursor.fetchall()), strict=True))
+    terms_by_row = {
+        row: set().union(*(lexemes[d] for d in held)) for row, held in held_by_row.items()
+    }
+    segment_add(tenant_id=tenant_id, terms_by_row=terms_by_row)
 
 
 def _document(texts) -> str:
@@ -367,7 +336,8 @@ def search_traces_forget(
     """Take traces out of the search index: their attributes and their texts' terms.
     Returns how many of the traces had terms to take out.
 
-    PostgreSQL deletes the traces' documents. SQLite's contentless FTS5 table (3.40: no
+    PostgreSQL's index is left as it is (a search skips row ids of traces gone or
+    cold, and merges drop them). SQLite's contentless FTS5 table (3.40: no
     contentless_delete) takes a trace's terms out through its 'delete' command, which
     needs the texts as indexed: those of `spans`, read through `reader` (which must
     have their payloads). A term of a text not given stays under the trace's rowid,
@@ -389,7 +359,9 @@ def search_traces_forget(
     if not row_ids:
         return 0
     if connection.vendor == "postgresql":
-        return TraceDocument.objects.filter(trace_id__in=row_ids).delete()[0]
+        # Nothing to take out now: searches join the index's row ids to traces that are
+        # hot or warm, and the next merge of a segment drops the others (segments.py).
+        return len(row_ids)
     texts = _trace_texts(tenant_id=tenant_id, spans=spans, reader=reader)
     if not texts:
         return 0

@@ -2,12 +2,14 @@
 stored before search existed). Safe to run at any time: indexing is idempotent."""
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from controlplane.models import Tenant
 from controlplane.tenancy import tenant_scope
 from tracing.models import Span
 from tracing.query.filters import span_hex
 from tracing.search.index import search_index_spans
+from tracing.search.segments import segments_merge
 
 CHUNK = 500
 
@@ -37,4 +39,7 @@ class Command(BaseCommand):
                         total += search_index_spans(tenant_id=t.pk, spans=batch)
                         batch = []
                 total += search_index_spans(tenant_id=t.pk, spans=batch)
+            if connection.vendor == "postgresql":
+                # One segment: a rebuild posted every term again beside what was there.
+                segments_merge(tenant_id=t.pk, everything=True)
             self.stdout.write(f"{t.slug}: {total} spans indexed")
