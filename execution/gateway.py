@@ -52,9 +52,32 @@ SOURCE_SPAN = "flightdeck.replay.source_span"
 LEASE_LOST = "lease lost"  # the supervisor then stops the sandbox and writes no outcome
 
 
+def gateway_listen(socket_path: Path) -> socket.socket:
+    """The gateway's listening socket, before the gateway: the runner starts the sandbox
+    on it and reads the journals while the sandbox boots, its connection waiting in the
+    backlog until Gateway.start accepts it."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(socket_path))
+        # The sandbox's own uid connects; the folder around it is private to this run.
+        os.chmod(socket_path, 0o666)  # noqa: S103
+        server.listen(64)
+    except BaseException:
+        server.close()
+        raise
+    return server
+
+
 class Gateway:
     def __init__(
-        self, *, run: Run, manifest: dict, limits: dict, tracer: RunTracer, socket_path: Path
+        self,
+        *,
+        run: Run,
+        manifest: dict,
+        limits: dict,
+        tracer: RunTracer,
+        socket_path: Path,
+        budget=None,
     ):
         self.run_id, self.tenant_id, self.agent_id = run.pk, run.tenant_id, run.agent_id
         self.owner = run.lease_owner  # as claimed: each journal write checks it still is
@@ -71,6 +94,9 @@ class Gateway:
         self.tool_slots = threading.BoundedSemaphore(int(limits["max_parallel_tools"]))
         self.stop_reason = ""
         self.finished: dict | None = None
+        # Set when the agent finishes or the run is stopped: the supervisor waits on it
+        # (and on the sandbox's exit) instead of polling.
+        self.changed = threading.Event()
         self.hello = {
             "run_id": run.pk,
             "agent": run.agent.name,
@@ -78,8 +104,9 @@ class Gateway:
             "entrypoint": manifest["entrypoint"],
             "input": run.input,
         }
-        # Billing's reserve/settle seam (execution/budget.py).
-        self.budget = budget_hook()
+        # Billing's reserve/settle seam (execution/budget.py); the runner's, when it
+        # reserved the sandbox's CPU time before this gateway existed.
+        self.budget = budget if budget is not None else budget_hook()
         # Per agent thread: the LLM calls of the operation it is running, settled in the
         # commit of that operation's journal step (or alone if it never gets one).
         self._call = threading.local()
@@ -95,6 +122,9 @@ class Gateway:
         self._intents: set[StepIdentity] = set()  # calls whose intent row exists
         # Answers served from a source journal, written in batches (journal_flush).
         self._served: list[list] = []
+        # Work an answer leaves for after it is sent (_after_reply), still to be done.
+        self._pending = 0
+        self._idle = threading.Condition(self.lock)
         self.awaiting: StepIdentity | None = None  # the call in doubt a member must settle
         self.diverged: dict | None = None  # a replay's report of its first unknown call
         self._server: socket.socket | None = None
@@ -102,13 +132,10 @@ class Gateway:
 
     # --- serving ---------------------------------------------------------------------
 
-    def start(self) -> "Gateway":
-        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(self.socket_path))
-        # The sandbox's own uid connects; the folder around it is private to this run.
-        os.chmod(self.socket_path, 0o666)  # noqa: S103
-        server.listen(64)
-        self._server = server
+    def start(self, server: socket.socket | None = None) -> "Gateway":
+        """Accept the sandbox's connections, on `server` (gateway_listen's) or on a
+        socket of its own at socket_path."""
+        self._server = server or gateway_listen(self.socket_path)
         threading.Thread(target=self._accept, daemon=True, name=f"gw-{self.run_id}").start()
         return self
 
@@ -118,6 +145,9 @@ class Gateway:
         for conn in list(self._conns):
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+        # What the last answers left to do goes into the final flush of spans and rows.
+        with self._idle:
+            self._idle.wait_for(lambda: self._pending == 0, timeout=5.0)
 
     def _accept(self) -> None:
         while True:
@@ -162,7 +192,10 @@ class Gateway:
                         # A plain agent (one or two threads) keeps its own: a pool
                         # round trip costs about half a millisecond a call.
                         connection.close()
-                    conn.sendall(self._encode(reply))
+                    try:
+                        conn.sendall(self._encode(reply))
+                    finally:
+                        self._after_reply()
         except OSError:
             pass
         finally:
@@ -171,6 +204,10 @@ class Gateway:
             connection.close()  # this thread's database connection
 
     def _handle_safely(self, op: str, args: dict, thread: str, seq: int) -> dict:
+        # The connection's own thread sends the answer before the bookkeeping an answer
+        # from a source journal leaves (its span, its sealed row): done while the agent
+        # reads the answer and makes its next call, it is off the replay's path.
+        self._call.after = []
         try:
             return self.handle(op, args, thread=thread, thread_seq=seq)
         except services.LeaseLost:  # another worker has the run: not one more step here
@@ -178,6 +215,29 @@ class Gateway:
         except Exception:  # noqa: BLE001 - the agent gets an answer, the log the details
             log.exception("run %s: the gateway failed on %s", self.run_id, op)
             return _error("internal", f"the platform failed on {op}; the error is logged")
+
+    def _defer(self, work) -> None:
+        """Run `work` once the answer is sent (at once when the caller is not a
+        connection's thread, like a test calling handle)."""
+        after = getattr(self._call, "after", None)
+        if after is None:
+            work()
+            return
+        with self.lock:
+            self._pending += 1
+        after.append(work)
+
+    def _after_reply(self) -> None:
+        work, self._call.after = self._call.after, None
+        for item in work or ():
+            try:
+                item()
+            except Exception:  # noqa: BLE001 - the agent has its answer, the log the details
+                log.exception("run %s: the gateway failed after an answer", self.run_id)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
 
     @staticmethod
     def _encode(reply: dict) -> bytes:
@@ -189,6 +249,7 @@ class Gateway:
         with self.lock:
             if not self.stop_reason:
                 self.stop_reason = reason
+        self.changed.set()
 
     def _stopped(self, reason: str) -> dict:
         self.stop(reason)
@@ -199,6 +260,7 @@ class Gateway:
             return {"ok": True, "result": self.hello}
         if op == "finish":
             self.finished = args
+            self.changed.set()
             return {"ok": True, "result": None}
         if self.stop_reason:
             return self._stopped(self.stop_reason)
@@ -297,57 +359,84 @@ class Gateway:
         started_ns, started = time.time_ns(), time.perf_counter()
         if answer.kind == "serve":  # the source's journal form, kept as it is here
             journaled, is_error = answer.row.result, answer.row.is_error
+            stored = answer.row.sealed_result  # and its sealed bytes, for this run's row
             result = journaled if is_error else journal_answer(op, args, journaled)
         else:  # a fork's step answered with the result its author gave
             result, is_error = answer.value, False
-            journaled = journal_result(op, args, result)
+            stored = journaled = journal_result(op, args, result)
         self._count(op, None if is_error else result)
-        recorded = self.journal.source.llm_requests.get(answer.row.step) if answer.row else None
-        conversation = self._source_conversation(recorded, args) if op == "llm.messages" else ""
-        params = {"model": self.manifest["model"], **args}
-        if conversation:
-            params["messages"] = None  # the span path takes it from the source's span
-        span = served_span(op, params, result, is_error)
-        span_id = ""
-        if span:
-            if answer.row is not None:
-                span["flightdeck.replay.source_step"] = answer.row.step
-            if conversation:
-                span["gen_ai.input.messages"] = None
-                span[SOURCE_SPAN] = conversation
-            span_id = self.tracer.record(
-                span.pop("name"),
-                start_ns=started_ns,
-                end_ns=time.time_ns(),
-                attributes=span,
-                error=result.get("message", "") if is_error and isinstance(result, dict) else "",
-            )
+        ended_ns = time.time_ns()
         if step in self._intents:
+            self._served_span(op, args, answer, result, is_error, started_ns, ended_ns)
             self._journal(step, op, args, journaled, is_error=is_error, started=started)
         else:
             # Not committed before the answer, unlike a live call's row: a replay taken up
             # after a crash is served the same answer from the same source, so a row lost
             # here changes nothing, and 100 commits cost more than the rest of the replay.
-            if isinstance(recorded, dict) and isinstance(recorded.get("messages"), dict):
-                # The same request (its hash says so): the source's form of it, naming
-                # this run's span, instead of hashing the whole conversation again.
-                request = {**recorded, "messages": {**recorded["messages"], "span": span_id}}
-            else:
-                request = journal_request(op, args, span_id=span_id)
-            row = services.journal_step_values(
-                tenant_id=self.tenant_id,
-                run_id=self.run_id,
-                step=step,
-                kind=op,
-                request=request,
-                result=journaled,
-                is_error=is_error,
-                duration_ms=(time.perf_counter() - started) * 1000,
-            )
+            # Its span and sealed row are made once the answer is sent.
+            duration_ms = (time.perf_counter() - started) * 1000
             with self.lock:
-                self._served.append(row)
                 self.steps += 1
+
+            def record():
+                span_id = self._served_span(
+                    op, args, answer, result, is_error, started_ns, ended_ns
+                )
+                self._served_row(step, op, args, answer, stored, is_error, span_id, duration_ms)
+
+            self._defer(record)
         return {"ok": False, "error": result} if is_error else {"ok": True, "result": result}
+
+    def _served_span(self, op, args, answer, result, is_error, started_ns, ended_ns) -> str:
+        """The span of an answer from the source; its id, or '' for an operation
+        without one."""
+        recorded = self._source_request(answer)
+        conversation = self._source_conversation(recorded, args) if op == "llm.messages" else ""
+        params = {"model": self.manifest["model"], **args}
+        if conversation:
+            params["messages"] = None  # the span path takes it from the source's span
+        span = served_span(op, params, result, is_error)
+        if not span:
+            return ""
+        if answer.row is not None:
+            span["flightdeck.replay.source_step"] = answer.row.step
+        if conversation:
+            span["gen_ai.input.messages"] = None
+            span[SOURCE_SPAN] = conversation
+        return self.tracer.record(
+            span.pop("name"),
+            start_ns=started_ns,
+            end_ns=ended_ns,
+            attributes=span,
+            error=result.get("message", "") if is_error and isinstance(result, dict) else "",
+        )
+
+    @staticmethod
+    def _source_request(answer):
+        """The source step's journaled request (LLM calls'), or None."""
+        return answer.row.llm_request() if answer.row is not None else None
+
+    def _served_row(self, step, op, args, answer, journaled, is_error, span_id, duration_ms):
+        """Buffer this run's journal row of an answer from the source."""
+        recorded = self._source_request(answer)
+        if isinstance(recorded, dict) and isinstance(recorded.get("messages"), dict):
+            # The same request (its hash says so): the source's form of it, naming
+            # this run's span, instead of hashing the whole conversation again.
+            request = {**recorded, "messages": {**recorded["messages"], "span": span_id}}
+        else:
+            request = journal_request(op, args, span_id=span_id)
+        row = services.journal_step_values(
+            tenant_id=self.tenant_id,
+            run_id=self.run_id,
+            step=step,
+            kind=op,
+            request=request,
+            result=journaled,
+            is_error=is_error,
+            duration_ms=duration_ms,
+        )
+        with self.lock:
+            self._served.append(row)
 
     def _source_conversation(self, recorded, args: dict) -> str:
         """The source's chat span whose input is this call's conversation (16 hex), if

@@ -24,9 +24,9 @@ from django.db import connection
 
 from controlplane.tenancy import tenant_scope
 from execution import selectors, services
-from execution.budget import BudgetRefused
+from execution.budget import BudgetRefused, budget_hook
 from execution.bundles import BundleError, bundle_unpack
-from execution.gateway import LEASE_LOST, Gateway
+from execution.gateway import LEASE_LOST, Gateway, gateway_listen
 from execution.models import Run, RunStatus, StopReason
 from execution.sandbox import SANDBOX_PYTHON, SandboxSpec, get_backend
 from execution.sandbox.resources import Limits, remove_tree
@@ -38,6 +38,9 @@ RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 LOG_TAIL = 8192
 MAX_OUTPUT_BYTES = 1024 * 1024
 FINISH_GRACE_SECONDS = 2.0
+# How often the supervisor looks at what does not wake it: the sandbox's wall and CPU
+# time (CPU has half a second of slack, and RLIMIT_CPU behind it).
+CHECK_SECONDS = 0.05
 # The limit behind each stop reason.
 STOP_LIMITS = {
     StopReason.TIME: "wall_seconds",
@@ -85,6 +88,7 @@ class LeaseKeeper:
         self.run, self.worker_id = run, worker_id
         self.counters: Callable[[], dict] = dict  # the gateway's, once it has started
         self.state = "ok"  # "lost" once another worker has the run, or why it should stop
+        self.on_change: Callable[[], None] = lambda: None  # wakes the supervisor
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{run.pk}")
 
@@ -92,9 +96,9 @@ class LeaseKeeper:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
         self._done.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join()
 
     def _loop(self) -> None:
@@ -102,7 +106,10 @@ class LeaseKeeper:
         try:
             with tenant_scope(self.run.tenant_id):
                 while self.state != "lost" and not self._done.wait(every):
-                    self.state = self._renew()
+                    state = self._renew()
+                    if state != self.state:
+                        self.state = state
+                        self.on_change()
         finally:
             connection.close()  # this thread's
 
@@ -126,15 +133,20 @@ class Supervisor:
 
     def execute(self) -> None:
         self.lease.start()
+        folder = None
         try:
-            self._execute()
+            folder = run_dirs(self.run.pk)
+            self._execute(folder)
         finally:
             self.lease.stop()
+            if folder is not None:
+                # After the outcome: nothing reads the run's folder once its sandbox is
+                # closed, and what a dead worker leaves, sandbox/sweep.py clears.
+                remove_tree(folder)
 
-    def _execute(self) -> None:
+    def _execute(self, folder: Path) -> None:
         run = self.run
         manifest = run.version.manifest
-        folder = run_dirs(run.pk)
         link = run_link_of(run_id=run.pk)
         tracer = RunTracer(
             tenant_id=run.tenant_id,
@@ -161,7 +173,7 @@ class Supervisor:
                     "flightdeck.resume.worker": self.worker_id,
                 },
             )
-        gateway = box = sandbox_hold = None
+        gateway = box = sandbox_hold = server = budget = None
         lost = False
         cpu_used = 0.0
         status, reason, error, output, logs = RunStatus.FAILED, "", "", None, ""
@@ -173,19 +185,14 @@ class Supervisor:
                 fmt=run.version.bundle_format,
                 dest=folder / "bundle",
             )
-            gateway = Gateway(
-                run=run,
-                manifest=manifest,
-                limits=run.limits,
-                tracer=tracer,
-                socket_path=folder / "sock" / "gw.sock",
-            ).start()
-            self.lease.counters = gateway.counters
-            if gateway.budget is not None:
+            socket_path = folder / "sock" / "gw.sock"
+            server = gateway_listen(socket_path)
+            budget = budget_hook()
+            if budget is not None:
                 if run.attempts > 1:  # what the lost worker left held, settled or given back
-                    gateway.budget.reconcile(run_id=run.pk)
+                    budget.reconcile(run_id=run.pk)
                 # The sandbox's CPU time is held like a call: its limit at the CPU price.
-                sandbox_hold = gateway.budget.reserve(
+                sandbox_hold = budget.reserve(
                     run_id=run.pk,
                     kind="sandbox",
                     request={"cpu_seconds": run.limits["cpu_seconds"]},
@@ -211,6 +218,22 @@ class Supervisor:
                         name=f"run{run.pk}",
                     )
                 )
+                # The sandbox boots (tens of milliseconds) while the journals, and a
+                # replay's source conversations, are read: its connection waits in the
+                # listening socket's backlog meanwhile.
+                gateway = Gateway(
+                    run=run,
+                    manifest=manifest,
+                    limits=run.limits,
+                    tracer=tracer,
+                    socket_path=socket_path,
+                    budget=budget,
+                )
+                if gateway.journal.source is not None:
+                    gateway.journal.source.open_results()
+                tracer.preload()
+                gateway.start(server)
+                self.lease.counters = gateway.counters
                 if not self._supervise(box, gateway, tracer):
                     lost = True
                     return  # the lease was lost: another worker owns the run now
@@ -231,20 +254,24 @@ class Supervisor:
                 gateway.close()
                 if not lost:
                     gateway.journal_flush()
+            elif server is not None:
+                server.close()
             if box is not None:
                 cpu_used = _cpu_seconds(box)
                 box.close()
             if sandbox_hold is not None:
-                gateway.budget.settle(reservation=sandbox_hold, usage={"cpu_seconds": cpu_used})
-            if gateway is not None and gateway.budget is not None:
-                gateway.budget.flush()  # the run's cost is whole before its outcome is
-            remove_tree(folder)
+                budget.settle(reservation=sandbox_hold, usage={"cpu_seconds": cpu_used})
+            if budget is not None:
+                budget.flush()  # the run's cost is whole before its outcome is
         if reason in STOP_LIMITS:
             hits.setdefault(STOP_LIMITS[reason], 1)
         tracer.limits_hit(hits, limits=run.limits)
         tracer.finish(status=status, error=error)
         counters = gateway.counters() if gateway is not None else {}
-        self.lease.stop()  # its last renewal must not follow the outcome's counters
+        # No renewal after this one's counters; one still under way is not waited for:
+        # written after the outcome, it finds the run no longer running and writes
+        # nothing (run_lease_renew). execute() joins the thread once the outcome is in.
+        self.lease.stop(wait=False)
         self._finish(
             status=status,
             reason=reason,
@@ -256,8 +283,16 @@ class Supervisor:
         )
 
     def _supervise(self, box, gateway: Gateway, tracer: RunTracer) -> bool:
-        """Wait for the sandbox; False when this worker lost the run's lease."""
+        """Wait for the sandbox; False when this worker lost the run's lease.
+
+        Woken by what it acts on (the sandbox's exit, the agent's finish, a stop, the
+        lease's news), not by a period: a replay lasts a fraction of a second, and
+        each wait of a polling loop was added to it. The timeout is for the limits
+        the host checks itself (wall and CPU time) and the periodic flushes."""
         flush_every = min(settings.EXECUTION_LEASE_SECONDS / 3, 1.0)
+        wake = gateway.changed
+        box.on_exit(wake.set)
+        self.lease.on_change = wake.set
         last_flush = time.monotonic()
         finished_at = None
         while box.poll() is None:
@@ -268,20 +303,31 @@ class Supervisor:
             if gateway.stop_reason:
                 box.kill(gateway.stop_reason)
                 break
-            if gateway.finished is not None:
-                finished_at = finished_at or time.monotonic()
-                if time.monotonic() - finished_at > FINISH_GRACE_SECONDS:
-                    box.kill()  # finished, but left threads or children behind
-                    break
-            if time.monotonic() - last_flush >= flush_every:
-                last_flush = time.monotonic()
+            now = time.monotonic()
+            if gateway.finished is not None and finished_at is None:
+                finished_at = now
+                # The agent's answers are all in: their rows are written while its
+                # interpreter exits. Its spans wait for the root span's, one batch:
+                # ingest costs about as much a batch as the exit takes.
+                gateway.journal_flush()
+                continue
+            if finished_at is not None and now - finished_at > FINISH_GRACE_SECONDS:
+                box.kill()  # finished, but left threads or children behind
+                break
+            state = self.lease.state
+            if state not in ("ok", "lost"):  # cancelled, or stopped by an alert rule
+                gateway.stop(state)
+                continue
+            if now - last_flush >= flush_every:
+                last_flush = now
                 gateway.journal_flush()
                 tracer.flush()
                 self._budget_flush(gateway)
-                state = self.lease.state
-                if state not in ("ok", "lost"):  # cancelled, or stopped by an alert rule
-                    gateway.stop(state)
-            time.sleep(0.01)
+            timeout = CHECK_SECONDS
+            if finished_at is not None:
+                timeout = min(timeout, max(0.0, finished_at + FINISH_GRACE_SECONDS - now))
+            wake.wait(timeout)
+            wake.clear()  # everything it could mean is checked at the loop's top
         return True
 
     def _budget_flush(self, gateway: Gateway) -> None:

@@ -133,6 +133,12 @@ class RunTracer:
         )
         self.context = trace.set_span_in_context(self.root)
 
+    def preload(self) -> None:
+        """Read a replay's source conversations now (the runner does it while the sandbox
+        boots) rather than in the first answered call."""
+        if self.sources is not None:
+            self.sources.of("")
+
     @property
     def trace_id(self) -> str:
         return format(self.root.get_span_context().trace_id, "032x")

@@ -16,11 +16,13 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from django.db.models import Max
+from django.db.models import BinaryField, Case, Max, When
+from django.db.models.functions import Cast
 
 from execution import selectors
 from execution.models import Run
 from replay.models import JournalStep
+from replay.sealing import Sealed, unseal
 
 
 def request_hash(op: str, args: dict) -> str:
@@ -79,7 +81,7 @@ class SourceAnswer:
     """What a replay or a fork does with one call, from its source's journal."""
 
     kind: str  # "live", "serve" (row), "result" (value), "request" (value), "diverged"
-    row: JournalStep | None = None
+    row: "SourceStep | None" = None
     value: object = None
     report: dict | None = None
 
@@ -87,28 +89,100 @@ class SourceAnswer:
 LIVE = SourceAnswer("live")
 
 
+_UNREAD = object()
+
+
+class SourceStep:
+    """A done step of the source's journal as a replay reads it at its start: its values
+    as stored (sealed), each opened when first asked for. The results are opened in one
+    pass while the replay's sandbox boots (SourceJournal.open_results); an LLM call's
+    request (small: its conversation is named, not copied) when the replay's own row and
+    span of the answer are made, after the answer is sent; any other request only for a
+    divergence report, read then."""
+
+    __slots__ = (
+        "pk",
+        "step",
+        "kind",
+        "request_hash",
+        "occurrence",
+        "thread",
+        "thread_seq",
+        "is_error",
+        "sealed_result",
+        "sealed_request",
+        "_result",
+        "_request",
+    )
+    FIELDS = ("pk", "step", "kind", "request_hash", "occurrence", "thread", "thread_seq")
+
+    def __init__(self, *values):
+        *fields, self.is_error, result, request = values
+        for name, value in zip(self.FIELDS, fields, strict=True):
+            setattr(self, name, value)
+        # The replay's row of this answer takes these bytes as they are, rather than
+        # sealing the same value again on every step.
+        self.sealed_result = None if result is None else Sealed(result)
+        self.sealed_request = None if request is None else Sealed(request)
+        self._result = self._request = _UNREAD
+
+    @property
+    def result(self):
+        # Two threads may open it at once: the same value either way.
+        if self._result is _UNREAD:
+            self._result = None if self.sealed_result is None else unseal(self.sealed_result)
+        return self._result
+
+    @property
+    def request(self):
+        if self._request is _UNREAD:
+            if self.sealed_request is not None:
+                self._request = unseal(self.sealed_request)
+            else:
+                self._request = (
+                    JournalStep.objects.filter(pk=self.pk).values_list("request", flat=True).first()
+                )
+        return self._request
+
+    def llm_request(self):
+        """The LLM call's journaled request (None for another kind of call): an answered
+        call journals its source's request form and refers to its chat span."""
+        return self.request if self.kind == "llm.messages" else None
+
+
 class SourceJournal:
-    """The journal of the run a replay or fork was made from, read once at its start."""
+    """The journal of the run a replay or fork was made from, read once at its start, in
+    one query, its values opened as they are needed (SourceStep)."""
 
     def __init__(self, *, link):
         self.link = link
-        # The requests are read only for a divergence report: opened then, not for every row.
-        rows = list(
-            selectors.run_steps_of(run_id=link.source_id).filter(done=True).defer("request")
-        )
+        stored = BinaryField()  # the column's bytes, not opened (SealedJSONField would)
+        rows = [
+            SourceStep(*values)
+            for values in selectors.run_steps_of(run_id=link.source_id)
+            .filter(done=True)
+            .annotate(
+                sealed_result=Cast("result", output_field=stored),
+                sealed_request=Case(
+                    When(kind="llm.messages", then=Cast("request", output_field=stored)),
+                    default=None,
+                    output_field=stored,
+                ),
+            )
+            .values_list(*SourceStep.FIELDS, "is_error", "sealed_result", "sealed_request")
+        ]
         self.fork_step = link.fork_step if link.kind == "fork" else None
         self.by_identity = {(s.request_hash, s.occurrence): s for s in rows}
         self.by_thread = {(s.thread, s.thread_seq): s for s in rows}
         self.by_step = {s.step: s for s in rows}
-        # The LLM calls' requests, small (their conversation is named, not copied): an
-        # answered call journals its source's request and refers to its chat span.
-        self.llm_requests = dict(
-            selectors.run_steps_of(run_id=link.source_id)
-            .filter(done=True, kind="llm.messages")
-            .values_list("step", "request")
-        )
         fork_row = self.by_step.get(self.fork_step) if self.fork_step else None
         self.fork_identity = (fork_row.request_hash, fork_row.occurrence) if fork_row else None
+
+    def open_results(self) -> None:
+        """Open every result now (the runner calls it while the sandbox boots), rather
+        than one on each answered call's path."""
+        for row in self.by_step.values():
+            row.result  # noqa: B018 - the property opens and keeps it
 
     def answer(self, identity: StepIdentity, op: str, args: dict) -> SourceAnswer:
         key = (identity.request_hash, identity.occurrence)

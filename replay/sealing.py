@@ -63,6 +63,10 @@ class Sealed(bytes):
 def seal(*, tenant_id: int, value) -> Sealed | None:
     if value is None:
         return None
+    if isinstance(value, Sealed):  # as it is, if it is this tenant's
+        if value[1:HEADER] != tenant_id.to_bytes(8, "big"):
+            raise JournalKeyError("a sealed journal value of another tenant")
+        return value
     data = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
     body = _PLAIN + data
     if len(data) >= COMPRESS_FROM:

@@ -6,16 +6,19 @@ method of `ctx` is one request to the host-side gateway over the Unix socket
 $FD_SOCKET: newline-delimited JSON, `{"op", "args", "thread", "seq"}` -> `{"ok": true, "result"}` or
 `{"ok": false, "error": {"type", "message"}}`. Each thread gets its own connection, so
 an agent may call tools from several threads at once.
+
+Its start-up is on every run's path, a replay's included, so it imports only what each
+call needs: `_socket` without socket.py (its enums and selectors), threading only for an
+agent that runs threads, traceback only for an agent that raised.
 """
 
-import contextlib
-import importlib
+import _socket
+import _thread
 import json
 import os
-import socket
 import sys
-import threading
-import traceback
+
+_MAIN_THREAD = _thread.get_ident()
 
 
 class GatewayError(Exception):
@@ -65,17 +68,35 @@ def _wrap(value):
     return value
 
 
+class _Lines:
+    """The gateway's answers, a line at a time, from a plain `_socket` socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.rest = b""
+
+    def readline(self):
+        parts = [self.rest]
+        while b"\n" not in parts[-1]:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            parts.append(chunk)
+        line, newline, self.rest = b"".join(parts).partition(b"\n")
+        return line + newline
+
+
 class _Gateway:
     def __init__(self, path):
         self.path = path
-        self.local = threading.local()
+        self.local = _thread._local()  # threading.local
 
     def _conn(self):
         conn = getattr(self.local, "conn", None)
         if conn is None:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
             sock.connect(self.path)
-            conn = self.local.conn = (sock, sock.makefile("rb"))
+            conn = self.local.conn = (sock, _Lines(sock))
         return conn
 
     def call(self, op, **args):
@@ -83,8 +104,12 @@ class _Gateway:
         # The thread and its own count of calls name the call for a replay's report;
         # the journal's identity of a step does not depend on them (replay/journal.py).
         seq = self.local.seq = getattr(self.local, "seq", 0) + 1
-        thread = threading.current_thread()
-        name = "main" if thread is threading.main_thread() else thread.name[:64]
+        if _thread.get_ident() == _MAIN_THREAD:
+            name = "main"
+        else:  # an agent's thread: the agent has imported threading (or gets a dummy's name)
+            import threading
+
+            name = threading.current_thread().name[:64]
         request = {"op": op, "args": args, "thread": name or "thread", "seq": seq}
         sock.sendall(json.dumps(request).encode() + b"\n")
         line = reader.readline()
@@ -185,8 +210,10 @@ class Ctx:
 
 
 def _finish(gw, **outcome):
-    with contextlib.suppress(OSError, RunStopped, GatewayError):
+    try:  # noqa: SIM105 - contextlib.suppress is one import more on every run's start
         gw.call("finish", **outcome)
+    except (OSError, RunStopped, GatewayError):
+        pass
 
 
 def main():
@@ -196,7 +223,8 @@ def main():
     sys.path.insert(0, os.environ.get("FD_BUNDLE", "/fd/bundle"))
     sys.dont_write_bytecode = True  # the bundle is read-only
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
+        __import__(module_name)  # importlib's import_module, without importing importlib
+        function = getattr(sys.modules[module_name], function_name)
         output = function(Ctx(gw, hello), hello["input"])
         json.dumps(output)
     except RunStopped:
@@ -208,6 +236,8 @@ def main():
         if isinstance(exc, SystemExit) and not exc.code:
             output = None
         else:
+            import traceback
+
             tb = traceback.format_exc(limit=20)
             _finish(gw, error=tb[-4000:], error_type=type(exc).__name__)
             return 1

@@ -130,6 +130,16 @@ class Sandbox:
     def pid(self) -> int:
         return self.proc.pid
 
+    def on_exit(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from a thread of its own) once the process has exited."""
+
+        def watch():
+            with contextlib.suppress(OSError):
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOWAIT)
+            callback()
+
+        threading.Thread(target=watch, daemon=True, name=f"exit-{self.proc.pid}").start()
+
     def poll(self) -> int | None:
         """None while running. Enforces wall time and the cgroup's CPU time."""
         rc = self.proc.poll()
