@@ -234,6 +234,7 @@ class _RowBuilder:
         self.batch = batch
         self.details = details
         self.redactor = setup.redactor
+        self.trace_params: dict[bytes, object] = {}  # trace id -> its column value
 
     def _attrs(self, attrs: dict, counts: Counter, refs: dict | None = None, digests=None) -> dict:
         """Attributes to keep in the row, redacted. With `refs`, long strings become
@@ -351,7 +352,7 @@ class _RowBuilder:
             name = None  # the labels give it back
         return rows.SpanRow(
             tenant_id=self.tenant_id,
-            trace_id=rows.uuid_param(uuid.UUID(bytes=n.trace_id)),
+            trace_id=self._trace_param(n.trace_id),
             span_id=signed64(n.span_id),
             parent_span_id=signed64(n.parent_span_id) if n.parent_span_id else None,
             name=name,
@@ -379,6 +380,14 @@ class _RowBuilder:
                 n.tool_name[:255],
             ),
         )
+
+    def _trace_param(self, trace_id: bytes):
+        # Once per trace, not per span: a UUID and the connection's features each time
+        # were a few per cent of the span path.
+        param = self.trace_params.get(trace_id)
+        if param is None:
+            param = self.trace_params[trace_id] = rows.uuid_param(uuid.UUID(bytes=trace_id))
+        return param
 
     def _column(self, value: str, length: int, counts: Counter) -> str:
         """A column value, redacted like everything else: search shows it."""
