@@ -49,10 +49,9 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'")
         attempt = throttle.api_key_attempt(throttle.client_address(request.META), token)
         try:
-            attempt.check()
+            key = services.api_key_authenticate(raw_key=token, before_read=attempt.check)
         except throttle.Throttled as exc:
             raise exceptions.Throttled(wait=exc.retry_after, detail=str(exc)) from None
-        key = services.api_key_authenticate(raw_key=token)
         if key is None:
             attempt.failed()
             raise exceptions.AuthenticationFailed("unknown or revoked API key")

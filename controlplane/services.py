@@ -1,7 +1,11 @@
 """Tenancy operations: the only code that writes tenants, members, keys and audit rows."""
 
+import copy
 import hashlib
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -229,22 +233,91 @@ def api_key_revoke(*, key: ApiKey, actor: Actor | None = None) -> ApiKey:
         audit_record(
             tenant=key.tenant, actor=actor or Actor.system(), action="api_key.revoke", target=key
         )
+        # This process refuses the key at once; a request that read the row before this
+        # commit may cache it again meanwhile, hence once more after the commit. Other
+        # processes refuse it once their entry expires (API_KEY_CACHE_SECONDS).
+        _active_keys.forget(key.key_hash)
+        transaction.on_commit(lambda: _active_keys.forget(key.key_hash))
     return key
 
 
-def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
-    """The active key for this raw key, or None. Records use at most once a minute."""
-    if not raw_key.startswith(KEY_PREFIX):
-        return None
-    # Authentication happens before any tenant is known: this read spans tenants.
-    key = (
-        ApiKey.objects.unscoped()
-        .select_related("tenant")
-        .filter(key_hash=api_key_hash(raw_key), revoked_at__isnull=True, tenant__is_active=True)
-        .first()
-    )
-    if key is None:
-        return None
+class _ActiveKeys:
+    """The keys this process authenticated in the last API_KEY_CACHE_SECONDS, by hash:
+    every ingest request names its key, and reading it from the database each time was
+    a round trip and a statement per request. A revoked key (or its tenant deactivated)
+    is refused by other processes once their entry expires. Unknown keys are never
+    remembered: they are the throttle's business."""
+
+    SIZE = 1024
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> ApiKey | None:
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            if entry is None:
+                return None
+            if entry[0] <= self.clock():
+                del self._entries[key_hash]
+                return None
+            self._entries.move_to_end(key_hash)
+            return entry[1]
+
+    def put(self, key_hash: str, key: ApiKey) -> None:
+        seconds = settings.API_KEY_CACHE_SECONDS
+        if seconds <= 0:
+            return
+        with self._lock:
+            self._entries[key_hash] = (self.clock() + seconds, key)
+            self._entries.move_to_end(key_hash)
+            while len(self._entries) > self.SIZE:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_hash: str) -> None:
+        with self._lock:
+            self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_active_keys = _ActiveKeys()
+
+
+def api_key_cache_clear() -> None:
+    """Forget every key this process authenticated (tests: a database rolled back)."""
+    _active_keys.clear()
+
+
+def api_key_authenticate(*, raw_key: str, before_read=None) -> ApiKey | None:
+    """The active key for this raw key, or None. Records use at most once a minute.
+    `before_read()` runs before the key is looked for in the database (the failed-attempt
+    throttle, which may raise): a key this process accepted within API_KEY_CACHE_SECONDS
+    was not guessed, and a successful request then costs no throttle round trips."""
+    key_hash = api_key_hash(raw_key)
+    cached = _active_keys.get(key_hash)
+    if cached is None:
+        if before_read is not None:
+            before_read()
+        if not raw_key.startswith(KEY_PREFIX):
+            return None
+        # Authentication happens before any tenant is known: this read spans tenants.
+        cached = (
+            ApiKey.objects.unscoped()
+            .select_related("tenant")
+            .filter(key_hash=key_hash, revoked_at__isnull=True, tenant__is_active=True)
+            .first()
+        )
+        if cached is None:
+            return None
+        _active_keys.put(key_hash, cached)
+    # Each request gets its own key and tenant objects: a view may change them.
+    key = copy.copy(cached)
+    key.tenant = copy.copy(cached.tenant)
     now = timezone.now()
     stale = now - timedelta(seconds=settings.API_KEY_TOUCH_SECONDS)
     if key.last_used_at is None or key.last_used_at < stale:
@@ -253,7 +326,7 @@ def api_key_authenticate(*, raw_key: str) -> ApiKey | None:
         ApiKey.objects.unscoped().filter(pk=key.pk).exclude(last_used_at__gte=stale).update(
             last_used_at=now
         )
-        key.last_used_at = now
+        key.last_used_at = cached.last_used_at = now
     return key
 
 

@@ -215,6 +215,10 @@ SPECTACULAR_SETTINGS = {
 }
 
 API_KEY_TOUCH_SECONDS = env_int("API_KEY_TOUCH_SECONDS", 60, minimum=0)
+# How long a web process trusts a key it read (controlplane/services.py): a key revoked,
+# or its tenant deactivated, in another process is refused within this many seconds
+# (at once in the revoking process). 0 reads the key on every request.
+API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 5, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -5,7 +5,8 @@ Each failure takes a token from two buckets: the client address's and the accoun
 both buckets must hold a token, so once either is empty even the right password or
 key is refused until it refills: guessing gets `burst` tries, then one per
 `AUTH_FAILURE_REFILL_SECONDS`. Successes take nothing, so a busy client with a good key
-is never slowed. The buckets are controlplane.ratelimit's: in Redis when configured,
+is never slowed; a key the process accepted within API_KEY_CACHE_SECONDS is not checked
+at all (it was not guessed), so ingest's requests cost no throttle round trips. The buckets are controlplane.ratelimit's: in Redis when configured,
 otherwise in the database, so every process of the embedded default sees them.
 """
 

@@ -27,6 +27,7 @@ def _fresh_process_caches():
     rolled-back test's ids again, so a test must not inherit the previous test's entries
     for what is, to it, a different tenant."""
     tenantcache.reset()
+    services.api_key_cache_clear()
     yield
 
 

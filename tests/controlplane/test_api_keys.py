@@ -1,4 +1,8 @@
+import time
+
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from controlplane import services
 from controlplane.models import ApiKey, AuditEvent
@@ -28,6 +32,26 @@ def test_it_answers_401_for_a_revoked_key(api, acme, make_key):
     resp = api.get("/api/v1/tenant", key=raw)
     assert resp.status_code == 401
     assert resp.json() == {"error": "authentication_failed", "detail": "unknown or revoked API key"}
+
+
+def test_it_reads_a_key_once_per_cache_period(api, acme, make_key, django_assert_num_queries):
+    raw = make_key(acme, "read")
+    assert api.get("/api/v1/tenant", key=raw).status_code == 200
+    with django_assert_num_queries(0):
+        assert services.api_key_authenticate(raw_key=raw).tenant == acme
+
+
+def test_it_refuses_a_key_revoked_elsewhere_within_the_cache_period(
+    api, acme, make_key, monkeypatch
+):
+    raw = make_key(acme, "read")
+    assert api.get("/api/v1/tenant", key=raw).status_code == 200
+    # Another process revokes it: this one's entry is not forgotten, only outlived.
+    ApiKey.all_tenants.filter(tenant=acme).update(revoked_at=timezone.now())
+    assert api.get("/api/v1/tenant", key=raw).status_code == 200
+    later = time.monotonic() + settings.API_KEY_CACHE_SECONDS
+    monkeypatch.setattr(services._active_keys, "clock", lambda: later)
+    assert api.get("/api/v1/tenant", key=raw).status_code == 401
 
 
 def test_it_returns_the_callers_tenant_and_records_use(api, acme, globex, make_key):

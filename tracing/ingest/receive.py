@@ -87,10 +87,9 @@ def ingest_key(authorization: str | None, *, address: str) -> ApiKey:
     attempt = throttle.api_key_attempt(address, token)
     with storage_guard():
         try:
-            attempt.check()
+            key = services.api_key_authenticate(raw_key=token, before_read=attempt.check)
         except throttle.Throttled as exc:
             raise IngestRefused(429, "throttled", str(exc), retry_after=exc.retry_after) from None
-        key = services.api_key_authenticate(raw_key=token)
         if key is None:
             attempt.failed()
     if key is None:
