@@ -10,8 +10,9 @@ the processes tests/platform/ starts (controlplane/loopback.py):
 - the work ingest queues for later (search index, costing, alert detection), drained by
   one worker afterwards: its CPU seconds per 1,000 spans and PostgreSQL's, which say how
   many worker cores a given span rate needs beside the web's (docs/capacity.md);
-- the web's CPU per request of 2 spans and of 60 (one web process), and so the fixed
-  cost of a request, which exporters flushing a span or two at a time pay per span;
+- the web's and PostgreSQL's CPU per request of 2 spans and of 60 (one web process), and
+  so the fixed cost of a request, which exporters flushing a span or two at a time pay
+  per span;
 - runs/s (no-op agent, in the settings' sandbox) with 1 and with 2 workers (two prefork
   pool processes each) and with 1 worker of 4 threads; the machine's CPU per run, which
   bounds runs/s however many slots there are, and the peak memory (PSS) of the workers
@@ -231,6 +232,7 @@ def small_requests(platform: Platform, env: dict) -> None:
     url = f"http://127.0.0.1:{web.port}"
     shapes = {2: (1, 1, 120), 60: (10, 5, 12)}  # spans a request: traces, steps, requests
     costs = {2: [], 60: []}
+    pg_costs = {2: [], 60: []}
     try:
         warm = [otlpload.encode(b) for b in otlpload.batches(count=4, traces=1, steps=1, seed=7)]
         otlpload.post_bodies([url], platform.key, [warm])
@@ -241,9 +243,12 @@ def small_requests(platform: Platform, env: dict) -> None:
                     count=count, traces=traces, steps=steps, seed=500 + 100 * r + size
                 )
                 bodies = [otlpload.encode(b) for b in batches]
-                before = web.cpu_seconds()
+                before, pg_before = web.cpu_seconds(), postgres_cpu(platform)
                 otlpload.post_bodies([url], platform.key, [bodies])
                 costs[size].append(((web.cpu_seconds() - before) / count * 1000, loadavg()))
+                pg_after = postgres_cpu(platform)
+                pg = sum(pg_after[p] - pg_before.get(p, 0.0) for p in pg_after)
+                pg_costs[size].append(pg / count * 1000)
     finally:
         web.stop()
     per = {size: statistics.median(ms for ms, _ in costs[size]) for size in costs}
@@ -252,7 +257,8 @@ def small_requests(platform: Platform, env: dict) -> None:
         loads = "; ".join(load for _, load in costs[size])
         print(
             f"web CPU per request of {size} spans: {per[size]:.1f} ms, {per[size] / size:.2f} ms "
-            f"a span (median of {ROUNDS}; {loads})"
+            f"a span (median of {ROUNDS}; {loads}); PostgreSQL's "
+            f"{statistics.median(pg_costs[size]):.1f} ms"
         )
     print(f"  so a request costs about {fixed:.1f} ms of web CPU whatever it carries")
 
