@@ -150,12 +150,19 @@ def storage_of(api, key) -> dict[str, dict]:
 
 
 def warm_and_cold(api, tenant, key):
-    """One warm and one cold trace of the tenant, counted on a day 1.5 days ahead."""
+    """A hot, a warm and a cold trace of the tenant, counted on a day 1.5 days ahead.
+
+    The hot one starts 1.5 days ahead, so it and its payload rows stay hot on that day:
+    without it the hot tier held only payload rows not yet swept, and whether they were
+    depended on the hour the test ran (it failed after noon UTC)."""
     set_policy(api, key)
-    warm, cold = send_trace(tenant, session="warm"), send_trace(tenant, session="cold")
+    hot, warm = send_trace(tenant, session="hot"), send_trace(tenant, session="warm")
+    cold = send_trace(tenant, session="cold")
+    age(tenant, hot, days=-1.5)
     age(tenant, cold, days=2)
     apply(tenant, days_ahead=1.5)
-    assert (tier_of(tenant, warm), tier_of(tenant, cold)) == (Tier.WARM, Tier.COLD)
+    tiers = tier_of(tenant, hot), tier_of(tenant, warm), tier_of(tenant, cold)
+    assert tiers == (Tier.HOT, Tier.WARM, Tier.COLD)
     return timezone.now() + timedelta(days=1.5)
 
 
