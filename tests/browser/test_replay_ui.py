@@ -42,6 +42,9 @@ def test_it_forks_from_a_step_and_shows_the_runs_side_by_side(
     settings.EXECUTION_LLM_API_KEY = "local-test-key"
     llm._client.cache_clear()
     agent = agent_with_bundle(acme, name="forkable", code=AGENT, manifest=MANIFEST)
+    # The `worker` fixture sends runs to the real worker: queued there, the source would
+    # race this process's run_now for its claim, and the worker sometimes won it.
+    settings.EXECUTION_QUEUE = QUEUES["inprocess"]
     source = run_now(acme, agent)
     assert source.status == "succeeded", source.error
     settings.EXECUTION_QUEUE = QUEUES["run"]  # the fork goes to the real worker

@@ -16,6 +16,7 @@ from execution import services
 from execution.models import Credential, ToolCall
 from replay.models import JournalStep
 from tests.execution.bundles import agent_with_bundle, run_now
+from tests.execution.conftest import QUEUES
 from tests.execution.upstream import LEAKY, MAX_RESPONSE, EchoHandler, caller, echoes
 
 SECRET = "s3cr3t-token-value"
@@ -229,7 +230,10 @@ def main(ctx, input):
     assert peak[0] == 2
 
 
-def test_it_runs_the_python_tool_in_a_fresh_sandbox_on_the_tools_queue(tenant, worker):
+def test_it_runs_the_python_tool_in_a_fresh_sandbox_on_the_tools_queue(tenant, worker, settings):
+    # The worker is here for the tools queue: the run itself stays in this process, not
+    # queued where the worker would race run_now for its claim.
+    settings.EXECUTION_QUEUE = QUEUES["inprocess"]
     agent = caller(tenant, ["python"])
     code = "import os, socket\nprint(sorted(os.listdir('/fd')), 6 * 7)\nsocket.create_connection(('127.0.0.1', 5432))"
     run = run_now(tenant, agent, input={"calls": [["python", {"code": code}]]})
