@@ -6,8 +6,9 @@ both buckets must hold a token, so once either is empty even the right password 
 key is refused until it refills: guessing gets `burst` tries, then one per
 `AUTH_FAILURE_REFILL_SECONDS`. Successes take nothing, so a busy client with a good key
 is never slowed; a key the process accepted within API_KEY_CACHE_SECONDS is not checked
-at all (it was not guessed), so ingest's requests cost no throttle round trips. The buckets are controlplane.ratelimit's: in Redis when configured,
-otherwise in the database, so every process of the embedded default sees them.
+at all (it was not guessed), so ingest's requests cost no throttle round trips. The
+buckets are controlplane.ratelimit's: in Redis when configured, otherwise in the
+database, so every process of the embedded default sees them.
 """
 
 import math

@@ -394,7 +394,8 @@ class PayloadDictionary(TenantModel):
 
 class SearchDocumentField(models.TextField):
     """A full-text document: a tsvector without positions on PostgreSQL (text on
-    SQLite, where the tables that hold one stay empty)."""
+    SQLite). No model holds one since SearchBlock (migration 0028); the migrations that
+    built the earlier index tables still name it."""
 
     def db_type(self, connection):
         return "tsvector" if connection.vendor == "postgresql" else "text"
