@@ -61,6 +61,13 @@ RECIPES = {
         max_bytes=256 * 1024,
     ),
 }
+# The trainer's segment and d-mer sizes (fastCover's k and d). Left to zstd, it tries
+# several k and keeps the best, four to five times the CPU of one try, in the request
+# that trains; k=200 compressed held-out messages and tool results as well as the
+# searched k (0.2839 against 0.2840 of their size on the ingest benchmark's text, 0.2363
+# against 0.2403 on C headers and package documentation).
+TRAIN_K = 200
+TRAIN_D = 8
 RECHECK_SECONDS = 60.0
 # refresh() keeps a new dictionary only if recent samples take at most this share of
 # the bytes they take with the newest one: serials are few (127 a tenant).
@@ -163,8 +170,14 @@ def train(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD) 
         if serial is not None:
             return serial
         chosen = _capped(samples, recipe.max_bytes)
-        trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
+        trained = _trained(recipe, chosen)
         return _store(tenant_id, purpose, trained)
+
+
+def _trained(recipe: Recipe, samples: list[bytes]) -> zstandard.ZstdCompressionDict:
+    return zstandard.train_dictionary(
+        recipe.size, samples, k=TRAIN_K, d=TRAIN_D, level=recipe.train_level
+    )
 
 
 def _capped(samples: list[bytes], max_bytes: int) -> list[bytes]:
@@ -190,7 +203,7 @@ def refresh(tenant_id: int, samples: list[bytes], purpose: int = Purpose.PAYLOAD
     total = sum(map(len, chosen))
     if current is None or len(chosen) < recipe.min_samples or total < recipe.min_bytes:
         return None
-    trained = zstandard.train_dictionary(recipe.size, chosen, level=recipe.train_level)
+    trained = _trained(recipe, chosen)
 
     def stored_size(data) -> int:
         compressor = zstandard.ZstdCompressor(level=recipe.level, dict_data=data)
