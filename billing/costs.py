@@ -24,7 +24,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from billing import budgets
-from billing.models import CostKind, SpanCost
+from billing.models import CostKind, SpanCost, call_labels
 from billing.prices import price_for
 from billing.store import Unreachable, get_store, write_turn
 from controlplane.tenancy import tenant_scope
@@ -47,10 +47,9 @@ CACHE_WRITE_KEYS = (
     "llm.token_count.prompt_details.cache_write",
 )
 COST_COLUMNS = (
-    "tenant_id", "trace_id", "span_id", "parent_span_id", "day", "call_key", "agent_name",
-    "session_id", "run_id", "provider", "model", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "cost_nusd", "price_version", "price_override",
-    "counted", "over_budget",
+    "tenant_id", "trace_id", "span_id", "parent_span_id", "day", "call_key", "run_id",
+    "labels_id", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "cost_nusd", "price_version", "price_override", "counted", "over_budget",
 )  # fmt: skip
 _SUMS = ("cost_nusd", "input_tokens", "output_tokens", "cache_read_tokens",
          "cache_write_tokens", "calls", "unknown_calls")  # fmt: skip
@@ -176,19 +175,18 @@ def _cost_rows(
     out = []
     # Parents start first: within a batch the outer span of a call counts.
     for s in sorted(candidates, key=lambda s: (s.trace_id, s.start_ns, s.span_id)):
-        v = values[s.labels_id]
+        agent, provider, model = call_labels(values[s.labels_id])
         attrs = span_detail_unpack(tenant_id=tenant_id, packed=s.detail_packed).get(
             "attributes", {}
         )
         key = call_key(attrs)
         duplicate = not reports.counts(s.trace_id, s.span_id, s.parent_span_id, key)
-        model = v["response_model"] or v["request_model"]
         day = _day(s.start_ns)
         row = {
             "tenant_id": tenant_id, "trace_id": s.trace_id, "span_id": s.span_id,
             "parent_span_id": s.parent_span_id, "day": day, "call_key": key,
-            "agent_name": v["agent_name"] or v["service_name"], "session_id": s.session_id,
-            "run_id": s.run_id, "provider": v["provider"], "model": model[:255],
+            "agent_name": agent, "session_id": s.session_id, "run_id": s.run_id,
+            "labels_id": s.labels_id, "model": model,
             "user_id": _span_user(attrs, redactor, trace_users.get(s.trace_id, "")),
             "input_tokens": s.input_tokens or 0, "output_tokens": s.output_tokens or 0,
             "cache_read_tokens": _first_int(attrs, CACHE_READ_KEYS),
@@ -196,7 +194,7 @@ def _cost_rows(
             "cost_nusd": None, "price_version": None, "price_override": False,
             "counted": not duplicate, "over_budget": False,
         }  # fmt: skip
-        book = (v["provider"], model, day)
+        book = (provider, model, day)
         if book not in prices:
             prices[book] = price_for(tenant_id=tenant_id, provider=book[0], model=model, day=day)
         price = prices[book]

@@ -142,7 +142,9 @@ class SpanCost(TenantModel):
     database indexes the rows by (tenant, trace) instead of this key, and costing keeps
     them unique under the trace's row lock (migration 0011, `costs.spans_cost`); there
     the columns are in alignment order, widest first. Tokens of one call fit 32 bits
-    (the span's own columns are as wide).
+    (the span's own columns are as wide). The agent, provider and model are the span's
+    labels, and its session the span's own: the row holds neither's strings
+    (migration 0012).
     """
 
     pk = models.CompositePrimaryKey("tenant", "trace_id", "span_id")
@@ -152,11 +154,17 @@ class SpanCost(TenantModel):
     parent_span_id = models.BigIntegerField(null=True)
     day = models.DateField()
     call_key = models.CharField(max_length=255, blank=True)  # gen_ai.response.id
-    agent_name = models.CharField(max_length=255, blank=True)
-    session_id = models.CharField(max_length=255, blank=True)
     run_id = models.CharField(max_length=64, blank=True)
-    provider = models.CharField(max_length=64, blank=True)
-    model = models.CharField(max_length=255, blank=True)
+    # The span's labels (its agent, provider and models: `call_labels`), by the id its
+    # own row holds, not the strings again. No constraint or index, as on the span.
+    labels = models.ForeignKey(
+        "tracing.SpanLabels",
+        on_delete=models.DO_NOTHING,
+        null=True,
+        db_index=False,
+        db_constraint=False,
+        related_name="+",
+    )
     input_tokens = models.IntegerField(default=0)
     output_tokens = models.IntegerField(default=0)
     cache_read_tokens = models.IntegerField(default=0)
@@ -182,6 +190,13 @@ class SpanCost(TenantModel):
     @property
     def cost_unknown(self) -> bool:
         return self.cost_nusd is None
+
+
+def call_labels(values: dict) -> tuple[str, str, str]:
+    """The agent, provider and model a call is costed under, from its span's label
+    values (`tracing.labels.values_of`)."""
+    model = values["response_model"] or values["request_model"]
+    return values["agent_name"] or values["service_name"], values["provider"], model[:255]
 
 
 class UsageDaily(TenantModel):

@@ -1,7 +1,7 @@
 """Billing's reads: the effective price book, budgets with their spend, costs of
 traces, spans, sessions and runs, a run's cost line by line, usage and statements."""
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import date, timedelta
 
 from django.db.models import Count, Sum
@@ -23,10 +23,13 @@ from billing.models import (
     SpanCost,
     StoragePriceOverride,
     UsageDaily,
+    call_labels,
 )
 from billing.prices import plain, usd
 from billing.services import PRICE_FIELDS
 from billing.store import Unreachable, get_store
+from controlplane.tenancy import current_tenant_id
+from tracing import labels
 
 # --- prices ----------------------------------------------------------------------------
 
@@ -296,11 +299,20 @@ def unknown_models(*, since: date, until: date) -> list[dict]:
     """Models whose calls have no price: listed, so nothing is silently free."""
     rows = (
         SpanCost.objects.filter(day__gte=since, day__lte=until, counted=True, cost_nusd=None)
-        .values("provider", "model")
+        .values_list("labels_id")
         .annotate(calls=Count("pk"))
-        .order_by("-calls")
     )
-    return list(rows)
+    rows = list(rows)
+    # Several label sets (agents, request models) can name one provider and model.
+    values = labels.values_of(current_tenant_id(), {labels_id for labels_id, _ in rows})
+    calls: Counter = Counter()
+    for labels_id, n in rows:
+        _, provider, model = call_labels(values[labels_id])
+        calls[(provider, model)] += n
+    return [
+        {"provider": provider, "model": model, "calls": n}
+        for (provider, model), n in calls.most_common()
+    ]
 
 
 def month_bounds(month: str) -> tuple[date, date]:

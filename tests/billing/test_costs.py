@@ -2,11 +2,12 @@ import pytest
 from django.db.models import Sum
 
 from billing import costs, services
-from billing.models import CostTotal, PriceBook, SpanCost, UsageDaily
+from billing.models import CostTotal, PriceBook, SpanCost, UsageDaily, call_labels
 from billing.prices import usd
 from controlplane.services import Actor
 from controlplane.tenancy import tenant_scope
 from tests.billing.helpers import chat_attrs, cost_queue, nested_call_trace, one_call, send
+from tracing import labels
 from tracing.models import Trace
 
 pytestmark = pytest.mark.django_db
@@ -106,14 +107,15 @@ def test_roll_ups_equal_the_sum_of_their_spans_and_a_resend_changes_nothing(acme
         traces = CostTotal.objects.filter(dimension="trace").aggregate(c=Sum("cost_nusd"))
         assert total["c"] > 0 and daily["c"] == total["c"] == traces["c"]
         assert daily["i"] == total["i"] == sum(100 * (i + 1) for i in range(9))
+        # Each row's agent and model are its span's labels'.
+        values = labels.values_of(acme.id, {s.labels_id for s in spans})
+        named = [(call_labels(values[s.labels_id]), s.cost_nusd) for s in spans]
         for agent in ("agent-0", "agent-1"):
             by_agent = UsageDaily.objects.filter(agent_name=agent).aggregate(c=Sum("cost_nusd"))
-            assert (
-                by_agent["c"] == spans.filter(agent_name=agent).aggregate(c=Sum("cost_nusd"))["c"]
-            )
+            assert by_agent["c"] == sum(c for (a, _, _), c in named if a == agent)
         for model in models:
             by_model = UsageDaily.objects.filter(model=model).aggregate(c=Sum("cost_nusd"))
-            assert by_model["c"] == spans.filter(model=model).aggregate(c=Sum("cost_nusd"))["c"]
+            assert by_model["c"] == sum(c for (_, _, m), c in named if m == model)
 
 
 def test_a_model_without_a_price_is_flagged_and_listed_not_free(api, acme, make_key):

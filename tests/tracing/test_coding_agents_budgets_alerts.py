@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from alerts.models import Alert, AlertRule
 from alerts.tasks import detect_spans
 from billing.budgets import windows_for
-from billing.models import Budget, BudgetWindow, SpanCost, UsageDaily
+from billing.models import Budget, BudgetWindow, SpanCost, UsageDaily, call_labels
 from billing.selectors import budget_check
 from controlplane.tenancy import tenant_scope
 from tests.alerts.helpers import announced
@@ -22,6 +22,7 @@ from tests.alerts.helpers import announced
 from tests.billing.conftest import price_book  # noqa: F401
 from tests.billing.helpers import cost_queue
 from tests.tracing.codingagents import CLAUDE_CODE, fixture, otlp_json
+from tracing import labels
 from tracing.codingagents.fold import log_records_ingest
 from tracing.ingest.decode import decode_request
 
@@ -52,14 +53,18 @@ def test_their_spend_is_costed_and_counts_toward_budgets(acme, settings):
         assert (result.accepted, result.rejected) == (10, 0)
         drain()
     with tenant_scope(acme):
-        costs = {c.model: c for c in SpanCost.objects.all()}
+        rows = list(SpanCost.objects.all())
+    # Each row's (agent, provider, model), as costing read them from its span's labels.
+    values = labels.values_of(acme.id, {c.labels_id for c in rows})
+    costs = {call_labels(values[c.labels_id])[2]: c for c in rows}
     # Price book (2025-11): claude-sonnet-4-5 $3 / $15 / $0.30 cache read / $3.75 cache
     # write per million tokens; claude-haiku-4-5 $1 / $5.
     sonnet = (1200 + 900) * 3 + (310 + 420) * 15 + (18000 + 19500) * 0.30 + (2100 + 600) * 3.75
     haiku = 800 * 1 + 150 * 5
     assert len(costs) == 2 and SpanCost.all_tenants.count() == 3
     assert costs["claude-haiku-4-5-20251001"].cost_nusd == haiku * 1000
-    assert costs["claude-haiku-4-5-20251001"].agent_name == "claude-code"
+    haiku_labels = values[costs["claude-haiku-4-5-20251001"].labels_id]
+    assert call_labels(haiku_labels)[0] == "claude-code"
     with tenant_scope(acme):
         total = sum(c.cost_nusd for c in SpanCost.objects.all())
     assert total == round((sonnet + haiku) * 1000)
