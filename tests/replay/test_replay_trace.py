@@ -136,9 +136,13 @@ def test_it_takes_no_conversation_from_a_span_outside_the_source_trace(
     from tracing.selectors import SourceInputs
 
     with tenant_scope(acme):
+        # The first step's chat span, whose conversation is its one user message (rows
+        # come back in another order on SQLite, where the key orders them).
         chat = next(
             s
-            for s in Span.objects.filter(trace_id=bytes.fromhex(source.trace_id))
+            for s in Span.objects.filter(trace_id=bytes.fromhex(source.trace_id)).order_by(
+                "start_ns"
+            )
             if span_stored_detail(span=s).get("refs", {}).get("in")
         )
         of_source = SourceInputs(tenant_id=acme.id, trace_id=source.trace_id)
