@@ -211,7 +211,8 @@ class Span(TenantModel):
     # The span's own identity is the key: no surrogate id and its index. An exporter's
     # retry resends the same span: it is stored once. On PostgreSQL the database has
     # an index by (tenant, trace) instead of this key, and the ingest path keeps spans
-    # unique under per-trace locks (migration 0015, `rows.lock_traces`).
+    # unique under per-trace locks (migration 0015, `rows.lock_traces`). There its
+    # columns are in alignment order, widest first (migration 0029, `rows.SpanRow`).
     pk = models.CompositePrimaryKey("tenant", "trace_id", "span_id")
     tenant = tenant_key_column()
     trace_id = TraceIdField()

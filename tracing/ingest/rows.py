@@ -24,21 +24,22 @@ from django.db import connection, transaction
 
 @dataclass(slots=True)
 class SpanRow:
-    """A tracing_span row: its columns in table order, values as the database takes them."""
+    """A tracing_span row: its columns in table order (PostgreSQL's, widest first:
+    migration 0029), values as the database takes them."""
 
     tenant_id: int
     trace_id: object  # uuid_param
     span_id: int
     parent_span_id: int | None
-    name: str | None
-    kind: int
     start_ns: int
     end_ns: int
-    status_code: int
-    status_message: str
-    labels_id: int | None
     input_tokens: int | None
     output_tokens: int | None
+    labels_id: int | None
+    kind: int
+    status_code: int
+    name: str | None
+    status_message: str
     session_id: str
     run_id: str
     tool_call_id: str
