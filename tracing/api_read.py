@@ -255,19 +255,6 @@ def with_costs(items: list[dict], *, dimension: str = "trace", key: str = "trace
     return items
 
 
-def _with_span_costs(nodes: list[dict], trace_id) -> None:
-    from billing.selectors import span_costs
-
-    costs = span_costs(trace_id=trace_id)
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        found = costs.get(parse_span_id(node["span_id"])) if node["span_id"] else None
-        node["cost_usd"] = found["cost_usd"] if found else None
-        node["cost_unknown"] = found["cost_unknown"] if found else False
-        stack.extend(node["children"])
-
-
 # --- views ---------------------------------------------------------------------------
 
 
@@ -305,11 +292,15 @@ def trace_or_404(raw: str) -> Trace:
     return trace
 
 
-def span_tree(rows: list[dict], trace_start_ns: int) -> list[dict]:
-    """Nest the selector's tree-ordered rows."""
+def span_tree(rows: list[dict], trace_start_ns: int, costs: dict[int, dict]) -> list[dict]:
+    """Nest the selector's tree-ordered rows, each with its LLM call's cost (`costs`,
+    billing's span_costs, by span id) where it has one."""
     nodes, roots = {}, []
     for row in rows:
         node = span_summary(row, trace_start_ns)
+        found = costs.get(row["span_id"])
+        node["cost_usd"] = found["cost_usd"] if found else None
+        node["cost_unknown"] = found["cost_unknown"] if found else False
         node["children"] = []
         nodes[row["span_id"]] = node
         if row["parent"] is None:
@@ -329,10 +320,11 @@ class TraceDetailView(ReadView):
         ),
     )
     def get(self, request, trace_id: str):
+        from billing.selectors import span_costs
+
         trace = trace_or_404(trace_id)
         rows = traces.trace_spans(trace_id=trace.trace_id)
-        spans = span_tree(rows, trace.start_ns)
-        _with_span_costs(spans, trace.trace_id)
+        spans = span_tree(rows, trace.start_ns, span_costs(trace_id=trace.trace_id))
         summary = with_costs([trace_summary(trace)])[0]
         summary["marked"] = trace_mark_get(trace_hex=trace.trace_id.hex) is not None
         return Response({"trace": summary, "spans": spans})
