@@ -15,8 +15,11 @@ from tracing.codingagents.metrics import metric_points_ingest
 from tracing.ingest.decode import decode_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
-# An hour boundary a few hours back: points sit at known buckets.
-T0 = (datetime.now(UTC) - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+# An hour boundary a few hours back: points sit at known buckets. The windows run three
+# hours from it, inside one UTC day, so a day bucket holds a whole window whatever the
+# hour the tests run at (from 03:00 to 05:00 UTC they crossed midnight).
+_BACK = (datetime.now(UTC) - timedelta(hours=5)).replace(minute=0, second=0, microsecond=0)
+T0 = _BACK.replace(hour=min(_BACK.hour, 21))
 COST = "claude_code.cost.usage"
 
 
