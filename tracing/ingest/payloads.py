@@ -30,8 +30,8 @@ from controlplane.models import Tenant
 from controlplane.tenantcache import TenantCache
 from tracing.digests import DIGEST_BYTES, digest_bytes, digest_text
 from tracing.ingest import dictionaries
-from tracing.ingest.rows import PayloadRow, json_param
-from tracing.models import Payload, PayloadKind
+from tracing.ingest.rows import PayloadRow, json_param, payloads_stored
+from tracing.models import DayField, Payload, PayloadKind
 
 # Strings longer than this inside messages become payloads of their own, so the same
 # tool result stored with its tool span and inside the next chat message is one copy.
@@ -252,13 +252,13 @@ class PayloadBatch:
     def _lookup(self, digests) -> None:
         """Mark those of the digests the database has already as known."""
         ordered = sorted(set(digests) - set(self.known))
+        today = self.today.toordinal() - DayField.EPOCH
         for start in range(0, len(ordered), 500):
-            rows = Payload.objects.filter(digest__in=ordered[start : start + 500]).values_list(
-                "digest", "redactions", "last_seen"
-            )
-            for digest, redactions, last_seen in rows:
-                self.known[digest] = redactions
-                if last_seen < self.today:
+            chunk = [self.raw.get(d) or digest_bytes(d) for d in ordered[start : start + 500]]
+            for raw, redactions, last_seen in payloads_stored(self.tenant_id, chunk):
+                digest = digest_text(raw)
+                self.known[digest] = orjson.loads(redactions) if redactions else None
+                if last_seen < today:
                     self.stale.add(digest)
         for digest in list(self.new):
             if digest in self.known:

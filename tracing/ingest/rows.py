@@ -83,6 +83,27 @@ def uuid_param(value: uuid.UUID):
     return value if connection.features.has_native_uuid_field else value.bytes
 
 
+def payloads_stored(tenant_id: int, raw_digests: list[bytes]) -> list[tuple]:
+    """(digest bytes, redactions JSON text or None, last_seen day number) of those of the
+    payloads the tenant has stored. The ORM spent more preparing an IN list of a few
+    hundred digests, value by value, than the query took."""
+    if not raw_digests:
+        return []
+    postgres = connection.vendor == "postgresql"
+    params = [uuid.UUID(bytes=raw) for raw in raw_digests] if postgres else raw_digests
+    marks = ", ".join(["%s"] * len(params))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT digest, redactions, last_seen FROM tracing_payload "  # noqa: S608 - fixed names
+            f"WHERE tenant_id = %s AND digest IN ({marks})",
+            [tenant_id, *params],
+        )
+        rows = cursor.fetchall()
+    if postgres:
+        return [(d.bytes, r, day) for d, r, day in rows]
+    return rows
+
+
 def insert_ignoring_conflicts(
     table: str, columns: tuple, rows: list[tuple], returning: tuple = ()
 ) -> list[tuple]:
