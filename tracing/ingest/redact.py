@@ -191,6 +191,17 @@ class Redactor:
         # The alternatives' own groups, in order: exactly one of them took part in a
         # match. (re2's match.lastgroup rebuilds the group index on every call.)
         self.alternatives = [(self.numbers[group], kind) for group, kind in self.kinds.items()]
+        # Which alternatives occur anywhere in a text, in one pass of RE2's set matcher:
+        # most texts hold none and are not searched further, and a match found asks only
+        # those that occur which alternative it was (one call each, not one per pattern).
+        # The set's DFA never gives up for lack of memory as a search's may (it starts
+        # its cache again), so it cannot miss a pattern that the search would find.
+        options = re2.Options()
+        options.max_mem = 64 << 20
+        self.screen = re2.Set.SearchSet(options)
+        for _, pattern in patterns:
+            self.screen.Add(pattern)
+        self.screen.Compile()
         self.has_custom = bool(custom_patterns)
         self.short_cache: dict[str, tuple[str, tuple]] = {}
 
@@ -199,9 +210,15 @@ class Redactor:
         return f"[{kind}:{tag}]"
 
     def _builtin(self, text: str) -> list[tuple[int, int, str, str]]:
+        present = self.screen.Match(text)
+        if not present:
+            return []
+        candidates = [self.alternatives[i] for i in sorted(present)]
         found = []
         for match in self.regex.finditer(text):
-            number, kind = next((n, k) for n, k in self.alternatives if match.start(n) >= 0)
+            number, kind = next((c for c in candidates if match.start(c[0]) >= 0), None) or next(
+                c for c in self.alternatives if match.start(c[0]) >= 0
+            )
             start, end = match.span(number)
             value = text[start:end]
             confirm = CONFIRM.get(kind)
