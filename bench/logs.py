@@ -155,8 +155,12 @@ def _settled(platform) -> None:
     """Until the worker's search indexing stops growing the database."""
     last, still = None, 0
     while still < 3:
-        # Attribute rows grow on both backends (SQLite keeps no text links, 0024).
-        now = platform.sql("SELECT COUNT(*) FROM tracing_traceattribute")[0][0]
+        # SQLite's attribute rows grow with each batch; PostgreSQL's index takes a new
+        # segment id for each batch and each merge (its attribute table stays empty).
+        now = platform.sql(
+            "SELECT (SELECT COUNT(*) FROM tracing_traceattribute)"
+            " + (SELECT coalesce(max(segment), 0) FROM tracing_searchblock)"
+        )[0][0]
         still = still + 1 if now == last else 0
         last = now
         time.sleep(0.5)
