@@ -404,9 +404,10 @@ class SearchDocumentField(models.TextField):
 
 class SearchBlock(TenantModel):
     """PostgreSQL's search index: one block of a segment of the tenant's inverted index,
-    its terms from first_term to last_term (UTF-8 bytes) with the row ids of the traces
-    that hold each, zstd-compressed (tracing/search/segments.py). No copy of the text
-    (that stays in the payload store) and nothing per trace. SQLite keeps its index in a
+    its terms from first_term to last_term (UTF-8 bytes: the texts' lexemes and the
+    traces' attribute pairs) with the row ids of the traces that hold each,
+    zstd-compressed (tracing/search/segments.py). No copy of the text (that stays in
+    the payload store) and nothing per trace. SQLite keeps its index in a
     contentless FTS5 table, tracing_searchtrace (migration 0024); this table stays empty
     there.
 
@@ -427,7 +428,7 @@ class SearchBlock(TenantModel):
 
 
 def attribute_pair(key: str, value: str) -> int:
-    """A key=value as TraceAttribute stores it: 8 bytes of its BLAKE2b digest, signed
+    """A key=value as the attribute filters know it: 8 bytes of its BLAKE2b digest, signed
     as a bigint. Two pairs share one in about 2^-64: at a million distinct pairs a
     tenant, a filter names a trace without the attribute once in 10^7 tenants."""
     digest = hashlib.blake2b(f"{key}\0{value}".encode(), digest_size=8).digest()
@@ -443,7 +444,9 @@ class TraceAttribute(TenantModel):
     """Each distinct attribute key=value a trace's spans (or their resources) carried,
     as its digest (`attribute_pair`): the filters ask whether a trace has a key=value,
     never what the values are. Keyed by the whole row, WITHOUT ROWID on SQLite
-    (migrations 0020, 0027)."""
+    (migrations 0020, 0027). SQLite only: PostgreSQL posts the pairs as terms of its
+    search index (tracing/search/attributes.py, migration 0030) and this table stays
+    empty there, as tracing_searchblock does on SQLite."""
 
     pk = models.CompositePrimaryKey("tenant", "pair", "trace_id")
     tenant = tenant_key_column()

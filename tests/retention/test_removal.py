@@ -95,6 +95,20 @@ def test_it_erases_an_end_users_traces_by_user_id(api, acme, make_key):
     assert found(acme, "platypus") == set() and found(acme, "wombat") == {theirs}
 
 
+def test_it_erases_a_hot_trace_by_the_user_attributes_of_its_spans(api, acme, make_key):
+    key = make_key(acme, "admin")
+    mine, theirs = "6" * 32, "7" * 32
+    send_user_span(acme, mine, "u-a", "platypus invoice")
+    # A second span names another end user: only the trace's attributes say so.
+    send_user_span(acme, mine, "u-b", "koala ledger", key="enduser.id", span="aaa19b7ec3c1b175")
+    send_user_span(acme, theirs, "u-c", "wombat receipt", key="enduser.id")
+    assert Trace.all_tenants.get(tenant=acme, trace_id=mine).user_id == "u-a"
+    status = erase(api, key, acme, {"user_id": "u-b"})
+    assert status["removed"]["trace_ids"] == [mine]
+    assert found(acme, "koala") == set() and found(acme, "wombat") == {theirs}
+    assert erase(api, key, acme, {"user_id": "u-b"})["removed"]["trace_ids"] == []
+
+
 def test_it_erases_a_cold_trace_by_the_user_attributes_of_its_spans(api, acme, make_key):
     key = make_key(acme, "admin")
     assert api.request("PUT", "/api/v1/retention", key=key, json=POLICY).status_code == 200

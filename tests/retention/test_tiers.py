@@ -14,7 +14,7 @@ from controlplane.tenancy import tenant_scope
 from execution.models import Agent, AgentVersion, Run
 from replay.models import JournalStep
 from tests.retention.helpers import POLICY, age, apply, read_whole, send_trace, tier_of
-from tracing.models import Payload, Span, Trace, TraceAttribute
+from tracing.models import Payload, Span, Trace
 from tracing.query.filters import TraceFilters
 from tracing.query.traces import traces_filtered
 from tracing.retention.models import StorageUsage, Tier, TraceMark
@@ -32,6 +32,12 @@ def found_by_text(tenant, words: str) -> set[str]:
         return {t.trace_id.hex for t in traces_filtered(TraceFilters(q=words))}
 
 
+def found_by_attribute(tenant) -> set[str]:
+    with tenant_scope(tenant):
+        filters = TraceFilters(attrs=[("gen_ai.provider.name", "anthropic")])
+        return {t.trace_id.hex for t in traces_filtered(filters)}
+
+
 def bucket_keys(prefix: str) -> list[str]:
     return sorted(get_blob_store().list(prefix))
 
@@ -42,6 +48,7 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_ke
     trace = send_trace(acme, steps=3)
     hot = read_whole(api, key, trace)
     assert found_by_text(acme, "Baker Street") == {trace}
+    assert found_by_attribute(acme) == {trace}
 
     assert "1 traces to warm" in apply(acme, days_ahead=1.5)
     assert tier_of(acme, trace) == Tier.WARM
@@ -49,6 +56,7 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_ke
     assert read_whole(api, key, trace) == hot
     assert api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]["tier"] == "warm"
     assert found_by_text(acme, "Baker Street") == {trace}  # warm traces are still searched
+    assert found_by_attribute(acme) == {trace}
     client.force_login(acme.owner)
     assert "Warm" in client.get(f"/t/{acme.slug}/traces/{trace}/").content.decode()
     storage = {row["tier"]: row for row in api.get("/api/v1/storage", key=key).json()}
@@ -72,6 +80,7 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_ke
     cold = api.get(f"/api/v1/traces/{trace}", key=key).json()["trace"]
     assert (cold["tier"], cold["text_archived"]) == ("cold", True)
     assert found_by_text(acme, "Baker Street") == set()  # listed by summary only
+    assert found_by_attribute(acme) == set()
     client.force_login(acme.owner)
     page = client.get(f"/t/{acme.slug}/traces/{trace}/").content.decode()
     assert "Cold" in page and "its text is no longer searched" in page
@@ -81,11 +90,11 @@ def test_it_reads_a_trace_back_the_same_in_every_tier(api, client, acme, make_ke
 
     assert "1 deleted" in apply(acme, days_ahead=7)
     assert found_by_text(acme, "Baker Street") == set()
+    assert found_by_attribute(acme) == set()
     assert api.get(f"/api/v1/traces/{trace}", key=key).status_code == 404
     assert bucket_keys(f"t/{acme.id}/") == []
     with tenant_scope(acme):
         assert not Payload.objects.exists()
-        assert not TraceAttribute.objects.exists()
         assert StorageUsage.objects.get(tier=Tier.HOT).db_bytes == 0
 
 

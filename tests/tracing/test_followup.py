@@ -11,10 +11,19 @@ from controlplane.tenancy import tenant_scope
 from tests.billing.helpers import chat_attrs, one_call
 from tests.tracing.searchdata import drain_queue, queue_name, queued_messages
 from tracing import followup
-from tracing.models import Span, TraceAttribute
+from tracing.models import Span
+from tracing.query.filters import TraceFilters
+from tracing.query.traces import traces_filtered
 from tracing.tasks import follow_up_spans, index_spans
 
 pytestmark = pytest.mark.django_db
+
+
+def _by_provider(tenant) -> list[str]:
+    """The traces an attribute filter finds: indexing has run for them."""
+    with tenant_scope(tenant):
+        found = traces_filtered(TraceFilters(attrs=[("gen_ai.provider.name", "anthropic")]))
+        return [t.trace_id.hex for t in found]
 
 
 def _queued(queue: str) -> list[tuple[str, dict]]:
@@ -46,10 +55,11 @@ def test_it_queues_one_message_a_batch_for_the_steps_sharing_a_queue(
     assert kwargs["steps"] == ["tracing.index_spans", "billing.cost_spans", "alerts.detect_spans"]
     assert [trace for trace, _ in kwargs["spans"]] == [trace_hex]
 
+    assert _by_provider(acme) == []
     follow_up_spans(**kwargs)
     follow_up_spans(**kwargs)  # a redelivery changes nothing
+    assert _by_provider(acme) == [trace_hex]
     with tenant_scope(acme):
-        assert TraceAttribute.objects.exists()
         assert SpanCost.objects.filter(counted=True).count() == 1
 
 
@@ -86,7 +96,7 @@ def broken_step(*, tenant_id: int, spans: list) -> None:
 
 def test_it_keeps_running_the_other_steps_when_one_fails(acme):
     calls.clear()
-    one_call(acme, attrs=chat_attrs())  # no on-commit hooks in this test: nothing queued
+    trace_hex = one_call(acme, attrs=chat_attrs())  # no on-commit hooks: nothing queued
     with tenant_scope(acme):
         spans = [[s.trace_id.hex, s.span_id_hex] for s in Span.objects.all()]
     steps = ["tests.flaky_step", "tests.broken_step", "tracing.index_spans"]
@@ -94,8 +104,7 @@ def test_it_keeps_running_the_other_steps_when_one_fails(acme):
     # The transient failure is tried again alone; the bug is raised once the rest ran.
     assert outcome.transient == ["tests.flaky_step"]
     assert isinstance(outcome.error, ValueError)
-    with tenant_scope(acme):
-        assert TraceAttribute.objects.exists()
+    assert _by_provider(acme) == [trace_hex]
     again = followup.steps_run(tenant_id=acme.id, spans=spans, steps=outcome.transient)
     assert again.transient == [] and again.error is None
     assert calls == [1, 1]

@@ -8,7 +8,7 @@ from django.db.models.expressions import RawSQL
 
 from controlplane.tenancy import current_tenant_id
 from tracing import labels
-from tracing.models import Span, StatusCode, Trace, TraceAttribute, attribute_pairs, span_name
+from tracing.models import Span, StatusCode, Trace, attribute_pairs, span_name
 from tracing.query.filters import (
     TraceFilters,
     cursor_id,
@@ -18,14 +18,14 @@ from tracing.query.filters import (
 )
 from tracing.retention.bundles import bundles_open
 from tracing.search import fulltext
+from tracing.search.attributes import traces_having
 
 MODEL_KEYS = ("gen_ai.request.model", "gen_ai.response.model")
 
 
-def _having_attribute(key_or_keys, value) -> QuerySet:
-    keys = [key_or_keys] if isinstance(key_or_keys, str) else list(key_or_keys)
-    pairs = attribute_pairs(keys, [value])
-    return TraceAttribute.objects.filter(pair__in=pairs).values("trace_id")
+def _having_attribute(keys: tuple[str, ...], value: str) -> Q:
+    """Traces with any of the keys set to value."""
+    return traces_having(tenant_id=current_tenant_id(), pairs=attribute_pairs(keys, [value]))
 
 
 def traces_filtered(filters: TraceFilters) -> QuerySet:
@@ -51,11 +51,9 @@ def traces_filtered(filters: TraceFilters) -> QuerySet:
         qs = qs.filter(duration_ms__gte=filters.min_duration_ms)
     if filters.model:
         # The trace row holds its first model; any span's model is in the index.
-        qs = qs.filter(
-            Q(model=filters.model) | Q(trace_id__in=_having_attribute(MODEL_KEYS, filters.model))
-        )
+        qs = qs.filter(Q(model=filters.model) | _having_attribute(MODEL_KEYS, filters.model))
     for key, value in filters.attrs:
-        qs = qs.filter(trace_id__in=_having_attribute(key, value))
+        qs = qs.filter(_having_attribute((key,), value))
     if filters.q:
         match = fulltext.traces_matching_sql(current_tenant_id(), filters.q)
         if match is not None:

@@ -13,9 +13,10 @@ from django.utils import timezone
 from controlplane.blobstore import get_blob_store, tenant_key
 from controlplane.models import Tenant
 from controlplane.tenancy import tenant_scope
-from tracing.models import Trace, TraceAttribute, attribute_pairs
+from tracing.models import Trace, attribute_pairs
 from tracing.retention import selectors, storage, tiers
 from tracing.retention.models import USER_KEYS, ErasureRequest, LegalHold, RemovalRecord
+from tracing.search.attributes import traces_having
 from tracing.selectors import redaction_preview
 
 
@@ -26,13 +27,8 @@ def _user_traces(tenant_id: int, user_id: str) -> list[Trace]:
     # Stored values are redacted: an e-mail address as user.id is kept as [EMAIL:…].
     redacted, _ = redaction_preview(tenant_id=tenant_id, text=user_id)
     values = sorted({user_id, redacted})
-    by_attribute = TraceAttribute.objects.filter(pair__in=attribute_pairs(USER_KEYS, values))
-    found = {
-        t.pk: t
-        for t in Trace.objects.filter(
-            Q(user_id__in=values) | Q(trace_id__in=by_attribute.values("trace_id"))
-        )
-    }
+    by_attribute = traces_having(tenant_id=tenant_id, pairs=attribute_pairs(USER_KEYS, values))
+    found = {t.pk: t for t in Trace.objects.filter(Q(user_id__in=values) | by_attribute)}
     for trace in selectors.archived_listing("users", values):
         found.setdefault(trace.pk, trace)
     return list(found.values())

@@ -1,8 +1,9 @@
 """The write side of the search index, run by the `tracing.index_spans` task.
 
-For each newly stored span it records the trace's attributes (key=value) and the texts
-it holds: messages, system instructions, tool arguments and results, error messages.
-The index keeps terms only; the texts stay in the payload store.
+For each newly stored span it records the trace's attributes (key=value, as digests:
+`models.attribute_pair`) and the texts it holds: messages, system instructions, tool
+arguments and results, error messages. The index keeps terms only; the texts stay in
+the payload store.
 
 Terms are posted under the trace's row id on both backends:
 
@@ -10,16 +11,17 @@ Terms are posted under the trace's row id on both backends:
 
 - PostgreSQL: tracing_searchblock, an inverted index of segments (segments.py); each
   distinct text of a batch is tokenised once by to_tsvector('simple'), and the batch's
-  (term, trace) pairs become a segment of their own, merged later with others.
+  (term, trace) pairs, its attribute pairs as terms of their own (attributes.py) among
+  them, become a segment of their own, merged later with others.
 - SQLite: tracing_searchtrace, a contentless FTS5 table, rowid = the trace's row id
   (migration 0024); a later batch posts its terms under the same rowid and FTS5 keeps
-  one posting per term and rowid.
+  one posting per term and rowid. Attributes go to tracing_traceattribute.
 
 No table says which texts a trace lists, so a batch reads every text its spans
 reference, whether or not an earlier batch did. Both match a trace when every query
 term occurs in its texts (fulltext.py). Running a batch twice changes nothing a search
-sees: attributes are inserted ON CONFLICT DO NOTHING, and terms posted twice for one
-trace are one term.
+sees: SQLite's attribute rows are inserted ON CONFLICT DO NOTHING, and terms posted
+twice for one trace are one term.
 """
 
 import hashlib
@@ -35,6 +37,7 @@ from tracing.ingest.normalise import COLUMN_ATTRIBUTES
 from tracing.ingest.payloads import LEAF_KEY, LIST_KINDS, from_canonical
 from tracing.ingest.rows import insert_ignoring_conflicts, uuid_param, write_turn
 from tracing.models import PayloadKind, Span, Trace, attribute_pair
+from tracing.search.attributes import attribute_term
 from tracing.search.segments import segment_add
 from tracing.selectors import Conversations, PayloadReader, span_stored_detail
 
@@ -194,22 +197,19 @@ def search_index_spans(*, tenant_id: int, spans: list[tuple[str, str]]) -> int:
             index.digests.update(inputs[key])
             index.messages.update(inputs[key])
 
-    _trace_documents_add(tenant_id, indexer, traces)
-    attributes = [
-        (tenant_id, pair, uuid_param(trace_id))
+    pairs = {
+        trace_id: sorted({attribute_pair(key, value) for key, value in index.attributes})
         for trace_id, index in traces.items()
-        for pair in sorted({attribute_pair(key, value) for key, value in index.attributes})
-    ]
-    insert_ignoring_conflicts(
-        "tracing_traceattribute", ("tenant_id", "pair", "trace_id"), attributes
-    )
+    }
+    _trace_documents_add(tenant_id, indexer, traces, pairs)
     return len(rows)
 
 
-def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> None:
-    """The batch's texts posted under each trace's row id. Texts an earlier batch posted
-    already are posted again (no table lists them); both indexes fold a term posted
-    twice for one trace into one, so only the tokenising is spent twice."""
+def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict, pairs: dict) -> None:
+    """The batch's texts and attribute pairs posted under each trace's row id. Texts an
+    earlier batch posted already are posted again (no table lists them); both indexes
+    fold a term posted twice for one trace into one, so only the tokenising is spent
+    twice."""
     texts = _texts_to_store(indexer, traces)
     row_ids = dict(Trace.objects.filter(trace_id__in=list(traces)).values_list("trace_id", "id"))
     held_by_row = {}
@@ -217,10 +217,16 @@ def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> 
         held = sorted(d for d in index.digests | set(index.inline) if d in texts)
         if held and trace_id in row_ids:
             held_by_row[row_ids[trace_id]] = held
-    if not held_by_row:
-        return
     if connection.vendor == "postgresql":
-        _segment_add(tenant_id, texts, held_by_row)
+        pairs_by_row = {row_ids[t]: held for t, held in pairs.items() if held and t in row_ids}
+        _segment_add(tenant_id, texts, held_by_row, pairs_by_row)
+        return
+    insert_ignoring_conflicts(
+        "tracing_traceattribute",
+        ("tenant_id", "pair", "trace_id"),
+        [(tenant_id, pair, uuid_param(t)) for t, held in pairs.items() for pair in held],
+    )
+    if not held_by_row:
         return
     # In row id order: FTS5 flushes its pending terms to a new segment whenever a rowid
     # comes before the last one written.
@@ -232,21 +238,28 @@ def _trace_documents_add(tenant_id: int, indexer: SpanIndexer, traces: dict) -> 
         )
 
 
-def _segment_add(tenant_id: int, texts: dict[str, str], held_by_row: dict) -> None:
+def _segment_add(
+    tenant_id: int, texts: dict[str, str], held_by_row: dict, pairs_by_row: dict
+) -> None:
     """PostgreSQL: each distinct text tokenised once, by the database's own 'simple'
-    parser (the terms are today's to_tsvector terms), and the batch's terms posted in a
-    segment of their own (segments.py)."""
+    parser (the terms are today's to_tsvector terms), and the batch's terms, its
+    attribute pairs' among them (attributes.py), posted in a segment of its own
+    (segments.py). A trace with attributes and no text still gets its pairs' terms."""
     digests = sorted({d for held in held_by_row.values() for d in held})
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT tsvector_to_array(to_tsvector('simple', t)) "
-            "FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
-            [[_indexed(texts[d]) for d in digests]],
-        )
-        lexemes = dict(zip(digests, (row[0] for row in cursor.fetchall()), strict=True))
+    lexemes = {}
+    if digests:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT tsvector_to_array(to_tsvector('simple', t)) "
+                "FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i",
+                [[_indexed(texts[d]) for d in digests]],
+            )
+            lexemes = dict(zip(digests, (row[0] for row in cursor.fetchall()), strict=True))
     terms_by_row = {
         row: set().union(*(lexemes[d] for d in held)) for row, held in held_by_row.items()
     }
+    for row, held in pairs_by_row.items():
+        terms_by_row.setdefault(row, set()).update(map(attribute_term, held))
     segment_add(tenant_id=tenant_id, terms_by_row=terms_by_row)
 
 
@@ -336,8 +349,9 @@ def search_traces_forget(
     """Take traces out of the search index: their attributes and their texts' terms.
     Returns how many of the traces had terms to take out.
 
-    PostgreSQL's index is left as it is (a search skips row ids of traces gone or
-    cold, and merges drop them). SQLite's contentless FTS5 table (3.40: no
+    PostgreSQL's index is left as it is, attribute terms included (a search or filter
+    skips row ids of traces gone or cold, and merges drop them). On SQLite the
+    attribute rows are deleted, and the contentless FTS5 table (3.40: no
     contentless_delete) takes a trace's terms out through its 'delete' command, which
     needs the texts as indexed: those of `spans`, read through `reader` (which must
     have their payloads). A term of a text not given stays under the trace's rowid,
@@ -348,6 +362,12 @@ def search_traces_forget(
     commits this with its own mark that it is done (tracing/retention/tiers.py)."""
     if not trace_ids:
         return 0
+    row_ids = sorted(Trace.objects.filter(trace_id__in=trace_ids).values_list("id", flat=True))
+    if connection.vendor == "postgresql":
+        # Nothing to take out now, text or attribute terms: searches and filters join
+        # the index's row ids to traces that are hot or warm, and the next merge of a
+        # segment drops the others (segments.py).
+        return len(row_ids)
     params = [tenant_id, *(uuid_param(t) for t in trace_ids)]
     marks = ", ".join(["%s"] * len(trace_ids))
     with connection.cursor() as cursor:
@@ -355,13 +375,8 @@ def search_traces_forget(
             f"DELETE FROM tracing_traceattribute WHERE tenant_id = %s AND trace_id IN ({marks})",  # noqa: S608 - fixed names
             params,
         )
-    row_ids = sorted(Trace.objects.filter(trace_id__in=trace_ids).values_list("id", flat=True))
     if not row_ids:
         return 0
-    if connection.vendor == "postgresql":
-        # Nothing to take out now: searches join the index's row ids to traces that are
-        # hot or warm, and the next merge of a segment drops the others (segments.py).
-        return len(row_ids)
     texts = _trace_texts(tenant_id=tenant_id, spans=spans, reader=reader)
     if not texts:
         return 0

@@ -3,7 +3,8 @@
 A tsvector per trace plus GIN repeats the vocabulary in every trace and costs GIN
 about 10 bytes a (term, trace) pair: more than the payloads it indexes. Here, as in
 FTS5 or Lucene, each term is stored once per segment with the delta-coded row ids of
-the traces holding it:
+the traces holding it. The terms are the texts' lexemes and the traces' attribute
+pairs, each `\x01` and 16 hex digits (attributes.py), which sort before every lexeme:
 
     tracing_searchblock (tenant, segment, first_term) -> level, last_term, data
     data = zstd(header | terms | posting counts | row id deltas, byte-plane shuffled)
@@ -14,7 +15,9 @@ the traces holding it:
   term's postings and drops the row ids of traces that are gone or cold.
 - A query reads, for each term, the blocks of each segment whose term range can hold
   a term with that prefix, unions their postings, intersects across terms, and leaves
-  the join to tracing_trace (by primary key) to drop traces removed since.
+  the join to tracing_trace (by primary key) to drop traces removed since. An
+  attribute filter reads, in one statement, the one block of each segment that can
+  hold each of its exact terms, and unions their postings.
 - Terms are bytea (UTF-8): bytea compares bytewise, which is code point order, as
   Python sorts, and the terms with prefix p are those in [p, p + 0xFF).
 - The row id deltas are 8-byte integers split into byte planes: the high planes are
@@ -110,6 +113,12 @@ class _Block:
                 break
             into.update(self._ids(start, self.counts[i]))
             start += self.counts[i]
+
+    def with_term(self, term: bytes, into: set[int]) -> None:
+        """Adds the row ids of the term, if the block holds it."""
+        i = bisect_left(self.terms, term)
+        if i < len(self.terms) and self.terms[i] == term:
+            into.update(self._ids(sum(self.counts[:i]), self.counts[i]))
 
     def entries(self):
         start = 0
@@ -326,3 +335,36 @@ def rows_matching(*, tenant_id: int, prefixes: list[str]) -> list[int]:
         if not found:
             return []
     return sorted(found or ())
+
+
+# For each segment and each term, the one block whose term range can hold the term: the
+# last starting at or before it. Terms that fall in one block read it once.
+_BLOCKS_OF_TERMS = """
+SELECT b.data FROM tracing_searchblock b
+WHERE b.tenant_id = %(tenant)s AND (b.segment, b.first_term) IN (
+    SELECT s.segment, (
+        SELECT first_term FROM tracing_searchblock
+        WHERE tenant_id = %(tenant)s AND segment = s.segment AND first_term <= t.term
+        ORDER BY first_term DESC LIMIT 1
+    )
+    FROM (SELECT DISTINCT segment FROM tracing_searchblock WHERE tenant_id = %(tenant)s) s
+    CROSS JOIN unnest(%(terms)s::bytea[]) AS t(term)
+)
+"""
+
+
+def rows_holding(*, tenant_id: int, terms: list[str]) -> list[int]:
+    """Row ids of the traces holding any of the terms, exactly (the traces may be gone
+    since: the caller joins them), from one read of the segments."""
+    keys = sorted({term.encode() for term in terms})
+    if not keys:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_BLOCKS_OF_TERMS, {"tenant": tenant_id, "terms": keys})
+        blocks = cursor.fetchall()
+    found: set[int] = set()
+    for (data,) in blocks:
+        block = _Block(bytes(data))
+        for key in keys:
+            block.with_term(key, found)
+    return sorted(found)
