@@ -23,7 +23,7 @@ worker_class = "gthread"
 accesslog = "-"
 graceful_timeout = 5
 
-# A request with a large body (OTLP batches reach INGEST_MAX_BODY_BYTES) leaves the freed
+# A request with a large body (OTLP batches reach INGEST_MAX_BODY_BYTES; over gRPC too) leaves the freed
 # memory in glibc's heap, where it counts against the process until reused: give it back
 # once the worker has been quiet for TRIM_QUIET_S. Trimming after each such request made a
 # burst of them fault the same pages back in, request after request (bench/ingest.py,
@@ -73,10 +73,12 @@ def post_worker_init(worker):
 
     from tracing.grpc_server import make_server
 
-    server, port = make_server(settings.OTLP_GRPC_ADDRESS)
+    worker.quiet_trim = _QuietTrim()
+    server, port = make_server(
+        settings.OTLP_GRPC_ADDRESS, watch=worker.quiet_trim, large_bytes=TRIM_AFTER_BYTES
+    )
     server.start()
     worker.otlp_grpc = server
-    worker.quiet_trim = _QuietTrim()
     host = settings.OTLP_GRPC_ADDRESS.rsplit(":", 1)[0]
     worker.log.info("OTLP/gRPC listening on %s:%s", host, port)
 

@@ -85,10 +85,43 @@ class MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
         )
 
 
-def make_server(address: str, *, workers: int = 8) -> tuple[grpc.Server, int]:
-    """A gRPC server bound to `address` (port 0 picks a free one), not yet started."""
+class _Watched(grpc.ServerInterceptor):
+    """Tells `watch` when each call starts, and when it ends whether its request was
+    large (the embedded web process gives its heap back once quiet after one)."""
+
+    def __init__(self, watch, large_bytes: int):
+        self.watch = watch
+        self.large_bytes = large_bytes
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner, watch, large_bytes = handler.unary_unary, self.watch, self.large_bytes
+
+        def call(request, context):
+            watch.started()
+            try:
+                return inner(request, context)
+            finally:
+                watch.finished(request.ByteSize() >= large_bytes)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def make_server(
+    address: str, *, workers: int = 8, watch=None, large_bytes: int = 1 << 20
+) -> tuple[grpc.Server, int]:
+    """A gRPC server bound to `address` (port 0 picks a free one), not yet started.
+    `watch`: told of each call (started(), finished(large)), as gunicorn's hooks tell
+    it of each HTTP request."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers),
+        interceptors=[_Watched(watch, large_bytes)] if watch is not None else None,
         options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
     )
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(), server)
