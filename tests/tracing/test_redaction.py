@@ -3,6 +3,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import re2
 
 from tracing.ingest.corpus import score
 from tracing.ingest.redact import Redactor
@@ -107,3 +108,24 @@ def test_its_screen_misses_nothing_on_input_built_to_thrash_the_automaton():
         piece = text[start : start + 50_000]
         screened = bool(redactor.screen.Match(piece))
         assert screened == bool(redactor.regex.search(piece))
+
+
+def test_it_still_redacts_when_its_screen_cannot_be_built(monkeypatch):
+    """A tenant's patterns too large for the set matcher's memory leave every text
+    searched, not every text passed through."""
+
+    def refuse(self):
+        raise re2.error("failed to compile Set")
+
+    monkeypatch.setattr(re2.Set, "Compile", refuse)
+    redactor = Redactor(hash_key=b"k" * 32)
+    assert redactor.screen is None
+    assert "jane@example.com" not in redactor.redact("mail jane@example.com", Counter())
+
+
+def test_its_screen_is_built_for_the_builtin_and_a_tenants_patterns():
+    redactor = Redactor(
+        hash_key=b"k" * 32, custom_patterns=[{"name": "employee", "pattern": r"EMP-\d{6}"}]
+    )
+    assert redactor.screen is not None
+    assert redactor.screen.Match("badge EMP-004211") == [0]

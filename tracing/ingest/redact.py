@@ -201,7 +201,10 @@ class Redactor:
         self.screen = re2.Set.SearchSet(options)
         for _, pattern in patterns:
             self.screen.Add(pattern)
-        self.screen.Compile()
+        try:
+            self.screen.Compile()
+        except re2.error:
+            self.screen = None  # over its memory: every text is searched
         self.has_custom = bool(custom_patterns)
         self.short_cache: dict[str, tuple[str, tuple]] = {}
 
@@ -210,10 +213,12 @@ class Redactor:
         return f"[{kind}:{tag}]"
 
     def _builtin(self, text: str) -> list[tuple[int, int, str, str]]:
-        present = self.screen.Match(text)
-        if not present:
-            return []
-        candidates = [self.alternatives[i] for i in sorted(present)]
+        candidates = self.alternatives
+        if self.screen is not None:
+            present = self.screen.Match(text)
+            if not present:
+                return []
+            candidates = [self.alternatives[i] for i in sorted(present)]
         found = []
         for match in self.regex.finditer(text):
             number, kind = next((c for c in candidates if match.start(c[0]) >= 0), None) or next(
