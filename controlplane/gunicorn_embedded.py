@@ -23,9 +23,9 @@ worker_class = "gthread"
 accesslog = "-"
 graceful_timeout = 5
 
-# A request with a large body (OTLP batches reach INGEST_MAX_BODY_BYTES; over gRPC too) leaves the freed
-# memory in glibc's heap, where it counts against the process until reused: give it back
-# once the worker has been quiet for TRIM_QUIET_S. Trimming after each such request made a
+# A request with a large body (OTLP batches reach INGEST_MAX_BODY_BYTES, over HTTP or
+# gRPC) leaves the freed memory in glibc's heap, where it counts against the process
+# until reused: give it back once the worker has been quiet for TRIM_QUIET_S. Trimming after each such request made a
 # burst of them fault the same pages back in, request after request (bench/ingest.py,
 # 200x10: 0.1 s more system CPU in the web process for 4,200 spans).
 TRIM_AFTER_BYTES = 1024 * 1024

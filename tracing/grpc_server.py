@@ -98,17 +98,23 @@ class _Watched(grpc.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner, watch, large_bytes = handler.unary_unary, self.watch, self.large_bytes
+        parse = handler.request_deserializer or (lambda raw: raw)
+
+        def sized(raw: bytes):
+            # The size as received: ByteSize() would encode the message again.
+            return len(raw), parse(raw)
 
         def call(request, context):
+            size, message = request
             watch.started()
             try:
-                return inner(request, context)
+                return inner(message, context)
             finally:
-                watch.finished(request.ByteSize() >= large_bytes)
+                watch.finished(size >= large_bytes)
 
         return grpc.unary_unary_rpc_method_handler(
             call,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=sized,
             response_serializer=handler.response_serializer,
         )
 
